@@ -1,0 +1,171 @@
+"""Direct vs through-holdgate: latency and throughput of one tool call over Streamable HTTP.
+
+Starts server-everything (`node … streamableHttp`) as the upstream and `holdgate serve` in front of
+it (policy on, audit on, a rate-limit-free allow rule with argument redaction), then drives both
+with the same mcp SDK client: sequential calls for p50/p99, then 16 concurrent sessions for
+throughput. Usage: python bench/bench_gateway.py [--calls 500] [--seconds 8] [--sessions 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx2
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+ROOT = Path(__file__).resolve().parents[1]
+EVERYTHING = ROOT / "tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+HOLDGATE = Path(sys.executable).parent / "holdgate"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx2.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            try:
+                await http.get(url)
+                return
+            except httpx2.HTTPError:
+                await asyncio.sleep(0.2)
+    raise TimeoutError(url)
+
+
+@asynccontextmanager
+async def session(url: str, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as s,
+    ):
+        await s.initialize()
+        yield s
+
+
+async def sequential(url: str, token: str | None, calls: int) -> list[float]:
+    async with session(url, token) as s:
+        for _ in range(50):
+            await s.call_tool("echo", {"message": "warm-up"})
+        latencies = []
+        for i in range(calls):
+            started = time.perf_counter()
+            result = await s.call_tool("echo", {"message": f"call {i}"})
+            latencies.append((time.perf_counter() - started) * 1000)
+            assert not result.is_error, result
+        return latencies
+
+
+async def throughput(url: str, token: str | None, sessions: int, seconds: float) -> float:
+    done = 0
+    stop = asyncio.Event()
+
+    async def worker(ready: asyncio.Barrier) -> None:
+        nonlocal done
+        async with session(url, token) as s:
+            await s.call_tool("echo", {"message": "warm-up"})
+            await ready.wait()
+            while not stop.is_set():
+                await s.call_tool("echo", {"message": "load"})
+                done += 1
+
+    ready = asyncio.Barrier(sessions + 1)
+    tasks = [asyncio.create_task(worker(ready)) for _ in range(sessions)]
+    await ready.wait()
+    start_count, started = done, time.perf_counter()
+    await asyncio.sleep(seconds)
+    rate = (done - start_count) / (time.perf_counter() - started)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return rate
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1]
+
+
+def start_holdgate(tmp: Path, upstream_url: str, port: int) -> tuple[subprocess.Popen, str]:
+    config = tmp / "config"
+    config.mkdir()
+    policy = {
+        "version": "1",
+        "default": "deny",
+        "tools": {"echo": {"action": "allow", "redact": ["message"]}, "get-env": {"action": "deny"}},
+    }
+    (config / "policy.json").write_text(json.dumps(policy))
+    (config / "servers.json").write_text(json.dumps({"mcpServers": {"everything": {"url": upstream_url}}}))
+    env = {**os.environ, "HOLDGATE_CONFIG_DIR": str(config), "HOLDGATE_DATA_DIR": str(tmp / "data")}
+    token = (
+        subprocess.run([str(HOLDGATE), "grant", "create", "bench"], env=env, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    proc = subprocess.Popen(
+        [str(HOLDGATE), "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return proc, token
+
+
+async def main(args: argparse.Namespace) -> None:
+    up_port, gw_port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        ["node", str(EVERYTHING), "streamableHttp"],
+        env={**os.environ, "PORT": str(up_port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        upstream_url = f"http://127.0.0.1:{up_port}/mcp"
+        gateway, token = start_holdgate(Path(scratch), upstream_url, gw_port)
+        try:
+            await wait_http(f"http://127.0.0.1:{up_port}/")
+            await wait_http(f"http://127.0.0.1:{gw_port}/healthz")
+            gateway_url = f"http://127.0.0.1:{gw_port}/mcp/everything"
+            direct = await sequential(upstream_url, None, args.calls)
+            through = await sequential(gateway_url, token, args.calls)
+            direct_rate = await throughput(upstream_url, None, args.sessions, args.seconds)
+            through_rate = await throughput(gateway_url, token, args.sessions, args.seconds)
+        finally:
+            gateway.terminate()
+            upstream.terminate()
+            gateway.wait(10)
+            upstream.wait(10)
+    d50, d99, g50, g99 = pct(direct, 50), pct(direct, 99), pct(through, 50), pct(through, 99)
+    print(f"sequential echo, {args.calls} calls, one session (ms):")
+    print(f"  direct    p50 {d50:7.2f}  p99 {d99:7.2f}")
+    print(f"  holdgate  p50 {g50:7.2f}  p99 {g99:7.2f}")
+    print(f"  added     p50 {g50 - d50:+7.2f}  p99 {g99 - d99:+7.2f}   (target p50 <= +1.5 ms)")
+    print(f"throughput, {args.sessions} concurrent sessions, {args.seconds:g}s each:")
+    print(f"  direct    {direct_rate:8.0f} calls/s")
+    print(
+        f"  holdgate  {through_rate:8.0f} calls/s  = {100 * through_rate / direct_rate:.0f}% of direct"
+        "   (target >= 50%)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--sessions", type=int, default=16)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,1 @@
+"""REST routes: thin layers over the domain services."""

@@ -1,0 +1,50 @@
+"""GET /api/audit: list and export the audit history (JSON, JSON Lines, CSV)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from service.api.deps import SessionDep, get_state, require_person
+from service.audit import service as audit_service
+
+router = APIRouter(prefix="/api", tags=["audit"], dependencies=[Depends(require_person)])
+
+
+@router.get("/audit")
+async def audit(
+    request: Request,
+    session: SessionDep,
+    grant: str | None = None,
+    server: str | None = None,
+    tool: str | None = None,
+    verdict: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    format: Literal["json", "jsonl", "csv"] = "json",
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+):
+    """Newest first as JSON (paginated); `jsonl` and `csv` stream the whole filtered history, oldest first."""
+    flt = audit_service.AuditFilter(grant, server, tool, verdict, since, until)
+    if format == "json":
+        events = await audit_service.list_events(session, flt=flt, limit=limit, offset=offset)
+        return {"items": [audit_service.event_dict(e) for e in events], "limit": limit, "offset": offset}
+    sessions = get_state(request).sessions
+
+    async def body() -> AsyncIterator[str]:
+        if format == "csv":
+            yield audit_service.csv_header()
+        async with sessions() as export_session:
+            async for event in audit_service.iter_events(export_session, flt=flt):
+                yield audit_service.to_csv(event) if format == "csv" else audit_service.to_jsonl(event)
+
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    filename = f"holdgate-audit.{format}"
+    return StreamingResponse(
+        body(), media_type=media, headers={"content-disposition": f'attachment; filename="{filename}"'}
+    )

@@ -1,0 +1,47 @@
+"""Shared FastAPI dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+if TYPE_CHECKING:
+    from service.app import AppState
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.holdgate
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_state(request).sessions() as session:
+        yield session
+
+
+StateDep = Annotated["AppState", Depends(get_state)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def require_person(request: Request) -> str:
+    """The person (declared in the policy with a token) making this API request; 401 otherwise."""
+    from fastapi import HTTPException
+
+    from service.grants.service import token_sha256
+
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        person = get_state(request).policy.current.person_for_token_sha256(token_sha256(token.strip()))
+        if person is not None:
+            return person
+    raise HTTPException(
+        status_code=401,
+        detail="a person's token is required (declare it in the policy's people with token_sha256)",
+        headers={"WWW-Authenticate": 'Bearer realm="holdgate"'},
+    )
+
+
+PersonDep = Annotated[str, Depends(require_person)]

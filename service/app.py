@@ -1,0 +1,123 @@
+"""create_app(settings): the FastAPI application with the gateway, the API and their lifespans.
+
+Configuration files are loaded here, before the server starts listening: a malformed
+policy.json or servers.json refuses to start with the file, the place and the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.routing import Mount
+
+from service import __version__, db
+from service.api import audit as audit_api
+from service.api import health as health_api
+from service.audit.service import AuditWriter
+from service.gateway.proxy import GatewayCore, ServerProxy
+from service.gateway.servers import ServerSpec, load_servers
+from service.gateway.transports import McpEndpoint, build_manager
+from service.grants.service import GrantResolver
+from service.policy.holder import PolicyHolder
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """Everything the routes and the lifespan share; lives on `app.state.holdgate`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    policy: PolicyHolder
+    servers: dict[str, ServerSpec]
+    audit: AuditWriter
+    core: GatewayCore
+    endpoint: McpEndpoint
+    proxies: dict[str, ServerProxy] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_state(settings: Settings) -> AppState:
+    """Load and check configuration; raises ConfigError before anything starts."""
+    policy = PolicyHolder(settings.policy_path)
+    servers = load_servers(settings.servers_path)
+    engine = db.create_engine(settings.effective_database_url)
+    sessions = db.session_factory(engine)
+    audit = AuditWriter(sessions, flush_interval=settings.audit_flush_interval_s)
+    core = GatewayCore(
+        policy=policy,
+        audit=audit,
+        sessions=sessions,
+        config_dir=settings.config_dir,
+        filter_tools=settings.tools_list_filter,
+        connect_timeout=settings.upstream_connect_timeout_s,
+    )
+    endpoint = McpEndpoint(GrantResolver(sessions), settings)
+    endpoint.known = set(servers)
+    return AppState(settings, engine, sessions, policy, servers, audit, core, endpoint)
+
+
+def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
+    """The service; `state` may be prebuilt (tests inject a clock or approvals through it)."""
+    state = state or build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if settings.run_migrations:
+                await db.upgrade(state.engine)
+            stack.push_async_callback(state.engine.dispose)
+            state.audit.start()
+            stack.push_async_callback(state.audit.aclose)
+            await _start_gateway(state, stack)
+            _watch_policy(state, stack)
+            logger.info(
+                "holdgate %s ready: servers %s, policy %s",
+                __version__,
+                ", ".join(state.servers) or "(none)",
+                state.policy.current.version,
+            )
+            yield
+
+    app = FastAPI(title="holdgate", version=__version__, lifespan=lifespan)
+    app.state.holdgate = state
+    app.include_router(health_api.router)
+    app.include_router(audit_api.router)
+    app.router.routes.append(Mount("/mcp", app=state.endpoint))
+    return app
+
+
+async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
+    """Probe every upstream at once, then serve each through its own session manager."""
+    proxies = {name: ServerProxy(spec, state.core) for name, spec in state.servers.items()}
+    await asyncio.gather(*(proxy.probe() for proxy in proxies.values()))
+    for name, proxy in proxies.items():
+        manager = build_manager(proxy, state.settings)
+        await stack.enter_async_context(manager.run())
+        stack.push_async_callback(proxy.aclose)
+        state.endpoint.managers[name] = manager
+    state.proxies = proxies
+
+
+def _watch_policy(state: AppState, stack: AsyncExitStack) -> None:
+    """Reload on SIGHUP and on file change; both keep the last good policy on error."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, state.policy.reload)
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+    except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals
+        pass
+    if state.settings.watch_policy:
+        task = asyncio.create_task(state.policy.watch(), name="policy-watch")
+        stack.callback(task.cancel)

@@ -1,0 +1,1 @@
+"""Audit history: one record per tools/call, written off the call's path."""

@@ -1,0 +1,191 @@
+"""The `holdgate` command line: a thin layer over the service functions.
+
+Commands that touch the database act on the configured database directly, as the local
+operator. Every command builds its settings from the environment (`HOLDGATE_*`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service import db
+from service.configfile import ConfigError
+from service.policy import cli as policy_cli
+from service.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, help="holdgate: human-in-the-loop approval gateway for MCP tool calls.")
+grant_app = typer.Typer(no_args_is_help=True, help="Agent grants (bearer tokens).")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(policy_cli.app, name="policy")
+app.add_typer(grant_app, name="grant")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _settings(config: Path | None = None, **overrides: Any) -> Settings:
+    base = get_settings()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if config is not None:
+        changes["config_dir"] = config
+    return base.model_copy(update=changes) if changes else base
+
+
+def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(session)` in one committed unit of work on the configured database."""
+
+    async def run() -> T:
+        engine = db.create_engine(settings.effective_database_url)
+        try:
+            if settings.run_migrations:
+                await db.upgrade(engine)
+            async with db.session_scope(db.session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option(help="Configuration directory (policy.json, servers.json).")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the gateway service."""
+    import uvicorn
+
+    from service.app import build_state, create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(config, host=host, port=port)
+        state = build_state(settings)
+    except ConfigError as exc:
+        err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:  # settings validation
+        err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    uvicorn.run(
+        create_app(settings, state=state),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def bridge(
+    url: Annotated[str, typer.Option(help="The gateway's MCP URL, e.g. http://127.0.0.1:8000/mcp/jobs")],
+    token: Annotated[str | None, typer.Option(envvar="HOLDGATE_TOKEN", help="Grant token.")] = None,
+) -> None:
+    """Relay MCP between stdio and the gateway, for stdio-only clients (Claude Desktop)."""
+    from service.gateway.bridge import run_bridge
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    asyncio.run(run_bridge(url, token))
+
+
+@grant_app.command("create")
+def grant_create(name: str) -> None:
+    """Create a grant; prints its token once, alone on the last line (only its hash is stored)."""
+    from service.grants.service import GrantError, create_grant
+
+    try:
+        grant, token = _with_session(_settings(), lambda s: create_grant(s, name=name))
+    except GrantError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    err_console.print(f"grant {grant.name!r} created; store this token now, it is not shown again:")
+    print(token)
+
+
+@grant_app.command("list")
+def grant_list() -> None:
+    """List grants (names and state; tokens are never shown)."""
+    from service.grants.service import list_grants
+
+    grants = _with_session(_settings(), list_grants)
+    table = Table("name", "created", "revoked")
+    for grant in grants:
+        table.add_row(grant.name, str(grant.created_at), str(grant.revoked_at or ""))
+    console.print(table)
+
+
+@grant_app.command("revoke")
+def grant_revoke(name: str) -> None:
+    """Revoke a grant: its token stops working within seconds."""
+    from service.grants.service import revoke_grant
+
+    if not _with_session(_settings(), lambda s: revoke_grant(s, name=name)):
+        err_console.print(f"[red]error:[/red] no active grant named {name!r}")
+        raise typer.Exit(1)
+    console.print(f"grant {name!r} revoked")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply schema migrations to the configured database."""
+
+    async def run() -> None:
+        engine = db.create_engine(_settings().effective_database_url)
+        try:
+            await db.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    console.print("database schema is up to date")
+
+
+@app.command("audit")
+def audit(
+    format: Annotated[str, typer.Option(help="table | jsonl | csv")] = "table",
+    grant: str | None = None,
+    server: str | None = None,
+    tool: str | None = None,
+    verdict: str | None = None,
+    limit: Annotated[int, typer.Option(help="Rows for the table view.")] = 50,
+) -> None:
+    """List the audit history, or export it as JSON Lines / CSV on stdout."""
+    from service.audit import service as audit_service
+
+    flt = audit_service.AuditFilter(grant=grant, server=server, tool=tool, verdict=verdict)
+    if format in {"jsonl", "csv"}:
+
+        async def export(session) -> None:
+            if format == "csv":
+                sys.stdout.write(audit_service.csv_header())
+            async for event in audit_service.iter_events(session, flt=flt):
+                sys.stdout.write(audit_service.to_csv(event) if format == "csv" else audit_service.to_jsonl(event))
+
+        _with_session(_settings(), export)
+        return
+    events = _with_session(_settings(), lambda s: audit_service.list_events(s, flt=flt, limit=limit))
+    table = Table("time", "grant", "server", "tool", "verdict", "rule", "outcome", "ms")
+    for e in events:
+        table.add_row(
+            e.ts.strftime("%Y-%m-%d %H:%M:%S"), e.grant, e.server, e.tool, e.verdict,
+            e.rule or "", e.outcome or "", f"{e.duration_ms:.1f}" if e.duration_ms is not None else "",
+        )  # fmt: skip
+    console.print(table)
+
+
+def _json_dump(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))

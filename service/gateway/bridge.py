@@ -1,0 +1,232 @@
+"""`holdgate bridge`: a stdio ↔ Streamable HTTP relay for clients that only launch stdio servers.
+
+Claude Desktop and other stdio-only clients start `holdgate bridge --url URL` as if it were an MCP
+server. The bridge reads JSON-RPC messages from stdin and relays them to holdgate's `/mcp/{server}`
+endpoint with the agent's grant token (`Authorization: Bearer …`), and relays everything the endpoint
+sends back to stdout: responses, notifications (progress, logging, list_changed, cancellation) and
+server-to-client requests (elicitation, sampling), whose answers travel back the same way.
+
+What it owns: moving messages, and the HTTP headers the protocol needs on each POST. It is not an MCP
+session: it never answers, drops or rewrites a message, so whatever protocol the client and holdgate
+agree on passes through unchanged. Because the SDK's `ClientSession` is not in the loop, the bridge
+stamps the per-request headers that `ClientSession` would have stamped (see `HeaderStamper`).
+
+Invariants: stdout carries protocol only (`stdio_server` diverts fd 1 to stderr while it runs); logs
+go to stderr; the token is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import httpx2
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.stdio import stdio_server
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    NAME_BEARING_METHODS,
+    encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
+from mcp_types import (
+    PARSE_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    RequestId,
+)
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "HOLDGATE_TOKEN"
+# The SDK's own HTTP client defaults: 30 s to connect or write, 300 s between bytes of a response
+# stream (holdgate sends SSE keep-alives well inside that while a call is held for approval).
+HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+
+
+class BridgeError(RuntimeError):
+    """The bridge could not keep relaying (holdgate unreachable, connection lost); the message says why."""
+
+
+class HeaderStamper:
+    """Works out, from the relayed messages alone, the HTTP headers each client POST must carry.
+
+    - 2025-11-25 era (initialize handshake): every message after `initialize` carries
+      `MCP-Protocol-Version` with the version the server answered.
+    - 2026-07-28 era (stateless, per-request `_meta` envelope): each request carries its envelope's
+      version, `Mcp-Method`, `Mcp-Name` for tools/call, prompts/get and resources/read, and the
+      `Mcp-Param-*` headers that the tool's input schema asks for via `x-mcp-header` (learnt from the
+      tools/list results that pass through). The server rejects a request whose headers and body differ.
+    """
+
+    def __init__(self) -> None:
+        self._negotiated: str | None = None
+        self._initialize_ids: set[RequestId] = set()
+        self._tools_list_ids: set[RequestId] = set()
+        self._param_header_maps: dict[str, dict[tuple[str, ...], str]] = {}
+
+    def outbound(self, message: JSONRPCMessage) -> ClientMessageMetadata | None:
+        """Metadata for a client → server message (None when it needs no extra headers)."""
+        headers = self._headers_for(message)
+        return ClientMessageMetadata(headers=headers) if headers else None
+
+    def inbound(self, message: JSONRPCMessage) -> None:
+        """Learn from a server → client message: the negotiated version, tools' header annotations."""
+        if not isinstance(message, JSONRPCResponse | JSONRPCError):
+            return
+        if message.id in self._initialize_ids:
+            self._initialize_ids.discard(message.id)
+            if isinstance(message, JSONRPCResponse):
+                version = message.result.get("protocolVersion")
+                self._negotiated = version if isinstance(version, str) else None
+        elif message.id in self._tools_list_ids:
+            self._tools_list_ids.discard(message.id)
+            if isinstance(message, JSONRPCResponse):
+                self._learn_param_headers(message.result.get("tools"))
+
+    def _headers_for(self, message: JSONRPCMessage) -> dict[str, str]:
+        if isinstance(message, JSONRPCRequest):
+            if message.method == "initialize":
+                # A new handshake: the server answers with the version to use from now on.
+                self._initialize_ids.add(message.id)
+                self._negotiated = None
+                return {}
+            if message.method == "tools/list":
+                self._tools_list_ids.add(message.id)
+        if isinstance(message, JSONRPCRequest | JSONRPCNotification):
+            params = message.params or {}
+            meta = params.get("_meta")
+            version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, Mapping) else None
+            if isinstance(version, str):
+                return self._envelope_headers(message.method, params, version)
+        return {MCP_PROTOCOL_VERSION_HEADER: self._negotiated} if self._negotiated else {}
+
+    def _envelope_headers(self, method: str, params: Mapping[str, Any], version: str) -> dict[str, str]:
+        headers = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: method}
+        name_key = NAME_BEARING_METHODS.get(method)
+        if name_key is not None and isinstance(name := params.get(name_key), str):
+            headers[MCP_NAME_HEADER] = encode_header_value(name)
+        if method == "tools/call" and isinstance(name := params.get("name"), str):
+            header_map = self._param_header_maps.get(name)
+            arguments = params.get("arguments")
+            if header_map and isinstance(arguments, Mapping):
+                headers.update(mcp_param_headers(header_map, arguments))
+        return headers
+
+    def _learn_param_headers(self, tools: Any) -> None:
+        if not isinstance(tools, list):
+            return
+        for tool in tools:
+            if not isinstance(tool, Mapping) or not isinstance(name := tool.get("name"), str):
+                continue
+            schema = tool.get("inputSchema")
+            if find_invalid_x_mcp_header(schema) is None and (header_map := x_mcp_header_map(schema)):
+                self._param_header_maps[name] = header_map
+            else:
+                self._param_header_maps.pop(name, None)
+
+
+def _auth_headers(token: str | None) -> dict[str, str]:
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is None:
+        logger.warning("no token given (--token or %s): holdgate will refuse the connection", TOKEN_ENV)
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _log_refusals(response: httpx2.Response) -> None:
+    """Say on stderr why holdgate refused, since the client only shows a generic error."""
+    if response.status_code in (401, 403):
+        logger.error(
+            "holdgate refused the grant token (HTTP %s): check --token or %s",
+            response.status_code,
+            TOKEN_ENV,
+        )
+
+
+async def _relay_client_to_server(
+    stdin: ObjectReceiveStream[SessionMessage | Exception],
+    stdout: ObjectSendStream[SessionMessage],
+    http: ObjectSendStream[SessionMessage],
+    stamper: HeaderStamper,
+) -> None:
+    """stdin → HTTP, until the client closes stdin (its way of stopping a stdio server)."""
+    async for item in stdin:
+        if isinstance(item, Exception):
+            # JSON-RPC's answer to a line that is not a message: a parse error with a null id.
+            logger.warning("stdin line is not a JSON-RPC message: %s", item)
+            error = ErrorData(code=PARSE_ERROR, message="Parse error: not a JSON-RPC message")
+            await stdout.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=None, error=error)))
+            continue
+        await http.send(SessionMessage(item.message, metadata=stamper.outbound(item.message)))
+    logger.info("stdin closed: stopping the bridge")
+
+
+async def _relay_server_to_client(
+    http: ObjectReceiveStream[SessionMessage | Exception],
+    stdout: ObjectSendStream[SessionMessage],
+    stamper: HeaderStamper,
+) -> None:
+    """HTTP → stdout, for as long as the HTTP transport runs."""
+    async for item in http:
+        if isinstance(item, Exception):
+            logger.warning("message from holdgate could not be read: %s", item)
+            continue
+        stamper.inbound(item.message)
+        await stdout.send(SessionMessage(item.message))
+
+
+async def run_bridge(url: str, token: str | None) -> None:
+    """Relay MCP between this process's stdio and holdgate's Streamable HTTP endpoint at `url`.
+
+    Returns when the client closes stdin. The token falls back to the `HOLDGATE_TOKEN` environment
+    variable. Raises BridgeError when holdgate cannot be reached or the connection breaks.
+    """
+    headers = _auth_headers(token)
+    logger.info("bridging stdio to %s", url)
+    try:
+        async with stdio_server() as (stdin, stdout):  # noqa: SIM117 - must outlive the inner block
+            # stdio_server waits for its stdout writer, which ends only when `stdout` is closed.
+            async with (
+                stdout,
+                httpx2.AsyncClient(
+                    headers=headers, timeout=HTTP_TIMEOUT, event_hooks={"response": [_log_refusals]}
+                ) as client,
+                streamable_http_client(url, http_client=client) as (http_read, http_write),
+                anyio.create_task_group() as tg,
+            ):
+                stamper = HeaderStamper()
+                tg.start_soon(_relay_server_to_client, http_read, stdout, stamper)
+                await _relay_client_to_server(stdin, stdout, http_write, stamper)
+                tg.cancel_scope.cancel()
+    except Exception as exc:
+        cause = _transport_error_in(exc)
+        if cause is None:
+            raise
+        logger.error("cannot reach holdgate at %s: %s", url, cause)
+        raise BridgeError(f"cannot reach holdgate at {url}: {cause}") from cause
+
+
+def _transport_error_in(exc: BaseException) -> httpx2.TransportError | None:
+    """The first HTTP transport failure in `exc`, looking inside (nested) task-group exception groups."""
+    if isinstance(exc, httpx2.TransportError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _transport_error_in(inner)) is not None:
+                return found
+    return None

@@ -1,0 +1,466 @@
+"""The MCP face of each upstream server: low-level `Server` handlers that enforce policy and forward.
+
+One `ServerProxy` per entry of servers.json. Downstream sessions (2025-11-25 era, with an
+`Mcp-Session-Id`) each get an upstream session of their own for their whole life, opened on
+first use and closed with the downstream session; that keeps elicitation, sampling, logging
+and list_changed traffic between the two ends that belong together. Stateless requests
+(2026-07-28 era) have no session to tie to and share one upstream session per server.
+
+Every `tools/call` goes through `GatewayCore.call_tool`: policy verdict, then the rate limit,
+then the upstream; each ending is audited off the call's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import mcp_types as types
+from mcp import MCPError
+from mcp.server import Server, ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+
+from service.audit.service import AuditRecord, AuditWriter
+from service.gateway.servers import ServerSpec
+from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
+from service.policy import Policy, Verdict
+from service.policy import limits as rate_limits
+
+logger = logging.getLogger(__name__)
+
+GRANT_SCOPE_KEY = "holdgate.grant"
+_LINK_STATE_KEY = "holdgate.link"
+
+
+class PolicySource(Protocol):
+    """Where the current compiled policy lives (swapped atomically on reload)."""
+
+    @property
+    def current(self) -> Policy: ...
+
+
+class ApprovalHold(Protocol):
+    """The hold point (approvals domain): keep the call until a person decides, exactly once.
+
+    `hold` returns once the call's decision has ended, or when the call is to be answered with
+    "approval pending" (no progress token, bound reached). It returns `approved` only after it
+    has claimed the single execution of the decision; the gateway then forwards the call and
+    reports the upstream outcome with `executed`. A cancelled client raises out of `hold` after
+    the decision was marked cancelled.
+    """
+
+    async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome: ...
+
+    async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HoldOutcome:
+    """How a held call ended: `approved` (run it now) or why not, in words for the agent."""
+
+    decision_id: str
+    ending: str  # approved | denied | expired | cancelled | pending
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tools/call as the gateway sees it."""
+
+    grant: str
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class GatewayCore:
+    """What every proxy shares: the policy, the rate limiter's store, the audit writer, the clock."""
+
+    policy: PolicySource
+    audit: AuditWriter
+    sessions: Any  # async_sessionmaker for rate counters
+    config_dir: Path
+    clock: Callable[[], float] = time.time
+    approvals: ApprovalHold | None = None
+    filter_tools: bool = True
+    connect_timeout: float = 30.0
+
+
+def grant_of(ctx: ServerRequestContext) -> str:
+    """The grant the HTTP edge authenticated for this request (set on the ASGI scope)."""
+    request = ctx.request
+    grant = request.scope.get(GRANT_SCOPE_KEY) if request is not None else None
+    if not grant:  # the edge never lets an unauthenticated request through; fail closed anyway
+        raise MCPError(code=INVALID_PARAMS, message="no grant on this request")
+    return grant
+
+
+def tool_error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+class ServerProxy:
+    """The downstream MCP server for one upstream: builds the `Server` and the upstream links."""
+
+    def __init__(self, spec: ServerSpec, core: GatewayCore) -> None:
+        self.spec = spec
+        self.core = core
+        self.name = spec.name
+        self.info: UpstreamInfo | None = None
+        self._shared: UpstreamClient | None = None
+        self._shared_lock = asyncio.Lock()
+        self.server: Server[Any] = self._build_server()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def probe(self) -> None:
+        """Connect once at start-up to learn the upstream's capabilities; keep it as the shared session."""
+        try:
+            await self.shared_upstream()
+        except UpstreamUnavailable as exc:
+            logger.warning("%s (will retry on first use)", exc.error.message)
+        self.server = self._build_server()
+
+    async def aclose(self) -> None:
+        if self._shared is not None:
+            await self._shared.aclose()
+
+    async def shared_upstream(self) -> UpstreamClient:
+        """The session used by stateless requests; restarted when it died."""
+        async with self._shared_lock:
+            if self._shared is None or not self._shared.alive:
+                if self._shared is not None:
+                    await self._shared.aclose()
+                client = UpstreamClient(
+                    self.spec,
+                    listener=None,
+                    config_dir=self.core.config_dir,
+                    connect_timeout=self.core.connect_timeout,
+                )
+                self.info = await client.start()
+                self._shared = client
+            return self._shared
+
+    async def upstream_for(self, ctx: ServerRequestContext) -> tuple[UpstreamClient, DownstreamLink | None]:
+        """The upstream session that belongs to this request's downstream session."""
+        connection = getattr(ctx.session, "_connection", None)  # SDK keeps the Connection private
+        if connection is None or connection.session_id is None:
+            return await self.shared_upstream(), None
+        link = connection.state.get(_LINK_STATE_KEY)
+        if link is None:
+            link = DownstreamLink(self, connection)
+            connection.state[_LINK_STATE_KEY] = link
+            connection.exit_stack.push_async_callback(link.aclose)
+        return await link.upstream(), link
+
+    # -- the Server ---------------------------------------------------------------------------
+
+    def _build_server(self) -> Server[Any]:
+        caps = self.info.capabilities if self.info else None
+        handlers: dict[str, Any] = {"on_list_tools": self.list_tools, "on_call_tool": self.call_tool}
+        if caps is None or caps.resources is not None:
+            handlers |= {
+                "on_list_resources": self.list_resources,
+                "on_list_resource_templates": self.list_resource_templates,
+                "on_read_resource": self.read_resource,
+            }
+            if caps is None or (caps.resources is not None and caps.resources.subscribe):
+                handlers |= {
+                    "on_subscribe_resource": self.subscribe,
+                    "on_unsubscribe_resource": self.unsubscribe,
+                }
+        if caps is None or caps.prompts is not None:
+            handlers |= {"on_list_prompts": self.list_prompts, "on_get_prompt": self.get_prompt}
+        if caps is None or caps.completions is not None:
+            handlers["on_completion"] = self.complete
+        info = self.info.server_info if self.info else None
+        server = _MirroringServer(
+            f"holdgate/{self.name}",
+            version=info.version if info else "",
+            title=info.title if info else None,
+            instructions=self.info.instructions if self.info else None,
+            **handlers,
+        )
+        server.notification_options = NotificationOptions(
+            prompts_changed=bool(caps and caps.prompts and caps.prompts.list_changed),
+            resources_changed=bool(caps and caps.resources and caps.resources.list_changed),
+            tools_changed=True,  # policy reloads change what a grant sees
+        )
+        if caps is None or caps.logging is not None:
+            server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self.set_logging_level)
+        return server
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def list_tools(
+        self, ctx: ServerRequestContext, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        grant = grant_of(ctx)
+        upstream, _ = await self.upstream_for(ctx)
+        result = await call_upstream(upstream, lambda s: s.list_tools(params=params))
+        policy = self.core.policy.current
+        tools = []
+        for tool in result.tools:
+            if self.core.filter_tools and not policy.visible(grant, self.name, tool.name):
+                continue
+            if tool.execution is not None and tool.execution.task_support is not None:
+                # holdgate does not implement tasks, so it must not promise them.
+                tool = tool.model_copy(update={"execution": None})
+            tools.append(tool)
+        return types.ListToolsResult(tools=tools, next_cursor=result.next_cursor)
+
+    async def call_tool(self, ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
+        call = ToolCall(grant=grant_of(ctx), server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
+        started = time.perf_counter()
+        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
+        record = AuditRecord.begin(call, verdict, ts=self.core.clock())
+
+        if verdict.action == "deny":
+            reason = verdict.reason or "not allowed by policy"
+            self.core.audit.record(record.finish("denied", reason=reason, started=started))
+            return tool_error(f"holdgate denied '{call.tool}' on '{call.server}': {reason} (rule {verdict.rule})")
+
+        if verdict.limits:
+            limited = await rate_limits.consume(
+                self.core.sessions, verdict.limits, grant=call.grant, now=self.core.clock()
+            )
+            if not limited.allowed:
+                retry = limited.retry_after or 0
+                self.core.audit.record(
+                    record.finish("rate_limited", reason=f"counter {limited.counter}", started=started)
+                )
+                return tool_error(
+                    f"holdgate rate limit: counter '{limited.counter}' is exhausted for this window "
+                    f"(rule {verdict.rule}); retry_after={retry:g} seconds"
+                )
+
+        if verdict.action == "require_approval":
+            return await self._held_call(ctx, call, verdict, record, started)
+        return await self._forward_call(ctx, call, record, started)
+
+    async def _held_call(
+        self, ctx: ServerRequestContext, call: ToolCall, verdict: Verdict, record: AuditRecord, started: float
+    ) -> types.CallToolResult:
+        approvals = self.core.approvals
+        if approvals is None:
+            self.core.audit.record(record.finish("denied", reason="approvals unavailable", started=started))
+            return tool_error(
+                f"holdgate: '{call.tool}' requires a person's approval (rule {verdict.rule}), and no "
+                "approval flow is configured on this gateway, so the call was not run."
+            )
+        try:
+            held = await approvals.hold(call, verdict, ctx)
+        except asyncio.CancelledError:
+            self.core.audit.record(record.finish("cancelled", outcome="cancelled", started=started))
+            raise
+        if held.ending != "approved":
+            self.core.audit.record(
+                record.finish(held.ending, reason=held.message, decision_id=held.decision_id, started=started)
+            )
+            return tool_error(held.message)
+        approved = replace(record, decision_id=held.decision_id)
+        result = await self._forward_call(ctx, call, approved, started, verdict_label="approved")
+        return result
+
+    async def _forward_call(
+        self,
+        ctx: ServerRequestContext,
+        call: ToolCall,
+        record: AuditRecord,
+        started: float,
+        verdict_label: str = "allowed",
+    ) -> types.CallToolResult:
+        async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
+            await ctx.session.report_progress(progress, total, message)
+
+        request = types.CallToolRequest(
+            params=types.CallToolRequestParams(name=call.tool, arguments=call.arguments or None)
+        )
+        try:
+            upstream, link = await self.upstream_for(ctx)
+            with _active(link, ctx):
+                # send_request, not call_tool: a proxy passes results through untouched.
+                result = await call_upstream(
+                    upstream,
+                    lambda s: s.send_request(request, types.CallToolResult, progress_callback=forward_progress),
+                )
+        except UpstreamUnavailable as exc:
+            await self._finish(record, verdict_label, "upstream_failure", str(exc), started)
+            raise
+        except MCPError as exc:
+            await self._finish(record, verdict_label, "protocol_error", str(exc), started)
+            raise
+        except asyncio.CancelledError:
+            await self._finish(record, verdict_label, "cancelled", None, started)
+            raise
+        await self._finish(record, verdict_label, "tool_error" if result.is_error else "ok", None, started)
+        return result
+
+    async def _finish(
+        self, record: AuditRecord, verdict: str, outcome: str, detail: str | None, started: float
+    ) -> None:
+        """Audit a forwarded call; a released decision also learns how its execution went."""
+        finished = record.finish(verdict, outcome=outcome, detail=detail, started=started)
+        self.core.audit.record(finished)
+        if record.decision_id is not None and self.core.approvals is not None:
+            await asyncio.shield(
+                self.core.approvals.executed(
+                    record.decision_id, outcome=outcome, detail=detail, duration_ms=finished.duration_ms or 0
+                )
+            )
+
+    async def list_resources(self, ctx, params):
+        upstream, _ = await self.upstream_for(ctx)
+        return await call_upstream(upstream, lambda s: s.list_resources(params=params))
+
+    async def list_resource_templates(self, ctx, params):
+        upstream, _ = await self.upstream_for(ctx)
+        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=params))
+
+    async def read_resource(self, ctx, params: types.ReadResourceRequestParams):
+        upstream, link = await self.upstream_for(ctx)
+        with _active(link, ctx):
+            return await call_upstream(upstream, lambda s: s.read_resource(params.uri))
+
+    async def subscribe(self, ctx, params: types.SubscribeRequestParams):
+        upstream, _ = await self.upstream_for(ctx)
+        return await call_upstream(upstream, lambda s: s.subscribe_resource(params.uri))
+
+    async def unsubscribe(self, ctx, params: types.UnsubscribeRequestParams):
+        upstream, _ = await self.upstream_for(ctx)
+        return await call_upstream(upstream, lambda s: s.unsubscribe_resource(params.uri))
+
+    async def list_prompts(self, ctx, params):
+        upstream, _ = await self.upstream_for(ctx)
+        return await call_upstream(upstream, lambda s: s.list_prompts(params=params))
+
+    async def get_prompt(self, ctx, params: types.GetPromptRequestParams):
+        upstream, link = await self.upstream_for(ctx)
+        with _active(link, ctx):
+            return await call_upstream(upstream, lambda s: s.get_prompt(params.name, params.arguments))
+
+    async def complete(self, ctx, params: types.CompleteRequestParams):
+        upstream, _ = await self.upstream_for(ctx)
+        request = types.CompleteRequest(params=params)
+        return await call_upstream(upstream, lambda s: s.send_request(request, types.CompleteResult))
+
+    async def set_logging_level(self, ctx, params: types.SetLevelRequestParams):
+        upstream, _ = await self.upstream_for(ctx)
+        return await call_upstream(upstream, lambda s: s.set_logging_level(params.level))
+
+
+class _MirroringServer(Server[Any]):
+    """A `Server` whose advertised list_changed flags mirror the upstream's."""
+
+    notification_options: NotificationOptions | None = None
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or self.notification_options, experimental_capabilities, extensions
+        )
+
+
+class _active:
+    """Marks a downstream request as in flight on a link, so upstream callbacks can ride its stream."""
+
+    def __init__(self, link: DownstreamLink | None, ctx: ServerRequestContext) -> None:
+        self._link, self._ctx = link, ctx
+
+    def __enter__(self) -> None:
+        if self._link is not None:
+            self._link.in_flight.append(self._ctx)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._link is not None:
+            self._link.in_flight.remove(self._ctx)
+
+
+@dataclass(eq=False)
+class DownstreamLink:
+    """One downstream session and the upstream session that belongs to it."""
+
+    proxy: ServerProxy
+    connection: Any
+    in_flight: list[ServerRequestContext] = field(default_factory=list)
+    _client: UpstreamClient | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def upstream(self) -> UpstreamClient:
+        """This session's upstream; (re)started on use when absent or dead."""
+        client = self._client
+        if client is not None and client.alive:
+            return client
+        async with self._lock:
+            if self._client is None or not self._client.alive:
+                if self._client is not None:
+                    await self._client.aclose()
+                    logger.info("upstream %s: restarting after it went away", self.proxy.name)
+                self._client = None
+                client = UpstreamClient(
+                    self.proxy.spec,
+                    listener=self,
+                    config_dir=self.proxy.core.config_dir,
+                    connect_timeout=self.proxy.core.connect_timeout,
+                )
+                await client.start()
+                self._client = client
+            return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- UpstreamListener: route what the upstream sends to this downstream session ---------
+
+    def _route(self) -> ServerRequestContext | None:
+        return self.in_flight[-1] if self.in_flight else None
+
+    async def _ask_client(self, request: Any, result_type: type) -> Any:
+        ctx = self._route()
+        try:
+            if ctx is not None:
+                metadata = ServerMessageMetadata(related_request_id=ctx.request_id)
+                return await ctx.session.send_request(request, result_type, metadata=metadata)
+            data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+            raw = await self.connection.send_raw_request(data["method"], data.get("params"))
+            return result_type.model_validate(raw, by_name=False)
+        except MCPError as exc:
+            return exc.error
+        except Exception as exc:  # no back-channel, client went away
+            return types.ErrorData(code=INTERNAL_ERROR, message=f"downstream client unavailable: {exc}")
+
+    async def on_elicit(self, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
+        return await self._ask_client(types.ElicitRequest(params=params), types.ElicitResult)
+
+    async def on_sampling(
+        self, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        return await self._ask_client(types.CreateMessageRequest(params=params), types.CreateMessageResult)
+
+    async def on_list_roots(self) -> types.ListRootsResult | types.ErrorData:
+        return await self._ask_client(types.ListRootsRequest(), types.ListRootsResult)
+
+    async def on_notification(self, notification: types.ServerNotification) -> None:
+        if isinstance(notification, types.ProgressNotification):
+            return  # delivered through the per-call progress callback
+        ctx = self._route()
+        if ctx is not None:
+            await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+            return
+        data = notification.model_dump(by_alias=True, mode="json", exclude_none=True)
+        await self.connection.notify(data["method"], data.get("params"))

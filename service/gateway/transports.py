@@ -1,0 +1,111 @@
+"""The HTTP edge of the gateway: `/mcp/{server}`, authentication, and one session manager per server.
+
+No policy here: this module only finds the server, authenticates the grant, and hands the
+request to that server's Streamable HTTP session manager (which speaks both protocol eras).
+The grant is put on the ASGI scope for the handlers, and as the scope's user so the SDK
+refuses to let one grant use another grant's session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import Receive, Scope, Send
+
+from service.gateway.proxy import GRANT_SCOPE_KEY, ServerProxy
+from service.grants.service import ANONYMOUS_DEV_GRANT, GrantResolver
+from service.settings import Settings, is_loopback_host
+
+logger = logging.getLogger(__name__)
+
+
+def security_settings(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection: loopback names always, plus configured and public hosts."""
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.allowed_hosts]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    if settings.public_url:
+        from urllib.parse import urlsplit
+
+        public = urlsplit(settings.public_url)
+        hosts.append(public.netloc)
+        origins.append(f"{public.scheme}://{public.netloc}")
+    if not is_loopback_host(settings.host) and settings.host not in {"0.0.0.0", "::"}:
+        hosts.append(f"{settings.host}:*")
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def build_manager(proxy: ServerProxy, settings: Settings) -> StreamableHTTPSessionManager:
+    return StreamableHTTPSessionManager(
+        app=proxy.server,
+        security_settings=security_settings(settings),
+        max_request_body_size=settings.max_request_body_bytes,
+    )
+
+
+class McpEndpoint:
+    """ASGI app mounted at `/mcp`: `/mcp/{server}` -> that server's session manager."""
+
+    def __init__(self, resolver: GrantResolver, settings: Settings) -> None:
+        self.resolver = resolver
+        self.settings = settings
+        self.managers: dict[str, StreamableHTTPSessionManager] = {}
+        self.known: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        name = path.strip("/")
+        if name not in self.known or "/" in name:
+            await _json(send, 404, {"error": "unknown_server", "message": f"no MCP server named {name!r}"})
+            return
+        manager = self.managers.get(name)
+        if manager is None:
+            await _json(send, 503, {"error": "starting", "message": "the gateway is still starting"})
+            return
+        grant = await self._authenticate(scope)
+        if grant is None:
+            await _json(
+                send,
+                401,
+                {"error": "unauthorized", "message": "a valid 'Authorization: Bearer <token>' is required"},
+                headers={"www-authenticate": 'Bearer realm="holdgate"'},
+            )
+            return
+        scope[GRANT_SCOPE_KEY] = grant
+        scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=grant, scopes=[]))
+        await manager.handle_request(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope) -> str | None:
+        headers = _headers(scope)
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return await self.resolver.resolve(token.strip())
+        if auth:
+            return None
+        client = scope.get("client")
+        if self.settings.anonymous_dev_grant and client and is_loopback_host(client[0]):
+            return ANONYMOUS_DEV_GRANT
+        return None
+
+
+def _headers(scope: Scope) -> Mapping[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+async def _json(send: Send, status: int, body: dict, headers: Mapping[str, str] | None = None) -> None:
+    payload = json.dumps(body).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,254 @@
+"""MCP client sessions to upstream servers: connect, stay alive, report death, close.
+
+One `UpstreamClient` is one MCP session with one upstream (a stdio child process or a
+Streamable HTTP endpoint). It owns nothing about policy and nothing about the downstream
+side: whatever the upstream asks of its client (elicitation, sampling, roots) or tells it
+(logging, list_changed, resource updates) goes to an `UpstreamListener` that the gateway
+plugs in, so routing to the right downstream session lives in one place (`proxy.py`).
+
+The SDK's transports and `ClientSession` are async context managers that must be entered
+and left in the same task, so each client runs them in a task of its own and hands the
+ready session out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx2
+import mcp_types as types
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client.session import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
+
+from service import __version__
+from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
+
+logger = logging.getLogger(__name__)
+
+CLIENT_INFO = types.Implementation(name="holdgate", version=__version__)
+
+
+class UpstreamUnavailable(MCPError):
+    """The upstream could not be reached or died; the message names the server."""
+
+    def __init__(self, server: str, why: str) -> None:
+        super().__init__(code=INTERNAL_ERROR, message=f"upstream server '{server}' is unavailable: {why}")
+        self.server = server
+
+
+class UpstreamListener(Protocol):
+    """What the gateway does with requests and notifications an upstream sends its client."""
+
+    async def on_elicit(self, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData: ...
+
+    async def on_sampling(
+        self, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData: ...
+
+    async def on_list_roots(self) -> types.ListRootsResult | types.ErrorData: ...
+
+    async def on_notification(self, notification: types.ServerNotification) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamInfo:
+    """What the upstream said about itself at initialize."""
+
+    server_info: types.Implementation
+    capabilities: types.ServerCapabilities
+    instructions: str | None
+    protocol_version: str
+
+
+def resolve_command(command: str, cwd: str | None, config_dir: Path) -> str:
+    """`python` means this interpreter; a relative path is relative to the config's project root."""
+    if command in {"python", "python3"}:
+        return sys.executable
+    if os.sep in command and not os.path.isabs(command):
+        base = Path(cwd) if cwd else config_dir.parent
+        return str((base / command).resolve())
+    return shutil.which(command) or command
+
+
+class UpstreamClient:
+    """One live MCP client session to one upstream server."""
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        *,
+        listener: UpstreamListener | None,
+        config_dir: Path,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.spec = spec
+        self.listener = listener
+        self._config_dir = config_dir
+        self._connect_timeout = connect_timeout
+        self._session: ClientSession | None = None
+        self.info: UpstreamInfo | None = None
+        self._ready = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def alive(self) -> bool:
+        """False once the transport closed (child exited, HTTP session gone) or we closed it."""
+        if self._session is None or self._closing.is_set() or self._error is not None:
+            return False
+        # The SDK has no public "closed" flag; its dispatcher marks EOF here.
+        dispatcher = getattr(self._session, "_dispatcher", None)
+        return not getattr(dispatcher, "_closed", False)
+
+    @property
+    def session(self) -> ClientSession:
+        if self._session is None or not self.alive:
+            raise UpstreamUnavailable(self.name, "not connected")
+        return self._session
+
+    async def start(self) -> UpstreamInfo:
+        """Connect and initialize; raises `UpstreamUnavailable` with the reason on failure."""
+        self._task = asyncio.create_task(self._run(), name=f"upstream:{self.name}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), self._connect_timeout)
+        except TimeoutError:
+            await self.aclose()
+            why = f"no answer to initialize within {self._connect_timeout:g}s"
+            raise UpstreamUnavailable(self.name, why) from None
+        if self._error is not None or self.info is None:
+            await self.aclose()
+            raise UpstreamUnavailable(self.name, _describe(self._error))
+        return self.info
+
+    async def aclose(self) -> None:
+        """Close the session and, for stdio, end the child process."""
+        self._closing.set()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:  # the run task logs its own failure
+                pass
+
+    async def _run(self) -> None:
+        try:
+            async with AsyncExitStack() as stack:
+                read, write = await stack.enter_async_context(self._transport())
+                session = await stack.enter_async_context(
+                    ClientSession(
+                        read,
+                        write,
+                        elicitation_callback=self._on_elicit,
+                        sampling_callback=self._on_sampling,
+                        list_roots_callback=self._on_list_roots,
+                        message_handler=self._on_message,
+                        client_info=CLIENT_INFO,
+                    )
+                )
+                result = await session.initialize()
+                self.info = UpstreamInfo(
+                    server_info=result.server_info,
+                    capabilities=result.capabilities,
+                    instructions=result.instructions,
+                    protocol_version=str(result.protocol_version),
+                )
+                self._session = session
+                self._ready.set()
+                await self._closing.wait()
+        except BaseException as exc:
+            self._error = exc
+            if not isinstance(exc, asyncio.CancelledError):
+                logger.warning("upstream %s: session ended: %s", self.name, _describe(exc))
+        finally:
+            self._ready.set()
+
+    def _transport(self):
+        spec = self.spec
+        if isinstance(spec, StdioServerSpec):
+            params = StdioServerParameters(
+                command=resolve_command(spec.command, spec.cwd, self._config_dir),
+                args=list(spec.args),
+                env=dict(spec.env) or None,
+                cwd=spec.cwd or str(self._config_dir.parent.resolve()),
+            )
+            return stdio_client(params)
+        if isinstance(spec, HttpServerSpec):
+            http_client = httpx2.AsyncClient(headers=dict(spec.headers), timeout=httpx2.Timeout(30.0, read=300.0))
+            return streamable_http_client(spec.url, http_client=http_client)
+        raise TypeError(f"unknown server spec {type(spec).__name__}")
+
+    # Callbacks from the SDK: forward to the listener, or refuse when nobody listens.
+
+    async def _on_elicit(
+        self, _ctx: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        if self.listener is None:
+            return _no_client(self.name, "elicitation")
+        return await self.listener.on_elicit(params)
+
+    async def _on_sampling(
+        self, _ctx: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        if self.listener is None:
+            return _no_client(self.name, "sampling")
+        return await self.listener.on_sampling(params)
+
+    async def _on_list_roots(self, _ctx: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
+        if self.listener is None:
+            return types.ListRootsResult(roots=[])
+        return await self.listener.on_list_roots()
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            logger.debug("upstream %s: transport error: %s", self.name, _describe(message))
+            return
+        if self.listener is not None:
+            await self.listener.on_notification(message)
+
+
+T = TypeVar("T")
+
+
+async def call_upstream(client: UpstreamClient, request: Callable[[ClientSession], Awaitable[T]]) -> T:
+    """Run one request on `client`, turning a dead connection into an error that names the server."""
+    session = client.session
+    try:
+        return await request(session)
+    except MCPError as exc:
+        if exc.error.code == CONNECTION_CLOSED or not client.alive:
+            raise UpstreamUnavailable(client.name, "connection closed") from exc
+        raise
+    except (OSError, httpx2.HTTPError) as exc:
+        raise UpstreamUnavailable(client.name, _describe(exc)) from exc
+
+
+def _no_client(server: str, what: str) -> types.ErrorData:
+    return types.ErrorData(code=INTERNAL_ERROR, message=f"no downstream client can answer {what} for server '{server}'")
+
+
+def _describe(exc: BaseException | None) -> str:
+    """A one-line reason, unwrapping exception groups (anyio task groups raise them)."""
+    if exc is None:
+        return "unknown error"
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, MCPError) else text

@@ -1,0 +1,1 @@
+"""Grants: agents' bearer tokens (only their sha256 is stored)."""

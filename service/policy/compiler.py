@@ -1,0 +1,352 @@
+"""Turn `config/policy.json` into a `Policy`: parse, validate across keys, precompute every verdict.
+
+Owns the checks that need more than one value, each reported as a ConfigError at its place:
+  - rule keys parse, and no two keys of one layer are an ambiguous tie (equal specificity, and
+    some (server, tool) matches both);
+  - approvers name declared people or groups (or raw `slack:`/`email:` identities), quorum is
+    reachable, reminders come before the timeout, `approval` only sits on require_approval rules;
+  - a counter name means one window and one scope wherever it is used, and a rule never counts
+    the same counter twice.
+Semantics chosen here: a rule with an `approval` block and no `action` requires approval (fail
+closed rather than PolicyLayer's "listed means allow"); a deny rule with limits is refused as
+meaningless; `require_approval` without a block asks every declared person, quorum 1, 15m, deny.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pydantic
+
+from service.configfile import (
+    WHOLE_FILE,
+    ConfigError,
+    format_location,
+    parse_json,
+    read_config_bytes,
+    validation_error_to_config_error,
+)
+from service.policy.engine import DEFAULT_CACHE_SIZE, CompiledRule, GrantLayer, Policy, RuleSet
+from service.policy.patterns import KeyPattern, PatternError, overlap, parse_key
+from service.policy.rules import (
+    ApprovalIn,
+    LimitIn,
+    PersonIn,
+    PolicyFileIn,
+    RuleIn,
+    is_email,
+    is_slack_id,
+    is_valid_name,
+)
+from service.policy.verdict import ApprovalSpec, Approver, Limit, Verdict
+
+Loc = tuple[str | int, ...]
+
+
+def load_policy(path: Path | str, *, cache_size: int = DEFAULT_CACHE_SIZE) -> Policy:
+    """Read, validate and compile a policy file; every problem is a ConfigError."""
+    path = Path(path)
+    data = read_config_bytes(path)
+    raw = parse_json(path, data)
+    if not isinstance(raw, dict):
+        raise ConfigError(path, WHOLE_FILE, "expected a JSON object with 'version', 'default' and 'tools'")
+    try:
+        file_in = PolicyFileIn.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise validation_error_to_config_error(path, exc, model=PolicyFileIn) from None
+    version = hashlib.sha256(data).hexdigest()[:12]
+    return _Compiler(path, file_in).compile(version=version, cache_size=cache_size)
+
+
+class _Compiler:
+    """One compilation; holds the file and the lookups that rules refer to."""
+
+    def __init__(self, path: Path, file_in: PolicyFileIn) -> None:
+        self.path = path
+        self.file = file_in
+        self.counters: dict[str, tuple[int, str, str]] = {}  # name -> window, scope, location
+        self.people = self._people()
+        self.groups_checked: dict[str, tuple[Approver, ...]] = {}
+        self.all_tools_limits = tuple(
+            self._limit(li, ("all_tools", "limits", i)) for i, li in enumerate(file_in.all_tools.limits)
+        )
+        self.global_redact = tuple(dict.fromkeys(file_in.redact))
+
+    def error(self, loc: Loc, message: str) -> ConfigError:
+        return ConfigError(self.path, format_location(loc), message)
+
+    def compile(self, *, version: str, cache_size: int) -> Policy:
+        for name in self.file.groups:
+            self._group(name, ())
+        self._check_counter_names(self.all_tools_limits, ("all_tools", "limits"))
+        rules = self._layer(self.file.tools, ("tools",), label=lambda key: key)
+        grants = {
+            grant: GrantLayer(
+                rules=self._layer(
+                    grant_in.tools,
+                    ("grants", grant, "tools"),
+                    label=lambda key, g=grant: f"grants.{g}.tools.{key}",
+                ),
+                default=self._default_verdict(grant_in.default, grant_in.default_reason, f"grants.{grant}.default")
+                if grant_in.default is not None
+                else None,
+            )
+            for grant, grant_in in self.file.grants.items()
+        }
+        default = self._default_verdict(self.file.default, self.file.default_reason, "default")
+        rule_count = len(self.file.tools) + sum(len(g.tools) for g in self.file.grants.values())
+        return Policy(
+            path=self.path,
+            version=version,
+            default=default,
+            rules=rules,
+            grants=grants,
+            hide=self._hide(),
+            list_tools=self.file.list_tools,
+            rule_count=rule_count,
+            cache_size=cache_size,
+        )
+
+    # -- rules --------------------------------------------------------------------------------------
+
+    def _layer(self, tools: dict[str, RuleIn], loc: Loc, *, label) -> RuleSet:
+        compiled = []
+        for key, rule_in in tools.items():
+            where = (*loc, key)
+            pattern = self._pattern(key, where)
+            verdict = self._verdict(label(key), key, rule_in, where)
+            compiled.append(
+                CompiledRule(pattern, verdict, ".".join(str(p) for p in loc[:-1]) or "tools", format_location(where))
+            )
+        self._check_ties(compiled, loc)
+        return RuleSet(compiled)
+
+    def _pattern(self, key: str, where: Loc) -> KeyPattern:
+        try:
+            return parse_key(key)
+        except PatternError as exc:
+            raise self.error(where, str(exc)) from None
+
+    def _verdict(self, label: str, key: str, rule_in: RuleIn, where: Loc) -> Verdict:
+        action = rule_in.action or ("require_approval" if rule_in.approval is not None else "allow")
+        if rule_in.approval is not None and action != "require_approval":
+            raise self.error(
+                (*where, "approval"),
+                f"an approval block only applies to action 'require_approval', but this rule's action is '{action}'",
+            )
+        limits = [self._limit(li, (*where, "limits", i)) for i, li in enumerate(rule_in.limits)]
+        if rule_in.rate_limit is not None:
+            rl = rule_in.rate_limit
+            shorthand = LimitIn(counter=f"{key}_rate", window=rl.window, max=rl.max, scope=rl.scope)
+            limits.append(self._limit(shorthand, (*where, "rate_limit")))
+        if action == "deny" and limits:
+            raise self.error(
+                (*where, "limits" if rule_in.limits else "rate_limit"), "limits have no effect on a deny rule"
+            )
+        if action != "deny":
+            limits.extend(self.all_tools_limits)
+        self._check_counter_names(limits, where)
+        approval = None
+        if action == "require_approval":
+            approval = self._approval(rule_in.approval, (*where, "approval"))
+        return Verdict(
+            action=action,
+            rule=label,
+            reason=rule_in.reason,
+            limits=tuple(limits),
+            hide=rule_in.hide,
+            redact=tuple(dict.fromkeys((*self.global_redact, *rule_in.redact))),
+            approval=approval,
+        )
+
+    def _default_verdict(self, action: str, reason: str | None, label: str) -> Verdict:
+        approval = self._approval(None, ()) if action == "require_approval" else None
+        return Verdict(
+            action=action,  # type: ignore[arg-type]
+            rule=label,
+            reason=reason,
+            limits=self.all_tools_limits if action != "deny" else (),
+            redact=self.global_redact,
+            approval=approval,
+        )
+
+    def _hide(self) -> RuleSet:
+        rules = []
+        for i, entry in enumerate(self.file.hide):
+            where = ("hide", i)
+            pattern = self._pattern(entry, where)
+            verdict = Verdict(
+                action="deny", rule=f"hide[{i}]", reason=f"hidden by policy (hide entry {entry!r})", hide=True
+            )
+            rules.append(CompiledRule(pattern, verdict, "hide", format_location(where)))
+        return RuleSet(rules)
+
+    def _check_ties(self, rules: Sequence[CompiledRule], loc: Loc) -> None:
+        """Refuse two keys of equal specificity that can match the same call (see patterns)."""
+        groups: dict[tuple, list[CompiledRule]] = {}
+        for rule in rules:
+            groups.setdefault(rule.pattern.specificity, []).append(rule)
+        for spec, members in groups.items():
+            server_exact, tool_exact = spec[0], spec[1]
+            if server_exact and tool_exact:
+                continue  # distinct exact keys never match the same call
+            if tool_exact:
+                buckets = _bucket(members, lambda r: r.pattern.tool)
+            elif server_exact:
+                buckets = _bucket(members, lambda r: r.pattern.server)
+            else:
+                buckets = [members]
+            for bucket in buckets:
+                self._check_bucket(bucket, loc)
+
+    def _check_bucket(self, bucket: list[CompiledRule], loc: Loc) -> None:
+        for i, later in enumerate(bucket):
+            for earlier in bucket[:i]:
+                found = overlap(earlier.pattern, later.pattern)
+                if found is False:
+                    continue
+                example = (
+                    f"server {found[0]!r}, tool {found[1]!r}"
+                    if isinstance(found, tuple)
+                    else "the same server and tool"
+                )
+                raise self.error(
+                    (*loc, later.key),
+                    f"ambiguous rules {earlier.key!r} and {later.key!r}: both can match {example} and "
+                    "neither is more specific (same exactness and the same number of literal characters); "
+                    "make one of them more specific or add an exact rule for the overlap",
+                )
+
+    # -- limits -------------------------------------------------------------------------------------
+
+    def _limit(self, limit_in: LimitIn, where: Loc) -> Limit:
+        limit = Limit(limit_in.counter, limit_in.window, limit_in.max, limit_in.scope)
+        seen = self.counters.get(limit.counter)
+        location = format_location(where)
+        if seen is None:
+            self.counters[limit.counter] = (limit.window_seconds, limit.scope, location)
+        elif seen[:2] != (limit.window_seconds, limit.scope):
+            raise self.error(
+                where,
+                f"counter {limit.counter!r} is used with window {limit.window_seconds}s, scope {limit.scope} here "
+                f"but with window {seen[0]}s, scope {seen[1]} at {seen[2]}; a counter must mean one thing "
+                "(give this limit its own counter name)",
+            )
+        return limit
+
+    def _check_counter_names(self, limits: Sequence[Limit], where: Loc) -> None:
+        names = [limit.counter for limit in limits]
+        for name in names:
+            if names.count(name) > 1:
+                raise self.error(
+                    where,
+                    f"counter {name!r} would be counted twice for one call (it appears in this rule's limits "
+                    "more than once, or also in rate_limit or all_tools.limits)",
+                )
+
+    # -- approvers ----------------------------------------------------------------------------------
+
+    def _people(self) -> dict[str, Approver]:
+        people = {}
+        for name, person in self.file.people.items():
+            if not is_valid_name(name):
+                raise self.error(("people", name), "a person's name may use only letters, digits, '_', '.', '-'")
+            people[name] = _person(name, person)
+        return people
+
+    def _group(self, name: str, stack: tuple[str, ...]) -> tuple[Approver, ...]:
+        if name in self.groups_checked:
+            return self.groups_checked[name]
+        if not is_valid_name(name):
+            raise self.error(("groups", name), "a group's name may use only letters, digits, '_', '.', '-'")
+        if name in stack:
+            cycle = " -> ".join((*stack[stack.index(name) :], name))
+            raise self.error(("groups", name), f"groups include each other in a cycle: {cycle}")
+        members: list[Approver] = []
+        for i, entry in enumerate(self.file.groups[name]):
+            members.extend(self._approver(entry, ("groups", name, i), (*stack, name)))
+        result = _distinct(members)
+        self.groups_checked[name] = result
+        return result
+
+    def _approver(self, entry: str, where: Loc, stack: tuple[str, ...] = ()) -> tuple[Approver, ...]:
+        kind, sep, value = entry.partition(":")
+        if not sep:
+            if entry in self.people:
+                return (self.people[entry],)
+            declared = ", ".join(self.people) or "none"
+            raise self.error(
+                where,
+                f"unknown approver {entry!r}: not declared in people (declared: {declared}); "
+                "use a person's name, group:<name>, slack:<USERID> or email:<address>",
+            )
+        if kind == "group":
+            if value not in self.file.groups:
+                declared = ", ".join(self.file.groups) or "none"
+                raise self.error(where, f"unknown group {value!r}: not declared in groups (declared: {declared})")
+            return self._group(value, stack)
+        if kind == "slack":
+            if not is_slack_id(value):
+                raise self.error(where, f"{value!r} is not a Slack user ID (like U0123ABC)")
+            known = [p for p in self.people.values() if value in p.slack_ids]
+            return (known[0],) if known else (Approver(name=entry, slack_ids=(value,)),)
+        if kind == "email":
+            if not is_email(value):
+                raise self.error(where, f"{value!r} is not an email address")
+            known = [p for p in self.people.values() if value.lower() in (e.lower() for e in p.emails)]
+            return (known[0],) if known else (Approver(name=entry, emails=(value,)),)
+        raise self.error(
+            where,
+            f"unknown approver kind {kind!r} in {entry!r}; use a person's name, group:, slack: or email:",
+        )
+
+    def _approval(self, approval_in: ApprovalIn | None, where: Loc) -> ApprovalSpec:
+        if approval_in is None:
+            return ApprovalSpec(approvers=tuple(self.people.values()))
+        if approval_in.approvers is None:
+            approvers = tuple(self.people.values())
+        else:
+            found: list[Approver] = []
+            for i, entry in enumerate(approval_in.approvers):
+                found.extend(self._approver(entry, (*where, "approvers", i)))
+            approvers = _distinct(found)
+        reachable = len(approvers) or 1  # nobody declared: the local operator alone decides
+        if approval_in.quorum > reachable:
+            who = f"{len(approvers)} distinct approver(s)" if approvers else "only the local operator"
+            raise self.error((*where, "quorum"), f"quorum {approval_in.quorum} can never be reached: there are {who}")
+        remind = approval_in.remind_before
+        if remind is not None and remind >= approval_in.timeout:
+            raise self.error(
+                (*where, "remind_before"),
+                f"remind_before ({remind:g}s) must be shorter than the timeout ({approval_in.timeout:g}s)",
+            )
+        return ApprovalSpec(
+            approvers=approvers,
+            channels=tuple(dict.fromkeys(approval_in.channels)),
+            timeout_seconds=float(approval_in.timeout),
+            on_timeout=approval_in.on_timeout,
+            quorum=approval_in.quorum,
+            remind_before_seconds=remind,
+        )
+
+
+def _person(name: str, person: PersonIn) -> Approver:
+    return Approver(
+        name=name,
+        slack_ids=(person.slack,) if person.slack else (),
+        emails=(person.email,) if person.email else (),
+        token_sha256s=(person.token_sha256,) if person.token_sha256 else (),
+    )
+
+
+def _distinct(approvers: Sequence[Approver]) -> tuple[Approver, ...]:
+    return tuple({approver.name: approver for approver in approvers}.values())
+
+
+def _bucket(rules: Sequence[CompiledRule], key) -> list[list[CompiledRule]]:
+    buckets: dict[str, list[CompiledRule]] = {}
+    for rule in rules:
+        buckets.setdefault(key(rule), []).append(rule)
+    return [bucket for bucket in buckets.values() if len(bucket) > 1]

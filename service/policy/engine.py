@@ -1,0 +1,216 @@
+"""The compiled policy: `Policy.evaluate(grant, server, tool) -> Verdict`, pure and fast, no I/O.
+
+Order of evaluation for one call:
+  1. PolicyLayer's top-level `hide` list: a match is denied (and hidden), whatever the rules say;
+  2. the grant's own rules (`grants.<grant>.tools`), most specific match wins;
+  3. the global rules (`tools`), most specific match wins;
+  4. the grant's `default`, then the global `default`.
+"Most specific" is defined in `service.policy.patterns`. Everything is built once at load
+(`service.policy.compiler`); each verdict is a shared frozen object, and answers are cached per
+(grant, server, tool) in a bounded dict — the policy is immutable, so the cache never goes stale.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from service.policy.patterns import ANY, STAR, GlobSet, KeyPattern, key_regex, server_regex, tool_regex
+from service.policy.verdict import Verdict
+
+DEFAULT_CACHE_SIZE = 100_000
+MAX_NAME_LENGTH = 256
+"""Longer server or tool names are denied outright (MCP tool names are at most 128 characters)."""
+
+NAME_TOO_LONG = Verdict(
+    action="deny",
+    rule="name-length",
+    reason=f"server or tool name longer than {MAX_NAME_LENGTH} characters",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """One rule key with the verdict it gives; `location` is where it sits in the file."""
+
+    pattern: KeyPattern
+    verdict: Verdict
+    layer: str
+    location: str
+
+    @property
+    def key(self) -> str:
+        return self.pattern.key
+
+
+class RuleSet:
+    """The rules of one layer, indexed so that finding the most specific match is a few lookups.
+
+    The four classes of the specificity order (server exact?, tool exact?) are searched in order;
+    the first class with a match holds the winner: exact pairs in a dict, tool globs per exact
+    server in a GlobSet, server globs per exact tool in a short sorted list, and glob/glob keys in
+    a GlobSet over `server NUL tool`.
+    """
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self.rules = tuple(rules)
+        self._exact: dict[tuple[str, str], CompiledRule] = {}
+        per_server: dict[str, list] = {}
+        per_tool: dict[str, list[tuple[tuple, re.Pattern[str], CompiledRule]]] = {}
+        both: list = []
+        for rule in self.rules:
+            p = rule.pattern
+            first = _first_literal(p.tool_tokens)
+            if p.server_exact and p.tool_exact:
+                self._exact[(p.server, p.tool)] = rule
+            elif p.server_exact:
+                per_server.setdefault(p.server, []).append((tool_regex(p), first, p.specificity, rule))
+            elif p.tool_exact:
+                regex = re.compile(server_regex(p), re.DOTALL)
+                per_tool.setdefault(p.tool, []).append((p.specificity, regex, rule))
+            else:
+                both.append((key_regex(p), first, p.specificity, rule))
+        self._per_server = {server: GlobSet(entries) for server, entries in per_server.items()}
+        self._per_tool = {
+            tool: [(regex, rule) for _, regex, rule in sorted(items, key=lambda i: i[0], reverse=True)]
+            for tool, items in per_tool.items()
+        }
+        self._both: GlobSet[CompiledRule] | None = GlobSet(both) if both else None
+
+    def best(self, server: str, tool: str) -> CompiledRule | None:
+        """The most specific rule matching (server, tool), or None."""
+        rule = self._exact.get((server, tool))
+        if rule is not None:
+            return rule
+        first = tool[:1]
+        globs = self._per_server.get(server)
+        if globs is not None:
+            rule = globs.best(tool, first)
+            if rule is not None:
+                return rule
+        candidates = self._per_tool.get(tool)
+        if candidates is not None:
+            for regex, rule in candidates:
+                if regex.fullmatch(server):
+                    return rule
+        if self._both is not None:
+            return self._both.best(f"{server}\x00{tool}", first)
+        return None
+
+    def matching(self, server: str, tool: str) -> list[CompiledRule]:
+        """Every rule matching (server, tool), most specific first (slow; for explanations)."""
+        found = [rule for rule in self.rules if rule.pattern.matches(server, tool)]
+        return sorted(found, key=lambda rule: rule.pattern.specificity, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _first_literal(tokens: Sequence) -> str | None:
+    first = tokens[0] if tokens else None
+    if isinstance(first, str) and first not in (STAR, ANY):
+        return first
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantLayer:
+    """A grant's overrides: its rules (checked before the global ones) and its default."""
+
+    rules: RuleSet
+    default: Verdict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A matching rule or default, in the order the engine considers them (for `explain`)."""
+
+    layer: str
+    rule: CompiledRule | None
+    verdict: Verdict
+
+
+class Policy:
+    """A loaded policy file, immutable. Build with `service.policy.load_policy`."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        version: str,
+        default: Verdict,
+        rules: RuleSet,
+        grants: dict[str, GrantLayer],
+        hide: RuleSet,
+        list_tools: Literal["callable", "all"],
+        rule_count: int,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        self.path = path
+        self.version = version
+        self.default = default
+        self.rules = rules
+        self.grants = grants
+        self.hide = hide
+        self.list_tools = list_tools
+        self.rule_count = rule_count
+        self._cache: dict[tuple[str, str, str], Verdict] = {}
+        self._cache_size = cache_size
+
+    def __repr__(self) -> str:
+        return f"Policy(path={str(self.path)!r}, version={self.version!r}, rules={self.rule_count})"
+
+    def evaluate(self, grant: str, server: str, tool: str) -> Verdict:
+        """The verdict for a call of `tool` on `server` by `grant`."""
+        key = (grant, server, tool)
+        verdict = self._cache.get(key)
+        if verdict is not None:
+            return verdict
+        if len(server) > MAX_NAME_LENGTH or len(tool) > MAX_NAME_LENGTH:
+            return NAME_TOO_LONG
+        verdict = self._decide(grant, server, tool)
+        if self._cache_size:
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()  # cheaper than LRU bookkeeping; refills from the hot names
+            self._cache[key] = verdict
+        return verdict
+
+    def visible(self, grant: str, server: str, tool: str) -> bool:
+        """Whether tools/list shows this tool to this grant (`list_tools`: callable | all)."""
+        verdict = self.evaluate(grant, server, tool)
+        if verdict.hide:
+            return False
+        return self.list_tools == "all" or verdict.action != "deny"
+
+    def _decide(self, grant: str, server: str, tool: str) -> Verdict:
+        hidden = self.hide.best(server, tool)
+        if hidden is not None:
+            return hidden.verdict
+        layer = self.grants.get(grant)
+        if layer is not None:
+            rule = layer.rules.best(server, tool)
+            if rule is not None:
+                return rule.verdict
+        rule = self.rules.best(server, tool)
+        if rule is not None:
+            return rule.verdict
+        if layer is not None and layer.default is not None:
+            return layer.default
+        return self.default
+
+    def candidates(self, grant: str, server: str, tool: str) -> Iterator[Candidate]:
+        """Everything that matches, in decision order: the first one decides."""
+        for rule in self.hide.matching(server, tool):
+            yield Candidate("hide", rule, rule.verdict)
+        layer = self.grants.get(grant)
+        if layer is not None:
+            for rule in layer.rules.matching(server, tool):
+                yield Candidate(f"grants.{grant}", rule, rule.verdict)
+        for rule in self.rules.matching(server, tool):
+            yield Candidate("tools", rule, rule.verdict)
+        if layer is not None and layer.default is not None:
+            yield Candidate(f"grants.{grant}", None, layer.default)
+        yield Candidate("default", None, self.default)

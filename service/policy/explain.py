@@ -1,0 +1,115 @@
+"""`explain`: a person-readable account of how the policy decides one call.
+
+Names the rule that decides and why it beats every other key that also matched, then the action,
+reason, limits, approval and, if arguments are given, what the audit will record for them.
+Slow on purpose (it looks at every rule); the gateway uses `Policy.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.policy.engine import Candidate, Policy
+from service.policy.patterns import KeyPattern
+from service.policy.redaction import canonical_sha256, redact_arguments
+from service.policy.verdict import Verdict
+
+
+def explain(policy: Policy, grant: str | None, server: str, tool: str, args: dict[str, Any] | None = None) -> str:
+    """The explanation as text, several lines."""
+    grant_name = grant or ""
+    verdict = policy.evaluate(grant_name, server, tool)
+    candidates = list(policy.candidates(grant_name, server, tool))
+    winner = candidates[0]
+    lines = [
+        f"policy: {policy.path} (version {policy.version}, {policy.rule_count} rules)",
+        f"call: grant {_grant_text(policy, grant)}, server {server!r}, tool {tool!r}",
+        f"decided by: {_name(winner)}",
+        f"  why: {_why_winner(winner, candidates)}",
+    ]
+    losers = candidates[1:]
+    if losers:
+        lines.append("other matches, and why they lose:")
+        lines.extend(f"  - {_name(c)}: {_why_loses(winner, c)}" for c in losers)
+    lines += _verdict_lines(policy, verdict, grant_name, server, tool)
+    if args is not None:
+        redacted = redact_arguments(args, verdict.redact)
+        lines.append(f"arguments as the audit records them: {json.dumps(redacted, ensure_ascii=False, sort_keys=True)}")
+        lines.append(f"arguments sha256 (binds an approval to this call): {canonical_sha256(args)}")
+    return "\n".join(lines)
+
+
+def _grant_text(policy: Policy, grant: str | None) -> str:
+    if not grant:
+        return "(none given: per-grant overrides not applied)"
+    if grant in policy.grants:
+        return f"{grant!r} (has overrides under grants.{grant})"
+    return f"{grant!r} (no overrides: global rules apply)"
+
+
+def _name(candidate: Candidate) -> str:
+    if candidate.rule is None:
+        where = "grants." + candidate.layer.split(".", 1)[1] + ".default" if candidate.layer != "default" else "default"
+        return f"{where} ({candidate.verdict.action})"
+    rule = candidate.rule
+    return f"rule {rule.key!r} at {rule.location} ({candidate.verdict.action}; matches {rule.pattern.describe()})"
+
+
+def _why_winner(winner: Candidate, candidates: list[Candidate]) -> str:
+    if winner.layer == "hide":
+        return "the tool is in the top-level hide list, which denies (and hides) it whatever the rules say"
+    if winner.rule is None:
+        return "no rule matches this server and tool, so the default applies"
+    if len([c for c in candidates if c.rule is not None]) == 1:
+        return "it is the only rule that matches"
+    if winner.layer.startswith("grants."):
+        return "it is the most specific matching rule among this grant's overrides, which come before global rules"
+    return "it is the most specific matching rule"
+
+
+def _why_loses(winner: Candidate, loser: Candidate) -> str:
+    if winner.layer == "hide":
+        return "hide entries come first" if loser.layer != "hide" else "an earlier hide entry already matched"
+    if loser.rule is None:
+        if winner.rule is not None:
+            return "a default only applies when no rule matches"
+        return "the grant's default replaces the global default"
+    if winner.layer != loser.layer:
+        return f"rules under {winner.layer} take precedence over the global rules for this grant"
+    return _compare(winner.rule.pattern, loser.rule.pattern)  # type: ignore[union-attr]
+
+
+def _compare(win: KeyPattern, lose: KeyPattern) -> str:
+    """Say which step of the specificity order separates the two keys."""
+    if win.server_exact != lose.server_exact:
+        return f"{win.key!r} names the server exactly, {lose.key!r} {_server_text(lose)}"
+    if win.tool_exact != lose.tool_exact:
+        return f"{win.key!r} names the tool exactly, {lose.key!r} matches tools by the pattern {lose.tool!r}"
+    w, l_ = win.specificity, lose.specificity
+    if w[2] != l_[2]:
+        return f"{win.key!r} has more literal characters in its server part ({w[2]} vs {l_[2]})"
+    return f"{win.key!r} has more literal characters in its tool part ({w[3]} vs {l_[3]})"
+
+
+def _server_text(pattern: KeyPattern) -> str:
+    return "matches any server" if pattern.server == "*" else f"matches servers by the pattern {pattern.server!r}"
+
+
+def _verdict_lines(policy: Policy, verdict: Verdict, grant: str, server: str, tool: str) -> list[str]:
+    lines = [f"action: {verdict.action}"]
+    lines.append(f"reason: {verdict.reason}" if verdict.reason else "reason: (none given)")
+    if verdict.action != "deny":
+        if verdict.limits:
+            lines.append("limits (all must have room; a refused call consumes none):")
+            lines.extend(f"  - {limit.describe()}" for limit in verdict.limits)
+        else:
+            lines.append("limits: none")
+    if verdict.approval is not None:
+        lines.append(f"approval: {verdict.approval.describe()}")
+    shown = "shown" if policy.visible(grant, server, tool) else "not shown"
+    why = "hidden" if verdict.hide else f"list_tools is {policy.list_tools!r}"
+    lines.append(f"tools/list: {shown} ({why})")
+    paths = ", ".join(verdict.redact) if verdict.redact else "none"
+    lines.append(f"redacted argument paths: {paths} (plus any key that looks like a secret)")
+    return lines

@@ -1,0 +1,223 @@
+"""The policy file's format (`config/policy.json`) as pydantic models: shape and single values only.
+
+These models accept exactly what the file may say and refuse unknown keys (typo protection),
+except the ones documented as ignored (`$schema`, `description`). Checks that need more than one
+value (rule keys, ambiguous ties, approver references, shared counters) happen when the policy is
+compiled (`service.policy.compiler`), which reports them with the same file/location/message shape.
+
+Compatibility: a PolicyLayer policy loads unchanged. A rule under `tools` without `action` is
+`allow`; its `limits` are `{counter, window, max, scope}`; PolicyLayer's top-level `hide` list
+(hidden from tools/list and denied) and `all_tools.limits` (limits on every call) are honoured.
+PolicyLayer's argument conditions (`require`, `deny_if`) are not implemented by holdgate, so a
+non-empty one is refused at load rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+Action = Literal["allow", "deny", "require_approval"]
+Scope = Literal["grant", "global"]
+Channel = Literal["console", "slack", "email", "dashboard"]
+
+WINDOW_NAMES = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RATE_STRING = re.compile(r"^\s*(\d+)\s*/\s*([a-z0-9.]+)\s*$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def parse_duration(value: Any) -> float:
+    """`"30s"`, `"15m"`, `"2h"`, `"1d"` or a positive number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30s', '15m', '2h', '1d' or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"invalid duration {value!r}; write e.g. '30s', '15m', '2h', '1d' or a number of seconds")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        raise ValueError("expected a duration like '30s', '15m', '2h', '1d' or a number of seconds")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be more than 0 seconds (got {value!r})")
+    return seconds
+
+
+def parse_window(value: Any) -> int:
+    """second | minute | hour | day, a whole positive number of seconds, or a duration string."""
+    if isinstance(value, str) and value in WINDOW_NAMES:
+        return WINDOW_NAMES[value]
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"invalid window {value!r}; use second, minute, hour, day or a whole number of seconds"
+        ) from None
+    if seconds != int(seconds):
+        raise ValueError(f"window must be a whole number of seconds (got {value!r})")
+    return int(seconds)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+RedactPath = Annotated[str, AfterValidator(lambda path: check_redact_path(path))]
+Window = Annotated[int, BeforeValidator(parse_window)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class LimitIn(_Model):
+    """One fixed-window counter: at most `max` calls per `window`, per grant or across all grants."""
+
+    counter: str = Field(min_length=1, max_length=200)
+    window: Window
+    max: int = Field(ge=0)
+    scope: Scope = "grant"
+
+
+class RateLimitIn(_Model):
+    """Shorthand for one limit whose counter is named `<rule key>_rate`."""
+
+    max: int = Field(ge=0)
+    window: Window
+    scope: Scope = "grant"
+
+
+def _rate_limit_string(value: Any) -> Any:
+    """Also accept PolicyLayer Intercept's `"5/hour"` form."""
+    if isinstance(value, str):
+        match = _RATE_STRING.match(value)
+        if not match:
+            raise ValueError(f"invalid rate_limit {value!r}; write {{'max': 30, 'window': 'minute'}} or '30/minute'")
+        return {"max": int(match.group(1)), "window": match.group(2)}
+    return value
+
+
+class ApprovalIn(_Model):
+    """Who may approve, where they are asked, and what happens if nobody answers."""
+
+    approvers: list[str] | None = None
+    channels: list[Channel] = Field(default_factory=lambda: ["console"], min_length=1)
+    timeout: Duration = 15 * 60
+    on_timeout: Literal["deny", "approve"] = "deny"
+    quorum: int = Field(default=1, ge=1)
+    remind_before: Duration | None = None
+
+
+class RuleIn(_Model):
+    """What the policy says about the tools a key matches."""
+
+    action: Action | None = None
+    reason: str | None = None
+    hide: bool = False
+    limits: list[LimitIn] = Field(default_factory=list)
+    rate_limit: Annotated[RateLimitIn | None, BeforeValidator(_rate_limit_string)] = None
+    redact: list[RedactPath] = Field(default_factory=list)
+    approval: ApprovalIn | None = None
+    description: str | None = None
+    require: list[Any] = Field(default_factory=list)
+    deny_if: list[Any] = Field(default_factory=list)
+
+    @field_validator("require", "deny_if")
+    @classmethod
+    def _no_conditions(cls, value: list[Any]) -> list[Any]:
+        if value:
+            raise ValueError(
+                "argument conditions are not supported by holdgate; refusing to load rather than "
+                "ignore them (use action deny or require_approval for this tool instead)"
+            )
+        return value
+
+
+class PersonIn(_Model):
+    """A person who can approve: how to reach them and how they prove who they are."""
+
+    slack: str | None = None
+    email: str | None = None
+    token_sha256: str | None = None
+    description: str | None = None
+
+    @field_validator("slack")
+    @classmethod
+    def _slack(cls, value: str | None) -> str | None:
+        if value is not None and not _SLACK_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack user ID (like U0123ABC)")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_HEX.match(value):
+            raise ValueError("must be the sha256 of the token as 64 lowercase hex characters")
+        return value
+
+
+class AllToolsIn(_Model):
+    """PolicyLayer's `all_tools`: limits that every allowed call also consumes."""
+
+    limits: list[LimitIn] = Field(default_factory=list)
+
+
+class GrantIn(_Model):
+    """Overrides for one grant: its rules win over the global ones, its default over the global default."""
+
+    default: Action | None = None
+    default_reason: str | None = None
+    tools: dict[str, RuleIn] = Field(default_factory=dict)
+    description: str | None = None
+
+
+class PolicyFileIn(_Model):
+    """The whole file."""
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    description: str | None = None
+    version: Literal["1"] = "1"
+    default: Action = "deny"
+    default_reason: str | None = None
+    tools: dict[str, RuleIn] = Field(default_factory=dict)
+    hide: list[str] = Field(default_factory=list)
+    all_tools: AllToolsIn = Field(default_factory=AllToolsIn)
+    redact: list[RedactPath] = Field(default_factory=list)
+    list_tools: Literal["callable", "all"] = "callable"
+    people: dict[str, PersonIn] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    grants: dict[str, GrantIn] = Field(default_factory=dict)
+
+
+def check_redact_path(path: str) -> str:
+    """`prompt`, `auth.token`: dot-separated argument keys, none empty."""
+    if not path or any(not part for part in path.split(".")):
+        raise ValueError(f"invalid argument path {path!r}; write keys separated by dots, e.g. 'auth.token'")
+    return path
+
+
+def is_valid_name(name: str) -> bool:
+    """Names of people and groups: letters, digits, '_', '.', '-' (no ':' so they never look like
+    a raw `slack:`/`email:` approver)."""
+    return bool(_NAME.match(name))
+
+
+def is_slack_id(value: str) -> bool:
+    return bool(_SLACK_ID.match(value))
+
+
+def is_email(value: str) -> bool:
+    return bool(_EMAIL.match(value))

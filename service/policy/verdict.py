@@ -1,0 +1,93 @@
+"""What the policy answers about one call: `Verdict`, with its `Limit`s and resolved `ApprovalSpec`.
+
+All frozen: a compiled policy hands out the same objects to every caller, built once at load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ActionName = Literal["allow", "deny", "require_approval"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """At most `max` calls per fixed window of `window_seconds`, counted per grant or globally."""
+
+    counter: str
+    window_seconds: int
+    max: int
+    scope: Literal["grant", "global"] = "grant"
+
+    def describe(self) -> str:
+        per = "per grant" if self.scope == "grant" else "across all grants"
+        return f"{self.counter}: at most {self.max} per {format_seconds(self.window_seconds)}, {per}"
+
+
+@dataclass(frozen=True, slots=True)
+class Approver:
+    """One distinct approver and every way they can be reached or recognised.
+
+    `name` is the person's name from `people`, or the raw identity (`slack:U123`, `email:a@b.c`)
+    for approvers not declared as people.
+    """
+
+    name: str
+    slack_ids: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    token_sha256s: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        ways = [f"slack {s}" for s in self.slack_ids] + [f"email {e}" for e in self.emails]
+        if self.token_sha256s:
+            ways.append("API token")
+        return f"{self.name} ({', '.join(ways)})" if ways else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSpec:
+    """How a held call gets decided. No approvers means only the local operator (CLI) can decide."""
+
+    approvers: tuple[Approver, ...]
+    channels: tuple[str, ...] = ("console",)
+    timeout_seconds: float = 15 * 60
+    on_timeout: Literal["deny", "approve"] = "deny"
+    quorum: int = 1
+    remind_before_seconds: float | None = None
+
+    def describe(self) -> str:
+        who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"
+        text = (
+            f"approvers: {who}; quorum {self.quorum}; channels {', '.join(self.channels)}; "
+            f"timeout {format_seconds(self.timeout_seconds)} (then {self.on_timeout})"
+        )
+        if self.remind_before_seconds is not None:
+            text += f"; reminder {format_seconds(self.remind_before_seconds)} before the timeout"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The policy's answer for (grant, server, tool).
+
+    `rule` is the key that decided (`cancel-async-job`, `everything/*`), `grants.<g>.tools.<key>`
+    for a per-grant rule, `hide[<i>]` for PolicyLayer's hide list, or `default` /
+    `grants.<g>.default`. `redact` holds the global and the rule's argument paths.
+    """
+
+    action: ActionName
+    rule: str
+    reason: str | None = None
+    limits: tuple[Limit, ...] = ()
+    hide: bool = False
+    redact: tuple[str, ...] = ()
+    approval: ApprovalSpec | None = None
+
+
+def format_seconds(seconds: float) -> str:
+    """900 -> '15m', 90 -> '90s', 86400 -> '1d'."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

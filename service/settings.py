@@ -1,0 +1,95 @@
+"""Settings: every knob of the service, read from `HOLDGATE_*` environment variables.
+
+Nothing is read at import time: `get_settings()` builds (and caches) the object, and
+`create_app(settings)` receives it, so tests construct `Settings(...)` directly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The service's configuration; see README "Configuration" for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HOLDGATE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    config_dir: Path = Path("config")
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is a SQLite file in data_dir.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    secret_key: SecretStr | None = None
+
+    # Gateway
+    anonymous_dev_grant: bool = Field(
+        default=False,
+        description="Let loopback clients without a token in, as grant 'anonymous-dev'. "
+        "Refused unless the service binds to a loopback address.",
+    )
+    tools_list_filter: bool = Field(
+        default=True,
+        description="Show each grant only the tools its policy lets it call.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Extra Host header values accepted on /mcp (DNS-rebinding guard)."
+    )
+    max_request_body_bytes: int = 4 * 1024 * 1024
+    upstream_connect_timeout_s: float = 30.0
+    watch_policy: bool = True
+    audit_flush_interval_s: float = 0.25
+    run_migrations: bool = True
+
+    # Channels (later issues)
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+    smtp_url: SecretStr | None = None
+    email_from: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_remote_anonymous(self) -> Settings:
+        if self.anonymous_dev_grant and not is_loopback_host(self.host):
+            raise ValueError(
+                f"HOLDGATE_ANONYMOUS_DEV_GRANT is only allowed on a loopback address, not on {self.host!r}"
+            )
+        return self
+
+    @property
+    def policy_path(self) -> Path:
+        return self.config_dir / "policy.json"
+
+    @property
+    def servers_path(self) -> Path:
+        return self.config_dir / "servers.json"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'holdgate.db').resolve()}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

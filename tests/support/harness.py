@@ -1,0 +1,154 @@
+"""A real holdgate on a real port, in the test's event loop, plus MCP clients for both protocol eras."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import uvicorn
+from mcp import Client, ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from service import db
+from service.app import AppState, build_state, create_app
+from service.grants.service import create_grant
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EVERYTHING_JS = ROOT / "tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+JOBS_SERVER = ROOT / "examples/jobs_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def everything_server() -> dict[str, Any]:
+    return {"command": "node", "args": [str(EVERYTHING_JS), "stdio"]}
+
+
+def time_server() -> dict[str, Any]:
+    return {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}
+
+
+def jobs_server(state_dir: Path, call_log: Path | None = None, **env: str) -> dict[str, Any]:
+    environment = {"JOBS_STATE_DIR": str(state_dir), **env}
+    if call_log is not None:
+        environment["JOBS_CALL_LOG"] = str(call_log)
+    return {"command": sys.executable, "args": [str(JOBS_SERVER)], "env": environment}
+
+
+def write_config(config_dir: Path, *, policy: dict[str, Any], servers: dict[str, Any]) -> None:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "policy.json").write_text(json.dumps(policy, indent=2))
+    (config_dir / "servers.json").write_text(json.dumps({"mcpServers": servers}, indent=2))
+
+
+@dataclass
+class Gateway:
+    """A running holdgate: its base URL, its state, and grant tokens by name."""
+
+    url: str
+    state: AppState
+    tokens: dict[str, str]
+
+    def mcp_url(self, server: str) -> str:
+        return f"{self.url}/mcp/{server}"
+
+    @asynccontextmanager
+    async def session(self, server: str, grant: str = "agent", **callbacks: Any) -> AsyncIterator[ClientSession]:
+        """A 2025-11-25 era session (initialize handshake, Mcp-Session-Id)."""
+        headers = {"Authorization": f"Bearer {self.tokens[grant]}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+            streamable_http_client(self.mcp_url(server), http_client=http) as (read, write),
+            ClientSession(read, write, **callbacks) as session,
+        ):
+            await session.initialize()
+            yield session
+
+    @asynccontextmanager
+    async def modern(self, server: str, grant: str = "agent", **kwargs: Any) -> AsyncIterator[Client]:
+        """A 2026-07-28 era client (stateless requests, server/discover)."""
+        headers = {"Authorization": f"Bearer {self.tokens[grant]}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http:
+            transport = streamable_http_client(self.mcp_url(server), http_client=http)
+            async with Client(transport, mode="2026-07-28", **kwargs) as client:
+                yield client
+
+
+async def seed_grants(settings: Settings, names: list[str]) -> dict[str, str]:
+    engine = db.create_engine(settings.effective_database_url)
+    try:
+        await db.upgrade(engine)
+        tokens = {}
+        async with db.session_scope(db.session_factory(engine)) as session:
+            for name in names:
+                _, tokens[name] = await create_grant(session, name=name)
+        return tokens
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def run_gateway(
+    tmp_path: Path,
+    *,
+    policy: dict[str, Any],
+    servers: dict[str, Any],
+    grants: list[str] = ("agent",),
+    tokens: dict[str, str] | None = None,
+    clock: Callable[[], float] | None = None,
+    configure: Callable[[AppState], None] | None = None,
+    **settings_overrides: Any,
+) -> AsyncIterator[Gateway]:
+    """Start holdgate on a free port with this policy and these upstreams; stop it cleanly after.
+
+    `policy=None` keeps the config already in `tmp_path` (a restart); `tokens` reuses earlier grants.
+    """
+    config_dir = tmp_path / "config"
+    if policy is not None:
+        write_config(config_dir, policy=policy, servers=servers)
+    port = free_port()
+    settings = Settings(
+        _env_file=None,
+        config_dir=config_dir,
+        data_dir=tmp_path / "data",
+        port=port,
+        watch_policy=False,
+        audit_flush_interval_s=0.05,
+        **settings_overrides,
+    )
+    tokens = {**(tokens or {}), **(await seed_grants(settings, list(grants)) if grants else {})}
+    state = build_state(settings)
+    if clock is not None:
+        state.core.clock = clock
+    if configure is not None:
+        configure(state)
+    app = create_app(settings, state=state)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+                raise RuntimeError("gateway stopped during start-up")
+            await asyncio.sleep(0.05)
+        else:
+            raise TimeoutError("gateway did not start")
+        yield Gateway(url=f"http://127.0.0.1:{port}", state=state, tokens=tokens)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
