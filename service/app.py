@@ -20,7 +20,9 @@ from starlette.routing import Mount
 
 from service import __version__, db
 from service.api import audit as audit_api
+from service.api import decisions as decisions_api
 from service.api import health as health_api
+from service.approvals.wiring import Approvals, start_approvals
 from service.audit.service import AuditWriter
 from service.gateway.proxy import GatewayCore, ServerProxy
 from service.gateway.servers import ServerSpec, load_servers
@@ -45,6 +47,7 @@ class AppState:
     core: GatewayCore
     endpoint: McpEndpoint
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
+    approvals: Approvals | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,7 +83,10 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
             stack.push_async_callback(state.engine.dispose)
             state.audit.start()
             stack.push_async_callback(state.audit.aclose)
+            state.approvals = await start_approvals(state, stack)
             await _start_gateway(state, stack)
+            # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
+            stack.callback(state.approvals.gate.begin_shutdown)
             _watch_policy(state, stack)
             logger.info(
                 "holdgate %s ready: servers %s, policy %s",
@@ -94,6 +100,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     app.state.holdgate = state
     app.include_router(health_api.router)
     app.include_router(audit_api.router)
+    app.include_router(decisions_api.router)
     app.router.routes.append(Mount("/mcp", app=state.endpoint))
     return app
 

@@ -26,9 +26,11 @@ from service.settings import Settings, get_settings
 app = typer.Typer(no_args_is_help=True, help="holdgate: human-in-the-loop approval gateway for MCP tool calls.")
 grant_app = typer.Typer(no_args_is_help=True, help="Agent grants (bearer tokens).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+decisions_app = typer.Typer(no_args_is_help=True, help="Held calls and their decisions.")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(grant_app, name="grant")
 app.add_typer(db_app, name="db")
+app.add_typer(decisions_app, name="decisions")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -185,6 +187,82 @@ def audit(
             e.rule or "", e.outcome or "", f"{e.duration_ms:.1f}" if e.duration_ms is not None else "",
         )  # fmt: skip
     console.print(table)
+
+
+def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(approval_service)` against the configured database, as the local operator."""
+    import time
+
+    from service.approvals.service import ApprovalService
+
+    async def run() -> T:
+        engine = db.create_engine(settings.effective_database_url)
+        try:
+            if settings.run_migrations:
+                await db.upgrade(engine)
+            return await work(ApprovalService(db.session_factory(engine), clock=time.time))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@decisions_app.command("list")
+def decisions_list(
+    status: Annotated[str | None, typer.Option(help="pending | approved | denied | expired | cancelled")] = None,
+    server: str | None = None,
+    tool: str | None = None,
+    grant: str | None = None,
+    limit: int = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Decisions, newest first."""
+    from service.approvals.schemas import DecisionView
+    from service.approvals.service import DecisionQuery
+
+    query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
+    rows, total = _with_approvals(_settings(), lambda service: service.list(query))
+    views = [DecisionView.of(row) for row in rows]
+    if as_json:
+        _json_dump({"items": [v.model_dump() for v in views], "total": total})
+        return
+    table = Table("id", "status", "grant", "call", "created", "expires", "decided by", title=f"{total} decision(s)")
+    for v in views:
+        call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
+        table.add_row(v.id, v.status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")
+    console.print(table)
+
+
+@app.command("approve")
+def approve(
+    decision_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept with the vote).")] = None,
+) -> None:
+    """Approve a held call as the local operator."""
+    _decide(decision_id, "approve", reason)
+
+
+@app.command("deny")
+def deny(
+    decision_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Why; the agent is told.")],
+) -> None:
+    """Deny a held call as the local operator; the reason goes back to the agent."""
+    _decide(decision_id, "deny", reason)
+
+
+def _decide(decision_id: str, value: str, reason: str | None) -> None:
+    from service.approvals.service import ApprovalError, Voter
+
+    async def vote(service):
+        return await service.vote(decision_id, Voter("operator", "local-operator"), value, via="cli", reason=reason)
+
+    try:
+        outcome = _with_approvals(_settings(), vote)
+    except ApprovalError as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print(outcome.message)
 
 
 def _json_dump(data: Any) -> None:

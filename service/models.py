@@ -62,3 +62,86 @@ class RateCounter(SQLModel, table=True):
     window_start: int = Field(sa_column=Column(BigInteger, nullable=False))  # unix seconds
     window_seconds: int
     count: int = 0
+
+
+class Decision(SQLModel, table=True):
+    """A held call waiting for (or past) a person's decision; the database is its source of truth.
+
+    Times are unix seconds (floats), so the injected clock, the timers and the compare-and-set
+    `expires_at <= now` agree on SQLite and PostgreSQL alike. `status` leaves `pending` once (see
+    `service.approvals.service.ApprovalService.transition`); `claimed_at` marks the one call that took
+    the decision's ending (the release, for an approved decision).
+    """
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        Index("ix_decisions_status_expires", "status", "expires_at"),
+        Index("ix_decisions_call", "grant", "server", "tool", "args_sha256"),
+        Index("ix_decisions_created", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    server: str = Field(max_length=200)
+    tool: str = Field(max_length=200)
+    grant: str = Field(max_length=200)
+    arguments: str = Field(sa_column=Column(Text, nullable=False), description="redacted JSON, for display")
+    args_sha256: str = Field(max_length=64)
+    policy_version: str = Field(max_length=64)
+    rule: str = Field(max_length=300)
+    reason: str | None = Field(default=None, sa_column=Column(Text), description="the rule's reason")
+    approvers: str = Field(sa_column=Column(Text, nullable=False), description="JSON list of approvers")
+    channels: str = Field(max_length=500, description="comma-separated channel names")
+    quorum: int = 1
+    on_timeout: str = Field(default="deny", max_length=16)
+    created_at: float
+    expires_at: float
+    remind_at: float | None = None
+    reminded_at: float | None = None
+    status: str = Field(default="pending", max_length=16)
+    decided_at: float | None = None
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_via: str | None = Field(default=None, max_length=32)
+    decision_reason: str | None = Field(default=None, sa_column=Column(Text))
+    claimed_at: float | None = None
+    outcome: str | None = Field(default=None, max_length=32)
+    outcome_detail: str | None = Field(default=None, sa_column=Column(Text))
+    duration_ms: float | None = None
+
+
+class Vote(SQLModel, table=True):
+    """One person's approve/deny on a decision; a person counts once, whichever channel they used."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("decision_id", "approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    decision_id: str = Field(foreign_key="decisions.id", max_length=64, index=True)
+    approver: str = Field(max_length=200)
+    value: str = Field(max_length=16)
+    via: str = Field(max_length=32)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    at: float
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A notification a channel still has to deliver (request, update, reminder), retried until sent.
+
+    Written in the same transaction as the decision change it announces, so none is lost; a worker
+    claims due rows with a lease (`leased_until`), which keeps replicas from sending one twice.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sent_at", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    decision_id: str = Field(foreign_key="decisions.id", max_length=64, index=True)
+    channel: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    created_at: float
+    next_attempt_at: float
+    attempts: int = 0
+    leased_until: float | None = None
+    sent_at: float | None = None
+    failed_at: float | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    channel_ref: str | None = Field(default=None, sa_column=Column(Text), description="e.g. Slack channel+ts")

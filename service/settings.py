@@ -53,6 +53,22 @@ class Settings(BaseSettings):
     audit_flush_interval_s: float = 0.25
     run_migrations: bool = True
 
+    # Approvals
+    approval_progress_interval_s: float = Field(
+        default=10.0, description="How often a held call with a progress token hears 'still waiting'."
+    )
+    approval_hold_s: float = Field(
+        default=45.0,
+        description="How long a held call without a progress token waits before answering 'approval pending' "
+        "(below the ~60 s after which common clients give up).",
+    )
+    approval_sweep_interval_s: float = Field(default=5.0, description="How often overdue decisions are expired.")
+    approval_poll_interval_s: float = Field(
+        default=1.0, description="How often held calls look for decisions taken in another process (CLI, replicas)."
+    )
+    outbox_poll_interval_s: float = 1.0
+    outbox_max_attempts: int = 10
+
     # Channels (later issues)
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

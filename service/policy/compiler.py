@@ -106,6 +106,7 @@ class _Compiler:
             hide=self._hide(),
             list_tools=self.file.list_tools,
             rule_count=rule_count,
+            people=self.people,
             cache_size=cache_size,
         )
 

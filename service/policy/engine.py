@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from service.policy.patterns import ANY, STAR, GlobSet, KeyPattern, key_regex, server_regex, tool_regex
-from service.policy.verdict import Verdict
+from service.policy.verdict import Approver, Verdict
 
 DEFAULT_CACHE_SIZE = 100_000
 MAX_NAME_LENGTH = 256
@@ -147,6 +147,7 @@ class Policy:
         hide: RuleSet,
         list_tools: Literal["callable", "all"],
         rule_count: int,
+        people: dict[str, Approver] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self.path = path
@@ -157,6 +158,8 @@ class Policy:
         self.hide = hide
         self.list_tools = list_tools
         self.rule_count = rule_count
+        self.people: dict[str, Approver] = dict(people or {})
+        self._people_by_token = {digest: person for person in self.people.values() for digest in person.token_sha256s}
         self._cache: dict[tuple[str, str, str], Verdict] = {}
         self._cache_size = cache_size
 
@@ -177,6 +180,11 @@ class Policy:
                 self._cache.clear()  # cheaper than LRU bookkeeping; refills from the hot names
             self._cache[key] = verdict
         return verdict
+
+    def person_for_token_sha256(self, digest: str) -> str | None:
+        """The declared person whose API token hashes to `digest` (the REST API's and dashboard's login)."""
+        person = self._people_by_token.get(digest)
+        return person.name if person is not None else None
 
     def visible(self, grant: str, server: str, tool: str) -> bool:
         """Whether tools/list shows this tool to this grant (`list_tools`: callable | all)."""

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
 
 import httpx2
-import mcp_types as types
 import pytest
 from mcp import MCPError
 
-from tests.support.harness import jobs_server, run_gateway, time_server
+from tests.support.harness import Clock, executed_calls, run_gateway, servers, text_of, time_server
 
 POLICYLAYER_EXAMPLE = {
     "version": "1",
@@ -23,29 +21,6 @@ POLICYLAYER_EXAMPLE = {
         }
     },
 }
-
-
-class Clock:
-    """A settable wall clock for the gateway (unix seconds)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def text_of(result: types.CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
-
-
-def servers(tmp_path: Path, **env: str) -> dict:
-    return {"jobs": jobs_server(tmp_path / "jobs", tmp_path / "calls.jsonl", **env)}
-
-
-def executed_calls(tmp_path: Path) -> list[dict]:
-    log = tmp_path / "calls.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 async def test_policylayer_example_allows_30_a_minute_and_refuses_the_31st(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import mcp_types as types
 import uvicorn
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -152,3 +153,27 @@ async def run_gateway(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+class Clock:
+    """A settable wall clock for the gateway (unix seconds)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def servers(tmp_path: Path, **env: str) -> dict:
+    """The demo jobs server, logging the calls it executes to tmp_path/calls.jsonl."""
+    return {"jobs": jobs_server(tmp_path / "jobs", tmp_path / "calls.jsonl", **env)}
+
+
+def executed_calls(tmp_path: Path) -> list[dict]:
+    log = tmp_path / "calls.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

@@ -1,0 +1,27 @@
+"""The one interface every approval channel implements.
+
+A channel turns the outbox's messages into something a person sees, and turns what the person
+does back into a vote:
+
+- `deliver(kind, decision, ref)`: `request` (a new decision wants a person), `reminder` (the
+  timeout is near), `update` (it was decided anywhere, or the released call finished). Returns a
+  reference to what it posted (a Slack `channel:ts`, a Message-ID) or None; `update` and `reminder`
+  receive the `request`'s reference so they can edit the original. Raising means "try again
+  later": the outbox retries with back-off, and a channel failure never decides anything.
+- incoming actions (a Slack click, an email link) call `ApprovalService.vote` with a `Voter`
+  naming who acted, as the channel verified them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from service.approvals.schemas import DecisionView
+
+MessageKind = Literal["request", "reminder", "update"]
+
+
+class Channel(Protocol):
+    name: str
+
+    async def deliver(self, kind: MessageKind, decision: DecisionView, ref: str | None) -> str | None: ...

@@ -1,0 +1,40 @@
+"""The console channel: the decision and the commands that decide it, in the service's log.
+
+The default when no Slack or email is configured, so `make run` shows the whole approval flow with
+nothing else set up: the operator reads the request in the terminal and answers with the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from bots.base import MessageKind
+from service.approvals.schemas import DecisionView
+
+logger = logging.getLogger("holdgate.console")
+
+
+class ConsoleChannel:
+    name = "console"
+
+    async def deliver(self, kind: MessageKind, decision: DecisionView, ref: str | None) -> str | None:
+        logger.warning(self.render(kind, decision))
+        return None
+
+    @staticmethod
+    def render(kind: MessageKind, decision: DecisionView) -> str:
+        call = f"{decision.server}/{decision.tool} {json.dumps(decision.arguments, ensure_ascii=False)}"
+        if kind in ("request", "reminder"):
+            head = "APPROVAL NEEDED" if kind == "request" else "REMINDER: still waiting"
+            who = ", ".join(decision.approvers) or "the local operator"
+            return (
+                f"{head} {decision.id}: grant '{decision.grant}' wants to call {call} "
+                f"(rule {decision.rule}; approvers {who}; expires {decision.expires_at}).\n"
+                f"    approve: holdgate approve {decision.id}\n"
+                f"    deny:    holdgate deny {decision.id} --reason '...'"
+            )
+        if decision.execution is not None:
+            return f"decision {decision.id}: released call {call} ended {decision.execution.outcome}"
+        reason = f": {decision.reason}" if decision.reason else ""
+        return f"decision {decision.id} {decision.status} by {decision.decided_by}{reason}"

@@ -1,0 +1,90 @@
+"""/api/decisions: list and read decisions, approve or deny one as a declared person.
+
+Every route needs a person's token (declared in the policy's `people` with `token_sha256`); a vote
+is accepted only from an approver of that decision. Refusals answer with the reason in `detail`:
+401 no/unknown token, 403 not an approver (or the call's own grant), 404 unknown decision,
+409 already decided or already voted, 422 a deny without a reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from service.api.deps import PersonDep, StateDep, require_person
+from service.approvals.schemas import DecisionPage, DecisionView, VoteRequest, VoteResponse
+from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter
+
+router = APIRouter(prefix="/api/decisions", tags=["decisions"], dependencies=[Depends(require_person)])
+
+
+def _service(state: StateDep) -> ApprovalService:
+    if state.approvals is None:
+        raise HTTPException(status_code=503, detail="approvals are starting")
+    return state.approvals.service
+
+
+ServiceDep = Depends(_service)
+
+
+@router.get("", response_model=DecisionPage)
+async def list_decisions(
+    service: ApprovalService = ServiceDep,
+    status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
+    server: str | None = None,
+    tool: str | None = None,
+    grant: str | None = None,
+    since: datetime | None = Query(None, description="created at or after (ISO 8601)"),
+    until: datetime | None = Query(None, description="created before (ISO 8601)"),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> DecisionPage:
+    """Newest first."""
+    query = DecisionQuery(
+        status=status,
+        server=server,
+        tool=tool,
+        grant=grant,
+        since=since.timestamp() if since else None,
+        until=until.timestamp() if until else None,
+        limit=limit,
+        offset=offset,
+    )
+    rows, total = await service.list(query)
+    return DecisionPage(items=[DecisionView.of(row) for row in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{decision_id}", response_model=DecisionView)
+async def get_decision(decision_id: str, service: ApprovalService = ServiceDep) -> DecisionView:
+    try:
+        decision, votes = await service.get(decision_id)
+    except ApprovalError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
+    return DecisionView.of(decision, votes)
+
+
+@router.post("/{decision_id}/approve", response_model=VoteResponse)
+async def approve(
+    decision_id: str, person: PersonDep, body: VoteRequest | None = None, service: ApprovalService = ServiceDep
+) -> VoteResponse:
+    return await _vote(service, decision_id, person, "approve", body.reason if body else None)
+
+
+@router.post("/{decision_id}/deny", response_model=VoteResponse)
+async def deny(
+    decision_id: str, person: PersonDep, body: VoteRequest, service: ApprovalService = ServiceDep
+) -> VoteResponse:
+    return await _vote(service, decision_id, person, "deny", body.reason)
+
+
+async def _vote(
+    service: ApprovalService, decision_id: str, person: str, value: Literal["approve", "deny"], reason: str | None
+) -> VoteResponse:
+    try:
+        outcome = await service.vote(decision_id, Voter("person", person), value, via="api", reason=reason)
+    except ApprovalError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
+    decision, votes = await service.get(decision_id)
+    return VoteResponse(decided=outcome.decided, message=outcome.message, decision=DecisionView.of(decision, votes))

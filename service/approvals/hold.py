@@ -1,0 +1,179 @@
+"""The hold point: a `require_approval` call waits here until its decision ends.
+
+`ApprovalGate` is what the gateway calls (`service.gateway.proxy.ApprovalHold`). It opens or joins
+the decision for the call, then waits on the bus:
+
+- the client sent a progress token → wait as long as the decision takes, reporting progress every
+  `progress_interval` seconds ("waiting for approval by ops (decision d_…, expires 12:45:00Z)");
+- no progress token → wait up to `hold_bound` seconds (below the ~60 s most clients allow), then
+  answer "approval pending" with the decision id and expiry; the same call again joins it.
+
+A held call costs an asyncio event and a few objects, so thousands can wait at once. When the
+client cancels, the decision becomes `cancelled` (unless other calls in this process still wait
+on it, or the service itself is shutting down — then it stays pending and survives the restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from service.approvals.bus import DecisionBus
+from service.approvals.service import ApprovalError, ApprovalService, approvers_of, iso
+from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall
+from service.models import Decision
+
+if TYPE_CHECKING:
+    from mcp.server import ServerRequestContext
+
+    from service.policy import Verdict
+
+logger = logging.getLogger(__name__)
+
+
+class ApprovalGate:
+    def __init__(
+        self,
+        service: ApprovalService,
+        bus: DecisionBus,
+        policy: PolicySource,
+        *,
+        progress_interval: float,
+        hold_bound: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.service = service
+        self.bus = bus
+        self.policy = policy
+        self.progress_interval = progress_interval
+        self.hold_bound = hold_bound
+        self.clock = clock
+        self.closing = False
+        self._open_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def begin_shutdown(self) -> None:
+        """From now on a call that goes away leaves its decision pending (it survives the restart)."""
+        self.closing = True
+
+    async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome:
+        decision = await self._open(call, verdict)
+        token = progress_token_of(ctx)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with self.bus.subscribe(decision.id) as changed:
+            try:
+                while decision.status == "pending":
+                    if token is None:
+                        remaining = started + self.hold_bound - loop.time()
+                        if remaining <= 0:
+                            return _outcome(decision, "pending", pending_message(decision))
+                        timeout = min(remaining, self.progress_interval)
+                    else:
+                        timeout = self.progress_interval
+                    try:
+                        await asyncio.wait_for(changed.wait(), timeout)
+                    except TimeoutError:
+                        if token is not None:
+                            await ctx.session.report_progress(loop.time() - started, None, waiting_message(decision))
+                    changed.clear()
+                    decision, _ = await self.service.get(decision.id)
+            except asyncio.CancelledError:
+                self._withdraw(decision.id)
+                raise
+        return await self._ending(decision)
+
+    async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
+        await self.service.record_execution(decision_id, outcome=outcome, detail=detail, duration_ms=duration_ms)
+
+    async def _open(self, call: ToolCall, verdict: Verdict) -> Decision:
+        # Two identical calls arriving together must share one decision, not ask people twice.
+        key = (call.grant, call.server, call.tool)
+        async with self._open_locks.setdefault(key, asyncio.Lock()):
+            decision, _created = await self.service.open_or_join(
+                grant=call.grant,
+                server=call.server,
+                tool=call.tool,
+                arguments=call.arguments,
+                verdict=verdict,
+                policy_version=self.policy.current.version,
+            )
+        return decision
+
+    async def _ending(self, decision: Decision) -> HoldOutcome:
+        """Claim the ended decision for this call and say what happened."""
+        claimed = await self.service.claim(decision.id)
+        if decision.status == "approved":
+            if claimed is None:
+                return _outcome(
+                    decision,
+                    "already_released",
+                    f"holdgate: decision {decision.id} was approved, but its one release went to another "
+                    f"identical call of {decision.tool}; this call was not run. Call again to ask for a new approval.",
+                )
+            return _outcome(decision, "approved")
+        return _outcome(decision, decision.status, ending_message(decision))
+
+    def _withdraw(self, decision_id: str) -> None:
+        """The client went away: cancel the decision (in the background: this task is being cancelled)."""
+        if self.closing or self.bus.waiting(decision_id) > 1:
+            return
+        task = asyncio.get_running_loop().create_task(self._cancel(decision_id), name=f"cancel:{decision_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel(self, decision_id: str) -> None:
+        try:
+            await self.service.transition(
+                decision_id, "cancelled", by="client", via="mcp", reason="the calling client cancelled or went away"
+            )
+        except ApprovalError:
+            pass  # decided meanwhile: that ending stands
+        except Exception:
+            logger.exception("could not mark decision %s cancelled", decision_id)
+
+
+def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
+    meta = ctx.meta or {}
+    token = meta.get("progress_token")
+    if token is None:
+        token = meta.get("progressToken")
+    return token
+
+
+def approver_names(decision: Decision) -> str:
+    return ", ".join(a["name"] for a in approvers_of(decision)) or "the local operator"
+
+
+def waiting_message(decision: Decision) -> str:
+    expires = iso(decision.expires_at)
+    return f"waiting for approval by {approver_names(decision)} (decision {decision.id}, expires {expires})"
+
+
+def pending_message(decision: Decision) -> str:
+    return (
+        f"holdgate: approval pending for {decision.server}/{decision.tool} — decision {decision.id}, waiting for "
+        f"{approver_names(decision)}, expires {iso(decision.expires_at)}. The call was not run yet. Call "
+        f"{decision.tool} again with the same arguments to pick up this decision (it will not ask again)."
+    )
+
+
+def ending_message(decision: Decision) -> str:
+    call = f"{decision.server}/{decision.tool}"
+    if decision.status == "denied":
+        return (
+            f"holdgate: {call} was denied by {decision.decided_by} (decision {decision.id}): "
+            f"{decision.decision_reason}. The call was not run."
+        )
+    if decision.status == "expired":
+        return (
+            f"holdgate: approval for {call} expired at {iso(decision.expires_at)} with no decision "
+            f"(decision {decision.id}); the call was not run. This is a timeout, not a person's denial."
+        )
+    return f"holdgate: decision {decision.id} for {call} was cancelled (the calling client went away); not run."
+
+
+def _outcome(decision: Decision, ending: str, message: str = "") -> HoldOutcome:
+    return HoldOutcome(decision_id=decision.id, ending=ending, message=message)

@@ -1,0 +1,155 @@
+"""Delivering the outbox: every channel notification is a row, sent until the channel accepts it.
+
+`ApprovalService` writes the rows in the same transaction as the decision change, so a crash or a
+channel outage delays a notification but loses none. The worker takes due rows under a short
+lease (compare-and-set on `leased_until`, so replicas never send one row twice), hands each to its
+channel, and on failure backs off exponentially up to `max_attempts`. A channel's failure only
+delays people; it never decides anything (a decision nobody saw simply times out, per its rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bots.base import Channel
+from service.approvals.schemas import DecisionView
+from service.db import session_scope
+from service.models import Decision, OutboxMessage, Vote
+
+logger = logging.getLogger(__name__)
+
+LEASE_S = 60.0
+MAX_BACKOFF_S = 300.0
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        channels: Mapping[str, Channel],
+        *,
+        clock: Callable[[], float],
+        poll_interval: float = 1.0,
+        max_attempts: int = 10,
+        batch: int = 100,
+    ) -> None:
+        self.sessions = sessions
+        self.channels = dict(channels)
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.max_attempts = max_attempts
+        self.batch = batch
+        self._wake = asyncio.Event()
+
+    def wake(self, _decision: Decision | None = None) -> None:
+        """A listener for `ApprovalService`: there may be new rows to send."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Forever: send what is due, then wait for a wake-up or the poll interval."""
+        while True:
+            self._wake.clear()
+            try:
+                while await self.deliver_due() == self.batch:
+                    pass
+            except Exception:
+                logger.exception("outbox delivery failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def deliver_due(self) -> int:
+        """Send one batch of due rows; returns how many were taken."""
+        now = self.clock()
+        async with self.sessions() as session:
+            candidates = list(
+                await session.scalars(
+                    select(OutboxMessage.id)
+                    .where(
+                        OutboxMessage.sent_at.is_(None),
+                        OutboxMessage.failed_at.is_(None),
+                        OutboxMessage.next_attempt_at <= now,
+                        or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+                    )
+                    .order_by(OutboxMessage.id)
+                    .limit(self.batch)
+                )
+            )
+        for message_id in candidates:
+            if await self._lease(message_id, now):
+                await self._deliver(message_id)
+        return len(candidates)
+
+    async def _lease(self, message_id: int, now: float) -> bool:
+        async with session_scope(self.sessions) as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == message_id,
+                    OutboxMessage.sent_at.is_(None),
+                    or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+                )
+                .values(leased_until=now + LEASE_S)
+            )
+            return result.rowcount == 1
+
+    async def _deliver(self, message_id: int) -> None:
+        async with self.sessions() as session:
+            message = await session.get(OutboxMessage, message_id)
+            decision = await session.get(Decision, message.decision_id)
+            votes = list(await session.scalars(select(Vote).where(Vote.decision_id == decision.id).order_by(Vote.id)))
+            ref = None
+            if message.kind != "request":
+                ref = await session.scalar(
+                    select(OutboxMessage.channel_ref).where(
+                        OutboxMessage.decision_id == decision.id,
+                        OutboxMessage.channel == message.channel,
+                        OutboxMessage.kind == "request",
+                    )
+                )
+        channel = self.channels.get(message.channel)
+        now = self.clock()
+        if channel is None:
+            logger.error(
+                "decision %s: channel %r is not configured on this gateway; its %s is not sent",
+                decision.id,
+                message.channel,
+                message.kind,
+            )
+            await self._finish(message_id, failed_at=now, last_error=f"channel {message.channel!r} not configured")
+            return
+        try:
+            new_ref = await channel.deliver(message.kind, DecisionView.of(decision, votes), ref)
+        except Exception as exc:
+            attempts = message.attempts + 1
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            if attempts >= self.max_attempts:
+                logger.error(
+                    "decision %s: %s %s failed for good: %s", decision.id, message.channel, message.kind, error
+                )
+                await self._finish(message_id, attempts=attempts, failed_at=now, last_error=error)
+            else:
+                delay = min(2.0**attempts, MAX_BACKOFF_S)
+                logger.warning(
+                    "decision %s: %s %s failed (attempt %d, retry in %gs): %s",
+                    decision.id,
+                    message.channel,
+                    message.kind,
+                    attempts,
+                    delay,
+                    error,
+                )
+                await self._finish(
+                    message_id, attempts=attempts, next_attempt_at=now + delay, leased_until=None, last_error=error
+                )
+            return
+        await self._finish(message_id, attempts=message.attempts + 1, sent_at=now, channel_ref=new_ref)
+
+    async def _finish(self, message_id: int, **values) -> None:
+        async with session_scope(self.sessions) as session:
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values))

@@ -1,0 +1,530 @@
+"""Decisions in the database: open or join one, vote, expire, cancel, claim the release, record execution.
+
+`ApprovalService.transition` is the only code that moves a decision out of `pending`: one
+compare-and-set (`UPDATE decisions SET status=… WHERE id=… AND status='pending'`), so a click, a
+timer, a sweep and a cancelled client can race and exactly one wins; the losers get
+`AlreadyDecided` ("already decided: approved by alice"). Each change enqueues the channels'
+notifications in the same transaction (the outbox), then, after commit, tells the listeners (the
+bus that wakes held calls, the outbox worker, the timers).
+
+An approved decision releases exactly one call: `claim` sets `claimed_at` by compare-and-set, and
+only the call that wins it may run. A denied or expired decision's ending is claimed the same way
+by the call that reports it, so a retry of the same call gets that ending once and a later retry
+opens a new decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db import session_scope
+from service.models import Decision, OutboxMessage, Vote
+from service.policy import ApprovalSpec, Approver, Verdict, canonical_sha256, redact_arguments
+
+logger = logging.getLogger(__name__)
+
+PENDING = "pending"
+ENDINGS = ("approved", "denied", "expired", "cancelled")
+STATUSES = (PENDING, *ENDINGS)
+LOCAL_OPERATOR = "local-operator"
+"""Who decides from the CLI: whoever can reach the database is the gateway's operator."""
+
+Status = Literal["approved", "denied", "expired", "cancelled"]
+
+
+class ApprovalError(Exception):
+    """A vote or lookup that cannot be honoured; `status_code` is what the REST API answers."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownDecision(ApprovalError):
+    status_code = 404
+
+
+class AlreadyDecided(ApprovalError):
+    status_code = 409
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        by = f" by {decision.decided_by}" if decision.decided_by else ""
+        super().__init__(f"already decided: {decision.status}{by}")
+
+
+class AlreadyVoted(ApprovalError):
+    status_code = 409
+
+
+class NotAllowed(ApprovalError):
+    """Not an approver of this decision, or the agent's own grant voting on its own call."""
+
+    status_code = 403
+
+
+class ReasonRequired(ApprovalError):
+    status_code = 422
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    """Who is voting, as the channel knows them: a declared person (API/dashboard token), a Slack
+    user id, an email address, or the local operator (CLI)."""
+
+    kind: Literal["person", "slack", "email", "operator"]
+    value: str
+
+    def describe(self) -> str:
+        return self.value if self.kind in ("person", "operator") else f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class VoteOutcome:
+    """What a vote did: counted and maybe decided; `message` is for the person who voted."""
+
+    decision: Decision
+    decided: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionQuery:
+    """Filters for listing decisions (REST and CLI)."""
+
+    status: str | None = None
+    server: str | None = None
+    tool: str | None = None
+    grant: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass
+class ApprovalService:
+    """Every read and write of decisions, votes and their outbox rows."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Callable[[], float]
+    listeners: list[Callable[[Decision], None]] = field(default_factory=list)
+    """Called after a commit that changed a decision (status, claim, reminder, execution)."""
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    async def open_or_join(
+        self,
+        *,
+        grant: str,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any],
+        verdict: Verdict,
+        policy_version: str,
+    ) -> tuple[Decision, bool]:
+        """The decision this call waits on: an unclaimed one for the same call, or a new one.
+
+        "The same call" is the approval's binding: grant, server, tool, canonical arguments and
+        policy version. Returns (decision, created).
+        """
+        spec = verdict.approval or ApprovalSpec(approvers=())
+        digest = canonical_sha256(arguments)
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            existing = await session.scalar(
+                select(Decision)
+                .where(
+                    Decision.grant == grant,
+                    Decision.server == server,
+                    Decision.tool == tool,
+                    Decision.args_sha256 == digest,
+                    Decision.policy_version == policy_version,
+                    Decision.claimed_at.is_(None),
+                )
+                .order_by(Decision.created_at.desc())
+                .limit(1)
+            )
+            if existing is not None:
+                return existing, False
+            decision = Decision(
+                id=new_decision_id(),
+                server=server,
+                tool=tool,
+                grant=grant,
+                arguments=json.dumps(redact_arguments(arguments, verdict.redact), ensure_ascii=False),
+                args_sha256=digest,
+                policy_version=policy_version,
+                rule=verdict.rule,
+                reason=verdict.reason,
+                approvers=json.dumps([_approver_json(a) for a in spec.approvers]),
+                channels=",".join(spec.channels),
+                quorum=spec.quorum,
+                on_timeout=spec.on_timeout,
+                created_at=now,
+                expires_at=now + spec.timeout_seconds,
+                remind_at=(
+                    now + spec.timeout_seconds - spec.remind_before_seconds
+                    if spec.remind_before_seconds is not None
+                    else None
+                ),
+            )
+            session.add(decision)
+            await session.flush()
+            self._enqueue(session, decision, "request", now)
+        logger.info(
+            "decision %s opened: %s/%s for grant %s (rule %s), expires %s",
+            decision.id,
+            server,
+            tool,
+            grant,
+            verdict.rule,
+            iso(decision.expires_at),
+        )
+        self._notify(decision)
+        return decision, True
+
+    # -- the one status change --------------------------------------------------------------------
+
+    async def transition(
+        self,
+        decision_id: str,
+        status: Status,
+        *,
+        by: str,
+        via: str,
+        reason: str | None = None,
+        session: AsyncSession | None = None,
+        due_only: bool = False,
+    ) -> Decision:
+        """Move a pending decision to `status`, once. Raises AlreadyDecided / UnknownDecision.
+
+        With `session`, runs inside the caller's transaction (a vote that completes a quorum) and
+        leaves commit and notification to the caller. `due_only` (timeouts) only fires when the
+        decision's `expires_at` has passed, so an early or stale timer changes nothing.
+        """
+        if session is None:
+            async with session_scope(self.sessions) as own:
+                decision = await self.transition(
+                    decision_id, status, by=by, via=via, reason=reason, session=own, due_only=due_only
+                )
+            self._notify(decision)
+            return decision
+        now = self.clock()
+        conditions = [Decision.id == decision_id, Decision.status == PENDING]
+        if due_only:
+            conditions.append(Decision.expires_at <= now)
+        values: dict[str, Any] = {
+            "status": status,
+            "decided_at": now,
+            "decided_by": by,
+            "decided_via": via,
+            "decision_reason": reason,
+        }
+        if status == "cancelled":
+            values["claimed_at"] = now  # nobody is left to take a cancelled call's ending
+        result = await session.execute(update(Decision).where(*conditions).values(**values))
+        decision = await self._load(session, decision_id)
+        if result.rowcount != 1:
+            raise AlreadyDecided(decision) if decision.status != PENDING else ApprovalError("not due yet")
+        self._enqueue(session, decision, "update", now)
+        logger.info("decision %s %s by %s via %s", decision_id, status, by, via)
+        return decision
+
+    # -- votes ------------------------------------------------------------------------------------
+
+    async def vote(
+        self,
+        decision_id: str,
+        voter: Voter,
+        value: Literal["approve", "deny"],
+        *,
+        via: str,
+        reason: str | None = None,
+    ) -> VoteOutcome:
+        """Record a person's vote; one deny ends the decision, `quorum` distinct approvals approve it.
+
+        Refused (logged, nothing changes): unknown decision, already decided, a voter who is not
+        an approver of this decision, the call's own grant, a person voting twice, a deny without
+        a reason.
+        """
+        reason = (reason or "").strip() or None
+        if value == "deny" and reason is None:
+            raise ReasonRequired("a reason is required to deny")
+        decided = False
+        try:
+            async with session_scope(self.sessions) as session:
+                # Touch the row first: on PostgreSQL this locks it, on SQLite it takes the write
+                # lock, so concurrent voters on one decision are counted one after another.
+                touched = await session.execute(
+                    update(Decision)
+                    .where(Decision.id == decision_id, Decision.status == PENDING)
+                    .values(status=PENDING)
+                )
+                decision = await self._load(session, decision_id)
+                if touched.rowcount != 1:
+                    raise AlreadyDecided(decision)
+                approver = self.approver_name(decision, voter)
+                if await session.scalar(
+                    select(Vote.value).where(Vote.decision_id == decision_id, Vote.approver == approver)
+                ):
+                    raise AlreadyVoted(f"{approver} has already voted on {decision_id}")
+                session.add(
+                    Vote(
+                        decision_id=decision_id,
+                        approver=approver,
+                        value=value,
+                        via=via,
+                        reason=reason,
+                        at=self.clock(),
+                    )
+                )
+                await session.flush()
+                if value == "deny":
+                    decision = await self.transition(
+                        decision_id, "denied", by=approver, via=via, reason=reason, session=session
+                    )
+                    decided = True
+                else:
+                    approvals = await session.scalar(
+                        select(func.count())
+                        .select_from(Vote)
+                        .where(Vote.decision_id == decision_id, Vote.value == "approve")
+                    )
+                    if approvals >= decision.quorum:
+                        voters = await session.scalars(
+                            select(Vote.approver)
+                            .where(Vote.decision_id == decision_id, Vote.value == "approve")
+                            .order_by(Vote.id)
+                        )
+                        decision = await self.transition(
+                            decision_id, "approved", by=", ".join(voters), via=via, reason=reason, session=session
+                        )
+                        decided = True
+        except IntegrityError:  # the same person voting twice at the same instant
+            raise AlreadyVoted(f"{voter.describe()} has already voted on {decision_id}") from None
+        except ApprovalError as exc:
+            logger.warning("vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc)
+            raise
+        if decided:
+            self._notify(decision)
+            return VoteOutcome(decision, True, f"{decision_id} {decision.status} by {decision.decided_by}")
+        remaining = decision.quorum - approvals
+        return VoteOutcome(decision, False, f"approval by {approver} recorded; {remaining} more needed")
+
+    def approver_name(self, decision: Decision, voter: Voter) -> str:
+        """The approver this voter is for `decision`, or NotAllowed."""
+        if voter.kind == "operator":
+            return LOCAL_OPERATOR
+        if voter.kind == "person" and voter.value == decision.grant:
+            raise NotAllowed(f"{voter.value} is the grant that made this call and cannot approve it")
+        for approver in json.loads(decision.approvers):
+            if _matches(approver, voter):
+                if approver["name"] == decision.grant:
+                    raise NotAllowed(f"{approver['name']} is the grant that made this call and cannot approve it")
+                return approver["name"]
+        raise NotAllowed(f"{voter.describe()} is not an approver of {decision.id}")
+
+    # -- timeouts and reminders -------------------------------------------------------------------
+
+    async def expire(self, decision_id: str) -> Decision | None:
+        """The timeout: expired (or approved, only when the rule says `on_timeout: approve`)."""
+        async with session_scope(self.sessions) as session:
+            decision = await session.get(Decision, decision_id)
+            if decision is None or decision.status != PENDING:
+                return None
+            deadline = iso(decision.expires_at)
+            try:
+                if decision.on_timeout == "approve":
+                    decision = await self.transition(
+                        decision_id,
+                        "approved",
+                        by="timeout",
+                        via="timeout",
+                        reason=f"no decision by {deadline}; the rule approves on timeout",
+                        session=session,
+                        due_only=True,
+                    )
+                else:
+                    decision = await self.transition(
+                        decision_id,
+                        "expired",
+                        by="timeout",
+                        via="timeout",
+                        reason=f"no decision by {deadline}",
+                        session=session,
+                        due_only=True,
+                    )
+            except ApprovalError:
+                return None
+        self._notify(decision)
+        return decision
+
+    async def overdue_ids(self) -> list[str]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Decision.id).where(Decision.status == PENDING, Decision.expires_at <= self.clock())
+            )
+            return list(rows)
+
+    async def remind(self, decision_id: str) -> bool:
+        """Send the reminder once (compare-and-set on `reminded_at`)."""
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            result = await session.execute(
+                update(Decision)
+                .where(
+                    Decision.id == decision_id,
+                    Decision.status == PENDING,
+                    Decision.remind_at <= now,
+                    Decision.reminded_at.is_(None),
+                )
+                .values(reminded_at=now)
+            )
+            if result.rowcount != 1:
+                return False
+            decision = await self._load(session, decision_id)
+            self._enqueue(session, decision, "reminder", now)
+        self._notify(decision)
+        return True
+
+    async def reminder_ids_due(self) -> list[str]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Decision.id).where(
+                    Decision.status == PENDING, Decision.remind_at <= self.clock(), Decision.reminded_at.is_(None)
+                )
+            )
+            return list(rows)
+
+    async def pending(self) -> list[Decision]:
+        async with self.sessions() as session:
+            return list(await session.scalars(select(Decision).where(Decision.status == PENDING)))
+
+    # -- release ----------------------------------------------------------------------------------
+
+    async def claim(self, decision_id: str) -> Decision | None:
+        """Take an ended decision's ending for this call; None if another call took it first."""
+        async with session_scope(self.sessions) as session:
+            result = await session.execute(
+                update(Decision)
+                .where(Decision.id == decision_id, Decision.status != PENDING, Decision.claimed_at.is_(None))
+                .values(claimed_at=self.clock())
+            )
+            if result.rowcount != 1:
+                return None
+            return await self._load(session, decision_id)
+
+    async def record_execution(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
+        """How the released call went upstream (once; channels show it on the request)."""
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            result = await session.execute(
+                update(Decision)
+                .where(Decision.id == decision_id, Decision.status == "approved", Decision.outcome.is_(None))
+                .values(outcome=outcome, outcome_detail=detail, duration_ms=duration_ms)
+            )
+            if result.rowcount != 1:
+                return
+            decision = await self._load(session, decision_id)
+            self._enqueue(session, decision, "update", now)
+        self._notify(decision)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def get(self, decision_id: str) -> tuple[Decision, list[Vote]]:
+        async with self.sessions() as session:
+            decision = await self._load(session, decision_id)
+            votes = await session.scalars(select(Vote).where(Vote.decision_id == decision_id).order_by(Vote.id))
+            return decision, list(votes)
+
+    async def status_of(self, decision_ids: Sequence[str]) -> dict[str, str]:
+        async with self.sessions() as session:
+            rows = await session.execute(select(Decision.id, Decision.status).where(Decision.id.in_(decision_ids)))
+            return {decision_id: status for decision_id, status in rows}
+
+    async def list(self, query: DecisionQuery) -> tuple[list[Decision], int]:
+        conditions = []
+        if query.status:
+            conditions.append(Decision.status == query.status)
+        if query.server:
+            conditions.append(Decision.server == query.server)
+        if query.tool:
+            conditions.append(Decision.tool == query.tool)
+        if query.grant:
+            conditions.append(Decision.grant == query.grant)
+        if query.since is not None:
+            conditions.append(Decision.created_at >= query.since)
+        if query.until is not None:
+            conditions.append(Decision.created_at < query.until)
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(Decision).where(*conditions))
+            rows = await session.scalars(
+                select(Decision)
+                .where(*conditions)
+                .order_by(Decision.created_at.desc(), Decision.id)
+                .limit(query.limit)
+                .offset(query.offset)
+            )
+            return list(rows), int(total or 0)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    async def _load(self, session: AsyncSession, decision_id: str) -> Decision:
+        decision = await session.get(Decision, decision_id, populate_existing=True)
+        if decision is None:
+            raise UnknownDecision(f"no decision {decision_id}")
+        return decision
+
+    def _enqueue(self, session: AsyncSession, decision: Decision, kind: str, now: float) -> None:
+        for channel in filter(None, decision.channels.split(",")):
+            session.add(
+                OutboxMessage(decision_id=decision.id, channel=channel, kind=kind, created_at=now, next_attempt_at=now)
+            )
+
+    def _notify(self, decision: Decision) -> None:
+        for listener in self.listeners:
+            try:
+                listener(decision)
+            except Exception:  # a listener's bug must not undo a committed decision
+                logger.exception("decision listener failed for %s", decision.id)
+
+
+def new_decision_id() -> str:
+    """Random and unguessable (not the JSON-RPC id, which restarts per session)."""
+    return "d_" + secrets.token_urlsafe(15)
+
+
+def iso(ts: float) -> str:
+    """Unix seconds as an ISO 8601 UTC time to the second: 2026-11-24T12:45:00Z."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def approvers_of(decision: Decision) -> list[dict[str, Any]]:
+    return json.loads(decision.approvers)
+
+
+def _approver_json(approver: Approver) -> dict[str, Any]:
+    return {"name": approver.name, "slack_ids": list(approver.slack_ids), "emails": list(approver.emails)}
+
+
+def _matches(approver: dict[str, Any], voter: Voter) -> bool:
+    if voter.kind == "person":
+        return approver["name"] == voter.value
+    if voter.kind == "slack":
+        return voter.value in approver["slack_ids"]
+    if voter.kind == "email":
+        return voter.value.lower() in (e.lower() for e in approver["emails"])
+    return False

@@ -1,0 +1,79 @@
+"""Putting the approvals domain together inside the service's lifespan.
+
+`start_approvals` builds the service, the bus, the timers, the outbox worker and the gate, connects
+them (every committed decision change wakes held calls, resets timers and the outbox), starts the
+background work on the lifespan's exit stack, and installs the gate as the gateway's hold point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bots.base import Channel
+from bots.console import ConsoleChannel
+from service.approvals.bus import DecisionBus
+from service.approvals.hold import ApprovalGate
+from service.approvals.outbox import OutboxWorker
+from service.approvals.service import ApprovalService
+from service.approvals.timeouts import DecisionTimers
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.app import AppState
+
+
+@dataclass
+class Approvals:
+    service: ApprovalService
+    bus: DecisionBus
+    timers: DecisionTimers
+    outbox: OutboxWorker
+    gate: ApprovalGate
+
+
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    """The channels this gateway can deliver to; the console is always there."""
+    return {"console": ConsoleChannel()}
+
+
+async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
+    settings = state.settings
+    clock = state.core.clock
+    service = ApprovalService(state.sessions, clock=clock)
+    bus = DecisionBus()
+    timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approval_sweep_interval_s)
+    outbox = OutboxWorker(
+        state.sessions,
+        build_channels(settings),
+        clock=clock,
+        poll_interval=settings.outbox_poll_interval_s,
+        max_attempts=settings.outbox_max_attempts,
+    )
+    service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
+    gate = ApprovalGate(
+        service,
+        bus,
+        state.policy,
+        progress_interval=settings.approval_progress_interval_s,
+        hold_bound=settings.approval_hold_s,
+        clock=clock,
+    )
+    await timers.start()
+    stack.callback(timers.shutdown)
+    for name, work in (
+        ("outbox", outbox.run()),
+        ("decision-poll", bus.poll(service.status_of, settings.approval_poll_interval_s)),
+    ):
+        task = asyncio.create_task(work, name=name)
+        stack.push_async_callback(_stop, task)
+    state.core.approvals = gate
+    return Approvals(service, bus, timers, outbox, gate)
+
+
+async def _stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

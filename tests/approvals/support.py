@@ -1,0 +1,65 @@
+"""Shared set-up for the approval tests: a policy with people, API calls as a person, waiting for decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import httpx2
+
+from service.approvals.schemas import DecisionView
+from service.approvals.service import DecisionQuery
+from tests.support.harness import Gateway
+
+PERSON_TOKENS = {"alice": "alice-token-1", "bob": "bob-token-2", "carol": "carol-token-3", "agent": "agent-person-4"}
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def approval_policy(approvers: list[str] | None = None, **approval: Any) -> dict[str, Any]:
+    """cancel-async-job needs approval by group ops (alice, bob); list-async-jobs is allowed."""
+    return {
+        "version": "1",
+        "default": "deny",
+        "people": {
+            name: {"token_sha256": sha256(token), **({"slack": "U0ALICE"} if name == "alice" else {})}
+            for name, token in PERSON_TOKENS.items()
+        },
+        "groups": {"ops": ["alice", "bob"]},
+        "tools": {
+            "cancel-async-job": {
+                "action": "require_approval",
+                "approval": {
+                    "approvers": approvers or ["group:ops"],
+                    "channels": ["console"],
+                    "timeout": "15m",
+                    **approval,
+                },
+            },
+            "list-async-jobs": {"action": "allow"},
+        },
+    }
+
+
+async def api(gw: Gateway, method: str, path: str, person: str | None = None, **kwargs: Any) -> httpx2.Response:
+    headers = {"Authorization": f"Bearer {PERSON_TOKENS.get(person, person)}"} if person else {}
+    async with httpx2.AsyncClient(base_url=gw.url, headers=headers, timeout=30) as client:
+        return await client.request(method, path, **kwargs)
+
+
+async def decisions(gw: Gateway, **filters: Any) -> list[DecisionView]:
+    rows, _ = await gw.state.approvals.service.list(DecisionQuery(limit=500, **filters))
+    return [DecisionView.of(row) for row in rows]
+
+
+async def wait_for_decisions(gw: Gateway, count: int = 1, status: str = "pending") -> list[DecisionView]:
+    """The first `count` decisions in `status`, waiting (briefly) for the held calls to open them."""
+    for _ in range(500):
+        found = await decisions(gw, status=status)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"expected {count} {status} decision(s), found {len(found)}")
