@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.routing import Mount
 
+from bots.base import Channel
 from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
@@ -48,6 +49,8 @@ class AppState:
     endpoint: McpEndpoint
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
     approvals: Approvals | None = None
+    channels: dict[str, Channel] | None = None
+    """Approval channels by name; None builds them from settings at start-up (tests inject their own)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 

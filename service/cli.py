@@ -226,7 +226,10 @@ def decisions_list(
     if as_json:
         _json_dump({"items": [v.model_dump() for v in views], "total": total})
         return
-    table = Table("id", "status", "grant", "call", "created", "expires", "decided by", title=f"{total} decision(s)")
+    table = Table(title=f"{total} decision(s)")
+    table.add_column("id", no_wrap=True)  # copied into `holdgate approve ID`: never wrapped
+    for header in ("status", "grant", "call", "created", "expires", "decided by"):
+        table.add_column(header)
     for v in views:
         call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
         table.add_row(v.id, v.status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")

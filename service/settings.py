@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     )
     outbox_poll_interval_s: float = 1.0
     outbox_max_attempts: int = 10
+    outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
 
     # Channels (later issues)
     slack_bot_token: SecretStr | None = None

@@ -37,6 +37,7 @@ class OutboxWorker:
         clock: Callable[[], float],
         poll_interval: float = 1.0,
         max_attempts: int = 10,
+        retry_base: float = 2.0,
         batch: int = 100,
     ) -> None:
         self.sessions = sessions
@@ -44,6 +45,7 @@ class OutboxWorker:
         self.clock = clock
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
+        self.retry_base = retry_base
         self.batch = batch
         self._wake = asyncio.Event()
 
@@ -134,7 +136,7 @@ class OutboxWorker:
                 )
                 await self._finish(message_id, attempts=attempts, failed_at=now, last_error=error)
             else:
-                delay = min(2.0**attempts, MAX_BACKOFF_S)
+                delay = min(self.retry_base * 2.0 ** (attempts - 1), MAX_BACKOFF_S)
                 logger.warning(
                     "decision %s: %s %s failed (attempt %d, retry in %gs): %s",
                     decision.id,

@@ -47,10 +47,11 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approval_sweep_interval_s)
     outbox = OutboxWorker(
         state.sessions,
-        build_channels(settings),
+        state.channels if state.channels is not None else build_channels(settings),
         clock=clock,
         poll_interval=settings.outbox_poll_interval_s,
         max_attempts=settings.outbox_max_attempts,
+        retry_base=settings.outbox_retry_base_s,
     )
     service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
     gate = ApprovalGate(
