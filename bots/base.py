@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from service.approvals.schemas import DecisionView
+from service.approvals.service import ApprovalService
 
 MessageKind = Literal["request", "reminder", "update"]
 
@@ -25,3 +26,15 @@ class Channel(Protocol):
     name: str
 
     async def deliver(self, kind: MessageKind, decision: DecisionView, ref: str | None) -> str | None: ...
+
+
+class ChannelLifecycle(Protocol):
+    """Optional: a channel with background work (Socket Mode, a connection pool) also has these.
+
+    `start` runs in the service's start-up, after the approvals service exists (inbound actions
+    vote through it); `aclose` on shutdown.
+    """
+
+    async def start(self, approvals: ApprovalService) -> None: ...
+
+    async def aclose(self) -> None: ...

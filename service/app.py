@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.routing import Mount
 
 from bots.base import Channel
+from bots.email import routes as email_routes
+from bots.slack import routes as slack_routes
 from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
@@ -104,6 +106,8 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     app.include_router(health_api.router)
     app.include_router(audit_api.router)
     app.include_router(decisions_api.router)
+    app.include_router(slack_routes.router)
+    app.include_router(email_routes.router)
     app.router.routes.append(Mount("/mcp", app=state.endpoint))
     return app
 

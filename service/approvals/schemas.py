@@ -28,6 +28,12 @@ class ExecutionView(BaseModel):
     duration_ms: float | None = None
 
 
+class ApproverView(BaseModel):
+    name: str
+    slack_ids: list[str] = []
+    emails: list[str] = []
+
+
 class DecisionView(BaseModel):
     """A held call and where its decision stands."""
 
@@ -42,8 +48,10 @@ class DecisionView(BaseModel):
     rule: str
     rule_reason: str | None = None
     approvers: list[str]
+    approver_details: list[ApproverView] = Field(description="how each approver is reached (channels use it)")
     quorum: int
     channels: list[str]
+    slack_channel: str | None = None
     on_timeout: str
     created_at: str
     expires_at: str
@@ -69,8 +77,10 @@ class DecisionView(BaseModel):
             rule=decision.rule,
             rule_reason=decision.reason,
             approvers=[a["name"] for a in json.loads(decision.approvers)],
+            approver_details=[ApproverView(**a) for a in json.loads(decision.approvers)],
             quorum=decision.quorum,
             channels=[c for c in decision.channels.split(",") if c],
+            slack_channel=decision.slack_channel,
             on_timeout=decision.on_timeout,
             created_at=iso(decision.created_at),
             expires_at=iso(decision.expires_at),

@@ -171,6 +171,7 @@ class ApprovalService:
                 reason=verdict.reason,
                 approvers=json.dumps([_approver_json(a) for a in spec.approvers]),
                 channels=",".join(spec.channels),
+                slack_channel=spec.slack_channel,
                 quorum=spec.quorum,
                 on_timeout=spec.on_timeout,
                 created_at=now,

@@ -35,8 +35,17 @@ class Approvals:
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
-    """The channels this gateway can deliver to; the console is always there."""
-    return {"console": ConsoleChannel()}
+    """The channels this gateway can deliver to: the console always, Slack and email when configured."""
+    channels: dict[str, Channel] = {"console": ConsoleChannel()}
+    if settings.slack_bot_token is not None:
+        from bots.slack.channel import SlackChannel
+
+        channels["slack"] = SlackChannel.from_settings(settings)
+    if settings.smtp_url is not None:
+        from bots.email.channel import EmailChannel
+
+        channels["email"] = EmailChannel.from_settings(settings)
+    return channels
 
 
 async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
@@ -62,6 +71,10 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
         hold_bound=settings.approval_hold_s,
         clock=clock,
     )
+    for channel in outbox.channels.values():
+        if hasattr(channel, "start"):
+            await channel.start(service)
+            stack.push_async_callback(channel.aclose)
     await timers.start()
     stack.callback(timers.shutdown)
     for name, work in (

@@ -330,6 +330,7 @@ class _Compiler:
             on_timeout=approval_in.on_timeout,
             quorum=approval_in.quorum,
             remind_before_seconds=remind,
+            slack_channel=approval_in.slack_channel,
         )
 
 

@@ -112,6 +112,10 @@ class ApprovalIn(_Model):
     on_timeout: Literal["deny", "approve"] = "deny"
     quorum: int = Field(default=1, ge=1)
     remind_before: Duration | None = None
+    slack_channel: str | None = Field(
+        default=None,
+        description="Slack channel (C0123ABC or #name) for the request; without it, approvers get a DM.",
+    )
 
 
 class RuleIn(_Model):

@@ -55,6 +55,7 @@ class ApprovalSpec:
     on_timeout: Literal["deny", "approve"] = "deny"
     quorum: int = 1
     remind_before_seconds: float | None = None
+    slack_channel: str | None = None
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"

@@ -1,15 +1,15 @@
 """decisions votes outbox
 
-Revision ID: b6bbf7c767cb
+Revision ID: 101124c30a7b
 Revises: 8071adafde8e
-Create Date: 2026-11-24 13:38:50.984395
+Create Date: 2026-11-24 13:46:47.922290
 """
 
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "b6bbf7c767cb"
+revision = "101124c30a7b"
 down_revision = "8071adafde8e"
 branch_labels = None
 depends_on = None
@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("approvers", sa.Text(), nullable=False),
         sa.Column("channels", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+        sa.Column("slack_channel", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
         sa.Column("quorum", sa.Integer(), nullable=False),
         sa.Column("on_timeout", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),

@@ -1,0 +1,1 @@
+"""Email approvals (issue 5): requests by SMTP with signed links, decided on a confirmation page."""

@@ -1,0 +1,1 @@
+"""Slack approvals (issue 4): requests as Slack messages, decisions from buttons and a reason modal."""
