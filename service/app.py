@@ -27,6 +27,7 @@ from service.api import decisions as decisions_api
 from service.api import health as health_api
 from service.approvals.wiring import Approvals, start_approvals
 from service.audit.service import AuditWriter
+from service.catalog import Catalogs
 from service.gateway.proxy import GatewayCore, ServerProxy
 from service.gateway.servers import ServerSpec, load_servers
 from service.gateway.transports import McpEndpoint, build_manager
@@ -51,6 +52,7 @@ class AppState:
     endpoint: McpEndpoint
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
     approvals: Approvals | None = None
+    catalogs: Catalogs = field(default_factory=lambda: Catalogs([]))
     channels: dict[str, Channel] | None = None
     """Approval channels by name; None builds them from settings at start-up (tests inject their own)."""
     extras: dict[str, Any] = field(default_factory=dict)
@@ -73,7 +75,9 @@ def build_state(settings: Settings) -> AppState:
     )
     endpoint = McpEndpoint(GrantResolver(sessions), settings)
     endpoint.known = set(servers)
-    return AppState(settings, engine, sessions, policy, servers, audit, core, endpoint)
+    state = AppState(settings, engine, sessions, policy, servers, audit, core, endpoint)
+    state.catalogs = Catalogs.load(settings.catalog_dir)
+    return state
 
 
 def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         return self.config_dir / "servers.json"
 
     @property
+    def catalog_dir(self) -> Path:
+        return self.config_dir / "catalog"
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
