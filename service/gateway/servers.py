@@ -8,7 +8,8 @@ An entry with `command` is a stdio child process; one with `url` is a Streamable
 (`"type"` may say `stdio` / `http` / `streamable-http`, as Claude Code writes it; the old SSE
 transport is refused by name). `${VAR}` and `${VAR:-default}` in `command`, `args`, `env`, `cwd`,
 `url` and `headers` are filled from the environment at load, so secrets stay out of the file. The
-specs' reprs never show env or header values: they are where secrets live.
+specs' reprs never show env or header values, args, nor the URL's userinfo and query: they are
+where secrets live.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import pydantic
 
@@ -53,7 +55,16 @@ class HttpServerSpec:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
-        return f"HttpServerSpec(name={self.name!r}, url={self.url!r}, header names={sorted(self.headers)})"
+        url = _url_for_display(self.url)
+        return f"HttpServerSpec(name={self.name!r}, url={url!r}, header names={sorted(self.headers)})"
+
+
+def _url_for_display(url: str) -> str:
+    """The URL without what may be a secret filled in from ${VAR}: userinfo, query and fragment."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", "***" if parts.fragment else ""))
 
 
 ServerSpec = StdioServerSpec | HttpServerSpec
