@@ -67,9 +67,15 @@ class OutboxWorker:
 
     async def deliver_due(self) -> int:
         """Send one batch of due rows; returns how many were taken."""
-        now = self.clock()
-        async with self.sessions() as session:
-            candidates = list(
+        leased = await self._lease_due(self.clock())
+        for message_id in leased:
+            await self._deliver(message_id)
+        return len(leased)
+
+    async def _lease_due(self, now: float) -> list[int]:
+        """Take up to `batch` due rows for this worker: FOR UPDATE SKIP LOCKED, so replicas split them."""
+        async with session_scope(self.sessions) as session:
+            ids = list(
                 await session.scalars(
                     select(OutboxMessage.id)
                     .where(
@@ -80,25 +86,14 @@ class OutboxWorker:
                     )
                     .order_by(OutboxMessage.id)
                     .limit(self.batch)
+                    .with_for_update(skip_locked=True)
                 )
             )
-        for message_id in candidates:
-            if await self._lease(message_id, now):
-                await self._deliver(message_id)
-        return len(candidates)
-
-    async def _lease(self, message_id: int, now: float) -> bool:
-        async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id == message_id,
-                    OutboxMessage.sent_at.is_(None),
-                    or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+            if ids:
+                await session.execute(
+                    update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(leased_until=now + LEASE_S)
                 )
-                .values(leased_until=now + LEASE_S)
-            )
-            return result.rowcount == 1
+            return ids
 
     async def _deliver(self, message_id: int) -> None:
         async with self.sessions() as session:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -241,6 +241,7 @@ class ApprovalService:
         if result.rowcount != 1:
             raise AlreadyDecided(decision) if decision.status != PENDING else ApprovalError("not due yet")
         self._enqueue(session, decision, "update", now)
+        await announce(session, decision_id)
         logger.info("decision %s %s by %s via %s", decision_id, status, by, via)
         return decision
 
@@ -343,7 +344,10 @@ class ApprovalService:
     async def expire(self, decision_id: str) -> Decision | None:
         """The timeout: expired (or approved, only when the rule says `on_timeout: approve`)."""
         async with session_scope(self.sessions) as session:
-            decision = await session.get(Decision, decision_id)
+            # SKIP LOCKED: when replicas sweep together, each overdue row is handled by one of them.
+            decision = await session.scalar(
+                select(Decision).where(Decision.id == decision_id).with_for_update(skip_locked=True)
+            )
             if decision is None or decision.status != PENDING:
                 return None
             deadline = iso(decision.expires_at)
@@ -501,6 +505,18 @@ class ApprovalService:
                 listener(decision)
             except Exception:  # a listener's bug must not undo a committed decision
                 logger.exception("decision listener failed for %s", decision.id)
+
+
+DECISIONS_CHANNEL = "holdgate_decisions"
+"""PostgreSQL NOTIFY channel; the payload is a decision id (see service.approvals.pg_listen)."""
+
+
+async def announce(session: AsyncSession, decision_id: str) -> None:
+    """Tell other replicas (on PostgreSQL) that `decision_id` changed; sent when the transaction commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:channel, :id)"), {"channel": DECISIONS_CHANNEL, "id": decision_id}
+        )
 
 
 def new_decision_id() -> str:

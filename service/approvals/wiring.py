@@ -17,6 +17,7 @@ from bots.console import ConsoleChannel
 from service.approvals.bus import DecisionBus
 from service.approvals.hold import ApprovalGate
 from service.approvals.outbox import OutboxWorker
+from service.approvals.pg_listen import PgDecisionListener
 from service.approvals.service import ApprovalService
 from service.approvals.timeouts import DecisionTimers
 from service.settings import Settings
@@ -77,10 +78,13 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
             stack.push_async_callback(channel.aclose)
     await timers.start()
     stack.callback(timers.shutdown)
-    for name, work in (
+    background = [
         ("outbox", outbox.run()),
         ("decision-poll", bus.poll(service.status_of, settings.approval_poll_interval_s)),
-    ):
+    ]
+    if state.engine.dialect.name == "postgresql":
+        background.append(("decision-listen", PgDecisionListener(settings.effective_database_url, bus).run()))
+    for name, work in background:
         task = asyncio.create_task(work, name=name)
         stack.push_async_callback(_stop, task)
     state.core.approvals = gate

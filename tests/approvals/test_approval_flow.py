@@ -15,9 +15,11 @@ def cancels(tmp_path) -> list[dict]:
     return [c for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job"]
 
 
-async def test_approved_call_runs_once_and_the_client_gets_the_upstreams_result(tmp_path):
+async def test_approved_call_runs_once_and_the_client_gets_the_upstreams_result(tmp_path, database):
     async with (
-        run_gateway(tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=30) as gw,
+        run_gateway(
+            tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=30, **database
+        ) as gw,
         gw.session("jobs") as session,
     ):
         call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-1"}))
@@ -122,9 +124,11 @@ async def test_client_cancelling_the_call_cancels_the_decision(tmp_path):
     assert cancels(tmp_path) == []
 
 
-async def test_quorum_of_two_needs_two_distinct_people(tmp_path):
+async def test_quorum_of_two_needs_two_distinct_people(tmp_path, database):
     async with (
-        run_gateway(tmp_path, policy=approval_policy(quorum=2), servers=servers(tmp_path), approval_hold_s=30) as gw,
+        run_gateway(
+            tmp_path, policy=approval_policy(quorum=2), servers=servers(tmp_path), approval_hold_s=30, **database
+        ) as gw,
         gw.session("jobs") as session,
     ):
         call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-6"}))

@@ -20,12 +20,12 @@ def cancelled_jobs(tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize("round_", range(3))
-async def test_approve_racing_deny_racing_timeout_ends_each_decision_once(tmp_path, round_):
+async def test_approve_racing_deny_racing_timeout_ends_each_decision_once(tmp_path, round_, database):
     clock = Clock(time.time())
     count = 15
     async with (
         run_gateway(
-            tmp_path, policy=approval_policy(), servers=servers(tmp_path), clock=clock, approval_hold_s=60
+            tmp_path, policy=approval_policy(), servers=servers(tmp_path), clock=clock, approval_hold_s=60, **database
         ) as gw,
         gw.session("jobs") as session,
     ):
@@ -61,9 +61,9 @@ async def test_approve_racing_deny_racing_timeout_ends_each_decision_once(tmp_pa
         assert answered_by_holdgate == (ended[job].status != "approved"), "approved calls get the upstream's answer"
 
 
-async def test_pending_decisions_survive_a_restart_and_can_still_be_decided_or_time_out(tmp_path):
+async def test_pending_decisions_survive_a_restart_and_can_still_be_decided_or_time_out(tmp_path, database):
     clock = Clock(time.time())
-    settings = {"approval_hold_s": 0.2, "approval_sweep_interval_s": 0.05}
+    settings = {"approval_hold_s": 0.2, "approval_sweep_interval_s": 0.05, **database}
     async with (
         run_gateway(tmp_path, policy=approval_policy(), servers=servers(tmp_path), clock=clock, **settings) as gw,
         gw.session("jobs") as session,
