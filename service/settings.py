@@ -86,6 +86,25 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _email_needs_links(self) -> Settings:
+        if self.smtp_url is None:
+            return self
+        problems = []
+        scheme = self.smtp_url.get_secret_value().split("://", 1)[0].lower()
+        if scheme not in ("smtp", "smtps"):
+            problems.append("HOLDGATE_SMTP_URL must start with smtp:// or smtps://")
+        if not self.email_from:
+            problems.append("HOLDGATE_EMAIL_FROM is not set (the sender of approval requests)")
+        if not self.public_url or not self.public_url.startswith(("http://", "https://")):
+            problems.append("HOLDGATE_PUBLIC_URL is not set to an http(s) URL (the links in approval emails)")
+        key = self.secret_key.get_secret_value() if self.secret_key is not None else ""
+        if len(key) < 16 or key.lower() in PLACEHOLDER_SECRETS:
+            problems.append("HOLDGATE_SECRET_KEY is missing, a placeholder or shorter than 16 characters")
+        if problems:
+            raise ValueError("email approvals are enabled (HOLDGATE_SMTP_URL) but " + "; ".join(problems))
+        return self
+
     @property
     def policy_path(self) -> Path:
         return self.config_dir / "policy.json"
@@ -103,6 +122,9 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'holdgate.db').resolve()}"
+
+
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})
 
 
 def is_loopback_host(host: str) -> bool:
