@@ -111,16 +111,17 @@ async def run_gateway(
     tokens: dict[str, str] | None = None,
     clock: Callable[[], float] | None = None,
     configure: Callable[[AppState], None] | None = None,
+    port: int | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[Gateway]:
-    """Start holdgate on a free port with this policy and these upstreams; stop it cleanly after.
+    """Start holdgate on a free port (or `port`) with this policy and these upstreams; stop it cleanly after.
 
     `policy=None` keeps the config already in `tmp_path` (a restart); `tokens` reuses earlier grants.
     """
     config_dir = tmp_path / "config"
     if policy is not None:
         write_config(config_dir, policy=policy, servers=servers)
-    port = free_port()
+    port = port or free_port()
     settings = Settings(
         _env_file=None,
         config_dir=config_dir,
