@@ -21,6 +21,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         extra="ignore",
+        hide_input_in_errors=True,  # the input holds every secret (SMTP password, tokens): never echo it
     )
 
     config_dir: Path = Path("config")
