@@ -75,7 +75,14 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
-    slack_api_url: str | None = None
+    slack_api_url: str | None = Field(
+        default=None, description="Slack Web API base URL (tests, Enterprise Grid proxies); default Slack's."
+    )
+    slack_default_channel: str | None = Field(
+        default=None,
+        description="Slack channel for approval requests whose rule names no slack_channel and whose "
+        "approvers have no Slack IDs to DM.",
+    )
     smtp_url: SecretStr | None = None
     email_from: str | None = None
 
@@ -104,6 +111,15 @@ class Settings(BaseSettings):
             problems.append("HOLDGATE_SECRET_KEY is missing, a placeholder or shorter than 16 characters")
         if problems:
             raise ValueError("email approvals are enabled (HOLDGATE_SMTP_URL) but " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _slack_needs_a_way_in(self) -> Settings:
+        if self.slack_bot_token is not None and self.slack_signing_secret is None and self.slack_app_token is None:
+            raise ValueError(
+                "HOLDGATE_SLACK_BOT_TOKEN is set but Slack clicks cannot reach holdgate: set "
+                "HOLDGATE_SLACK_SIGNING_SECRET (HTTP, /slack/interactions) or HOLDGATE_SLACK_APP_TOKEN (Socket Mode)"
+            )
         return self
 
     @property
