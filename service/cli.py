@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bots.slack import cli as slack_cli
 from service import db
 from service.configfile import ConfigError
 from service.policy import cli as policy_cli
@@ -31,6 +32,7 @@ app.add_typer(policy_cli.app, name="policy")
 app.add_typer(grant_app, name="grant")
 app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
+app.add_typer(slack_cli.app, name="slack")
 
 console = Console()
 err_console = Console(stderr=True)
