@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x686F6C6467617465  # "holdgate"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -67,8 +68,14 @@ def _alembic_config(connection=None):
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema up to `revision` (idempotent)."""
+    """Bring the schema up to `revision` (idempotent).
+
+    On PostgreSQL, replicas starting together take turns: a transaction-scoped advisory lock
+    serializes the migration runs, and the ones that wait find the schema already current.
+    """
     from alembic import command
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), revision))

@@ -1,0 +1,185 @@
+"""Two real holdgate processes on one PostgreSQL database: decisions, timeouts and limits are shared.
+
+Each replica is `python -m service serve` on its own port with its own demo jobs server child
+(both children share one job store and one call log, as two hosts would share the real upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+
+from service.settings import Settings
+from tests.approvals.support import api, approval_policy
+from tests.support.harness import (
+    ROOT,
+    Gateway,
+    executed_calls,
+    free_port,
+    seed_grants,
+    servers,
+    text_of,
+    write_config,
+)
+
+
+@dataclass
+class Replica(Gateway):
+    pid: int = 0
+
+
+@asynccontextmanager
+async def replica(tmp_path: Path, name: str, database_url: str, tokens: dict[str, str], **env: str):
+    """One holdgate process; yields a Gateway (no in-process state) once /healthz answers."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "HOLDGATE_DATABASE_URL": database_url,
+        "HOLDGATE_CONFIG_DIR": str(tmp_path / "config"),
+        "HOLDGATE_DATA_DIR": str(tmp_path / name),
+        "HOLDGATE_PORT": str(port),
+        "HOLDGATE_WATCH_POLICY": "false",
+        "HOLDGATE_APPROVAL_HOLD_S": "30",
+        **env,
+    }
+    log = (tmp_path / f"{name}.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", cwd=ROOT, env=environment, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_healthy(url, process, tmp_path / f"{name}.log")
+        yield Replica(url=url, state=None, tokens=tokens, pid=process.pid)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log.close()
+
+
+async def _wait_healthy(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    async with httpx2.AsyncClient() as client:
+        for _ in range(600):
+            if process.returncode is not None:
+                raise RuntimeError(f"replica exited during start-up:\n{log.read_text()[-3000:]}")
+            try:
+                if (await client.get(f"{url}/healthz")).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"replica did not start:\n{log.read_text()[-3000:]}")
+
+
+@asynccontextmanager
+async def two_replicas(tmp_path: Path, database_url: str, policy: dict, **env: str) -> AsyncIterator[tuple]:
+    write_config(tmp_path / "config", policy=policy, servers=servers(tmp_path))
+    tokens = await seed_grants(Settings(_env_file=None, database_url=database_url), ["agent"])
+    async with AsyncExitStack() as stack:
+        a, b = await asyncio.gather(
+            stack.enter_async_context(replica(tmp_path, "a", database_url, tokens, **env)),
+            stack.enter_async_context(replica(tmp_path, "b", database_url, tokens, **env)),
+        )
+        yield a, b
+
+
+async def pending_on(gw: Gateway, count: int) -> list[dict]:
+    for _ in range(500):
+        items = (await api(gw, "GET", "/api/decisions?status=pending&limit=500", "alice")).json()["items"]
+        if len(items) >= count:
+            return items
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"expected {count} pending decisions, found {len(items)}")
+
+
+def cancelled_jobs(tmp_path: Path) -> list[str]:
+    return sorted(c["arguments"]["jobId"] for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job")
+
+
+async def test_a_call_held_on_one_replica_is_released_by_an_approval_on_the_other(tmp_path, postgres_url):
+    async with two_replicas(tmp_path, postgres_url, approval_policy()) as (a, b), a.session("jobs") as session:
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "cross-1"}))
+        [decision] = await pending_on(b, 1)
+        approved = await api(b, "POST", f"/api/decisions/{decision['id']}/approve", "alice")
+        result = await asyncio.wait_for(call, 10)
+    assert approved.status_code == 200
+    assert "holdgate" not in text_of(result)
+    assert cancelled_jobs(tmp_path) == ["cross-1"]
+
+
+async def test_approves_on_one_replica_racing_denies_on_the_other_end_each_decision_once(tmp_path, postgres_url):
+    count = 12
+    async with two_replicas(tmp_path, postgres_url, approval_policy()) as (a, b), a.session("jobs") as session:
+        calls = [
+            asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": f"race-{i}"})) for i in range(count)
+        ]
+        held = await pending_on(a, count)
+
+        async def race(decision_id: str) -> tuple[int, int]:
+            approve, deny = await asyncio.gather(
+                api(a, "POST", f"/api/decisions/{decision_id}/approve", "alice"),
+                api(b, "POST", f"/api/decisions/{decision_id}/deny", "bob", json={"reason": "race"}),
+            )
+            return approve.status_code, deny.status_code
+
+        codes = await asyncio.gather(*(race(d["id"]) for d in held))
+        results = await asyncio.wait_for(asyncio.gather(*calls), 20)
+        final = (await api(b, "GET", "/api/decisions?limit=500", "alice")).json()["items"]
+
+    for approve, deny in codes:
+        assert sorted((approve, deny)) == [200, 409], "exactly one of the two decides"
+    approved = sorted(d["arguments"]["jobId"] for d in final if d["status"] == "approved")
+    assert len(approved) == sum(1 for approve, _ in codes if approve == 200)
+    assert cancelled_jobs(tmp_path) == approved, "approved calls ran once each; denied ones never"
+    assert sum(1 for r in results if not text_of(r).startswith("holdgate")) == len(approved)
+
+
+async def test_killing_a_replica_with_held_calls_loses_no_decision(tmp_path, postgres_url):
+    policy = approval_policy(timeout="3s")
+    env = {"HOLDGATE_APPROVAL_HOLD_S": "0.3", "HOLDGATE_APPROVAL_SWEEP_INTERVAL_S": "0.2"}
+    async with two_replicas(tmp_path, postgres_url, policy, **env) as (a, b):
+        async with a.session("jobs") as session:
+            for job in ("keep", "lapse"):
+                pending = await session.call_tool("cancel-async-job", {"jobId": job})
+                assert "approval pending" in text_of(pending)
+        os.kill(a.pid, signal.SIGKILL)
+        by_job = {d["arguments"]["jobId"]: d for d in await pending_on(b, 2)}
+        await api(b, "POST", f"/api/decisions/{by_job['keep']['id']}/approve", "bob")
+        async with b.session("jobs") as session:
+            released = await session.call_tool("cancel-async-job", {"jobId": "keep"})
+            for _ in range(100):  # "lapse" times out on b's sweep, 3 s after it was opened
+                lapsed = (await api(b, "GET", f"/api/decisions/{by_job['lapse']['id']}", "bob")).json()
+                if lapsed["status"] != "pending":
+                    break
+                await asyncio.sleep(0.1)
+    assert "holdgate" not in text_of(released)
+    assert lapsed["status"] == "expired"
+    assert cancelled_jobs(tmp_path) == ["keep"]
+
+
+async def test_a_rate_limit_is_shared_by_both_replicas(tmp_path, postgres_url):
+    policy = {
+        "version": "1",
+        "default": "deny",
+        "tools": {"list-async-jobs": {"rate_limit": {"max": 5, "window": "hour"}}},
+    }
+    async with (
+        two_replicas(tmp_path, postgres_url, policy) as (a, b),
+        a.session("jobs") as on_a,
+        b.session("jobs") as on_b,
+    ):
+        results = await asyncio.gather(*(s.call_tool("list-async-jobs", {}) for s in [on_a, on_b] * 4))
+    allowed = [r for r in results if "rate limit" not in text_of(r)]
+    assert len(allowed) == 5, "together the replicas allow exactly max calls in the window"
