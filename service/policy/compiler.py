@@ -43,6 +43,8 @@ from service.policy.rules import (
 from service.policy.verdict import ApprovalSpec, Approver, Limit, Verdict
 
 Loc = tuple[str | int, ...]
+MAX_COUNTER_LENGTH = 200
+"""Longest counter name (`rate_counters.counter` is a VARCHAR(200))."""
 
 
 def load_policy(path: Path | str, *, cache_size: int = DEFAULT_CACHE_SIZE) -> Policy:
@@ -140,7 +142,15 @@ class _Compiler:
         limits = [self._limit(li, (*where, "limits", i)) for i, li in enumerate(rule_in.limits)]
         if rule_in.rate_limit is not None:
             rl = rule_in.rate_limit
-            shorthand = LimitIn(counter=f"{key}_rate", window=rl.window, max=rl.max, scope=rl.scope)
+            counter = f"{label}_rate"  # named after the rule: a grant's override never shares the global counter
+            if len(counter) > MAX_COUNTER_LENGTH:
+                raise self.error(
+                    (*where, "rate_limit"),
+                    f"the rate_limit shorthand names its counter after the rule ('{counter[:24]}...', "
+                    f"{len(counter)} characters), but a counter name has at most {MAX_COUNTER_LENGTH} characters; "
+                    "use limits with a shorter counter name instead",
+                )
+            shorthand = LimitIn(counter=counter, window=rl.window, max=rl.max, scope=rl.scope)
             limits.append(self._limit(shorthand, (*where, "rate_limit")))
         if action == "deny" and limits:
             raise self.error(

@@ -86,7 +86,8 @@ class LimitIn(_Model):
 
 
 class RateLimitIn(_Model):
-    """Shorthand for one limit whose counter is named `<rule key>_rate`."""
+    """Shorthand for one limit whose counter is named `<rule>_rate`, after the rule as verdicts name it:
+    `delete_rate` for `tools.delete`, `grants.ci-bot.tools.delete_rate` for a grant's override."""
 
     max: int = Field(ge=0)
     window: Window

@@ -343,7 +343,7 @@ def test_grant_specific_rules_and_default(tmp_path):
     )
     bot = policy.evaluate("ci-bot", "fs", "delete")
     assert bot.action == "allow" and bot.rule == "grants.ci-bot.tools.delete"
-    assert bot.limits == (Limit("delete_rate", 3600, 1, "grant"),)
+    assert bot.limits == (Limit("grants.ci-bot.tools.delete_rate", 3600, 1, "grant"),)
     assert policy.evaluate("someone", "fs", "delete").reason == "global"
 
     # a grant's rule beats a more specific global rule
@@ -357,6 +357,26 @@ def test_grant_specific_rules_and_default(tmp_path):
     assert (unlisted.action, unlisted.rule) == ("require_approval", "grants.intern.default")
     assert policy.evaluate("ci-bot", "fs", "unlisted").rule == "default"
     assert policy.rule_count == 5
+
+
+def test_rate_limit_shorthand_in_a_grant_override_has_its_own_counter(tmp_path):
+    """The override's shorthand is not the global rule's counter: named after the rule, `<rule>_rate`."""
+    policy = load(
+        tmp_path,
+        {
+            "tools": {"delete": {"rate_limit": {"max": 10, "window": "minute", "scope": "global"}}},
+            "grants": {
+                "ci-bot": {"tools": {"delete": {"rate_limit": {"max": 1, "window": "hour", "scope": "global"}}}},
+                "intern": {"tools": {"delete": {"rate_limit": {"max": 2, "window": "minute", "scope": "global"}}}},
+            },
+        },
+    )
+    assert policy.evaluate("agent", "fs", "delete").limits == (Limit("delete_rate", 60, 10, "global"),)
+    bot = policy.evaluate("ci-bot", "fs", "delete")
+    assert bot.limits == (Limit("grants.ci-bot.tools.delete_rate", 3600, 1, "global"),)
+    intern = policy.evaluate("intern", "fs", "delete")
+    assert intern.limits == (Limit("grants.intern.tools.delete_rate", 60, 2, "global"),)
+    assert bot.limits[0].counter == f"{bot.rule}_rate"
 
 
 def test_top_level_hide_beats_grant_rules(tmp_path):

@@ -231,6 +231,17 @@ def test_counter_counted_twice_for_one_call(tmp_path):
     assert "counter 'x_rate' would be counted twice" in error_for(tmp_path, also_shorthand).message
 
 
+def test_rate_limit_shorthand_on_a_key_too_long_for_a_counter_name(tmp_path):
+    key = "t" * 196
+    error = error_for(tmp_path, {"tools": {key: {"rate_limit": {"max": 1, "window": 60}}}})
+    assert error.location == f"tools.{key}.rate_limit"
+    assert "at most 200 characters" in error.message and "limits" in error.message
+    # the same rule with a named counter loads
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps({"tools": {key: {"limits": [{"counter": "t", "max": 1, "window": 60}]}}}))
+    assert load_policy(path).rule_count == 1
+
+
 def test_counter_with_two_meanings(tmp_path):
     policy = {
         "tools": {
