@@ -48,6 +48,28 @@ class AuditEvent(SQLModel, table=True):
     detail: str | None = Field(default=None, sa_column=Column(Text))
     duration_ms: float | None = None
     decision_id: str | None = Field(default=None, max_length=64, index=True)
+    prev_hash: str | None = Field(default=None, max_length=64, description="the previous record's hash")
+    hash: str | None = Field(
+        default=None, max_length=64, description="sha256 over this record's fields and prev_hash (service.audit.chain)"
+    )
+
+
+class AuditChainHead(SQLModel, table=True):
+    """Where the audit hash chain stands: one row, locked by every append and every prune.
+
+    `last_*` is the newest record (so a deleted tail is caught); `anchor_*` is the last record
+    removed by retention (the first kept record must link to it), or the genesis hash.
+    """
+
+    __tablename__ = "audit_chain"
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_id: int | None = None
+    last_hash: str = Field(max_length=64)
+    anchor_id: int | None = None
+    anchor_hash: str = Field(max_length=64)
+    pruned_rows: int = 0
+    pruned_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class RateCounter(SQLModel, table=True):
