@@ -3,6 +3,8 @@
 `AuditWriter.record()` only appends to an in-memory queue, so no database round trip sits on
 a tool call. A background task writes batches; `aclose()` drains what is left, so a clean
 shutdown loses nothing. Arguments are redacted and hashed in the writer, not on the call path.
+Each batch is linked into the hash chain (`service.audit.chain`) in the transaction that writes
+it; with a retention period, the same task prunes the oldest records now and then.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import io
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.audit import chain
 from service.models import AuditEvent
 from service.policy import canonical_sha256, redact_arguments
 
@@ -33,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FIELDS = (
     "id", "ts", "grant", "server", "tool", "arguments", "args_sha256", "verdict", "rule", "reason",
-    "outcome", "detail", "duration_ms", "decision_id",
+    "outcome", "detail", "duration_ms", "decision_id", "prev_hash", "hash",
 )  # fmt: skip
 
 
@@ -115,10 +118,17 @@ class AuditWriter:
         *,
         flush_interval: float = 0.25,
         batch_size: int = 500,
+        retention_days: float | None = None,
+        prune_interval: float = 3600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._sessions = sessions
         self._flush_interval = flush_interval
         self._batch_size = batch_size
+        self.retention_days = retention_days
+        self._prune_interval = prune_interval
+        self._clock = clock
+        self._next_prune = 0.0
         self._queue: list[AuditRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -150,6 +160,19 @@ class AuditWriter:
                 await self._task
         await self.flush()
 
+    async def prune(self) -> chain.PruneResult | None:
+        """Delete records older than the retention period (none without one); the chain stays verifiable."""
+        if self.retention_days is None:
+            return None
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        before = now - timedelta(days=self.retention_days)
+        async with self._sessions() as session:
+            result = await chain.prune(session, before=before, now=now)
+            await session.commit()
+        if result.deleted:
+            logger.info("audit retention: %d record(s) before %s pruned", result.deleted, before.isoformat())
+        return result
+
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -157,6 +180,9 @@ class AuditWriter:
             self._wake.clear()
             try:
                 await self.flush()
+                if self.retention_days is not None and time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + self._prune_interval
+                    await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -166,7 +192,7 @@ class AuditWriter:
     async def _write(self, batch: Sequence[AuditRecord]) -> None:
         try:
             async with self._sessions() as session:
-                session.add_all([entry.to_row() for entry in batch])
+                await chain.append(session, [entry.to_row() for entry in batch])
                 await session.commit()
         except BaseException:
             self._queue[:0] = batch  # keep them for the next attempt
