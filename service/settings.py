@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = 30.0
     watch_policy: bool = True
     audit_flush_interval_s: float = 0.25
+    audit_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete audit records older than this many days (checked hourly); unset keeps them all. "
+        "The hash chain stays verifiable: the last deleted record's hash becomes its anchor.",
+    )
     run_migrations: bool = True
 
     # Approvals
