@@ -64,7 +64,9 @@ def build_state(settings: Settings) -> AppState:
     servers = load_servers(settings.servers_path)
     engine = db.create_engine(settings.effective_database_url)
     sessions = db.session_factory(engine)
-    audit = AuditWriter(sessions, flush_interval=settings.audit_flush_interval_s)
+    audit = AuditWriter(
+        sessions, flush_interval=settings.audit_flush_interval_s, retention_days=settings.audit_retention_days
+    )
     core = GatewayCore(
         policy=policy,
         audit=audit,
