@@ -20,6 +20,7 @@ from rich.table import Table
 
 from bots.slack import cli as slack_cli
 from service import db
+from service.audit import cli as audit_cli
 from service.configfile import ConfigError
 from service.policy import cli as policy_cli
 from service.settings import Settings, get_settings
@@ -32,6 +33,7 @@ app.add_typer(policy_cli.app, name="policy")
 app.add_typer(grant_app, name="grant")
 app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
+app.add_typer(audit_cli.app, name="audit")
 app.add_typer(slack_cli.app, name="slack")
 
 console = Console()
@@ -156,39 +158,6 @@ def db_upgrade() -> None:
 
     asyncio.run(run())
     console.print("database schema is up to date")
-
-
-@app.command("audit")
-def audit(
-    format: Annotated[str, typer.Option(help="table | jsonl | csv")] = "table",
-    grant: str | None = None,
-    server: str | None = None,
-    tool: str | None = None,
-    verdict: str | None = None,
-    limit: Annotated[int, typer.Option(help="Rows for the table view.")] = 50,
-) -> None:
-    """List the audit history, or export it as JSON Lines / CSV on stdout."""
-    from service.audit import service as audit_service
-
-    flt = audit_service.AuditFilter(grant=grant, server=server, tool=tool, verdict=verdict)
-    if format in {"jsonl", "csv"}:
-
-        async def export(session) -> None:
-            if format == "csv":
-                sys.stdout.write(audit_service.csv_header())
-            async for event in audit_service.iter_events(session, flt=flt):
-                sys.stdout.write(audit_service.to_csv(event) if format == "csv" else audit_service.to_jsonl(event))
-
-        _with_session(_settings(), export)
-        return
-    events = _with_session(_settings(), lambda s: audit_service.list_events(s, flt=flt, limit=limit))
-    table = Table("time", "grant", "server", "tool", "verdict", "rule", "outcome", "ms")
-    for e in events:
-        table.add_row(
-            e.ts.strftime("%Y-%m-%d %H:%M:%S"), e.grant, e.server, e.tool, e.verdict,
-            e.rule or "", e.outcome or "", f"{e.duration_ms:.1f}" if e.duration_ms is not None else "",
-        )  # fmt: skip
-    console.print(table)
 
 
 def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
