@@ -40,6 +40,7 @@ format: $(INSTALLED)
 bench: $(INSTALLED) $(PEERS)
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/python bench/bench_policy.py
+	$(BIN)/python bench/bench_replicas.py
 
 clean:
 	rm -rf $(VENV) tests/peers/node_modules data
