@@ -1,7 +1,7 @@
-"""`holdgate policy ...`: check a policy file and explain a decision, from the command line.
+"""`holdgate policy ...`: check a policy file, explain a decision, write a starter policy for a server.
 
 A typer sub-app; `service/cli.py` mounts it with `app.add_typer(policy_cli.app, name="policy")`.
-Only a thin layer over `load_policy` and `explain`.
+Only a thin layer over `load_policy`, `explain` and `service.policy.init`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,60 @@ def explain(
     arguments = _parse_args(args) if args is not None else None
     policy = _load(file)
     typer.echo(explain_text(policy, grant, server, tool, arguments))
+
+
+@app.command()
+def init(
+    server: Annotated[str, typer.Option("--server", "-s", help="Upstream server name in servers.json.")],
+    config: Annotated[
+        Path | None, typer.Option(help="Config directory (servers.json, catalog/); default $HOLDGATE_CONFIG_DIR.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write (default: <config>/policy.json if absent; '-': stdout)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+    rate: Annotated[int, typer.Option(help="Calls a minute per grant allowed to each write tool.")] = 30,
+) -> None:
+    """Connect to a server, list its tools, and write a starter policy by risk.
+
+    Read-only tools are allowed, writes rate-limited, destructive tools (and any the catalog rates
+    high risk) require approval; everything else is denied by default. Risk comes from
+    config/catalog/ first, then the tools' readOnlyHint/destructiveHint annotations.
+    """
+    import asyncio
+    import tempfile
+
+    from service.gateway.upstream import UpstreamUnavailable
+    from service.policy import init as policy_init
+
+    config_dir = config if config is not None else get_settings().config_dir
+    target = output if output is not None else config_dir / "policy.json"
+    to_stdout = str(target) == "-"
+    if not to_stdout and target.exists() and not force:
+        typer.echo(f"{target} exists; pass --force to overwrite it, or --output FILE", err=True)
+        raise typer.Exit(1)
+    try:
+        document, classes = asyncio.run(policy_init.build(server, config_dir, rate_max=rate))
+    except (KeyError, ConfigError) as exc:
+        typer.echo(str(exc).strip("'\""), err=True)
+        raise typer.Exit(1) from None
+    except UpstreamUnavailable as exc:
+        typer.echo(exc.error.message, err=True)
+        raise typer.Exit(1) from None
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    with tempfile.TemporaryDirectory() as scratch:  # what is written must load
+        check = Path(scratch) / "policy.json"
+        check.write_text(text, encoding="utf-8")
+        load_policy(check)
+    for c in classes:
+        typer.echo(f"  {c.action:<16} {c.tool}  [{c.describe()}]", err=True)
+    if to_stdout:
+        typer.echo(text, nl=False)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {target}: {len(classes)} tool(s) of '{server}'; check it with `holdgate policy check {target}`")
 
 
 def _load(file: Path | None) -> Policy:
