@@ -42,6 +42,10 @@ class DecisionBus:
         """How many calls in this process wait on `decision_id`."""
         return len(self._waiters.get(decision_id, ()))
 
+    def held_calls(self) -> int:
+        """How many calls in this process wait on any decision."""
+        return sum(len(waiters) for waiters in self._waiters.values())
+
     def waiting_ids(self) -> list[str]:
         return list(self._waiters)
 

@@ -27,6 +27,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service import metrics
 from service.db import session_scope
 from service.models import Decision, OutboxMessage, Vote
 from service.policy import ApprovalSpec, Approver, Verdict, canonical_sha256, redact_arguments
@@ -194,6 +195,7 @@ class ApprovalService:
             verdict.rule,
             iso(decision.expires_at),
         )
+        metrics.count_decision(PENDING)
         self._notify(decision)
         return decision, True
 
@@ -242,6 +244,7 @@ class ApprovalService:
             raise AlreadyDecided(decision) if decision.status != PENDING else ApprovalError("not due yet")
         self._enqueue(session, decision, "update", now)
         await announce(session, decision_id)
+        metrics.count_decision(status)
         logger.info("decision %s %s by %s via %s", decision_id, status, by, via)
         return decision
 

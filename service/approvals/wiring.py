@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bots.base import Channel
 from bots.console import ConsoleChannel
+from service import metrics
 from service.approvals.bus import DecisionBus
 from service.approvals.hold import ApprovalGate
 from service.approvals.outbox import OutboxWorker
@@ -64,6 +65,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
         retry_base=settings.outbox_retry_base_s,
     )
     service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
+    metrics.watch_held_calls(bus.held_calls)
     gate = ApprovalGate(
         service,
         bus,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service import metrics
 from service.audit import chain
 from service.models import AuditEvent
 from service.policy import canonical_sha256, redact_arguments
@@ -140,6 +141,7 @@ class AuditWriter:
             logger.error("audit record after shutdown, dropped: %s/%s", entry.server, entry.tool)
             return
         self._queue.append(entry)
+        metrics.count_call(entry.server, entry.verdict, entry.outcome, entry.duration_ms)
         if len(self._queue) >= self._batch_size:
             self._wake.set()
 

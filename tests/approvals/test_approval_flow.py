@@ -241,3 +241,23 @@ async def test_a_retry_after_denial_gets_the_denial(tmp_path):
         retry = await session.call_tool("cancel-async-job", args)
     assert retry.is_error and "denied by bob" in text_of(retry) and decision.id in text_of(retry)
     assert cancels(tmp_path) == []
+
+
+async def test_metrics_count_calls_decisions_and_held_calls(tmp_path):
+    async with (
+        run_gateway(tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=30) as gw,
+        gw.session("jobs") as session,
+    ):
+        await session.call_tool("list-async-jobs", {})
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "m-1"}))
+        [decision] = await wait_for_decisions(gw)
+        while gw.state.approvals.bus.held_calls() == 0:
+            await asyncio.sleep(0.01)
+        holding = (await api(gw, "GET", "/metrics")).text
+        await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+        await asyncio.wait_for(call, 10)
+        after = (await api(gw, "GET", "/metrics")).text
+    assert "holdgate_held_calls 1.0" in holding
+    assert "holdgate_held_calls 0.0" in after
+    assert 'holdgate_tool_calls_total{outcome="ok",server="jobs",verdict="allowed"}' in after
+    assert 'holdgate_decisions_total{status="approved"}' in after

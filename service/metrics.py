@@ -1,0 +1,37 @@
+"""Prometheus metrics, served at /metrics: what an operator graphs and alerts on.
+
+Counted where the facts are already at hand, with no extra work on the call's path: tool calls as
+their audit records are queued, decisions as their changes commit, held calls from the bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TOOL_CALLS = Counter(
+    "holdgate_tool_calls_total", "tools/call requests by server, verdict and outcome", ["server", "verdict", "outcome"]
+)
+TOOL_CALL_SECONDS = Histogram(
+    "holdgate_tool_call_seconds",
+    "Time a tools/call spent in holdgate, held time included",
+    ["server", "verdict"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+DECISIONS = Counter("holdgate_decisions_total", "Decision changes by status", ["status"])
+HELD_CALLS = Gauge("holdgate_held_calls", "Calls waiting for a decision in this process")
+
+
+def count_call(server: str, verdict: str, outcome: str | None, duration_ms: float | None) -> None:
+    TOOL_CALLS.labels(server, verdict, outcome or "none").inc()
+    if duration_ms is not None:
+        TOOL_CALL_SECONDS.labels(server, verdict).observe(duration_ms / 1000)
+
+
+def count_decision(status: str) -> None:
+    DECISIONS.labels(status).inc()
+
+
+def watch_held_calls(count: Callable[[], int]) -> None:
+    HELD_CALLS.set_function(count)
