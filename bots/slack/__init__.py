@@ -1,1 +1,9 @@
-"""Slack approvals (issue 4): requests as Slack messages, decisions from buttons and a reason modal."""
+"""Slack approvals (issue 4): requests as Slack messages, decisions from buttons and a reason modal.
+
+`SlackChannel` is the outbox's channel (and starts Socket Mode); `router` serves `/slack/interactions`.
+"""
+
+from bots.slack.channel import SlackChannel
+from bots.slack.routes import router
+
+__all__ = ["SlackChannel", "router"]

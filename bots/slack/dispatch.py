@@ -1,0 +1,148 @@
+"""The one dispatcher for Slack interactions, whichever way they arrived (HTTP or Socket Mode).
+
+`dispatch(slack, payload)` returns at once with the acknowledgement body (None: an empty 200 /
+an envelope ack without payload); everything that talks to the database or to Slack runs after,
+as a task on the channel (`SlackChannel.spawn`), because Slack wants the ack within 3 s.
+
+- Approve button: vote `approve` as the clicking Slack user, on the decision id the button carries.
+- Deny button: `views.open` the reason modal first (trigger ids expire in seconds), then check that
+  the user may decide this at all; if not, the modal is replaced by the reason and nothing changes.
+- Reason modal submitted: an empty reason is refused inside the modal; otherwise vote `deny`.
+
+Who may vote is the approvals service's business (`ApprovalService.vote` refuses non-approvers and
+the call's own grant); here a refusal becomes an ephemeral message to the person who clicked.
+This module does not verify signatures: the HTTP edge does, and a Socket Mode connection is
+authenticated by its app token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bots.slack import blocks
+from bots.slack.channel import Post, SlackChannel
+from service.approvals.schemas import DecisionView
+from service.approvals.service import PENDING, ApprovalError, NotAllowed, Voter
+
+logger = logging.getLogger("holdgate.slack")
+
+
+class BadPayload(ValueError):
+    """Not an interaction payload holdgate understands the shape of."""
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """The message a click came from (for the ephemeral answer and for refreshing it)."""
+
+    channel: str | None
+    ts: str | None
+
+
+def dispatch(slack: SlackChannel, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Start handling one interaction; returns the ack body. Raises BadPayload."""
+    try:
+        kind = payload["type"]
+        if kind == "block_actions":
+            return _block_actions(slack, payload)
+        if kind == "view_submission":
+            return _view_submission(slack, payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadPayload(
+            f"malformed {payload.get('type', 'unknown') if isinstance(payload, dict) else ''} "
+            f"payload: {type(exc).__name__}: {exc}"
+        ) from None
+    logger.debug("ignoring Slack interaction of type %s", kind)
+    return None
+
+
+def _block_actions(slack: SlackChannel, payload: dict[str, Any]) -> None:
+    user = payload["user"]["id"]
+    container = payload.get("container") or {}
+    where = Where(
+        channel=(payload.get("channel") or {}).get("id") or container.get("channel_id"),
+        ts=container.get("message_ts"),
+    )
+    for action in payload["actions"]:
+        decision_id = action.get("value")
+        if action["action_id"] == blocks.APPROVE and decision_id:
+            slack.spawn(_vote(slack, decision_id, user, "approve", None, where))
+        elif action["action_id"] == blocks.DENY and decision_id:
+            slack.spawn(_ask_reason(slack, payload["trigger_id"], decision_id, user, where))
+    return None
+
+
+def _view_submission(slack: SlackChannel, payload: dict[str, Any]) -> dict[str, Any] | None:
+    view = payload["view"]
+    if view.get("callback_id") != blocks.DENY_MODAL:
+        return None
+    user = payload["user"]["id"]
+    metadata = json.loads(view["private_metadata"])
+    reason = (view["state"]["values"][blocks.REASON_BLOCK][blocks.REASON_ACTION].get("value") or "").strip()
+    if not reason:
+        return {"response_action": "errors", "errors": {blocks.REASON_BLOCK: blocks.REASON_MISSING}}
+    where = Where(metadata.get("channel"), metadata.get("ts"))
+    slack.spawn(_vote(slack, str(metadata["decision"]), user, "deny", reason[: blocks.REASON_LIMIT], where))
+    return None
+
+
+async def _ask_reason(slack: SlackChannel, trigger_id: str, decision_id: str, user: str, where: Where) -> None:
+    opened = await slack.client.views_open(
+        trigger_id=trigger_id, view=blocks.deny_modal(decision_id, channel=where.channel, ts=where.ts)
+    )
+    refusal = await _refusal(slack, decision_id, user)
+    if refusal is not None:
+        await slack.client.views_update(
+            view_id=opened["view"]["id"], view=blocks.notice_modal("Cannot deny this", refusal)
+        )
+        await slack.ephemeral(where.channel, user, refusal)
+
+
+async def _refusal(slack: SlackChannel, decision_id: str, user: str) -> str | None:
+    """Why `user` cannot decide this now, or None (the vote itself still checks everything)."""
+    try:
+        decision, _ = await slack.approvals.get(decision_id)
+        if decision.status != PENDING:
+            by = f" by {decision.decided_by}" if decision.decided_by else ""
+            return f"Already decided: {decision.status}{by}."
+        slack.approvals.approver_name(decision, Voter("slack", user))
+    except NotAllowed as exc:
+        logger.warning("Slack user %s is not an approver of %s: %s", user, decision_id, exc)
+        return _not_an_approver(exc)
+    except ApprovalError as exc:
+        return exc.message
+    return None
+
+
+async def _vote(
+    slack: SlackChannel,
+    decision_id: str,
+    user: str,
+    value: Literal["approve", "deny"],
+    reason: str | None,
+    where: Where,
+) -> None:
+    try:
+        outcome = await slack.approvals.vote(decision_id, Voter("slack", user), value, via="slack", reason=reason)
+    except NotAllowed as exc:
+        await slack.ephemeral(where.channel, user, _not_an_approver(exc))
+        return
+    except ApprovalError as exc:
+        await slack.ephemeral(where.channel, user, exc.message)
+        return
+    if outcome.decided:
+        return  # the outbox's `update` edits every copy of the request
+    # Counted, more approvals needed: say so, and show the votes on the message clicked.
+    await slack.ephemeral(where.channel, user, outcome.message)
+    if where.channel and where.ts:
+        decision, votes = await slack.approvals.get(decision_id)
+        await slack.update(Post(where.channel, where.ts), slack.render(DecisionView.of(decision, votes)))
+
+
+def _not_an_approver(exc: NotAllowed) -> str:
+    if "cannot approve" in exc.message:  # the grant that made the call
+        return f"{blocks.NOT_AN_APPROVER} {exc.message}."
+    return blocks.NOT_AN_APPROVER
