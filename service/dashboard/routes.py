@@ -1,0 +1,577 @@
+"""The dashboard at `/`: server-rendered pages over the same services as the API and the CLI.
+
+Pages: sign-in, the pending queue (live), history of decisions and calls (filters, plots, export),
+a decision's whole story, and the rules per upstream tool with `policy explain`. Votes go through
+`ApprovalService.vote(..., via="dashboard")` like every other channel; nothing here writes a
+decision itself. Everything but /login and /static needs a signed-in person (see `auth.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from starlette.templating import Jinja2Templates
+
+from service.api.deps import get_state
+from service.approvals.schemas import DecisionView
+from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
+from service.audit import service as audit_service
+from service.dashboard import plots, queries
+from service.dashboard.auth import (
+    CsrfViewerDep,
+    Viewer,
+    ViewerDep,
+    csrf_ok,
+    read_session,
+    safe_next,
+    write_session,
+)
+from service.dashboard.live import LiveFeed
+from service.grants.service import token_sha256
+from service.policy import explain
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+VERDICTS = ("allowed", "approved", "denied", "rate_limited", "pending", "expired", "cancelled")
+PAGE = 100
+
+
+def _ts(value: float | None) -> str:
+    return iso(value).replace("T", " ") if value is not None else ""
+
+
+def _dt(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+templates.env.filters["ts"] = _ts
+templates.env.filters["dt"] = _dt
+templates.env.filters["duration"] = _duration
+templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def _render(request: Request, viewer: Viewer, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context |= {"viewer": viewer, "csrf": viewer.csrf, "path": request.url.path}
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers["cache-control"] = "no-store"
+    response.headers["x-frame-options"] = "DENY"
+    response.headers["referrer-policy"] = "same-origin"
+    return response
+
+
+def _approvals(request: Request) -> ApprovalService:
+    state = get_state(request)
+    if state.approvals is None:
+        raise HTTPException(status_code=503, detail="approvals are starting")
+    return state.approvals.service
+
+
+def _feed(request: Request) -> LiveFeed:
+    state = get_state(request)
+    feed = state.extras.get("dashboard.live")
+    if feed is None:
+        feed = state.extras["dashboard.live"] = LiveFeed()
+    if state.approvals is not None:
+        feed.attach(state.approvals.service)
+    return feed
+
+
+# -- static files and sign-in ---------------------------------------------------------------------
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> FileResponse:
+    path = (STATIC / name).resolve()
+    if path.parent != STATIC.resolve() or not path.is_file():
+        raise HTTPException(status_code=404)
+    return FileResponse(path, headers={"cache-control": "no-cache"})
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    viewer = read_session(request)
+    if viewer.person is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
+    write_session(request, response, viewer)  # the anonymous session carries the sign-in form's CSRF token
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> HTMLResponse:
+    viewer = read_session(request)
+    form = await request.form()
+    target = safe_next(str(form.get("next") or "/"))
+    if not csrf_ok(viewer, str(form.get("csrf") or "")):
+        response = _render(request, viewer, "login.html", 403, next=target, error="The form expired: try again.")
+        write_session(request, response, viewer)
+        return response
+    token = str(form.get("token") or "").strip()
+    digest = token_sha256(token) if token else ""
+    person = get_state(request).policy.current.person_for_token_sha256(digest) if token else None
+    if person is None:
+        logger.warning("dashboard sign-in refused from %s", request.client.host if request.client else "?")
+        response = _render(
+            request, viewer, "login.html", 401, next=target, error="That token belongs to no person in the policy."
+        )
+        write_session(request, response, viewer)
+        return response
+    signed_in = Viewer(person, secrets.token_urlsafe(24), digest)  # a new CSRF token with the new session
+    response = RedirectResponse(target, status_code=303)
+    write_session(request, response, signed_in)
+    logger.info("dashboard: %s signed in", person)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, viewer: CsrfViewerDep) -> RedirectResponse:
+    response = RedirectResponse("/login", status_code=303)
+    write_session(request, response, Viewer(None, secrets.token_urlsafe(24)))
+    return response
+
+
+# -- the pending queue ----------------------------------------------------------------------------
+
+
+@dataclass
+class PendingItem:
+    view: DecisionView
+    risk: str
+    risk_class: str
+    rule_reason: str | None
+
+
+def _risk(request: Request, server: str, tool: str) -> tuple[str, str]:
+    """(label, css class) from the catalogs, else from the tool's annotations when known."""
+    state = get_state(request)
+    proxy = state.proxies.get(server)
+    info_name = proxy.info.server_info.name if proxy is not None and proxy.info is not None else None
+    found = state.catalogs.risk(server, tool, server_info_name=info_name)
+    if found is not None:
+        return f"{found.risk}, {found.level} ({found.note})", f"risk-{found.level}"
+    hints = state.extras.get("dashboard.annotations", {}).get((server, tool))
+    if hints is not None:
+        if hints.read_only_hint:
+            return "read (tool annotation)", "risk-low"
+        if hints.destructive_hint:
+            return "destructive (tool annotation)", "risk-high"
+        return "write (tool annotation)", "risk-medium"
+    return "unknown (not in a catalog)", "risk-unknown"
+
+
+async def _pending(request: Request) -> list[PendingItem]:
+    service = _approvals(request)
+    rows, _ = await service.list(DecisionQuery(status="pending", limit=200))
+    async with get_state(request).sessions() as session:
+        votes = await queries.votes_of(session, [row.id for row in rows])
+    items = []
+    for row in rows:
+        label, css = _risk(request, row.server, row.tool)
+        items.append(PendingItem(DecisionView.of(row, votes.get(row.id, [])), label, css, row.reason))
+    return items
+
+
+@router.get("/")
+async def queue(request: Request, viewer: ViewerDep, msg: str | None = None) -> HTMLResponse:
+    return _render(request, viewer, "queue.html", items=await _pending(request), message=msg, live=True)
+
+
+@router.get("/partials/pending")
+async def pending_fragment(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    return _render(request, viewer, "_pending.html", items=await _pending(request))
+
+
+@router.post("/decisions/{decision_id}/{value}")
+async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewerDep):
+    if value not in ("approve", "deny"):
+        raise HTTPException(status_code=404)
+    form = await request.form()
+    reason = str(form.get("reason") or "") or None
+    wants_json = "application/json" in request.headers.get("accept", "")
+    try:
+        outcome = await _approvals(request).vote(
+            decision_id, Voter("person", viewer.person or ""), value, via="dashboard", reason=reason
+        )
+    except ApprovalError as exc:
+        if wants_json:
+            return JSONResponse({"ok": False, "message": exc.message}, status_code=exc.status_code)
+        return RedirectResponse("/?" + urlencode({"msg": exc.message}), status_code=303)
+    if wants_json:
+        return JSONResponse({"ok": True, "message": outcome.message, "status": outcome.decision.status})
+    back = safe_next(str(form.get("next") or "/"))
+    separator = "&" if "?" in back else "?"
+    return RedirectResponse(f"{back}{separator}{urlencode({'msg': outcome.message})}", status_code=303)
+
+
+@router.get("/events")
+async def events(request: Request, viewer: ViewerDep) -> StreamingResponse:
+    state = get_state(request)
+
+    async def fingerprint() -> Any:
+        async with state.sessions() as session:
+            return await queries.decisions_fingerprint(session)
+
+    stream = _feed(request).stream(
+        fingerprint=fingerprint,
+        disconnected=request.is_disconnected,
+        poll_interval=state.extras.get("dashboard.poll_interval", 2.0),
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+# -- history --------------------------------------------------------------------------------------
+
+
+def _when(value: str | None) -> datetime | None:
+    """A filter time from the form (`2026-11-24T12:00`, read as UTC) or None."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(status_code=422, detail=f"not a time: {value!r} (use 2026-11-24T12:00)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    tab: str = "decisions"
+    status: str = ""
+    grant: str = ""
+    server: str = ""
+    tool: str = ""
+    approver: str = ""
+    since: str = ""
+    until: str = ""
+    offset: int = 0
+
+    @classmethod
+    def of(cls, request: Request) -> HistoryFilter:
+        q = request.query_params
+        tab = q.get("tab", "decisions")
+        try:
+            offset = max(0, int(q.get("offset", "0") or 0))
+        except ValueError:
+            offset = 0
+        return cls(
+            tab=tab if tab in ("decisions", "calls") else "decisions",
+            **{name: (q.get(name) or "").strip() for name in ("status", "grant", "server", "tool", "approver")},
+            since=q.get("since", ""),
+            until=q.get("until", ""),
+            offset=offset,
+        )
+
+    def query(self, **changes: Any) -> str:
+        data = {k: v for k, v in {**self.__dict__, **changes}.items() if v not in ("", 0, None)}
+        return urlencode(data)
+
+    def decisions(self) -> queries.DecisionFilter:
+        since, until = _when(self.since), _when(self.until)
+        return queries.DecisionFilter(
+            status=self.status or None,
+            grant=self.grant or None,
+            server=self.server or None,
+            tool=self.tool or None,
+            approver=self.approver or None,
+            since=since.timestamp() if since else None,
+            until=until.timestamp() if until else None,
+        )
+
+    def calls(self) -> audit_service.AuditFilter:
+        return audit_service.AuditFilter(
+            grant=self.grant or None,
+            server=self.server or None,
+            tool=self.tool or None,
+            verdict=self.status or None,
+            since=_when(self.since),
+            until=_when(self.until),
+        )
+
+
+@router.get("/history")
+async def history(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    flt = HistoryFilter.of(request)
+    state = get_state(request)
+    now = datetime.fromtimestamp(state.core.clock(), UTC)
+    until = _when(flt.until) or now
+    since = _when(flt.since) or until - timedelta(hours=24)
+    async with state.sessions() as session:
+        if flt.tab == "calls":
+            rows = await audit_service.list_events(session, flt=flt.calls(), limit=PAGE, offset=flt.offset)
+            total = None
+            votes: dict[str, list] = {}
+        else:
+            rows, total = await queries.list_decisions(session, flt.decisions(), limit=PAGE, offset=flt.offset)
+            votes = await queries.votes_of(session, [row.id for row in rows])
+        series = await queries.call_series(
+            session, since=since, until=until, server=flt.server or None, grant=flt.grant or None
+        )
+        durations = await queries.decision_times(session, flt.decisions())
+    views = [DecisionView.of(row, votes.get(row.id, [])) for row in rows] if flt.tab == "decisions" else []
+    decided_in = {row.id: row.decided_at - row.created_at for row in rows if getattr(row, "decided_at", None)}
+    return _render(
+        request,
+        viewer,
+        "history.html",
+        flt=flt,
+        rows=rows,
+        views=views,
+        decided_in=decided_in,
+        total=total,
+        page=PAGE,
+        statuses=STATUSES if flt.tab == "decisions" else VERDICTS,
+        calls_plot=plots.calls_over_time(series, since=since, until=until),
+        plot_range=(since, until),
+        decisions_plot=plots.decision_histogram(durations),
+        decided_count=len(durations),
+        servers=sorted(state.servers),
+    )
+
+
+DECISION_CSV = (
+    "id", "status", "grant", "server", "tool", "arguments", "rule", "approvers", "votes", "created_at",
+    "expires_at", "decided_at", "decided_by", "decided_via", "reason", "time_to_decide_s", "outcome",
+)  # fmt: skip
+
+
+def _decision_record(row: Any, votes: list) -> dict[str, Any]:
+    view = DecisionView.of(row, votes)
+    data = view.model_dump()
+    data["time_to_decide_s"] = round(row.decided_at - row.created_at, 3) if row.decided_at is not None else None
+    return data
+
+
+def _decision_csv_row(data: dict[str, Any]) -> str:
+    flat = dict(data)
+    flat["arguments"] = json.dumps(data["arguments"], ensure_ascii=False, sort_keys=True)
+    flat["approvers"] = " ".join(data["approvers"])
+    flat["votes"] = "; ".join(f"{v['approver']} {v['value']} via {v['via']}" for v in data["votes"])
+    flat["outcome"] = data["execution"]["outcome"] if data["execution"] else None
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(["" if flat.get(k) is None else flat.get(k) for k in DECISION_CSV])
+    return buffer.getvalue()
+
+
+@router.get("/history/export")
+async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> StreamingResponse:
+    """The current filter, whole (not just the page shown), as CSV or JSON Lines."""
+    if format not in ("csv", "jsonl"):
+        raise HTTPException(status_code=422, detail="format is csv or jsonl")
+    flt = HistoryFilter.of(request)
+    sessions = get_state(request).sessions
+
+    async def body() -> AsyncIterator[str]:
+        async with sessions() as session:
+            if flt.tab == "calls":
+                if format == "csv":
+                    yield audit_service.csv_header()
+                async for event in audit_service.iter_events(session, flt=flt.calls()):
+                    yield audit_service.to_csv(event) if format == "csv" else audit_service.to_jsonl(event)
+                return
+            if format == "csv":
+                buffer = io.StringIO()
+                csv.writer(buffer).writerow(DECISION_CSV)
+                yield buffer.getvalue()
+            batch: list = []
+            async for row in queries.iter_decisions(session, flt.decisions()):
+                batch.append(row)
+                if len(batch) >= 200:
+                    for line in await _export_lines(session, batch, format):
+                        yield line
+                    batch = []
+            for line in await _export_lines(session, batch, format):
+                yield line
+
+    kind = "calls" if flt.tab == "calls" else "decisions"
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        body(),
+        media_type=media,
+        headers={"content-disposition": f'attachment; filename="holdgate-{kind}.{format}"'},
+    )
+
+
+async def _export_lines(session, rows: list, format: str) -> list[str]:
+    votes = await queries.votes_of(session, [row.id for row in rows])
+    records = [_decision_record(row, votes.get(row.id, [])) for row in rows]
+    if format == "csv":
+        return [_decision_csv_row(r) for r in records]
+    return [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
+
+
+# -- one decision ---------------------------------------------------------------------------------
+
+
+@router.get("/decisions/{decision_id}")
+async def decision_page(request: Request, decision_id: str, viewer: ViewerDep) -> HTMLResponse:
+    service = _approvals(request)
+    try:
+        decision, votes = await service.get(decision_id)
+    except ApprovalError as exc:
+        if exc.status_code == 404:
+            return _render(request, viewer, "not_found.html", 404, what=f"decision {decision_id}")
+        raise
+    async with get_state(request).sessions() as session:
+        notifications = await queries.notifications_of(session, decision_id)
+        calls = await queries.audit_of(session, decision_id)
+    view = DecisionView.of(decision, votes)
+    label, css = _risk(request, decision.server, decision.tool)
+    return _render(
+        request,
+        viewer,
+        "decision.html",
+        d=view,
+        row=decision,
+        votes=votes,
+        notifications=notifications,
+        calls=calls,
+        risk=label,
+        risk_class=css,
+        time_to_decide=(decision.decided_at - decision.created_at) if decision.decided_at is not None else None,
+        live=decision.status == "pending",
+    )
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolRow:
+    name: str
+    description: str
+    hints: str
+    risk: str
+    risk_class: str
+    action: str
+    rule: str
+    detail: str
+    counts: queries.ToolCounts
+
+
+async def _tools_of(request: Request, server: str) -> tuple[list[Any], str | None]:
+    """The upstream's tools, live from tools/list, or the reason they cannot be listed."""
+    from service.gateway.upstream import call_upstream
+
+    proxy = get_state(request).proxies.get(server)
+    if proxy is None:
+        return [], "not started"
+    try:
+        upstream = await asyncio.wait_for(proxy.shared_upstream(), 15)
+        result = await asyncio.wait_for(call_upstream(upstream, lambda s: s.list_tools()), 15)
+    except TimeoutError:
+        return [], "no answer to tools/list within 15 s"
+    except Exception as exc:
+        return [], str(getattr(getattr(exc, "error", None), "message", None) or exc)
+    return list(result.tools), None
+
+
+def _hints_text(tool: Any) -> str:
+    hints = tool.annotations
+    if hints is None:
+        return "none"
+    parts = [
+        name
+        for name, on in (
+            ("readOnly", hints.read_only_hint),
+            ("destructive", hints.destructive_hint),
+            ("idempotent", hints.idempotent_hint),
+            ("openWorld", hints.open_world_hint),
+        )
+        if on
+    ]
+    return ", ".join(parts) or "none set"
+
+
+@router.get("/rules")
+async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    state = get_state(request)
+    policy = state.policy.current
+    q = request.query_params
+    async with state.sessions() as session:
+        counts = await queries.counts_by_tool(session)
+    names = sorted(state.servers)
+    listed = await asyncio.gather(*(_tools_of(request, name) for name in names))
+    annotations = state.extras.setdefault("dashboard.annotations", {})
+    servers = []
+    for name, (tools, error) in zip(names, listed, strict=True):
+        rows = []
+        for tool in sorted(tools, key=lambda t: t.name):
+            if tool.annotations is not None:
+                annotations[(name, tool.name)] = tool.annotations
+            verdict = policy.evaluate("", name, tool.name)
+            label, css = _risk(request, name, tool.name)
+            detail = verdict.reason or ""
+            if verdict.limits:
+                detail = "; ".join(limit.describe() for limit in verdict.limits) + (f"; {detail}" if detail else "")
+            if verdict.approval is not None:
+                detail = verdict.approval.describe() + (f"; {detail}" if detail else "")
+            rows.append(
+                ToolRow(
+                    name=tool.name,
+                    description=(tool.description or "").strip().split("\n")[0][:200],
+                    hints=_hints_text(tool),
+                    risk=label,
+                    risk_class=css,
+                    action=verdict.action + (" (rate-limited)" if verdict.limits and verdict.action != "deny" else ""),
+                    rule=verdict.rule,
+                    detail=detail,
+                    counts=counts.get((name, tool.name), queries.ToolCounts()),
+                )
+            )
+        servers.append({"name": name, "tools": rows, "error": error})
+    explained = None
+    form = {k: q.get(k, "") for k in ("server", "tool", "grant", "args")}
+    if form["server"] and form["tool"]:
+        try:
+            arguments = json.loads(form["args"]) if form["args"].strip() else None
+            if arguments is not None and not isinstance(arguments, dict):
+                raise ValueError("arguments must be a JSON object")
+            explained = explain(policy, form["grant"] or None, form["server"], form["tool"], arguments)
+        except ValueError as exc:  # JSONDecodeError included
+            explained = f"cannot explain: {exc}"
+    return _render(
+        request,
+        viewer,
+        "rules.html",
+        servers=servers,
+        policy=policy,
+        policy_error=state.policy.last_error,
+        form=form,
+        explained=explained,
+    )
