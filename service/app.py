@@ -28,6 +28,7 @@ from service.api import health as health_api
 from service.approvals.wiring import Approvals, start_approvals
 from service.audit.service import AuditWriter
 from service.catalog import Catalogs
+from service.dashboard import router as dashboard_router
 from service.gateway.proxy import GatewayCore, ServerProxy
 from service.gateway.servers import ServerSpec, load_servers
 from service.gateway.transports import McpEndpoint, build_manager
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     app.include_router(decisions_api.router)
     app.include_router(slack_routes.router)
     app.include_router(email_routes.router)
+    app.include_router(dashboard_router)
     app.router.routes.append(Mount("/mcp", app=state.endpoint))
     return app
 
