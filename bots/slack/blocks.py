@@ -212,10 +212,16 @@ def _on_timeout(decision: DecisionView) -> str:
 
 
 def _arguments(arguments: dict[str, Any]) -> str:
-    text = json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
+    """Pretty JSON for a code block: escaped, cut to ARGUMENTS_LIMIT (never inside an entity)."""
+    raw = json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True)
+    text = _esc(raw).replace("```", "`\u200b``")
     if len(text) > ARGUMENTS_LIMIT:
-        text = text[:ARGUMENTS_LIMIT] + f"\n… ({len(text) - ARGUMENTS_LIMIT} more characters)"
-    return _esc(text)
+        cut = text[:ARGUMENTS_LIMIT]
+        entity = cut.rfind("&")
+        if entity > ARGUMENTS_LIMIT - 5 and ";" not in cut[entity:]:
+            cut = cut[:entity]
+        text = cut + f"\n… (cut: {len(raw):,} characters in all)"
+    return text
 
 
 def _epoch(iso: str) -> float:

@@ -105,10 +105,10 @@ def _approval_specs(policy) -> list:
 
 def _error(exc: Exception) -> str:
     response = getattr(exc, "response", None)
-    try:
-        return str(response["error"])
-    except (TypeError, KeyError):
-        return str(exc)
+    data = getattr(response, "data", None)
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return f"HTTP {getattr(response, 'status_code', '?')}"
 
 
 @app.command()

@@ -77,7 +77,7 @@ class FakeSlack:
 
     async def __aenter__(self) -> FakeSlack:
         app = web.Application()
-        app.router.add_post("/api/{method}", self._api)
+        app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -142,6 +142,10 @@ class FakeSlack:
             while not (result := predicate()):
                 await self._changed.wait()
             return result
+
+    async def wait_calls(self, method: str, count: int = 1) -> list[Call]:
+        """The first `count` calls of `method`, once there are that many."""
+        return await self.wait_for(lambda: len(self.calls_to(method)) >= count and self.calls_to(method)[:count])
 
     def _touch(self) -> None:
         self._changed.set()
