@@ -78,3 +78,14 @@ def test_the_command_checks_the_default_and_the_policys_channels(tmp_path, monke
     assert result.exit_code == 0, result.output
     assert "channel C0APPROVALS (#approvals)" in result.output and "channel C0POLICY (#policy)" in result.output
     assert "Socket Mode" in result.output and result.output.rstrip().endswith("Slack is ready.")
+
+
+def test_the_app_manifest_matches_what_holdgate_uses():
+    from pathlib import Path
+
+    manifest = (Path(__file__).resolve().parents[2] / "config/slack-app-manifest.yaml").read_text()
+    assert "request_url: https://holdgate.example.com/slack/interactions" in manifest
+    assert "socket_mode_enabled: false" in manifest and "is_enabled: true" in manifest
+    for scope in ("chat:write", "chat:write.public", "im:write", "channels:read", "groups:read"):
+        assert f"      - {scope} " in manifest
+    assert "\t" not in manifest, "YAML has no tabs"
