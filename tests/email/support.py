@@ -149,6 +149,11 @@ async def confirm(gw: Gateway, url: str, reason: str | None = None) -> httpx2.Re
     return await submit(url, csrf=csrf_of(page.text), reason=reason, headers=browser_headers(gw))
 
 
+def subject(mail: Received) -> str:
+    """The Subject as a mail client shows it (the stdlib may fold a long one right after the colon)."""
+    return " ".join(mail.message["Subject"].split())
+
+
 def csrf_of(html: str) -> str:
     match = CSRF.search(html)
     assert match, "the page has a form"

@@ -22,6 +22,7 @@ from tests.email.support import (
     email_gateway,
     email_policy,
     open_link,
+    subject,
     submit,
 )
 from tests.support.harness import Clock, executed_calls, free_port, text_of
@@ -72,7 +73,7 @@ async def test_request_reaches_each_approver_with_their_own_links_and_all_the_fa
         assert message["From"] == SENDER
         assert message.get_content_type() == "multipart/alternative"
         assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
-        assert message["Subject"] == f"[holdgate] Approval needed: jobs/cancel-async-job by agent ({decision.id})"
+        assert subject(mail) == f"[holdgate] Approval needed: jobs/cancel-async-job by agent ({decision.id})"
         assert message["Message-ID"].startswith(f"<{decision.id}.request.")
         assert message["Auto-Submitted"] == "auto-generated"
         for body in (mail.text, mail.html):
@@ -141,7 +142,7 @@ async def test_opening_links_changes_nothing_and_confirming_releases_the_call(tm
         [original] = smtp.to(followup.rcpt_tos[0])[:1]
         assert followup.message["In-Reply-To"] == original.message["Message-ID"]
         assert followup.message["References"] == original.message["Message-ID"]
-        assert followup.message["Subject"] == "Re: " + original.message["Subject"]
+        assert subject(followup) == "Re: " + subject(original)
         assert "Approved by alice via email" in followup.text and "Approved by alice via email" in followup.html
 
 
@@ -338,3 +339,37 @@ async def test_a_decision_made_elsewhere_is_followed_up_once_in_the_thread(tmp_p
         assert "Approved by alice via api" in followup.text
     assert late.status_code == 200 and "Already decided" in late.text and "Approved by alice via api" in late.text
     assert again.decided_by == "alice" and len(cancels(tmp_path)) == 1
+
+
+async def test_with_a_quorum_of_two_each_approver_counts_once(tmp_path, smtp):
+    async with (
+        email_gateway(tmp_path, smtp.port, policy=email_policy(quorum=2)) as gw,
+        gw.session("jobs") as session,
+    ):
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-6"}))
+        await wait_for_decisions(gw)
+        mails = {m.rcpt_tos[0]: m.links() for m in await smtp.wait_for(2)}
+        deny_page = await open_link(mails[EMAILS["alice"]]["deny"])  # opened, left open, used later
+        first = await confirm(gw, mails[EMAILS["alice"]]["approve"])
+        reopened = await open_link(mails[EMAILS["alice"]]["approve"])
+        twice = await submit(
+            mails[EMAILS["alice"]]["approve"],
+            csrf=csrf_of((await open_link(mails[EMAILS["bob"]]["approve"])).text),
+            headers=browser_headers(gw),
+        )
+        twice_own_form = await submit(
+            mails[EMAILS["alice"]]["deny"],
+            csrf=csrf_of(deny_page.text),
+            reason="changed my mind",
+            headers=browser_headers(gw),
+        )
+        assert not call.done() and cancels(tmp_path) == []
+        second = await confirm(gw, mails[EMAILS["bob"]]["approve"])
+        await asyncio.wait_for(call, 10)
+
+    assert first.status_code == 200 and "1 more needed" in first.text
+    assert reopened.status_code == 200 and "already voted approve" in reopened.text
+    assert twice.status_code == 403, "bob's form does not fit alice's link"
+    assert twice_own_form.status_code == 409 and "already voted" in twice_own_form.text
+    assert second.status_code == 200 and "Approved by alice, bob via email" in second.text
+    assert len(cancels(tmp_path)) == 1
