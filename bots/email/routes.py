@@ -121,7 +121,7 @@ async def decide(token: str, request: Request) -> HTMLResponse:
             tone="error",
         )
     reason = form.get("reason")
-    reason = reason.strip() if isinstance(reason, str) else ""
+    reason = reason.strip()[:2000] if isinstance(reason, str) else ""
     try:
         outcome = await email.approvals.vote(
             claim.decision_id, Voter("email", claim.address), claim.action, via="email", reason=reason or None
