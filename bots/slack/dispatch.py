@@ -95,9 +95,12 @@ async def _ask_reason(slack: SlackChannel, trigger_id: str, decision_id: str, us
     )
     refusal = await _refusal(slack, decision_id, user)
     if refusal is not None:
-        await slack.client.views_update(
-            view_id=opened["view"]["id"], view=blocks.notice_modal("Cannot deny this", refusal)
-        )
+        try:
+            await slack.client.views_update(
+                view_id=opened["view"]["id"], view=blocks.notice_modal("Cannot deny this", refusal)
+            )
+        except Exception as exc:  # the ephemeral still tells them
+            logger.warning("views.update for %s failed: %s", user, exc)
         await slack.ephemeral(where.channel, user, refusal)
 
 

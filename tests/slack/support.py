@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import httpx2
 
+from service.approvals.schemas import ApproverView, DecisionView
 from tests.approvals.support import approval_policy
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 from tests.support.harness import Gateway, run_gateway, servers
@@ -117,3 +118,28 @@ def text_of_message(message: dict[str, Any]) -> str:
 
     walk(message["blocks"])
     return "\n".join(parts)
+
+
+def decision_view(**changes: Any) -> DecisionView:
+    """A DecisionView built by hand, for the channel and the message builders alone."""
+    base = {
+        "id": "d_abc",
+        "status": "pending",
+        "server": "jobs",
+        "tool": "cancel-async-job",
+        "grant": "ci-bot",
+        "arguments": {"jobId": "j-1"},
+        "args_sha256": "0" * 64,
+        "policy_version": "v1",
+        "rule": "jobs/cancel-*",
+        "rule_reason": "cancelling loses work",
+        "approvers": ["alice", "bob"],
+        "approver_details": [ApproverView(name="alice", slack_ids=["U0ALICE"]), ApproverView(name="bob")],
+        "quorum": 1,
+        "channels": ["slack"],
+        "on_timeout": "deny",
+        "created_at": "2026-11-24T12:00:00Z",
+        "expires_at": "2026-11-24T12:15:00Z",
+        "released": False,
+    }
+    return DecisionView(**{**base, **changes})

@@ -5,33 +5,10 @@ from __future__ import annotations
 import json
 
 from bots.slack import blocks
-from service.approvals.schemas import ApproverView, DecisionView, ExecutionView, VoteView
+from service.approvals.schemas import DecisionView, ExecutionView, VoteView
 from service.catalog import ToolRisk
+from tests.slack.support import decision_view as view
 from tests.slack.support import text_of_message
-
-
-def view(**changes) -> DecisionView:
-    base = {
-        "id": "d_abc",
-        "status": "pending",
-        "server": "jobs",
-        "tool": "cancel-async-job",
-        "grant": "ci-bot",
-        "arguments": {"jobId": "j-1"},
-        "args_sha256": "0" * 64,
-        "policy_version": "v1",
-        "rule": "jobs/cancel-*",
-        "rule_reason": "cancelling loses work",
-        "approvers": ["alice", "bob"],
-        "approver_details": [ApproverView(name="alice", slack_ids=["U0ALICE"]), ApproverView(name="bob")],
-        "quorum": 1,
-        "channels": ["slack"],
-        "on_timeout": "deny",
-        "created_at": "2026-11-24T12:00:00Z",
-        "expires_at": "2026-11-24T12:15:00Z",
-        "released": False,
-    }
-    return DecisionView(**{**base, **changes})
 
 
 def message_of(decision: DecisionView, **kwargs) -> dict:

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+import pytest
+
 from bots.slack import blocks
+from bots.slack.channel import SlackChannel, SlackUnavailable, web_client
+from service.settings import Settings
 from tests.approvals.support import api, decisions, wait_for_decisions
-from tests.slack.fake_slack import FakeSlack
-from tests.slack.support import ALICE, actions_of, post_interaction, slack_gateway, text_of_message
+from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
+from tests.slack.support import (
+    ALICE,
+    SIGNING_SECRET,
+    actions_of,
+    decision_view,
+    post_interaction,
+    slack_gateway,
+    text_of_message,
+)
 from tests.support.harness import executed_calls, text_of
 
 
@@ -89,3 +102,30 @@ async def test_decided_elsewhere_while_slack_is_down_the_late_message_shows_the_
     assert actions_of(message) == [], "no buttons on a decision that is already over"
     assert "*Approved* by bob via api" in text_of_message(message)
     assert len(fake.calls_to("chat.postMessage")) == 4
+
+
+async def test_deliver_raises_on_network_errors_and_waits_out_retry_after(tmp_path):
+    """The channel alone: every failure raises (the outbox retries); a 429 silences it for Retry-After."""
+
+    now = [100.0]
+    async with FakeSlack() as fake:
+        settings = Settings(
+            _env_file=None, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET, slack_api_url=fake.url
+        )
+        channel = SlackChannel(web_client(settings), monotonic=lambda: now[0])
+        decision = decision_view(slack_channel="C0APPROVALS")
+        fake.fail("chat.postMessage", 429, retry_after=30)
+        with pytest.raises(SlackUnavailable, match="Retry-After 30s"):
+            await channel.deliver("request", decision, None)
+        now[0] += 29
+        with pytest.raises(SlackUnavailable, match="rate limited"):
+            await channel.deliver("request", decision, None)
+        assert len(fake.calls) == 1, "not called again inside the Retry-After window"
+        now[0] += 1
+        ref = await channel.deliver("request", decision, None)
+        with pytest.raises(SlackUnavailable, match="not posted yet"):
+            await channel.deliver("update", decision, None)
+        assert await channel.deliver("update", decision, "") is None, "delivered nowhere: nothing to edit"
+    with pytest.raises(aiohttp.ClientConnectionError):  # the fake is gone
+        await channel.deliver("update", decision, ref)
+    assert ref.startswith("C0APPROVALS:")
