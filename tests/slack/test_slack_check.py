@@ -89,3 +89,12 @@ def test_the_app_manifest_matches_what_holdgate_uses():
     for scope in ("chat:write", "chat:write.public", "im:write", "channels:read", "groups:read"):
         assert f"      - {scope} " in manifest
     assert "\t" not in manifest, "YAML has no tabs"
+
+
+def test_a_bot_token_alone_is_refused_at_start_up():
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="HOLDGATE_SLACK_SIGNING_SECRET"):
+        Settings(_env_file=None, slack_bot_token=BOT_TOKEN)
+    assert Settings(_env_file=None, slack_bot_token=BOT_TOKEN, slack_app_token="xapp-1").slack_app_token

@@ -1,0 +1,11 @@
+"""`bots.slack` exports the channel and the router, nothing else."""
+
+import bots.slack
+from bots.slack.channel import SlackChannel
+from bots.slack.routes import router
+
+
+def test_public_names():
+    assert bots.slack.__all__ == ["SlackChannel", "router"]
+    assert bots.slack.SlackChannel is SlackChannel and bots.slack.router is router
+    assert [route.path for route in router.routes] == ["/slack/interactions"]
