@@ -29,14 +29,13 @@ from bots.base import MessageKind
 from bots.email.links import Action, LinkClaim, LinkSigner
 from bots.email.mailer import Mailer, SmtpConfig
 from bots.email.messages import Links, followup_message, request_message
+from bots.email.routes import DECIDE_PREFIX, hide_link_tokens_in_access_log
 from service.approvals.schemas import DecisionView
 from service.approvals.service import ApprovalService
 from service.models import OutboxMessage
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-DECIDE_PATH = "/email/decide/"
 
 
 class EmailChannel:
@@ -76,6 +75,7 @@ class EmailChannel:
 
     async def start(self, approvals: ApprovalService) -> None:
         self._approvals = approvals
+        hide_link_tokens_in_access_log()
 
     async def aclose(self) -> None:
         return None
@@ -94,7 +94,7 @@ class EmailChannel:
     def link(self, decision: DecisionView, address: str, action: Action) -> str:
         """The signed URL with which `address` may `action` this decision."""
         claim = LinkClaim(decision.id, address, action, _timestamp(decision.expires_at))
-        return f"{self.public_url}{DECIDE_PATH}{self.signer.sign(claim)}"
+        return f"{self.public_url}{DECIDE_PREFIX}{self.signer.sign(claim)}"
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -256,6 +256,31 @@ def _cross_site(request: Request, origin: str) -> str | None:
     return None
 
 
+class _HideLinkTokens(logging.Filter):
+    """Keeps link tokens (bearer capabilities) out of uvicorn's access log: `/email/decide/…`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and DECIDE_PREFIX in a for a in record.args):
+            record.args = tuple(_hide_token(a) if isinstance(a, str) and DECIDE_PREFIX in a else a for a in record.args)
+        return True
+
+
+DECIDE_PREFIX = "/email/decide/"
+_ACCESS_FILTER = _HideLinkTokens()
+
+
+def hide_link_tokens_in_access_log() -> None:
+    """Install the filter once (the email channel does it at start-up)."""
+    access = logging.getLogger("uvicorn.access")
+    if _ACCESS_FILTER not in access.filters:
+        access.addFilter(_ACCESS_FILTER)
+
+
+def _hide_token(text: str) -> str:
+    head, _, _ = text.partition(DECIDE_PREFIX)
+    return head + DECIDE_PREFIX + "…"
+
+
 def _origin(url: str) -> str:
     """`scheme://host[:port]` as browsers send it in `Origin` (no default port, lower case)."""
     parts = urlsplit(url)

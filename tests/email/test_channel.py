@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import aiosmtplib
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -233,3 +235,18 @@ async def test_mail_server_down_raises_so_the_outbox_retries():
 
     with pytest.raises((aiosmtplib.SMTPConnectError, OSError)):
         await channel(free_port()).deliver("request", view(), None)
+
+
+async def test_link_tokens_stay_out_of_the_access_log(smtp):
+    await channel(smtp.port).start(approvals=None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5555", "GET", "/email/decide/eyJkIjoi.secret-signature", "1.1", 200),
+        None,
+    )
+    assert logging.getLogger("uvicorn.access").filter(record)
+    assert record.getMessage() == '127.0.0.1:5555 - "GET /email/decide/… HTTP/1.1" 200'
