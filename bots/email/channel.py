@@ -176,10 +176,13 @@ class EmailChannel:
 
 
 def _recipients(decision: DecisionView) -> list[tuple[str, str]]:
-    """(approver name, address) for every address of every approver, each address once."""
+    """(approver name, address) for every address of every approver, each address once; never the
+    grant that made the call (it cannot approve its own call)."""
     seen: set[str] = set()
     recipients = []
     for approver in decision.approver_details:
+        if approver.name == decision.grant:
+            continue
         for address in approver.emails:
             if address.lower() not in seen:
                 seen.add(address.lower())

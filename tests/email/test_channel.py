@@ -163,6 +163,8 @@ async def test_nothing_is_mailed_for_what_nobody_can_act_on(smtp):
     email = channel(smtp.port)
     assert await email.deliver("request", view(status="denied", decided_by="bob"), None) is None
     assert await email.deliver("request", view(approver_details=[ApproverView(name="carol")]), None) is None
+    own = view(grant="dave", approver_details=[ApproverView(name="dave", emails=["dave@example.com"])])
+    assert await email.deliver("request", own, None) is None, "the calling grant cannot approve its own call"
     await email.deliver("update", view(status="expired"), None)  # the request was never mailed
     await email.deliver("reminder", view(status="approved", decided_by="alice"), "d_test123@gateway.example")
     assert smtp.received == []
