@@ -225,7 +225,8 @@ class SlackChannel:
         """Where the request goes: the rule's channel, else each approver's DM, else the default channel."""
         if decision.slack_channel:
             return [decision.slack_channel]
-        users = [user for approver in decision.approver_details for user in approver.slack_ids]
+        approvers = [a for a in decision.approver_details if a.name != decision.grant]  # it cannot approve anyway
+        users = [user for approver in approvers for user in approver.slack_ids]
         if users:
             return list(dict.fromkeys(users))
         return [self.default_channel] if self.default_channel else []

@@ -9,6 +9,7 @@ import pytest
 
 from bots.slack import blocks
 from bots.slack.channel import SlackChannel, SlackUnavailable, web_client
+from service.approvals.schemas import ApproverView
 from service.settings import Settings
 from tests.approvals.support import api, decisions, wait_for_decisions
 from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
@@ -129,3 +130,16 @@ async def test_deliver_raises_on_network_errors_and_waits_out_retry_after(tmp_pa
     with pytest.raises(aiohttp.ClientConnectionError):  # the fake is gone
         await channel.deliver("update", decision, ref)
     assert ref.startswith("C0APPROVALS:")
+
+
+def test_where_requests_go():
+    channel = SlackChannel(web_client(Settings(_env_file=None)), default_channel="C0DEFAULT")
+    people = [
+        ApproverView(name="alice", slack_ids=["U0ALICE"]),
+        ApproverView(name="ci-bot", slack_ids=["U0BOT"]),  # the grant that asks: never asked to approve
+        ApproverView(name="slack:U0CAROL", slack_ids=["U0CAROL"]),
+        ApproverView(name="dave", emails=["dave@example.com"]),
+    ]
+    assert channel.targets(decision_view(slack_channel="C0RULE:1712345678.000100")) == ["C0RULE:1712345678.000100"]
+    assert channel.targets(decision_view(approver_details=people)) == ["U0ALICE", "U0CAROL"]
+    assert channel.targets(decision_view(approver_details=people[3:])) == ["C0DEFAULT"]
