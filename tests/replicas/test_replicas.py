@@ -17,8 +17,11 @@ from pathlib import Path
 
 import httpx2
 
+from bots.slack import blocks
 from service.settings import Settings
 from tests.approvals.support import api, approval_policy
+from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
+from tests.slack.support import ALICE, SIGNING_SECRET, post_interaction, slack_policy
 from tests.support.harness import (
     ROOT,
     Gateway,
@@ -117,6 +120,29 @@ async def test_a_call_held_on_one_replica_is_released_by_an_approval_on_the_othe
     assert approved.status_code == 200
     assert "holdgate" not in text_of(result)
     assert cancelled_jobs(tmp_path) == ["cross-1"]
+
+
+async def test_a_signed_slack_click_on_one_replica_releases_the_call_held_on_the_other(tmp_path, postgres_url):
+    env = {
+        "HOLDGATE_SLACK_BOT_TOKEN": BOT_TOKEN,
+        "HOLDGATE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "HOLDGATE_PUBLIC_URL": "https://holdgate.example.com",
+        "HOLDGATE_OUTBOX_POLL_INTERVAL_S": "0.05",
+    }
+    async with FakeSlack() as fake:
+        env["HOLDGATE_SLACK_API_URL"] = fake.url
+        async with two_replicas(tmp_path, postgres_url, slack_policy(), **env) as (a, b), a.session("jobs") as session:
+            call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "slack-cross"}))
+            [decision] = await pending_on(b, 1)
+            [message] = await fake.wait_for(lambda: fake.posted(decision["id"]))
+            clicked = await post_interaction(b, fake.click(message, blocks.APPROVE, ALICE))
+            result = await asyncio.wait_for(call, 10)
+            view = (await api(a, "GET", f"/api/decisions/{decision['id']}", "bob")).json()
+    assert clicked.status_code == 200
+    assert "holdgate" not in text_of(result)
+    assert view["decided_by"] == "alice" and view["decided_via"] == "slack"
+    assert len(fake.posted(decision["id"])) == 1, "one replica sent the request, once"
+    assert cancelled_jobs(tmp_path) == ["slack-cross"]
 
 
 async def test_approves_on_one_replica_racing_denies_on_the_other_end_each_decision_once(tmp_path, postgres_url):
