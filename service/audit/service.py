@@ -132,6 +132,7 @@ class AuditWriter:
         self._next_prune = 0.0
         self._queue: list[AuditRecord] = []
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -149,10 +150,15 @@ class AuditWriter:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def flush(self) -> None:
-        """Write everything queued so far (tests and shutdown)."""
-        while self._queue:
-            batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
-            await self._write(batch)
+        """Write everything queued so far (tests and shutdown).
+
+        Serialized: a caller that arrives while the background task is writing a batch waits for
+        that batch to be committed, so "flushed" means "in the database".
+        """
+        async with self._flush_lock:
+            while self._queue:
+                batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
+                await self._write(batch)
 
     async def aclose(self) -> None:
         self._closed = True
