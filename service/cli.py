@@ -51,18 +51,7 @@ def _settings(config: Path | None = None, **overrides: Any) -> Settings:
 
 def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work(session)` in one committed unit of work on the configured database."""
-
-    async def run() -> T:
-        engine = db.create_engine(settings.effective_database_url)
-        try:
-            if settings.run_migrations:
-                await db.upgrade(engine)
-            async with db.session_scope(db.session_factory(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return db.run_in_session(settings.effective_database_url, work, migrate=settings.run_migrations)
 
 
 @app.command()
@@ -166,16 +155,11 @@ def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> 
 
     from service.approvals.service import ApprovalService
 
-    async def run() -> T:
-        engine = db.create_engine(settings.effective_database_url)
-        try:
-            if settings.run_migrations:
-                await db.upgrade(engine)
-            return await work(ApprovalService(db.session_factory(engine), clock=time.time))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return db.run_offline(
+        settings.effective_database_url,
+        lambda sessions: work(ApprovalService(sessions, clock=time.time)),
+        migrate=settings.run_migrations,
+    )
 
 
 @decisions_app.command("list")

@@ -6,15 +6,18 @@ Schema changes go through Alembic (`service/migrations`), run at start-up unless
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 MIGRATION_LOCK_KEY = 0x686F6C6467617465  # "holdgate"
 
 
@@ -79,3 +82,30 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), revision))
+
+
+def run_offline(
+    database_url: str, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]], *, migrate: bool = True
+) -> T:
+    """For CLI commands: open the database (migrating it first), run `work(sessions)`, close it."""
+
+    async def run() -> T:
+        engine = create_engine(database_url)
+        try:
+            if migrate:
+                await upgrade(engine)
+            return await work(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def run_in_session(database_url: str, work: Callable[[AsyncSession], Awaitable[T]], *, migrate: bool = True) -> T:
+    """For CLI commands: `work(session)` in one committed unit of work (see `run_offline`)."""
+
+    async def in_scope(sessions: async_sessionmaker[AsyncSession]) -> T:
+        async with session_scope(sessions) as session:
+            return await work(session)
+
+    return run_offline(database_url, in_scope, migrate=migrate)

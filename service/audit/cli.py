@@ -6,7 +6,6 @@ exports, as it always did. A thin layer over `service.audit.service` and `servic
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -34,18 +33,7 @@ T = TypeVar("T")
 
 def _with_session(work: Callable[[Any], Awaitable[T]]) -> T:
     settings = get_settings()
-
-    async def run() -> T:
-        engine = db.create_engine(settings.effective_database_url)
-        try:
-            if settings.run_migrations:
-                await db.upgrade(engine)
-            async with db.session_scope(db.session_factory(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return db.run_in_session(settings.effective_database_url, work, migrate=settings.run_migrations)
 
 
 @app.callback()
