@@ -24,6 +24,7 @@ from service.approvals.bus import DecisionBus
 from service.approvals.service import ApprovalError, ApprovalService, approvers_of, iso
 from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall
 from service.models import Decision
+from service.policy import canonical_sha256
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from service.policy import Verdict
 
 logger = logging.getLogger(__name__)
+
+DB_SLOTS = 8
+"""Held calls that touch the database at once after a wake-up (below the pool's 5 + 10 connections)."""
 
 
 class ApprovalGate:
@@ -51,7 +55,8 @@ class ApprovalGate:
         self.hold_bound = hold_bound
         self.clock = clock
         self.closing = False
-        self._open_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._open_locks: dict[tuple[str, str, str, str], tuple[asyncio.Lock, int]] = {}
+        self._db_slots = asyncio.Semaphore(DB_SLOTS)
         self._background: set[asyncio.Task[Any]] = set()
 
     def begin_shutdown(self) -> None:
@@ -65,12 +70,15 @@ class ApprovalGate:
         started = loop.time()
         with self.bus.subscribe(decision.id) as changed:
             try:
-                while decision.status == "pending":
+                claimed = await self._take(decision.id) if decision.status != "pending" else None
+                while claimed is None:
+                    # Only the bus wakes a held call (a commit here, LISTEN/NOTIFY, or the bus's poll
+                    # for other processes): waiting costs no database work, however many wait.
                     if token is None:
                         remaining = started + self.hold_bound - loop.time()
                         if remaining <= 0:
                             return _outcome(decision, "pending", pending_message(decision))
-                        timeout = min(remaining, self.progress_interval)
+                        timeout = remaining
                     else:
                         timeout = self.progress_interval
                     try:
@@ -78,35 +86,58 @@ class ApprovalGate:
                     except TimeoutError:
                         if token is not None:
                             await ctx.session.report_progress(loop.time() - started, None, waiting_message(decision))
+                        continue
                     changed.clear()
-                    decision, _ = await self.service.get(decision.id)
+                    claimed = await self._take(decision.id)
             except asyncio.CancelledError:
                 self._withdraw(decision.id)
                 raise
-        return await self._ending(decision)
+        return self._ending(*claimed)
 
     async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
         await self.service.record_execution(decision_id, outcome=outcome, detail=detail, duration_ms=duration_ms)
 
     async def _open(self, call: ToolCall, verdict: Verdict) -> Decision:
         # Two identical calls arriving together must share one decision, not ask people twice.
-        key = (call.grant, call.server, call.tool)
-        async with self._open_locks.setdefault(key, asyncio.Lock()):
-            decision, _created = await self.service.open_or_join(
-                grant=call.grant,
-                server=call.server,
-                tool=call.tool,
-                arguments=call.arguments,
-                verdict=verdict,
-                policy_version=self.policy.current.version,
-            )
+        key = (call.grant, call.server, call.tool, canonical_sha256(call.arguments))
+        lock, users = self._open_locks.get(key, (asyncio.Lock(), 0))
+        self._open_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                decision, _created = await self.service.open_or_join(
+                    grant=call.grant,
+                    server=call.server,
+                    tool=call.tool,
+                    arguments=call.arguments,
+                    verdict=verdict,
+                    policy_version=self.policy.current.version,
+                )
+        finally:
+            lock, users = self._open_locks[key]
+            if users == 1:
+                del self._open_locks[key]
+            else:
+                self._open_locks[key] = (lock, users - 1)
         return decision
 
-    async def _ending(self, decision: Decision) -> HoldOutcome:
-        """Claim the ended decision for this call and say what happened."""
-        claimed = await self.service.claim(decision.id)
+    async def _take(self, decision_id: str) -> tuple[Decision, bool] | None:
+        """After a wake-up: (the ended decision, whether this call claimed it), or None if still pending.
+
+        One compare-and-set in the common case, shared with the other calls waking at the same moment
+        (group commit); the rarer re-read has bounded concurrency, so a mass wake-up queues here
+        instead of exhausting the connection pool.
+        """
+        claimed = await self.service.claim(decision_id)
+        if claimed is not None:
+            return claimed, True
+        async with self._db_slots:
+            current = await self.service.load(decision_id)
+        return None if current.status == "pending" else (current, False)
+
+    def _ending(self, decision: Decision, claimed: bool) -> HoldOutcome:
+        """Say what happened to this call's decision."""
         if decision.status == "approved":
-            if claimed is None:
+            if not claimed:
                 return _outcome(
                     decision,
                     "already_released",

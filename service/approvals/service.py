@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
+from service.approvals.batching import GroupCommit
 from service.db import session_scope
 from service.models import Decision, OutboxMessage, Vote
 from service.policy import ApprovalSpec, Approver, Verdict, canonical_sha256, redact_arguments
@@ -122,7 +123,13 @@ class ApprovalService:
     sessions: async_sessionmaker[AsyncSession]
     clock: Callable[[], float]
     listeners: list[Callable[[Decision], None]] = field(default_factory=list)
-    """Called after a commit that changed a decision (status, claim, reminder, execution)."""
+    """Called after a commit that changed a decision (status, reminder, execution)."""
+
+    def __post_init__(self) -> None:
+        self._claims: GroupCommit[str, Decision | None] = GroupCommit(self._claim_batch)
+        self._executions: GroupCommit[tuple[str, str, str | None, float], None] = GroupCommit(
+            self._record_execution_batch
+        )
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -424,33 +431,59 @@ class ApprovalService:
     # -- release ----------------------------------------------------------------------------------
 
     async def claim(self, decision_id: str) -> Decision | None:
-        """Take an ended decision's ending for this call; None if another call took it first."""
+        """Take an ended decision's ending for this call; None if it is pending or another call took it.
+
+        Claims that arrive together (a bulk approval waking many held calls) share one transaction.
+        """
+        return await self._claims.submit(decision_id)
+
+    async def _claim_batch(self, decision_ids: Sequence[str]) -> list[Decision | None]:
         async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(Decision)
-                .where(Decision.id == decision_id, Decision.status != PENDING, Decision.claimed_at.is_(None))
-                .values(claimed_at=self.clock())
+            won = set(
+                await session.scalars(
+                    update(Decision)
+                    .where(
+                        Decision.id.in_(set(decision_ids)),
+                        Decision.status != PENDING,
+                        Decision.claimed_at.is_(None),
+                    )
+                    .values(claimed_at=self.clock())
+                    .returning(Decision.id)
+                )
             )
-            if result.rowcount != 1:
-                return None
-            return await self._load(session, decision_id)
+            rows = {d.id: d for d in await session.scalars(select(Decision).where(Decision.id.in_(won)))} if won else {}
+        answers: list[Decision | None] = []
+        for decision_id in decision_ids:  # one winner per decision, even if two of its waiters asked at once
+            answers.append(rows.pop(decision_id, None))
+        return answers
 
     async def record_execution(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
         """How the released call went upstream (once; channels show it on the request)."""
+        await self._executions.submit((decision_id, outcome, detail, duration_ms))
+
+    async def _record_execution_batch(self, executions: Sequence[tuple[str, str, str | None, float]]) -> list[None]:
         now = self.clock()
+        recorded = []
         async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(Decision)
-                .where(Decision.id == decision_id, Decision.status == "approved", Decision.outcome.is_(None))
-                .values(outcome=outcome, outcome_detail=detail, duration_ms=duration_ms)
-            )
-            if result.rowcount != 1:
-                return
-            decision = await self._load(session, decision_id)
-            self._enqueue(session, decision, "update", now)
-        self._notify(decision)
+            for decision_id, outcome, detail, duration_ms in executions:
+                result = await session.execute(
+                    update(Decision)
+                    .where(Decision.id == decision_id, Decision.status == "approved", Decision.outcome.is_(None))
+                    .values(outcome=outcome, outcome_detail=detail, duration_ms=duration_ms)
+                )
+                if result.rowcount == 1:
+                    decision = await self._load(session, decision_id)
+                    self._enqueue(session, decision, "update", now)
+                    recorded.append(decision)
+        for decision in recorded:
+            self._notify(decision)
+        return [None] * len(executions)
 
     # -- reads ------------------------------------------------------------------------------------
+
+    async def load(self, decision_id: str) -> Decision:
+        async with self.sessions() as session:
+            return await self._load(session, decision_id)
 
     async def get(self, decision_id: str) -> tuple[Decision, list[Vote]]:
         async with self.sessions() as session:
