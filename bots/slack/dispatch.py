@@ -107,7 +107,7 @@ async def _ask_reason(slack: SlackChannel, trigger_id: str, decision_id: str, us
 async def _refusal(slack: SlackChannel, decision_id: str, user: str) -> str | None:
     """Why `user` cannot decide this now, or None (the vote itself still checks everything)."""
     try:
-        decision, _ = await slack.approvals.get(decision_id)
+        decision = await slack.approvals.load(decision_id)
         if decision.status != PENDING:
             by = f" by {decision.decided_by}" if decision.decided_by else ""
             return f"Already decided: {decision.status}{by}."

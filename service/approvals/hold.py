@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from service.approvals.bus import DecisionBus
@@ -46,14 +45,12 @@ class ApprovalGate:
         *,
         progress_interval: float,
         hold_bound: float,
-        clock: Callable[[], float],
     ) -> None:
         self.service = service
         self.bus = bus
         self.policy = policy
         self.progress_interval = progress_interval
         self.hold_bound = hold_bound
-        self.clock = clock
         self.closing = False
         self._open_locks: dict[tuple[str, str, str, str], tuple[asyncio.Lock, int]] = {}
         self._db_slots = asyncio.Semaphore(DB_SLOTS)
@@ -99,7 +96,8 @@ class ApprovalGate:
 
     async def _open(self, call: ToolCall, verdict: Verdict) -> Decision:
         # Two identical calls arriving together must share one decision, not ask people twice.
-        key = (call.grant, call.server, call.tool, canonical_sha256(call.arguments))
+        digest = canonical_sha256(call.arguments)
+        key = (call.grant, call.server, call.tool, digest)
         lock, users = self._open_locks.get(key, (asyncio.Lock(), 0))
         self._open_locks[key] = (lock, users + 1)
         try:
@@ -109,6 +107,7 @@ class ApprovalGate:
                     server=call.server,
                     tool=call.tool,
                     arguments=call.arguments,
+                    args_sha256=digest,
                     verdict=verdict,
                     policy_version=self.policy.current.version,
                 )

@@ -31,7 +31,7 @@ from service import metrics
 from service.approvals.batching import GroupCommit
 from service.db import session_scope
 from service.models import Decision, OutboxMessage, Vote
-from service.policy import ApprovalSpec, Approver, Verdict, canonical_sha256, redact_arguments
+from service.policy import ApprovalSpec, Approver, Verdict, redact_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -140,16 +140,17 @@ class ApprovalService:
         server: str,
         tool: str,
         arguments: dict[str, Any],
+        args_sha256: str,
         verdict: Verdict,
         policy_version: str,
     ) -> tuple[Decision, bool]:
         """The decision this call waits on: an unclaimed one for the same call, or a new one.
 
         "The same call" is the approval's binding: grant, server, tool, canonical arguments and
-        policy version. Returns (decision, created).
+        policy version; `args_sha256` is `canonical_sha256(arguments)`, which the caller already has.
+        Returns (decision, created).
         """
         spec = verdict.approval or ApprovalSpec(approvers=())
-        digest = canonical_sha256(arguments)
         now = self.clock()
         async with session_scope(self.sessions) as session:
             existing = await session.scalar(
@@ -158,7 +159,7 @@ class ApprovalService:
                     Decision.grant == grant,
                     Decision.server == server,
                     Decision.tool == tool,
-                    Decision.args_sha256 == digest,
+                    Decision.args_sha256 == args_sha256,
                     Decision.policy_version == policy_version,
                     Decision.claimed_at.is_(None),
                 )
@@ -173,7 +174,7 @@ class ApprovalService:
                 tool=tool,
                 grant=grant,
                 arguments=json.dumps(redact_arguments(arguments, verdict.redact), ensure_ascii=False),
-                args_sha256=digest,
+                args_sha256=args_sha256,
                 policy_version=policy_version,
                 rule=verdict.rule,
                 reason=verdict.reason,

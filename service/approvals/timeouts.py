@@ -89,7 +89,7 @@ class DecisionTimers:
 
     async def _retry_if_early(self, decision_id: str) -> None:
         try:
-            decision, _ = await self.service.get(decision_id)
+            decision = await self.service.load(decision_id)
         except Exception:
             return
         wait = decision.expires_at - self.clock()
