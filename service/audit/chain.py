@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import AuditChainHead, AuditEvent
@@ -78,18 +78,23 @@ async def lock_head(session: AsyncSession) -> AuditChainHead:
     return head
 
 
-async def append(session: AsyncSession, rows: Sequence[AuditEvent]) -> None:
-    """Link `rows` (in this order) to the chain and insert them; the caller commits."""
+async def append(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Link `rows` (column values, in this order) to the chain and insert them; the caller commits.
+
+    One Core executemany rather than ORM objects: the audit writer runs on the event loop that
+    serves the calls, and an ORM flush (or an INSERT … RETURNING, which SQLite runs row by row to
+    keep the order) cost about 0.3 ms of that loop per record.
+    """
     if not rows:
         return
     head = await lock_head(session)
     previous = head.last_hash
     for row in rows:
-        row.prev_hash = previous
-        row.hash = previous = record_hash(row_fields(row))
-    session.add_all(rows)
-    await session.flush()
-    head.last_id = rows[-1].id
+        row["prev_hash"] = previous
+        row["hash"] = previous = record_hash(row)
+    await session.execute(insert(AuditEvent.__table__), list(rows))  # type: ignore[attr-defined]
+    # Under the chain lock nobody else inserts, and an executemany inserts in list order.
+    head.last_id = (await session.execute(select(func.max(AuditEvent.id)))).scalar_one()
     head.last_hash = previous
 
 

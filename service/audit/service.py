@@ -92,8 +92,9 @@ class AuditRecord:
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
-    def to_row(self) -> AuditEvent:
-        return AuditEvent(
+    def to_row(self) -> dict[str, Any]:
+        """The `audit_events` column values (arguments redacted and hashed here, off the call path)."""
+        return dict(
             ts=datetime.fromtimestamp(self.ts, UTC),
             grant=self.grant,
             server=self.server,

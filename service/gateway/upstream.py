@@ -33,6 +33,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
 
 from service import __version__
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
+from service.gateway.upstream_http import upstream_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +192,7 @@ class UpstreamClient:
             )
             return stdio_client(params)
         if isinstance(spec, HttpServerSpec):
-            http_client = httpx2.AsyncClient(headers=dict(spec.headers), timeout=httpx2.Timeout(30.0, read=300.0))
-            return streamable_http_client(spec.url, http_client=http_client)
+            return streamable_http_client(spec.url, http_client=upstream_http_client(dict(spec.headers)))
         raise TypeError(f"unknown server spec {type(spec).__name__}")
 
     # Callbacks from the SDK: forward to the listener, or refuse when nobody listens.
