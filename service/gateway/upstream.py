@@ -152,7 +152,7 @@ class UpstreamClient:
     async def _run(self) -> None:
         try:
             async with AsyncExitStack() as stack:
-                read, write = await stack.enter_async_context(self._transport())
+                read, write = await stack.enter_async_context(self._transport(stack))
                 session = await stack.enter_async_context(
                     ClientSession(
                         read,
@@ -181,7 +181,8 @@ class UpstreamClient:
         finally:
             self._ready.set()
 
-    def _transport(self):
+    def _transport(self, stack: AsyncExitStack):
+        """The SDK transport for this spec; an HTTP client it needs is closed by `stack` after it."""
         spec = self.spec
         if isinstance(spec, StdioServerSpec):
             params = StdioServerParameters(
@@ -192,7 +193,9 @@ class UpstreamClient:
             )
             return stdio_client(params)
         if isinstance(spec, HttpServerSpec):
-            return streamable_http_client(spec.url, http_client=upstream_http_client(dict(spec.headers)))
+            http_client = upstream_http_client(dict(spec.headers))
+            stack.push_async_callback(http_client.aclose)  # runs after the transport below has exited
+            return streamable_http_client(spec.url, http_client=http_client)
         raise TypeError(f"unknown server spec {type(spec).__name__}")
 
     # Callbacks from the SDK: forward to the listener, or refuse when nobody listens.
