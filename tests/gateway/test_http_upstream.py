@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx2
 import mcp_types as types
 import pytest
+from mcp import MCPError
 
 from tests.support.harness import EVERYTHING_JS, free_port, run_gateway, text_of
 
@@ -72,31 +73,48 @@ async def counting_relay(target_port: int) -> AsyncIterator[CountingRelay]:
             task.cancel()
 
 
-@pytest.fixture
-async def everything_http() -> AsyncIterator[int]:
-    port = free_port()
-    process = subprocess.Popen(
-        ["node", str(EVERYTHING_JS), "streamableHttp"],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+class EverythingHttp:
+    """server-everything over Streamable HTTP on a fixed port, which can be stopped and started again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["node", str(EVERYTHING_JS), "streamableHttp"],
+            env={**os.environ, "PORT": str(self.port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         async with httpx2.AsyncClient() as http:
             for _ in range(200):
                 with contextlib.suppress(httpx2.HTTPError):
-                    await http.get(f"http://127.0.0.1:{port}/")
-                    break
+                    await http.get(f"http://127.0.0.1:{self.port}/")
+                    return
                 await asyncio.sleep(0.05)
-        yield port
+        raise TimeoutError("server-everything did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+async def everything_http() -> AsyncIterator[EverythingHttp]:
+    server = EverythingHttp()
+    await server.start()
+    try:
+        yield server
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 async def test_calls_to_an_http_upstream_reuse_its_connections(tmp_path, everything_http):
     async with (
-        counting_relay(everything_http) as relay,
+        counting_relay(everything_http.port) as relay,
         run_gateway(tmp_path, policy=POLICY, servers={"everything": {"url": relay.url}}) as gw,
         gw.session("everything") as session,
     ):
@@ -118,7 +136,7 @@ async def test_progress_from_an_http_upstream_reaches_the_client(tmp_path, every
         updates.append(progress)
 
     async with (
-        counting_relay(everything_http) as relay,
+        counting_relay(everything_http.port) as relay,
         run_gateway(tmp_path, policy=POLICY, servers={"everything": {"url": relay.url}}) as gw,
         gw.session("everything") as session,
     ):
@@ -129,3 +147,20 @@ async def test_progress_from_an_http_upstream_reaches_the_client(tmp_path, every
     assert not result.is_error, result
     assert updates == [1, 2, 3]
     assert isinstance(echo.content[0], types.TextContent) and echo.content[0].text == "Echo: after"
+
+
+async def test_an_http_upstream_outage_fails_with_its_name_then_reconnects(tmp_path, everything_http):
+    async with (
+        run_gateway(
+            tmp_path, policy=POLICY, servers={"everything": {"url": f"http://127.0.0.1:{everything_http.port}/mcp"}}
+        ) as gw,
+        gw.session("everything") as session,
+    ):
+        assert text_of(await session.call_tool("echo", {"message": "before"})) == "Echo: before"
+        everything_http.stop()
+        with pytest.raises(MCPError) as failure:
+            await session.call_tool("echo", {"message": "during"})
+        assert "upstream server 'everything' is unavailable" in str(failure.value)
+        await everything_http.start()
+        result = await session.call_tool("echo", {"message": "after"})
+    assert text_of(result) == "Echo: after", "a new upstream session on next use"
