@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ssl
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import aiohttp
@@ -112,7 +113,8 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()),
                 auto_decompress=False,  # httpx2 decodes by Content-Encoding itself
-                trust_env=True,  # honour HTTP(S)_PROXY / NO_PROXY as httpx2 does
+                cookie_jar=aiohttp.DummyCookieJar(),  # httpx2 keeps the cookies
+                trust_env=False,  # it would read ~/.netrc and the proxy variables in a thread per request
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
         return self._session
@@ -127,6 +129,7 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
                 headers=headers,
                 data=await request.aread(),
                 allow_redirects=False,
+                proxy=_proxy_for(request.url.scheme, request.url.host),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
                 ),
@@ -141,6 +144,14 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+@functools.cache
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / NO_PROXY name for this origin, read once (httpx2 honours them too)."""
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    return urllib.request.getproxies_environment().get(scheme)
 
 
 _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
