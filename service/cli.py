@@ -191,22 +191,60 @@ def decisions_list(
     console.print(table)
 
 
+ServerOption = Annotated[str | None, typer.Option(help="With --all-pending: only calls to this server.")]
+ToolOption = Annotated[str | None, typer.Option(help="With --all-pending: only calls of this tool.")]
+GrantOption = Annotated[str | None, typer.Option(help="With --all-pending: only calls made by this grant.")]
+AllPendingOption = Annotated[
+    bool, typer.Option("--all-pending", help="Every pending decision (narrow with --server, --tool, --grant).")
+]
+
+
 @app.command("approve")
 def approve(
-    decision_id: Annotated[str, typer.Argument(metavar="ID")],
+    decision_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...", show_default=False)] = None,
     reason: Annotated[str | None, typer.Option(help="Why (kept with the vote).")] = None,
+    all_pending: AllPendingOption = False,
+    server: ServerOption = None,
+    tool: ToolOption = None,
+    grant: GrantOption = None,
 ) -> None:
-    """Approve a held call as the local operator."""
-    _decide(decision_id, "approve", reason)
+    """Approve held calls as the local operator: one ID, several, or --all-pending [--server/--tool/--grant]."""
+    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant)
 
 
 @app.command("deny")
 def deny(
-    decision_id: Annotated[str, typer.Argument(metavar="ID")],
-    reason: Annotated[str, typer.Option(help="Why; the agent is told.")],
+    reason: Annotated[str, typer.Option(help="Why; the agents are told.")],
+    decision_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...", show_default=False)] = None,
+    all_pending: AllPendingOption = False,
+    server: ServerOption = None,
+    tool: ToolOption = None,
+    grant: GrantOption = None,
 ) -> None:
-    """Deny a held call as the local operator; the reason goes back to the agent."""
-    _decide(decision_id, "deny", reason)
+    """Deny held calls as the local operator; the reason goes back to each agent."""
+    _decide_cli(decision_ids or [], "deny", reason, all_pending, server, tool, grant)
+
+
+def _decide_cli(
+    ids: list[str],
+    value: str,
+    reason: str | None,
+    all_pending: bool,
+    server: str | None,
+    tool: str | None,
+    grant: str | None,
+) -> None:
+    """One ID keeps the single-decision command's answers; several IDs or --all-pending vote in bulk."""
+    filtered = any((server, tool, grant))
+    if all_pending == bool(ids) or (filtered and not all_pending):
+        err_console.print(
+            "[red]give decision IDs, or --all-pending (optionally with --server, --tool, --grant), not both[/red]"
+        )
+        raise typer.Exit(2)
+    if len(ids) == 1:
+        _decide(ids[0], value, reason)
+    else:
+        _decide_many(ids, value, reason, server=server, tool=tool, grant=grant)
 
 
 def _decide(decision_id: str, value: str, reason: str | None) -> None:
@@ -221,6 +259,34 @@ def _decide(decision_id: str, value: str, reason: str | None) -> None:
         err_console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
     console.print(outcome.message)
+
+
+def _decide_many(ids: list[str], value: str, reason: str | None, **filters: str | None) -> None:
+    """Vote on `ids`, or (none given) on the pending decisions matching `filters`; exit 1 if any was refused."""
+    from service.approvals.service import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
+
+    async def vote(service):
+        targets = ids or await service.pending_ids(DecisionQuery(limit=sys.maxsize, **filters))
+        return await service.vote_many(targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason)
+
+    try:
+        results = _with_approvals(_settings(), vote)
+    except ApprovalError as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    counts = {kind: sum(r.result == kind for r in results) for kind in ("decided", "recorded", "refused")}
+    verb = "approved" if value == "approve" else "denied"
+    console.print(
+        f"{len(results)} decision(s): {counts['decided']} {verb}, "
+        f"{counts['recorded']} vote(s) recorded awaiting quorum, {counts['refused']} refused"
+    )
+    refused = [r for r in results if r.refusal is not None]
+    if refused:
+        table = Table("id", "refused because", title="refused (nothing changed for these)")
+        for r in refused:
+            table.add_row(r.decision_id, r.message)
+        err_console.print(table)
+        raise typer.Exit(1)
 
 
 def _json_dump(data: Any) -> None:

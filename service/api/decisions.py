@@ -1,9 +1,13 @@
-"""/api/decisions: list and read decisions, approve or deny one as a declared person.
+"""/api/decisions: list and read decisions, approve or deny one — or many at once — as a declared person.
 
 Every route needs a person's token (declared in the policy's `people` with `token_sha256`); a vote
 is accepted only from an approver of that decision. Refusals answer with the reason in `detail`:
 401 no/unknown token, 403 not an approver (or the call's own grant), 404 unknown decision,
 409 already decided or already voted, 422 a deny without a reason.
+
+`POST /api/decisions/approve` and `/deny` vote on many decisions (named by id, or pending ones matched
+by a filter) under the same rules; they answer 200 with a result per decision, where a refusal
+carries the status code the single-decision route would have answered.
 """
 
 from __future__ import annotations
@@ -14,8 +18,16 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.api.deps import PersonDep, StateDep, require_person
-from service.approvals.schemas import DecisionPage, DecisionView, VoteRequest, VoteResponse
-from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter
+from service.approvals.schemas import (
+    MAX_BULK,
+    BulkVoteRequest,
+    BulkVoteResponse,
+    DecisionPage,
+    DecisionView,
+    VoteRequest,
+    VoteResponse,
+)
+from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
 
 router = APIRouter(prefix="/api/decisions", tags=["decisions"], dependencies=[Depends(require_person)])
 
@@ -56,6 +68,23 @@ async def list_decisions(
     return DecisionPage(items=[DecisionView.of(row) for row in rows], total=total, limit=limit, offset=offset)
 
 
+# The bulk routes come before `/{decision_id}…`, so `approve` is never read as a decision id.
+@router.post("/approve", response_model=BulkVoteResponse)
+async def approve_many(
+    person: PersonDep, body: BulkVoteRequest, service: ApprovalService = ServiceDep
+) -> BulkVoteResponse:
+    """Approve many decisions at once: `{"ids": [...]}` or a filter on pending ones (`server`, `tool`, `grant`)."""
+    return await _vote_many(service, person, "approve", body)
+
+
+@router.post("/deny", response_model=BulkVoteResponse)
+async def deny_many(
+    person: PersonDep, body: BulkVoteRequest, service: ApprovalService = ServiceDep
+) -> BulkVoteResponse:
+    """Deny many decisions at once (a `reason` is required; every agent is told it)."""
+    return await _vote_many(service, person, "deny", body)
+
+
 @router.get("/{decision_id}", response_model=DecisionView)
 async def get_decision(decision_id: str, service: ApprovalService = ServiceDep) -> DecisionView:
     try:
@@ -80,7 +109,7 @@ async def deny(
 
 
 async def _vote(
-    service: ApprovalService, decision_id: str, person: str, value: Literal["approve", "deny"], reason: str | None
+    service: ApprovalService, decision_id: str, person: str, value: VoteValue, reason: str | None
 ) -> VoteResponse:
     try:
         outcome = await service.vote(decision_id, Voter("person", person), value, via="api", reason=reason)
@@ -88,3 +117,19 @@ async def _vote(
         raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
     decision, votes = await service.get(decision_id)
     return VoteResponse(decided=outcome.decided, message=outcome.message, decision=DecisionView.of(decision, votes))
+
+
+async def _vote_many(
+    service: ApprovalService, person: str, value: VoteValue, body: BulkVoteRequest
+) -> BulkVoteResponse:
+    more_pending = False
+    ids = body.ids
+    if ids is None:
+        query = DecisionQuery(server=body.server, tool=body.tool, grant=body.grant, limit=MAX_BULK + 1)
+        ids = await service.pending_ids(query)
+        more_pending, ids = len(ids) > MAX_BULK, ids[:MAX_BULK]
+    try:
+        results = await service.vote_many(ids, Voter("person", person), value, via="api", reason=body.reason)
+    except ApprovalError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
+    return BulkVoteResponse.of(results, more_pending=more_pending)

@@ -6,11 +6,11 @@ One shape for all of them, built from the rows by `DecisionView.of`; times are I
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.approvals.service import iso
+from service.approvals.service import VoteResult, iso
 from service.models import Decision, Vote
 
 
@@ -118,3 +118,79 @@ class VoteResponse(BaseModel):
     decided: bool
     message: str
     decision: DecisionView
+
+
+MAX_BULK = 10_000
+"""Decisions one bulk vote may name or match; above that the client splits the work."""
+
+
+class BulkVoteRequest(BaseModel):
+    """A bulk vote: the decisions are named (`ids`) or matched by a filter on pending decisions.
+
+    Never "everything" by accident: an empty body is refused; voting on every pending decision
+    takes `"all_pending": true` written out.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = Field(default=None, max_length=MAX_BULK, description=f"at most {MAX_BULK:,} ids")
+    status: Literal["pending"] | None = Field(default=None, description="implied: only pending decisions are voted on")
+    server: str | None = None
+    tool: str | None = None
+    grant: str | None = None
+    all_pending: bool = Field(default=False, description="every pending decision (the oldest first), no filter")
+    reason: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BulkVoteRequest:
+        filtered = any((self.server, self.tool, self.grant, self.all_pending))
+        if self.ids is not None and filtered:
+            raise ValueError("give ids or a filter (server, tool, grant, all_pending), not both")
+        if not self.ids and not filtered:
+            raise ValueError("name the decisions: ids, a filter (server, tool, grant), or all_pending: true")
+        return self
+
+
+class BulkVoteItem(BaseModel):
+    id: str
+    result: Literal["decided", "recorded", "refused"] = Field(
+        description="decided | recorded (the vote counts, the quorum is not reached) | refused (nothing changed)"
+    )
+    status: str | None = Field(description="the decision's status after this vote; null for an unknown id")
+    code: int | None = Field(default=None, description="for a refusal: what the single-decision route answers")
+    message: str
+
+    @classmethod
+    def of(cls, result: VoteResult) -> BulkVoteItem:
+        return cls(
+            id=result.decision_id,
+            result=result.result,
+            status=result.decision.status if result.decision is not None else None,
+            code=result.refusal.status_code if result.refusal is not None else None,
+            message=result.message,
+        )
+
+
+class BulkVoteResponse(BaseModel):
+    matched: int = Field(description="decisions named or matched (duplicates counted once)")
+    decided: int
+    recorded: int
+    refused: int
+    more_pending: bool = Field(
+        default=False, description=f"a filter matched more than {MAX_BULK:,}: the oldest were voted on; repeat"
+    )
+    results: list[BulkVoteItem]
+
+    @classmethod
+    def of(cls, results: list[VoteResult], *, more_pending: bool = False) -> BulkVoteResponse:
+        def count(kind: str) -> int:
+            return sum(r.result == kind for r in results)
+
+        return cls(
+            matched=len(results),
+            decided=count("decided"),
+            recorded=count("recorded"),
+            refused=count("refused"),
+            more_pending=more_pending,
+            results=[BulkVoteItem.of(r) for r in results],
+        )

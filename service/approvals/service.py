@@ -11,6 +11,10 @@ An approved decision releases exactly one call: `claim` sets `claimed_at` by com
 only the call that wins it may run. A denied or expired decision's ending is claimed the same way
 by the call that reports it, so a retry of the same call gets that ending once and a later retry
 opens a new decision.
+
+Votes are counted in batches (`vote_many`; `vote` is a batch of one), so approving thousands of held
+calls at once costs a few set-based statements per chunk of `VOTE_CHUNK` decisions, not a dozen
+statements per decision; every decision in a batch is judged by the same rules (`_judge`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,6 +46,9 @@ LOCAL_OPERATOR = "local-operator"
 """Who decides from the CLI: whoever can reach the database is the gateway's operator."""
 
 Status = Literal["approved", "denied", "expired", "cancelled"]
+VoteValue = Literal["approve", "deny"]
+VOTE_CHUNK = 500
+"""Decisions voted on in one transaction: short enough that held calls and timers are not kept waiting."""
 
 
 class ApprovalError(Exception):
@@ -103,6 +110,18 @@ class VoteOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class VoteResult:
+    """What one vote of a batch did, per decision: `decided`, `recorded` (the quorum is not reached yet) or
+    `refused` — then `refusal` is the error `vote()` raises for it, and nothing changed for that decision."""
+
+    decision_id: str
+    result: Literal["decided", "recorded", "refused"]
+    message: str
+    decision: Decision | None = None
+    refusal: ApprovalError | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionQuery:
     """Filters for listing decisions (REST and CLI)."""
 
@@ -114,6 +133,24 @@ class DecisionQuery:
     until: float | None = None
     limit: int = 50
     offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Ballot:
+    """How `_judge` ruled one vote: refused, or the approver to record and, when it ends the decision, by whom."""
+
+    refusal: ApprovalError | None = None
+    approver: str | None = None
+    ending_by: str | None = None
+    remaining: int = 0
+
+    def result(self, decision_id: str, ended: Decision | None, current: Decision | None) -> VoteResult:
+        if self.refusal is not None:
+            return VoteResult(decision_id, "refused", self.refusal.message, current, self.refusal)
+        if ended is not None:
+            return VoteResult(decision_id, "decided", f"{decision_id} {ended.status} by {ended.decided_by}", ended)
+        message = f"approval by {self.approver} recorded; {self.remaining} more needed"
+        return VoteResult(decision_id, "recorded", message, current)
 
 
 @dataclass
@@ -193,7 +230,7 @@ class ApprovalService:
             )
             session.add(decision)
             await session.flush()
-            self._enqueue(session, decision, "request", now)
+            await self._enqueue(session, [decision], "request", now)
         logger.info(
             "decision %s opened: %s/%s for grant %s (rule %s), expires %s",
             decision.id,
@@ -233,8 +270,34 @@ class ApprovalService:
                 )
             self._notify(decision)
             return decision
+        won = await self.transition_many(
+            session, [decision_id], status, by=by, via=via, reason=reason, due_only=due_only
+        )
+        if decision_id in won:
+            return won[decision_id]
+        decision = await self._load(session, decision_id)
+        raise AlreadyDecided(decision) if decision.status != PENDING else ApprovalError("not due yet")
+
+    async def transition_many(
+        self,
+        session: AsyncSession,
+        decision_ids: Sequence[str],
+        status: Status,
+        *,
+        by: str,
+        via: str,
+        reason: str | None = None,
+        due_only: bool = False,
+    ) -> dict[str, Decision]:
+        """The only writer of a decision's status: one compare-and-set for all of `decision_ids`.
+
+        Returns the decisions this call moved (the winners), reloaded; the others were not pending (or
+        not due). Runs in the caller's transaction; the caller commits and then `_notify`s each winner.
+        """
+        if not decision_ids:
+            return {}
         now = self.clock()
-        conditions = [Decision.id == decision_id, Decision.status == PENDING]
+        conditions = [Decision.id.in_(decision_ids), Decision.status == PENDING]
         if due_only:
             conditions.append(Decision.expires_at <= now)
         values: dict[str, Any] = {
@@ -246,15 +309,18 @@ class ApprovalService:
         }
         if status == "cancelled":
             values["claimed_at"] = now  # nobody is left to take a cancelled call's ending
-        result = await session.execute(update(Decision).where(*conditions).values(**values))
-        decision = await self._load(session, decision_id)
-        if result.rowcount != 1:
-            raise AlreadyDecided(decision) if decision.status != PENDING else ApprovalError("not due yet")
-        self._enqueue(session, decision, "update", now)
-        await announce(session, decision_id)
-        metrics.count_decision(status)
-        logger.info("decision %s %s by %s via %s", decision_id, status, by, via)
-        return decision
+        won = list(
+            await session.scalars(
+                update(Decision).where(*conditions).values(**values).returning(Decision),
+                execution_options={"populate_existing": True},
+            )
+        )
+        await self._enqueue(session, won, "update", now)
+        await announce(session, [decision.id for decision in won])
+        for decision in won:
+            metrics.count_decision(status)
+            logger.info("decision %s %s by %s via %s", decision.id, status, by, via)
+        return {decision.id: decision for decision in won}
 
     # -- votes ------------------------------------------------------------------------------------
 
@@ -262,7 +328,7 @@ class ApprovalService:
         self,
         decision_id: str,
         voter: Voter,
-        value: Literal["approve", "deny"],
+        value: VoteValue,
         *,
         via: str,
         reason: str | None = None,
@@ -273,69 +339,142 @@ class ApprovalService:
         an approver of this decision, the call's own grant, a person voting twice, a deny without
         a reason.
         """
-        reason = (reason or "").strip() or None
-        if value == "deny" and reason is None:
-            raise ReasonRequired("a reason is required to deny")
-        decided = False
         try:
-            async with session_scope(self.sessions) as session:
-                # Touch the row first: on PostgreSQL this locks it, on SQLite it takes the write
-                # lock, so concurrent voters on one decision are counted one after another.
-                touched = await session.execute(
-                    update(Decision)
-                    .where(Decision.id == decision_id, Decision.status == PENDING)
-                    .values(status=PENDING)
-                )
-                decision = await self._load(session, decision_id)
-                if touched.rowcount != 1:
-                    raise AlreadyDecided(decision)
-                approver = self.approver_name(decision, voter)
-                if await session.scalar(
-                    select(Vote.value).where(Vote.decision_id == decision_id, Vote.approver == approver)
-                ):
-                    raise AlreadyVoted(f"{approver} has already voted on {decision_id}")
-                session.add(
-                    Vote(
-                        decision_id=decision_id,
-                        approver=approver,
-                        value=value,
-                        via=via,
-                        reason=reason,
-                        at=self.clock(),
-                    )
-                )
-                await session.flush()
-                if value == "deny":
-                    decision = await self.transition(
-                        decision_id, "denied", by=approver, via=via, reason=reason, session=session
-                    )
-                    decided = True
-                else:
-                    approvals = await session.scalar(
-                        select(func.count())
-                        .select_from(Vote)
-                        .where(Vote.decision_id == decision_id, Vote.value == "approve")
-                    )
-                    if approvals >= decision.quorum:
-                        voters = await session.scalars(
-                            select(Vote.approver)
-                            .where(Vote.decision_id == decision_id, Vote.value == "approve")
-                            .order_by(Vote.id)
-                        )
-                        decision = await self.transition(
-                            decision_id, "approved", by=", ".join(voters), via=via, reason=reason, session=session
-                        )
-                        decided = True
-        except IntegrityError:  # the same person voting twice at the same instant
-            raise AlreadyVoted(f"{voter.describe()} has already voted on {decision_id}") from None
+            [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason)
         except ApprovalError as exc:
             logger.warning("vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc)
             raise
-        if decided:
+        if result.refusal is not None:
+            logger.warning(
+                "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, result.message
+            )
+            raise result.refusal
+        return VoteOutcome(result.decision, result.result == "decided", result.message)
+
+    async def vote_many(
+        self,
+        decision_ids: Sequence[str],
+        voter: Voter,
+        value: VoteValue,
+        *,
+        via: str,
+        reason: str | None = None,
+    ) -> list[VoteResult]:
+        """One person's vote on many decisions (a bulk approval), by the same rules as `vote`, per decision.
+
+        Set-based, in transactions of `VOTE_CHUNK` decisions: lock and read the decisions and their
+        votes, insert the new votes in one statement, and end the decisions that reach their quorum
+        (or are denied) through `transition_many`. Returns one result per distinct id, in order.
+        Raises ReasonRequired (a deny without a reason) before anything is read.
+        """
+        reason = (reason or "").strip() or None
+        if value == "deny" and reason is None:
+            raise ReasonRequired("a reason is required to deny")
+        ids = list(dict.fromkeys(decision_ids))
+        results: list[VoteResult] = []
+        for start in range(0, len(ids), VOTE_CHUNK):
+            results += await self._vote_chunk(ids[start : start + VOTE_CHUNK], voter, value, via=via, reason=reason)
+        refused = [r for r in results if r.refusal is not None]
+        if len(ids) > 1:
+            decided = sum(r.result == "decided" for r in results)
+            logger.info(
+                "bulk %s by %s via %s: %d decision(s), %d decided, %d refused%s",
+                value,
+                voter.describe(),
+                via,
+                len(ids),
+                decided,
+                len(refused),
+                f" (e.g. {refused[0].decision_id}: {refused[0].message})" if refused else "",
+            )
+        return results
+
+    async def _vote_chunk(
+        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+    ) -> list[VoteResult]:
+        """One transaction of `vote_many`; a vote raced by the same person's identical vote is re-judged once."""
+        try:
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+        except IntegrityError:  # the same person voting on a decision twice at the same instant
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+
+    async def _vote_chunk_once(
+        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+    ) -> list[VoteResult]:
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            found = await self._lock_for_votes(session, ids)
+            prior: dict[str, list[Vote]] = {}
+            pending = [d.id for d in found.values() if d.status == PENDING]
+            if pending:
+                for row in await session.scalars(select(Vote).where(Vote.decision_id.in_(pending)).order_by(Vote.id)):
+                    prior.setdefault(row.decision_id, []).append(row)
+            judged = {i: self._judge(i, found.get(i), prior.get(i, []), voter, value) for i in ids}
+            votes = [
+                {"decision_id": i, "approver": j.approver, "value": value, "via": via, "reason": reason, "at": now}
+                for i, j in judged.items()
+                if j.approver is not None
+            ]
+            if votes:
+                await session.execute(insert(Vote), votes)
+            endings: dict[str, list[str]] = {}  # decided_by -> ids; one compare-and-set per distinct "by"
+            for decision_id, j in judged.items():
+                if j.ending_by is not None:
+                    endings.setdefault(j.ending_by, []).append(decision_id)
+            status: Status = "denied" if value == "deny" else "approved"
+            ended: dict[str, Decision] = {}
+            for by, group in endings.items():
+                ended |= await self.transition_many(session, group, status, by=by, via=via, reason=reason)
+            if len(ended) != sum(map(len, endings.values())):
+                raise RuntimeError("a locked pending decision was decided by someone else")  # rolls back the chunk
+        for decision in ended.values():
             self._notify(decision)
-            return VoteOutcome(decision, True, f"{decision_id} {decision.status} by {decision.decided_by}")
-        remaining = decision.quorum - approvals
-        return VoteOutcome(decision, False, f"approval by {approver} recorded; {remaining} more needed")
+        return [judged[i].result(i, ended.get(i), found.get(i)) for i in ids]
+
+    async def _lock_for_votes(self, session: AsyncSession, ids: list[str]) -> dict[str, Decision]:
+        """Read `ids` locked against other voters, so quorums are counted one vote after another.
+
+        PostgreSQL: `FOR UPDATE` in id order (two bulk voters lock in the same order, never deadlock).
+        SQLite has no row locks: touching the pending rows first takes the database's write lock
+        (reading first would let another writer slip in and make our later write fail).
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            await session.execute(
+                update(Decision).where(Decision.id.in_(ids), Decision.status == PENDING).values(status=PENDING)
+            )
+        rows = await session.scalars(
+            select(Decision)
+            .where(Decision.id.in_(ids))
+            .order_by(Decision.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return {decision.id: decision for decision in rows}
+
+    def _judge(
+        self, decision_id: str, decision: Decision | None, prior: list[Vote], voter: Voter, value: VoteValue
+    ) -> _Ballot:
+        """The rules of one vote, given the locked decision and its votes so far (oldest first).
+
+        Unknown, already decided, not an approver (or the call's own grant), already voted: refused.
+        Otherwise the vote counts; a deny ends the decision, and so does the approval that reaches the quorum.
+        """
+        if decision is None:
+            return _Ballot(refusal=UnknownDecision(f"no decision {decision_id}"))
+        if decision.status != PENDING:
+            return _Ballot(refusal=AlreadyDecided(decision))
+        try:
+            approver = self.approver_name(decision, voter)
+        except NotAllowed as exc:
+            return _Ballot(refusal=exc)
+        if any(vote.approver == approver for vote in prior):
+            return _Ballot(refusal=AlreadyVoted(f"{approver} has already voted on {decision_id}"))
+        if value == "deny":
+            return _Ballot(approver=approver, ending_by=approver)
+        approvals = [vote.approver for vote in prior if vote.value == "approve"] + [approver]
+        if len(approvals) >= decision.quorum:
+            return _Ballot(approver=approver, ending_by=", ".join(approvals))
+        return _Ballot(approver=approver, remaining=decision.quorum - len(approvals))
 
     def approver_name(self, decision: Decision, voter: Voter) -> str:
         """The approver this voter is for `decision`, or NotAllowed."""
@@ -412,7 +551,7 @@ class ApprovalService:
             if result.rowcount != 1:
                 return False
             decision = await self._load(session, decision_id)
-            self._enqueue(session, decision, "reminder", now)
+            await self._enqueue(session, [decision], "reminder", now)
         self._notify(decision)
         return True
 
@@ -474,7 +613,7 @@ class ApprovalService:
                 )
                 if result.rowcount == 1:
                     decision = await self._load(session, decision_id)
-                    self._enqueue(session, decision, "update", now)
+                    await self._enqueue(session, [decision], "update", now)
                     recorded.append(decision)
         for decision in recorded:
             self._notify(decision)
@@ -498,19 +637,7 @@ class ApprovalService:
             return {decision_id: status for decision_id, status in rows}
 
     async def list(self, query: DecisionQuery) -> tuple[list[Decision], int]:
-        conditions = []
-        if query.status:
-            conditions.append(Decision.status == query.status)
-        if query.server:
-            conditions.append(Decision.server == query.server)
-        if query.tool:
-            conditions.append(Decision.tool == query.tool)
-        if query.grant:
-            conditions.append(Decision.grant == query.grant)
-        if query.since is not None:
-            conditions.append(Decision.created_at >= query.since)
-        if query.until is not None:
-            conditions.append(Decision.created_at < query.until)
+        conditions = _conditions(query)
         async with self.sessions() as session:
             total = await session.scalar(select(func.count()).select_from(Decision).where(*conditions))
             rows = await session.scalars(
@@ -522,6 +649,22 @@ class ApprovalService:
             )
             return list(rows), int(total or 0)
 
+    async def pending_ids(self, query: DecisionQuery) -> list[str]:
+        """Pending decisions matching `query`'s filters (its status is ignored), oldest first, up to `query.limit`.
+
+        What a bulk vote by filter acts on: the oldest first, so a capped batch takes the ones closest to expiring.
+        """
+        conditions = [*_conditions(replace(query, status=None)), Decision.status == PENDING]
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Decision.id)
+                .where(*conditions)
+                .order_by(Decision.created_at, Decision.id)
+                .limit(query.limit)
+                .offset(query.offset)
+            )
+            return list(rows)
+
     # -- internals --------------------------------------------------------------------------------
 
     async def _load(self, session: AsyncSession, decision_id: str) -> Decision:
@@ -530,11 +673,15 @@ class ApprovalService:
             raise UnknownDecision(f"no decision {decision_id}")
         return decision
 
-    def _enqueue(self, session: AsyncSession, decision: Decision, kind: str, now: float) -> None:
-        for channel in filter(None, decision.channels.split(",")):
-            session.add(
-                OutboxMessage(decision_id=decision.id, channel=channel, kind=kind, created_at=now, next_attempt_at=now)
-            )
+    async def _enqueue(self, session: AsyncSession, decisions: Iterable[Decision], kind: str, now: float) -> None:
+        """The channels' notifications for `decisions`, in this transaction (one INSERT for all of them)."""
+        rows = [
+            {"decision_id": d.id, "channel": channel, "kind": kind, "created_at": now, "next_attempt_at": now}
+            for d in decisions
+            for channel in filter(None, d.channels.split(","))
+        ]
+        if rows:
+            await session.execute(insert(OutboxMessage), rows)
 
     def _notify(self, decision: Decision) -> None:
         for listener in self.listeners:
@@ -548,11 +695,12 @@ DECISIONS_CHANNEL = "holdgate_decisions"
 """PostgreSQL NOTIFY channel; the payload is a decision id (see service.approvals.pg_listen)."""
 
 
-async def announce(session: AsyncSession, decision_id: str) -> None:
-    """Tell other replicas (on PostgreSQL) that `decision_id` changed; sent when the transaction commits."""
-    if session.get_bind().dialect.name == "postgresql":
+async def announce(session: AsyncSession, decision_ids: Sequence[str]) -> None:
+    """Tell other replicas (on PostgreSQL) that `decision_ids` changed; sent when the transaction commits."""
+    if decision_ids and session.get_bind().dialect.name == "postgresql":
         await session.execute(
-            text("SELECT pg_notify(:channel, :id)"), {"channel": DECISIONS_CHANNEL, "id": decision_id}
+            text("SELECT pg_notify(:channel, :id)"),
+            [{"channel": DECISIONS_CHANNEL, "id": decision_id} for decision_id in decision_ids],
         )
 
 
@@ -572,6 +720,24 @@ def approvers_of(decision: Decision) -> list[dict[str, Any]]:
 
 def _approver_json(approver: Approver) -> dict[str, Any]:
     return {"name": approver.name, "slack_ids": list(approver.slack_ids), "emails": list(approver.emails)}
+
+
+def _conditions(query: DecisionQuery) -> list[Any]:
+    """`query`'s filters as SQL conditions on decisions."""
+    conditions = []
+    if query.status:
+        conditions.append(Decision.status == query.status)
+    if query.server:
+        conditions.append(Decision.server == query.server)
+    if query.tool:
+        conditions.append(Decision.tool == query.tool)
+    if query.grant:
+        conditions.append(Decision.grant == query.grant)
+    if query.since is not None:
+        conditions.append(Decision.created_at >= query.since)
+    if query.until is not None:
+        conditions.append(Decision.created_at < query.until)
+    return conditions
 
 
 def _matches(approver: dict[str, Any], voter: Voter) -> bool:
