@@ -50,12 +50,11 @@ from mcp_types import (
     RequestId,
 )
 
+from service.gateway.upstream_http import mcp_http_client
+
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "HOLDGATE_TOKEN"
-# The SDK's own HTTP client defaults: 30 s to connect or write, 300 s between bytes of a response
-# stream (holdgate sends SSE keep-alives well inside that while a call is held for approval).
-HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 
 
 class BridgeError(RuntimeError):
@@ -203,9 +202,7 @@ async def run_bridge(url: str, token: str | None) -> None:
             # stdio_server waits for its stdout writer, which ends only when `stdout` is closed.
             async with (
                 stdout,
-                httpx2.AsyncClient(
-                    headers=headers, timeout=HTTP_TIMEOUT, event_hooks={"response": [_log_refusals]}
-                ) as client,
+                mcp_http_client(headers, event_hooks={"response": [_log_refusals]}) as client,
                 streamable_http_client(url, http_client=client) as (http_read, http_write),
                 anyio.create_task_group() as tg,
             ):

@@ -33,7 +33,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
 
 from service import __version__
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
-from service.gateway.upstream_http import upstream_http_client
+from service.gateway.upstream_http import mcp_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class UpstreamClient:
             )
             return stdio_client(params)
         if isinstance(spec, HttpServerSpec):
-            http_client = upstream_http_client(dict(spec.headers))
+            http_client = mcp_http_client(dict(spec.headers))
             stack.push_async_callback(http_client.aclose)  # runs after the transport below has exited
             return streamable_http_client(spec.url, http_client=http_client)
         raise TypeError(f"unknown server spec {type(spec).__name__}")

@@ -1,4 +1,4 @@
-"""The HTTP client for Streamable HTTP upstreams: cheap per request, and it keeps its connections.
+"""The HTTP client for Streamable HTTP MCP sessions: cheap per request, and it keeps its connections.
 
 Every proxied call to an HTTP upstream is one POST through this client, so its cost is on every
 call. Two things make it cheaper than the SDK's default client:
@@ -175,9 +175,16 @@ def _mapped_errors(request: httpx2.Request, *, read: bool) -> Iterator[None]:
         raise kind(str(exc), request=request) from exc
 
 
-def upstream_http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
-    """The client for one Streamable HTTP upstream session (its connections are reused across calls).
+def mcp_http_client(headers: dict[str, str], *, event_hooks: dict[str, list] | None = None) -> httpx2.AsyncClient:
+    """The client for one Streamable HTTP MCP session (its connections are reused across calls).
 
-    The caller closes it with the session: the SDK leaves a client it was given open.
+    The gateway uses it for its upstreams, the stdio bridge for its hop to the gateway. The caller
+    closes it with the session: the SDK leaves a client it was given open. Timeouts are the SDK's own
+    defaults: 30 s to connect or write, 300 s between bytes of a response stream.
     """
-    return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0), transport=KeepAliveTransport())
+    return httpx2.AsyncClient(
+        headers=headers,
+        timeout=httpx2.Timeout(30.0, read=300.0),
+        transport=KeepAliveTransport(),
+        event_hooks=event_hooks,
+    )
