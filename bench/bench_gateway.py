@@ -97,6 +97,12 @@ async def throughput(url: str, token: str | None, sessions: int, seconds: float)
     return rate
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
@@ -141,8 +147,11 @@ async def main(args: argparse.Namespace) -> None:
             await wait_http(f"http://127.0.0.1:{up_port}/")
             await wait_http(f"http://127.0.0.1:{gw_port}/healthz")
             gateway_url = f"http://127.0.0.1:{gw_port}/mcp/everything"
+            client_cpu = time.process_time()
             direct = await sequential(upstream_url, None, args.calls)
+            client_cpu, gateway_cpu = time.process_time() - client_cpu, cpu_seconds(gateway.pid)
             through = await sequential(gateway_url, token, args.calls)
+            gateway_cpu = cpu_seconds(gateway.pid) - gateway_cpu
             direct_rate = await throughput(upstream_url, None, args.sessions, args.seconds)
             through_rate = await throughput(gateway_url, token, args.sessions, args.seconds)
         finally:
@@ -155,6 +164,11 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  direct    p50 {d50:7.2f}  p99 {d99:7.2f}")
     print(f"  holdgate  p50 {g50:7.2f}  p99 {g99:7.2f}")
     print(f"  added     p50 {g50 - d50:+7.2f}  p99 {g99 - d99:+7.2f}   (target p50 <= +1.5 ms)")
+    calls = args.calls + 50  # with the warm-up
+    print(
+        f"  CPU per call: holdgate {1000 * gateway_cpu / calls:.2f} ms; the bench's client on a direct call "
+        f"{1000 * client_cpu / calls:.2f} ms (a yardstick for this machine's speed)"
+    )
     print(f"throughput, {args.sessions} concurrent sessions, {args.seconds:g}s each:")
     print(f"  direct    {direct_rate:8.0f} calls/s")
     print(
