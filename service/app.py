@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
             stack.callback(state.approvals.gate.begin_shutdown)
             _watch_policy(state, stack)
+            _warn_about_replica_settings(settings)
             logger.info(
                 "holdgate %s ready: servers %s, policy %s",
                 __version__,
@@ -153,6 +155,16 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
         stack.push_async_callback(proxy.aclose)
         state.endpoint.managers[name] = manager
     state.proxies = proxies
+
+
+def _warn_about_replica_settings(settings: Settings) -> None:
+    """A shared database means replicas may run; what they sign must verify on every one of them."""
+    if settings.secret_key is None and make_url(settings.effective_database_url).get_backend_name() != "sqlite":
+        logger.warning(
+            "HOLDGATE_SECRET_KEY is not set: dashboard sign-ins are signed with a key of this process only, so "
+            "behind a load balancer with several replicas a person is signed out whenever another replica answers "
+            "(and email approval links stay off); set the same HOLDGATE_SECRET_KEY on every replica"
+        )
 
 
 def _watch_policy(state: AppState, stack: AsyncExitStack) -> None:
