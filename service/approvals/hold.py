@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DB_SLOTS = 8
-"""Held calls that touch the database at once after a wake-up (below the pool's 5 + 10 connections)."""
+"""Held calls that touch the database at once, opening a decision or re-reading one after a wake-up (below
+the pool's 5 + 10 connections): a burst of thousands then queues here, with no deadline, instead of
+waiting for a pooled connection, which gives up after 30 s and fails the call."""
 
 
 class ApprovalGate:
@@ -101,7 +103,7 @@ class ApprovalGate:
         lock, users = self._open_locks.get(key, (asyncio.Lock(), 0))
         self._open_locks[key] = (lock, users + 1)
         try:
-            async with lock:
+            async with lock, self._db_slots:
                 decision, _created = await self.service.open_or_join(
                     grant=call.grant,
                     server=call.server,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -68,8 +69,10 @@ class OutboxWorker:
     async def deliver_due(self) -> int:
         """Send one batch of due rows; returns how many were taken."""
         leased = await self._lease_due(self.clock())
-        for message_id in leased:
-            await self._deliver(message_id)
+        if leased:
+            batch = await self._read(leased)
+            for message in batch.messages:
+                await self._deliver(message, batch)
         return len(leased)
 
     async def _lease_due(self, now: float) -> list[int]:
@@ -95,20 +98,29 @@ class OutboxWorker:
                 )
             return ids
 
-    async def _deliver(self, message_id: int) -> None:
+    async def _read(self, message_ids: list[int]) -> _Batch:
+        """Everything the leased rows need, in four queries for the whole batch (not four per row)."""
         async with self.sessions() as session:
-            message = await session.get(OutboxMessage, message_id)
-            decision = await session.get(Decision, message.decision_id)
-            votes = list(await session.scalars(select(Vote).where(Vote.decision_id == decision.id).order_by(Vote.id)))
-            ref = None
-            if message.kind != "request":
-                ref = await session.scalar(
-                    select(OutboxMessage.channel_ref).where(
-                        OutboxMessage.decision_id == decision.id,
-                        OutboxMessage.channel == message.channel,
-                        OutboxMessage.kind == "request",
-                    )
+            messages = list(
+                await session.scalars(
+                    select(OutboxMessage).where(OutboxMessage.id.in_(message_ids)).order_by(OutboxMessage.id)
                 )
+            )
+            decision_ids = {m.decision_id for m in messages}
+            decisions = {d.id: d for d in await session.scalars(select(Decision).where(Decision.id.in_(decision_ids)))}
+            votes: dict[str, list[Vote]] = {}
+            for vote in await session.scalars(select(Vote).where(Vote.decision_id.in_(decision_ids)).order_by(Vote.id)):
+                votes.setdefault(vote.decision_id, []).append(vote)
+            refs = await session.execute(
+                select(OutboxMessage.decision_id, OutboxMessage.channel, OutboxMessage.channel_ref).where(
+                    OutboxMessage.decision_id.in_(decision_ids), OutboxMessage.kind == "request"
+                )
+            )
+            return _Batch(messages, decisions, votes, {(d, c): ref for d, c, ref in refs})
+
+    async def _deliver(self, message: OutboxMessage, batch: _Batch) -> None:
+        decision = batch.decisions[message.decision_id]
+        ref = batch.refs.get((decision.id, message.channel)) if message.kind != "request" else None
         channel = self.channels.get(message.channel)
         now = self.clock()
         if channel is None:
@@ -118,10 +130,11 @@ class OutboxWorker:
                 message.channel,
                 message.kind,
             )
-            await self._finish(message_id, failed_at=now, last_error=f"channel {message.channel!r} not configured")
+            await self._finish(message.id, failed_at=now, last_error=f"channel {message.channel!r} not configured")
             return
         try:
-            new_ref = await channel.deliver(message.kind, DecisionView.of(decision, votes), ref)
+            view = DecisionView.of(decision, batch.votes.get(decision.id, []))
+            new_ref = await channel.deliver(message.kind, view, ref)
         except Exception as exc:
             attempts = message.attempts + 1
             error = f"{type(exc).__name__}: {exc}"[:500]
@@ -129,7 +142,7 @@ class OutboxWorker:
                 logger.error(
                     "decision %s: %s %s failed for good: %s", decision.id, message.channel, message.kind, error
                 )
-                await self._finish(message_id, attempts=attempts, failed_at=now, last_error=error)
+                await self._finish(message.id, attempts=attempts, failed_at=now, last_error=error)
             else:
                 delay = min(self.retry_base * 2.0 ** (attempts - 1), MAX_BACKOFF_S)
                 logger.warning(
@@ -142,11 +155,23 @@ class OutboxWorker:
                     error,
                 )
                 await self._finish(
-                    message_id, attempts=attempts, next_attempt_at=now + delay, leased_until=None, last_error=error
+                    message.id, attempts=attempts, next_attempt_at=now + delay, leased_until=None, last_error=error
                 )
             return
-        await self._finish(message_id, attempts=message.attempts + 1, sent_at=now, channel_ref=new_ref)
+        if message.kind == "request":  # an update later in this batch edits what was just posted
+            batch.refs[(decision.id, message.channel)] = new_ref
+        await self._finish(message.id, attempts=message.attempts + 1, sent_at=now, channel_ref=new_ref)
 
     async def _finish(self, message_id: int, **values) -> None:
         async with session_scope(self.sessions) as session:
             await session.execute(update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values))
+
+
+@dataclass
+class _Batch:
+    """The leased rows with their decisions, votes and the channels' references to the original requests."""
+
+    messages: list[OutboxMessage]
+    decisions: dict[str, Decision]
+    votes: dict[str, list[Vote]]
+    refs: dict[tuple[str, str], str | None]

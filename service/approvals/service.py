@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import case, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -49,6 +49,9 @@ Status = Literal["approved", "denied", "expired", "cancelled"]
 VoteValue = Literal["approve", "deny"]
 VOTE_CHUNK = 500
 """Decisions voted on in one transaction: short enough that held calls and timers are not kept waiting."""
+_RETURNING_ROWS = {"populate_existing": True, "synchronize_session": False}
+"""For `UPDATE … RETURNING` of whole rows: the rows come back fresh, so the session's other objects need no
+re-evaluation (which costs O(objects in the session) per statement)."""
 
 
 class ApprovalError(Exception):
@@ -312,7 +315,7 @@ class ApprovalService:
         won = list(
             await session.scalars(
                 update(Decision).where(*conditions).values(**values).returning(Decision),
-                execution_options={"populate_existing": True},
+                execution_options=_RETURNING_ROWS,
             )
         )
         await self._enqueue(session, won, "update", now)
@@ -578,9 +581,11 @@ class ApprovalService:
         return await self._claims.submit(decision_id)
 
     async def _claim_batch(self, decision_ids: Sequence[str]) -> list[Decision | None]:
+        """One compare-and-set for every claim of the moment; the winners come back from its RETURNING."""
         async with session_scope(self.sessions) as session:
-            won = set(
-                await session.scalars(
+            rows = {
+                d.id: d
+                for d in await session.scalars(
                     update(Decision)
                     .where(
                         Decision.id.in_(set(decision_ids)),
@@ -588,10 +593,10 @@ class ApprovalService:
                         Decision.claimed_at.is_(None),
                     )
                     .values(claimed_at=self.clock())
-                    .returning(Decision.id)
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
                 )
-            )
-            rows = {d.id: d for d in await session.scalars(select(Decision).where(Decision.id.in_(won)))} if won else {}
+            }
         answers: list[Decision | None] = []
         for decision_id in decision_ids:  # one winner per decision, even if two of its waiters asked at once
             answers.append(rows.pop(decision_id, None))
@@ -602,19 +607,26 @@ class ApprovalService:
         await self._executions.submit((decision_id, outcome, detail, duration_ms))
 
     async def _record_execution_batch(self, executions: Sequence[tuple[str, str, str | None, float]]) -> list[None]:
+        """Every execution of the moment in one UPDATE (CASE on the id), once per decision (`outcome IS NULL`)."""
         now = self.clock()
-        recorded = []
+        first: dict[str, tuple[str, str | None, float]] = {}
+        for decision_id, outcome, detail, duration_ms in executions:
+            first.setdefault(decision_id, (outcome, detail, duration_ms))
+
+        def by_id(index: int) -> Any:
+            return case({decision_id: values[index] for decision_id, values in first.items()}, value=Decision.id)
+
         async with session_scope(self.sessions) as session:
-            for decision_id, outcome, detail, duration_ms in executions:
-                result = await session.execute(
+            recorded = list(
+                await session.scalars(
                     update(Decision)
-                    .where(Decision.id == decision_id, Decision.status == "approved", Decision.outcome.is_(None))
-                    .values(outcome=outcome, outcome_detail=detail, duration_ms=duration_ms)
+                    .where(Decision.id.in_(first), Decision.status == "approved", Decision.outcome.is_(None))
+                    .values(outcome=by_id(0), outcome_detail=by_id(1), duration_ms=by_id(2))
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
                 )
-                if result.rowcount == 1:
-                    decision = await self._load(session, decision_id)
-                    await self._enqueue(session, [decision], "update", now)
-                    recorded.append(decision)
+            )
+            await self._enqueue(session, recorded, "update", now)
         for decision in recorded:
             self._notify(decision)
         return [None] * len(executions)
