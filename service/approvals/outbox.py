@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +27,10 @@ from service.models import Decision, OutboxMessage, Vote
 logger = logging.getLogger(__name__)
 
 LEASE_S = 60.0
+FLUSH_AFTER_S = LEASE_S / 4
+"""A batch's endings are written when it is done, or sooner once this long has passed since the lease, so
+a slow channel never lets the lease run out under rows that were already sent (another worker would send
+them again). A crash before the write sends them again after the lease: delivery is at least once."""
 MAX_BACKOFF_S = 300.0
 
 
@@ -68,11 +73,15 @@ class OutboxWorker:
 
     async def deliver_due(self) -> int:
         """Send one batch of due rows; returns how many were taken."""
-        leased = await self._lease_due(self.clock())
+        leased_at = self.clock()
+        leased = await self._lease_due(leased_at)
         if leased:
-            batch = await self._read(leased)
+            batch = await self._read(leased, leased_at)
             for message in batch.messages:
                 await self._deliver(message, batch)
+                if self.clock() - batch.leased_at >= FLUSH_AFTER_S:
+                    await self._flush(batch)
+            await self._flush(batch)
         return len(leased)
 
     async def _lease_due(self, now: float) -> list[int]:
@@ -98,7 +107,7 @@ class OutboxWorker:
                 )
             return ids
 
-    async def _read(self, message_ids: list[int]) -> _Batch:
+    async def _read(self, message_ids: list[int], leased_at: float) -> _Batch:
         """Everything the leased rows need, in four queries for the whole batch (not four per row)."""
         async with self.sessions() as session:
             messages = list(
@@ -116,7 +125,7 @@ class OutboxWorker:
                     OutboxMessage.decision_id.in_(decision_ids), OutboxMessage.kind == "request"
                 )
             )
-            return _Batch(messages, decisions, votes, {(d, c): ref for d, c, ref in refs})
+            return _Batch(messages, decisions, votes, {(d, c): ref for d, c, ref in refs}, leased_at)
 
     async def _deliver(self, message: OutboxMessage, batch: _Batch) -> None:
         decision = batch.decisions[message.decision_id]
@@ -130,7 +139,7 @@ class OutboxWorker:
                 message.channel,
                 message.kind,
             )
-            await self._finish(message.id, failed_at=now, last_error=f"channel {message.channel!r} not configured")
+            batch.finish(message.id, failed_at=now, last_error=f"channel {message.channel!r} not configured")
             return
         try:
             view = DecisionView.of(decision, batch.votes.get(decision.id, []))
@@ -142,7 +151,7 @@ class OutboxWorker:
                 logger.error(
                     "decision %s: %s %s failed for good: %s", decision.id, message.channel, message.kind, error
                 )
-                await self._finish(message.id, attempts=attempts, failed_at=now, last_error=error)
+                batch.finish(message.id, attempts=attempts, failed_at=now, last_error=error)
             else:
                 delay = min(self.retry_base * 2.0 ** (attempts - 1), MAX_BACKOFF_S)
                 logger.warning(
@@ -154,17 +163,20 @@ class OutboxWorker:
                     delay,
                     error,
                 )
-                await self._finish(
+                batch.finish(
                     message.id, attempts=attempts, next_attempt_at=now + delay, leased_until=None, last_error=error
                 )
             return
         if message.kind == "request":  # an update later in this batch edits what was just posted
             batch.refs[(decision.id, message.channel)] = new_ref
-        await self._finish(message.id, attempts=message.attempts + 1, sent_at=now, channel_ref=new_ref)
+        batch.finish(message.id, attempts=message.attempts + 1, sent_at=now, channel_ref=new_ref)
 
-    async def _finish(self, message_id: int, **values) -> None:
-        async with session_scope(self.sessions) as session:
-            await session.execute(update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values))
+    async def _flush(self, batch: _Batch) -> None:
+        """Record how the delivered rows went, in one transaction (an UPDATE by primary key per kind of ending)."""
+        if batch.finished:
+            finished, batch.finished = batch.finished, []
+            async with session_scope(self.sessions) as session:
+                await session.execute(update(OutboxMessage), finished)
 
 
 @dataclass
@@ -175,3 +187,9 @@ class _Batch:
     decisions: dict[str, Decision]
     votes: dict[str, list[Vote]]
     refs: dict[tuple[str, str], str | None]
+    leased_at: float
+    finished: list[dict[str, Any]] = field(default_factory=list)
+    """Endings not written yet (`_flush`): sent, retry later, or failed for good."""
+
+    def finish(self, message_id: int, **values: Any) -> None:
+        self.finished.append({"id": message_id, **values})
