@@ -17,8 +17,10 @@ is sent) are printed beside the server-side ones.
    the bench waits until the decision is pending, approves it over REST as an approver, and takes
    (upstream receipt - approve arrival), split into stages. Target p99 <= 20 ms.
 2. Held-call capacity: `--held` calls held at once through /mcp (no progress token, so each waits up
-   to HOLDGATE_APPROVAL_HOLD_S=600 s), spread over `--sessions` MCP sessions; then all approved with
-   `--approvers-concurrency` REST POSTs in flight. Reports holdgate's RSS (/proc/<pid>/status), the
+   to HOLDGATE_APPROVAL_HOLD_S=600 s), spread over `--sessions` MCP sessions; then all approved in bulk:
+   `POST /api/decisions/approve` with `--bulk-size` ids per request, one request after another (with
+   `--single-votes`: one `POST /api/decisions/{id}/approve` per decision instead,
+   `--approvers-concurrency` of them in flight). Reports holdgate's RSS (/proc/<pid>/status), the
    time to open all decisions, how long the voting took, when the last call reached the upstream and
    the clients, holdgate's CPU and SQL statements per decision. Target: 5,000 held in <= 1 GiB, all
    released within 5 s.
@@ -29,7 +31,8 @@ is sent) are printed beside the server-side ones.
    (the API rounds times to the second). Target p99 <= 1 s.
 
 Usage: python bench/bench_approvals.py [--quick] [--decisions 200] [--held 5000] [--sessions 10]
-       [--approvers-concurrency 50] [--no-db-release] [--timeouts 200] [--timeout-s 2] [--profile DIR]
+       [--bulk-size 5000 | --single-votes [--approvers-concurrency 50]] [--no-db-release] [--timeouts 200]
+       [--timeout-s 2] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ HOLDGATE = Path(sys.executable).parent / "holdgate"
 APPROVER, APPROVER_TOKEN = "alice", "bench-alice-token"
 GRANT = "bench-agent"
 UNLIMITED = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+BULK = "bulk"
+"""The probe's marks key for bulk approvals (`POST /api/decisions/approve`)."""
 
 
 # -- the processes under test ---------------------------------------------------------------------
@@ -142,7 +147,9 @@ class Probe:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            if path.endswith("/approve") and scope["method"] == "POST":
+            if path == "/api/decisions/approve" and scope["method"] == "POST":
+                self.mark(BULK, "arrived")  # the first bulk request: when the approval began
+            elif path.endswith("/approve") and scope["method"] == "POST":
                 self.mark(path.rsplit("/", 2)[-2], "arrived")
             elif path == "/bench/probe":
                 await self.answer(send, {"marks": self.marks, "sql": self.sql})
@@ -502,8 +509,10 @@ async def bench_capacity(
     profile: Path | None = None,
     via_db: bool = False,
     idle_s: float = 10.0,
+    bulk_size: int | None = 5000,
 ) -> None:
-    """`via_db`: approve every decision in one UPDATE from this process instead of one REST vote each."""
+    """Approve every decision with bulk POSTs of `bulk_size` ids (None: one REST vote each, `concurrency` in
+    flight); `via_db`: in one UPDATE from this process instead (no votes)."""
     idle_rss, _ = gw.rss_mib()
     per_session = [held // sessions + (1 if s < held % sessions else 0) for s in range(sessions)]
     all_held = asyncio.Event()
@@ -556,11 +565,22 @@ async def bench_capacity(
                 if response.status_code != 200:
                     refused.append(f"{response.status_code} {response.text[:200]}")
 
+        async def bulk_approver() -> None:
+            listed = list(ids)
+            for start in range(0, len(listed), bulk_size):
+                response = await http.post("/api/decisions/approve", json={"ids": listed[start : start + bulk_size]})
+                if response.status_code != 200:
+                    refused.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                refused.extend(f"{i['id']}: {i['message']}" for i in response.json()["results"] if i["code"])
+
         async with profiled(gw, profile):
             cpu_start = gw.cpu_s()
             started = time.time()
             if via_db:
                 approve_all_in_db(gw.db, started)
+            elif bulk_size:
+                await bulk_approver()
             else:
                 await asyncio.gather(*(approver() for _ in range(concurrency)))
             voted_s = time.time() - started
@@ -585,7 +605,8 @@ async def bench_capacity(
     for decision_id, n in ids.items():
         if n not in by_n or "claimed" not in marks.get(decision_id, {}):
             continue
-        at = {**marks[decision_id], "received": by_n[n].received, "approved": started}
+        bulk_arrived = marks.get(BULK, {}).get("arrived")  # a bulk approval arrives once for all its decisions
+        at = {"arrived": bulk_arrived, **marks[decision_id], "received": by_n[n].received, "approved": started}
         for label, start, end in DB_STAGES if via_db else STAGES:
             stages.setdefault(label, []).append((at[end] - at[start]) * 1000)
     arrived = sorted(m["arrived"] for m in marks.values() if "arrived" in m)
@@ -595,7 +616,9 @@ async def bench_capacity(
         "approved in ONE database UPDATE from this process (no votes: isolates the release path; "
         "holdgate notices through its 1 s decision poll)"
         if via_db
-        else f"approved with {concurrency} REST POSTs in flight"
+        else f"approved in bulk: POST /api/decisions/approve with up to {bulk_size} ids, one request after another"
+        if bulk_size
+        else f"approved one by one: {concurrency} POST /api/decisions/{{id}}/approve in flight"
     )
     step = "2b" if via_db else "2"
     report.add()
@@ -621,6 +644,9 @@ async def bench_capacity(
     cpu = f"holdgate CPU {release_cpu:.1f} s = {1000 * release_cpu / held:.1f} ms/decision until all released"
     if via_db:
         report.add(f"  {'approving: the one UPDATE committed':<62} {voted_s:8.2f} s  ({cpu})")
+    elif bulk_size:
+        posts = -(-held // bulk_size)
+        report.add(f"  {f'approving: {posts} bulk POST(s) answered':<62} {voted_s:8.2f} s  ({cpu})")
     else:
         report.add(f"  {'approving: all votes answered':<62} {voted_s:8.2f} s  ({held / voted_s:.0f} votes/s; {cpu})")
         if arrived:
@@ -749,6 +775,7 @@ async def main(args: argparse.Namespace) -> None:
                         report,
                         profile and profile / "bulk-approval.pstats",
                         idle_s=args.idle_s,
+                        bulk_size=None if args.single_votes else args.bulk_size,
                     )
             if args.held and args.db_release:
                 async with holdgate(Path(scratch) / "capacity-db", upstream_url, args.timeout_s) as gw:
@@ -758,6 +785,7 @@ async def main(args: argparse.Namespace) -> None:
                         args.sessions,
                         args.approvers_concurrency,
                         report,
+                        profile and profile / "db-release.pstats",
                         via_db=True,
                         idle_s=args.idle_s,
                     )
@@ -778,7 +806,15 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=10, help="decisions before measuring latency")
     parser.add_argument("--held", type=int, default=5000, help="calls held at once (0 skips)")
     parser.add_argument("--sessions", type=int, default=10, help="MCP sessions the held calls are spread over")
-    parser.add_argument("--approvers-concurrency", type=int, default=50, help="approve POSTs in flight")
+    parser.add_argument(
+        "--bulk-size", type=int, default=5000, help="ids per bulk approve POST in step 2 (at most 10000)"
+    )
+    parser.add_argument(
+        "--single-votes", action="store_true", help="step 2 approves with one POST per decision (the old path)"
+    )
+    parser.add_argument(
+        "--approvers-concurrency", type=int, default=50, help="with --single-votes: approve POSTs in flight"
+    )
     parser.add_argument("--idle-s", type=float, default=10.0, help="how long to watch the held calls just wait")
     parser.add_argument(
         "--db-release",
@@ -791,7 +827,10 @@ if __name__ == "__main__":
     parser.add_argument("--stagger-ms", type=float, default=10.0, help="gap between the expiring calls")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 30 decisions, 300 held, 30 timeouts")
     parser.add_argument(
-        "--profile", type=Path, metavar="DIR", help="cProfile holdgate during phases 1 and 2's approval: DIR/*.pstats"
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="cProfile holdgate during 1, and during 2's and 2b's approval and release: DIR/*.pstats",
     )
     parser.add_argument("--role", choices=["bench", "upstream", "holdgate"], default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
