@@ -32,6 +32,11 @@ FLUSH_AFTER_S = LEASE_S / 4
 a slow channel never lets the lease run out under rows that were already sent (another worker would send
 them again). A crash before the write sends them again after the lease: delivery is at least once."""
 MAX_BACKOFF_S = 300.0
+SETTLE_S = 0.05
+"""How long a woken worker lets the moment's other work go first. A decision's commit wakes both the
+held call (which must claim its release and forward it: the latency people wait on) and this worker;
+on SQLite their writes share one lock, and the channel update can wait 50 ms. It also gathers the
+notifications of a burst into one lease."""
 
 
 class OutboxWorker:
@@ -70,6 +75,7 @@ class OutboxWorker:
                 logger.exception("outbox delivery failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.sleep(SETTLE_S)
 
     async def deliver_due(self) -> int:
         """Send one batch of due rows; returns how many were taken."""
