@@ -438,13 +438,16 @@ class ApprovalService:
         """Read `ids` locked against other voters, so quorums are counted one vote after another.
 
         PostgreSQL: `FOR UPDATE` in id order (two bulk voters lock in the same order, never deadlock).
-        SQLite has no row locks: touching the pending rows first takes the database's write lock
-        (reading first would let another writer slip in and make our later write fail).
+        SQLite has no row locks: an `UPDATE … RETURNING` that writes nothing new takes the database's
+        write lock and reads the rows in one statement (reading first would let another writer slip
+        in and make our later write fail).
         """
         if session.get_bind().dialect.name == "sqlite":
-            await session.execute(
-                update(Decision).where(Decision.id.in_(ids), Decision.status == PENDING).values(status=PENDING)
+            rows = await session.scalars(
+                update(Decision).where(Decision.id.in_(ids)).values(status=Decision.status).returning(Decision),
+                execution_options=_RETURNING_ROWS,
             )
+            return {decision.id: decision for decision in rows}
         rows = await session.scalars(
             select(Decision)
             .where(Decision.id.in_(ids))
