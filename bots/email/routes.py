@@ -36,6 +36,7 @@ from service.approvals.service import (
     UnknownDecision,
     Voter,
 )
+from service.models import Vote
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +68,10 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
         return _page(400, "Invalid link", exc.message, tone="error")
     except ExpiredLink as exc:
         return await _expired(email, exc)
-    try:
-        decision, votes = await email.approvals.get(claim.decision_id)
-    except UnknownDecision:
-        return _unknown()
-    view = DecisionView.of(decision, votes)
-    if view.status != "pending":
-        return _page(200, "Already decided", ending(view), decision=view)
-    try:
-        approver = email.approvals.approver_name(decision, Voter("email", claim.address))
-    except NotAllowed as exc:
-        return _page(403, "Not allowed", _sentence(exc.message), tone="error", decision=view)
+    ballot = await _ballot(email, claim, decided_status=200)
+    if isinstance(ballot, HTMLResponse):
+        return ballot
+    view, votes, approver = ballot
     earlier = next((vote for vote in votes if vote.approver == approver), None)
     if earlier is not None:
         return _page(
@@ -203,18 +197,30 @@ async def _expired(email: _Email, exc: ExpiredLink) -> HTMLResponse:
 
 async def _reason_required(email: _Email, token: str, claim: LinkClaim, error: str) -> HTMLResponse:
     """A deny without a reason: the form again, unless the decision or the voter rules it out anyway."""
+    ballot = await _ballot(email, claim, decided_status=409)
+    if isinstance(ballot, HTMLResponse):
+        return ballot
+    view, _votes, approver = ballot
+    return _confirmation(422, email, token, claim, view, approver, error=error)
+
+
+async def _ballot(
+    email: _Email, claim: LinkClaim, *, decided_status: int
+) -> tuple[DecisionView, list[Vote], str] | HTMLResponse:
+    """The decision a link is for, its votes and the approver the link's address stands for; or the page
+    that says why no vote can be cast (unknown decision, already decided, not an approver)."""
     try:
         decision, votes = await email.approvals.get(claim.decision_id)
     except UnknownDecision:
         return _unknown()
     view = DecisionView.of(decision, votes)
     if view.status != "pending":
-        return _page(409, "Already decided", ending(view), decision=view)
+        return _page(decided_status, "Already decided", ending(view), decision=view)
     try:
         approver = email.approvals.approver_name(decision, Voter("email", claim.address))
     except NotAllowed as exc:
         return _page(403, "Not allowed", _sentence(exc.message), tone="error", decision=view)
-    return _confirmation(422, email, token, claim, view, approver, error=error)
+    return view, votes, approver
 
 
 def _unknown() -> HTMLResponse:
