@@ -7,10 +7,7 @@ import json
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from service.cli import app as cli_app
-from service.settings import get_settings
 from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
 from tests.support.harness import Clock, executed_calls, run_gateway, servers, text_of
 
@@ -106,37 +103,24 @@ async def test_a_decision_that_fell_due_while_the_service_was_down_expires_at_st
     assert cancelled_jobs(tmp_path) == []
 
 
-async def test_the_cli_lists_approves_and_denies_as_the_local_operator(tmp_path, monkeypatch):
-    runner = CliRunner()
-    monkeypatch.setenv("HOLDGATE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HOLDGATE_CONFIG_DIR", str(tmp_path / "config"))
-    get_settings.cache_clear()
-
-    def holdgate(*args: str):
-        return asyncio.to_thread(runner.invoke, cli_app, list(args))
-
-    try:
-        async with (
-            run_gateway(
-                tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_poll_interval_s=0.05
-            ) as gw,
-            gw.session("jobs") as session,
-        ):
-            approved_call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "cli-yes"}))
-            denied_call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "cli-no"}))
-            await wait_for_decisions(gw, 2)
-            listed = await holdgate("decisions", "list", "--status", "pending", "--json")
-            by_job = {d["arguments"]["jobId"]: d["id"] for d in json.loads(listed.stdout)["items"]}
-            table = await holdgate("decisions", "list")
-            approved = await holdgate("approve", by_job["cli-yes"])
-            no_reason = await holdgate("deny", by_job["cli-no"])
-            denied = await holdgate("deny", by_job["cli-no"], "--reason", "not today")
-            twice = await holdgate("approve", by_job["cli-no"])
-            unknown = await holdgate("approve", "d_unknown")
-            yes = await asyncio.wait_for(approved_call, 10)
-            no = await asyncio.wait_for(denied_call, 10)
-    finally:
-        get_settings.cache_clear()
+async def test_the_cli_lists_approves_and_denies_as_the_local_operator(tmp_path, holdgate):
+    async with (
+        run_gateway(tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_poll_interval_s=0.05) as gw,
+        gw.session("jobs") as session,
+    ):
+        approved_call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "cli-yes"}))
+        denied_call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "cli-no"}))
+        await wait_for_decisions(gw, 2)
+        listed = await holdgate("decisions", "list", "--status", "pending", "--json")
+        by_job = {d["arguments"]["jobId"]: d["id"] for d in json.loads(listed.stdout)["items"]}
+        table = await holdgate("decisions", "list")
+        approved = await holdgate("approve", by_job["cli-yes"])
+        no_reason = await holdgate("deny", by_job["cli-no"])
+        denied = await holdgate("deny", by_job["cli-no"], "--reason", "not today")
+        twice = await holdgate("approve", by_job["cli-no"])
+        unknown = await holdgate("approve", "d_unknown")
+        yes = await asyncio.wait_for(approved_call, 10)
+        no = await asyncio.wait_for(denied_call, 10)
 
     assert listed.exit_code == 0 and set(by_job) == {"cli-yes", "cli-no"}
     assert by_job["cli-yes"] in table.stdout

@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from typer.testing import CliRunner
-
 from service.approvals.schemas import MAX_BULK
-from service.cli import app as cli_app
-from service.settings import get_settings
 from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
 from tests.support.harness import executed_calls, run_gateway, servers, text_of
 
@@ -251,34 +247,21 @@ async def test_a_bulk_vote_must_name_its_decisions(tmp_path):
     assert cancelled_jobs(tmp_path) == ["keep"]
 
 
-async def test_the_cli_approves_several_ids_and_denies_all_pending_by_filter(tmp_path, monkeypatch):
-    runner = CliRunner()
-    monkeypatch.setenv("HOLDGATE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HOLDGATE_CONFIG_DIR", str(tmp_path / "config"))
-    get_settings.cache_clear()
-
-    def holdgate(*args: str):
-        return asyncio.to_thread(runner.invoke, cli_app, list(args))
-
-    try:
-        async with (
-            run_gateway(
-                tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_poll_interval_s=0.05
-            ) as gw,
-            gw.session("jobs") as session,
-        ):
-            calls = hold(session, ["yes-1", "yes-2", "no-1", "no-2"])
-            held = {d.arguments["jobId"]: d.id for d in await wait_for_decisions(gw, 4)}
-            neither = await holdgate("approve")
-            both = await holdgate("approve", held["yes-1"], "--all-pending")
-            filter_alone = await holdgate("approve", held["yes-1"], "--tool", "cancel-async-job")
-            approved = await holdgate("approve", held["yes-1"], held["yes-2"])
-            no_reason = await holdgate("deny", "--all-pending")
-            denied = await holdgate("deny", "--all-pending", "--tool", "cancel-async-job", "--reason", "frozen")
-            mixed = await holdgate("approve", held["yes-1"], "d_unknown")
-            results = {job: await asyncio.wait_for(call, 10) for job, call in calls.items()}
-    finally:
-        get_settings.cache_clear()
+async def test_the_cli_approves_several_ids_and_denies_all_pending_by_filter(tmp_path, holdgate):
+    async with (
+        run_gateway(tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_poll_interval_s=0.05) as gw,
+        gw.session("jobs") as session,
+    ):
+        calls = hold(session, ["yes-1", "yes-2", "no-1", "no-2"])
+        held = {d.arguments["jobId"]: d.id for d in await wait_for_decisions(gw, 4)}
+        neither = await holdgate("approve")
+        both = await holdgate("approve", held["yes-1"], "--all-pending")
+        filter_alone = await holdgate("approve", held["yes-1"], "--tool", "cancel-async-job")
+        approved = await holdgate("approve", held["yes-1"], held["yes-2"])
+        no_reason = await holdgate("deny", "--all-pending")
+        denied = await holdgate("deny", "--all-pending", "--tool", "cancel-async-job", "--reason", "frozen")
+        mixed = await holdgate("approve", held["yes-1"], "d_unknown")
+        results = {job: await asyncio.wait_for(call, 10) for job, call in calls.items()}
 
     assert neither.exit_code == 2 and both.exit_code == 2 and filter_alone.exit_code == 2
     assert approved.exit_code == 0, approved.output
