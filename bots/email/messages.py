@@ -93,17 +93,9 @@ def request_message(
         "reminder": reminder,
         "waiting_for": _waiting_for(decision),
     }
-    message = _message(
-        "request",
-        context,
-        subject=("Re: " if thread else "") + subject(decision),
-        sender=sender,
-        recipient=recipient,
-        message_id=message_id,
-        thread=thread,
+    return _message(
+        "request", context, decision, sender=sender, recipient=recipient, message_id=message_id, thread=thread
     )
-    message["X-Holdgate-Decision"] = decision.id
-    return message
 
 
 def followup_message(
@@ -111,31 +103,24 @@ def followup_message(
 ) -> EmailMessage:
     """The short "how it ended" note, threaded under the request."""
     context = {"d": decision, "ending": ending(decision), "arguments": arguments_text(decision)}
-    message = _message(
-        "followup",
-        context,
-        subject="Re: " + subject(decision),
-        sender=sender,
-        recipient=recipient,
-        message_id=message_id,
-        thread=thread,
+    return _message(
+        "followup", context, decision, sender=sender, recipient=recipient, message_id=message_id, thread=thread
     )
-    message["X-Holdgate-Decision"] = decision.id
-    return message
 
 
 def _message(
     template: str,
     context: dict,
+    decision: DecisionView,
     *,
-    subject: str,
     sender: str,
     recipient: str,
     message_id: str,
     thread: str | None,
 ) -> EmailMessage:
+    """One mail about `decision` from `template` (.txt and .html); a reply in `thread` when given."""
     message = EmailMessage()
-    message["Subject"] = subject
+    message["Subject"] = ("Re: " if thread else "") + subject(decision)
     message["From"] = sender
     message["To"] = recipient
     message["Date"] = formatdate(localtime=False, usegmt=True)
@@ -145,6 +130,7 @@ def _message(
         message["References"] = thread
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies to us
     message["X-Auto-Response-Suppress"] = "All"  # the same, for Exchange
+    message["X-Holdgate-Decision"] = decision.id
     message.set_content(TEMPLATES.get_template(f"{template}.txt").render(context))
     message.add_alternative(TEMPLATES.get_template(f"{template}.html").render(context), subtype="html")
     return message
