@@ -10,7 +10,7 @@ call. Two things make it cheaper than the SDK's default client:
   cannot go back to the pool, so every call used to pay a new TCP connection (23 connects for 20
   calls against server-everything). A server ends a request's SSE stream right after the
   response, so the rest is already on its way: reading it before closing, for a short bounded
-  time, keeps the connection for the next call (`_DrainingStream`). That read happens in the SDK's
+  time, keeps the connection for the next call (`_AiohttpBody.aclose`). That read happens in the SDK's
   per-request task after the response was delivered, so the call does not wait for it; a stream
   still open after the bound (a long-lived GET stream) is closed as before.
 """
@@ -21,7 +21,7 @@ import contextlib
 import functools
 import ssl
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import anyio
@@ -33,47 +33,6 @@ DRAIN_BYTES = 64 * 1024
 """How much of a body closing may read before giving up on the connection."""
 
 
-class _DrainingStream(httpx2.AsyncByteStream):
-    """A response body that reads its own tail when closed early, so its connection can be reused."""
-
-    def __init__(self, inner: httpx2.AsyncByteStream) -> None:
-        self._inner = inner
-        self._parts: AsyncIterator[bytes] | None = None
-        self._finished = False
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        self._parts = aiter(self._inner)
-        return self
-
-    async def __anext__(self) -> bytes:
-        assert self._parts is not None
-        try:
-            return await anext(self._parts)
-        except StopAsyncIteration:
-            self._finished = True
-            raise
-
-    async def aclose(self) -> None:
-        parts, self._parts = self._parts, None
-        if parts is not None:
-            if not self._finished:
-                await self._drain(parts)
-            if isinstance(parts, AsyncGenerator):
-                await parts.aclose()
-        await self._inner.aclose()
-
-    async def _drain(self, parts: AsyncIterator[bytes]) -> None:
-        read = 0
-        with anyio.move_on_after(DRAIN_SECONDS):
-            try:
-                async for part in parts:
-                    read += len(part)
-                    if read > DRAIN_BYTES:
-                        return
-            except (httpx2.HTTPError, OSError):
-                return
-
-
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One TLS context for the process: building one loads the CA bundle, ~30 ms of CPU per session."""
@@ -81,7 +40,10 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class _AiohttpBody(httpx2.AsyncByteStream):
-    """An aiohttp response body as the byte stream an `httpx2.Response` reads."""
+    """An aiohttp response body as the byte stream an `httpx2.Response` reads.
+
+    Closed before its end, it first reads its own tail (bounded), so the connection goes back to the pool.
+    """
 
     def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
         self._response = response
@@ -93,7 +55,17 @@ class _AiohttpBody(httpx2.AsyncByteStream):
                 yield part
 
     async def aclose(self) -> None:
+        await self._read_tail()
         self._response.release()  # back to the pool when the body was read to the end, else closed
+
+    async def _read_tail(self) -> None:
+        content, read = self._response.content, 0
+        with anyio.move_on_after(DRAIN_SECONDS):
+            try:
+                while read <= DRAIN_BYTES and (part := await content.readany()):
+                    read += len(part)
+            except (aiohttp.ClientError, OSError):
+                return
 
 
 class KeepAliveTransport(httpx2.AsyncBaseTransport):
@@ -137,7 +109,7 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         return httpx2.Response(
             status_code=response.status,
             headers=list(response.raw_headers),
-            stream=_DrainingStream(_AiohttpBody(response, request)),
+            stream=_AiohttpBody(response, request),
             extensions={"http_version": b"HTTP/1.1"},
         )
 
