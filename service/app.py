@@ -133,7 +133,6 @@ class EdgeRouter:
     def __init__(self, *, api: FastAPI, mcp: ASGIApp) -> None:
         self.api = api
         self.mcp = mcp
-        self.state = api.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
