@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Extra Host header values accepted on /mcp (DNS-rebinding guard)."
     )
     max_request_body_bytes: int = 4 * 1024 * 1024
+    stream_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A call silent for this long gets its answer as an SSE stream, pinged at this interval "
+        "(keep it below the idle-read timeout of any proxy in front of holdgate).",
+    )
     upstream_connect_timeout_s: float = 30.0
     watch_policy: bool = True
     audit_flush_interval_s: float = Field(

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Receive, Scope, Send
 
+from service.gateway.downstream_http import GatewaySessionManager
 from service.gateway.proxy import GRANT_SCOPE_KEY, ServerProxy
 from service.grants.service import ANONYMOUS_DEV_GRANT, GrantResolver
 from service.settings import Settings, is_loopback_host
@@ -40,11 +40,12 @@ def security_settings(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def build_manager(proxy: ServerProxy, settings: Settings) -> StreamableHTTPSessionManager:
-    return StreamableHTTPSessionManager(
+def build_manager(proxy: ServerProxy, settings: Settings) -> GatewaySessionManager:
+    return GatewaySessionManager(
         app=proxy.server,
         security_settings=security_settings(settings),
         max_request_body_size=settings.max_request_body_bytes,
+        defer_s=settings.stream_keepalive_s,
     )
 
 
@@ -54,7 +55,7 @@ class McpEndpoint:
     def __init__(self, resolver: GrantResolver, settings: Settings) -> None:
         self.resolver = resolver
         self.settings = settings
-        self.managers: dict[str, StreamableHTTPSessionManager] = {}
+        self.managers: dict[str, GatewaySessionManager] = {}
         self.known: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

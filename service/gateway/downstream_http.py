@@ -1,0 +1,217 @@
+"""Downstream Streamable HTTP sessions (2025-11-25 era): a plain JSON answer unless the call has more to say.
+
+The SDK's session transport answers every request POST with an SSE stream: sse-starlette with a task
+group of its own, two memory streams and a writer task per request. Most tool calls send nothing but
+their result, and for them that machinery was about a third of holdgate's CPU per proxied call. The
+spec lets a server pick the content type of each POST's response, and the SDK's own 2026-era entry
+already defers the choice (`mcp.server._streamable_http_modern`); this does the same for sessions.
+
+A request's first outgoing message decides. Its response: one `application/json` body. Anything else
+(progress, a log line, an elicitation or sampling request relayed from the upstream): a
+`text/event-stream` that carries it and everything after it, ending with the response. Nothing within
+`defer_s` (a held call without a progress token): the stream starts, with comment pings, so that
+proxies with an idle-read timeout keep the connection open.
+
+Everything this fast path does not cover (initialize, notifications and responses from the client,
+malformed or refused requests, resumable sessions with an event store) goes to the SDK's own handling.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+from uuid import uuid4
+
+import anyio
+import pydantic_core
+from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.streamable_http import (
+    MCP_SESSION_ID_HEADER,
+    REQUEST_CANCELLED,
+    REQUEST_STREAM_BUFFER_SIZE,
+    EventMessage,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import (
+    DEFAULT_NEGOTIATED_VERSION,
+    INTERNAL_ERROR,
+    JSONRPCError,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    jsonrpc_message_adapter,
+)
+from pydantic import ValidationError
+from sse_starlette.event import ServerSentEvent
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DEFER_S = 15.0
+"""How long a silent request waits before its answer becomes a stream, and the stream's ping interval
+(the SDK's 2026-era entry and sse-starlette use the same 15 s)."""
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+]
+_PING = b": ping\r\n\r\n"
+
+
+class DeferredChoiceTransport(StreamableHTTPServerTransport):
+    """A session transport that answers in JSON when a request's response is all there is to send."""
+
+    def __init__(self, *args: Any, defer_s: float = DEFAULT_DEFER_S, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.defer_s = defer_s
+
+    async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
+        message = await self._plain_request(request)
+        if message is None:
+            # Starlette keeps the body it read, so the SDK parses the same bytes and answers as it always does.
+            await super()._handle_post_request(scope, request, receive, send)
+            return
+        try:
+            if await self._validate_request_headers(request, send):
+                await self._answer(message, scope, request, receive, send)
+        except Exception as err:  # the SDK's own last resort, kept for the requests taken from it
+            logger.exception("Error handling POST request")
+            response = self._create_error_response(
+                "Error handling POST request", HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR
+            )
+            await response(scope, receive, send)
+            if self._read_stream_writer is not None:
+                await self._read_stream_writer.send(Exception(err))
+
+    async def _plain_request(self, request: Request) -> JSONRPCRequest | None:
+        """The POST's JSON-RPC request when this fast path may answer it, else None."""
+        if self.is_json_response_enabled or self._event_store is not None or self._read_stream_writer is None:
+            return None
+        has_json, has_sse = check_accept_headers(request)
+        if not (has_json and has_sse) or not self._check_content_type(request):
+            return None
+        try:
+            message = jsonrpc_message_adapter.validate_python(pydantic_core.from_json(await request.body()))
+        except (ValueError, ValidationError):
+            return None
+        if not isinstance(message, JSONRPCRequest) or message.method == "initialize":
+            return None
+        return message
+
+    async def _answer(
+        self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send
+    ) -> None:
+        request_id = str(message.id)
+        protocol_version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER, DEFAULT_NEGOTIATED_VERSION)
+        streams = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
+        self._request_streams[request_id] = streams
+        reader = streams[1]
+        try:
+            assert self._read_stream_writer is not None  # checked by _plain_request
+            await self._read_stream_writer.send(
+                self._create_session_message(message, request, request_id, protocol_version)
+            )
+            try:
+                first = await self._next_message(reader)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                # The session was terminated with this request in flight: there is no answer to wait for.
+                response = self._create_error_response(
+                    "Session terminated before the request completed", HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR
+                )
+                await response(scope, receive, send)
+                return
+            if first is not None and _is_answer(first) and not _is_cancellation(first):
+                await self._create_json_response(first.message)(scope, receive, send)
+            else:
+                await self._stream(first, reader, receive, send)
+        finally:
+            await self._clean_up_memory_streams(request_id)
+
+    async def _next_message(self, reader: MemoryObjectReceiveStream[EventMessage]) -> EventMessage | None:
+        """The request's next outgoing message, or None when `defer_s` passed without one."""
+        with anyio.move_on_after(self.defer_s):
+            return await reader.receive()
+        return None
+
+    async def _stream(
+        self,
+        first: EventMessage | None,
+        reader: MemoryObjectReceiveStream[EventMessage],
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Answer as SSE: `first` (or a ping), then every message until the response or the session's end."""
+        headers = list(_SSE_HEADERS)
+        if self.mcp_session_id:
+            headers.append((MCP_SESSION_ID_HEADER.encode(), self.mcp_session_id.encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+            event = first
+            try:
+                while event is None or not _is_answer(event):
+                    await send({"type": "http.response.body", "body": self._frame(event), "more_body": True})
+                    event = await self._next_message(reader)
+                await send({"type": "http.response.body", "body": self._frame(event), "more_body": False})
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tasks.cancel_scope.cancel()
+
+    def _frame(self, event: EventMessage | None) -> bytes:
+        return _PING if event is None else ServerSentEvent(**self._create_event_data(event)).encode()
+
+
+def _is_answer(event: EventMessage) -> bool:
+    return isinstance(event.message, JSONRPCResponse | JSONRPCError)
+
+
+def _is_cancellation(event: EventMessage) -> bool:
+    """The error that closes a request its client cancelled.
+
+    It still goes as a stream: a client usually cancels on its way out, and the SDK client (2.3.0)
+    drops a stream answer that arrives after its session closed, while a JSON one raises out of its
+    task group.
+    """
+    return isinstance(event.message, JSONRPCError) and event.message.error.code == REQUEST_CANCELLED
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Stop streaming when the client goes away (the request body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+class GatewaySessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, with `DeferredChoiceTransport` for every new session."""
+
+    def __init__(self, *args: Any, defer_s: float = DEFAULT_DEFER_S, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.defer_s = defer_s
+
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+        # The SDK's own `_admit_session` (mcp 2.3.0), with this module's transport class.
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return None
+        transport = DeferredChoiceTransport(
+            mcp_session_id=uuid4().hex,
+            is_json_response_enabled=self.json_response,
+            event_store=self.event_store,
+            security_settings=self.security_settings,
+            retry_interval=self.retry_interval,
+            idle_timeout=self.session_idle_timeout,
+            defer_s=self.defer_s,
+        )
+        session_id = transport.mcp_session_id
+        assert session_id is not None
+        if requestor is not None:
+            self._session_owners[session_id] = requestor
+        self._server_instances[session_id] = transport
+        return transport
