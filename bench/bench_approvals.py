@@ -189,7 +189,7 @@ def serve_holdgate(port: int) -> None:
     """What `holdgate serve --log-level warning` does, wrapped in the probe."""
     import uvicorn
 
-    from service.app import build_state, create_app
+    from service.app import build_state, create_app, prepare_serving_process
     from service.settings import Settings
 
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -197,6 +197,7 @@ def serve_holdgate(port: int) -> None:
     state = build_state(settings)
     app = Probe(create_app(settings, state=state))
     app.instrument(state.engine)
+    prepare_serving_process()
     uvicorn.run(app, host=settings.host, port=port, log_level="warning", timeout_graceful_shutdown=10)
 
 
@@ -219,6 +220,12 @@ def policy(timeout_s: float) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Holdgate:
     proc: subprocess.Popen
@@ -238,8 +245,7 @@ class Holdgate:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system, all threads) the holdgate process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def mcp(self) -> str:
         return f"{self.url}/mcp/bench"
@@ -293,6 +299,11 @@ async def holdgate(workdir: Path, upstream_url: str, timeout_s: float) -> AsyncI
     try:
         await wait_http(f"{gw.url}/healthz", proc, log)
         yield gw
+    except BaseException:
+        # The log goes with the scratch directory: show its end while it is still there.
+        lines = [line for line in log.read_text(errors="replace").splitlines() if "APPROVAL NEEDED" not in line]
+        print("\n".join(["--- the end of holdgate's log:", *lines[-60:]]), file=sys.stderr)
+        raise
     finally:
         proc.terminate()
         try:
@@ -510,6 +521,7 @@ async def bench_capacity(
     via_db: bool = False,
     idle_s: float = 10.0,
     bulk_size: int | None = 5000,
+    upstream_pid: int | None = None,
 ) -> None:
     """Approve every decision with bulk POSTs of `bulk_size` ids (None: one REST vote each, `concurrency` in
     flight); `via_db`: in one UPDATE from this process instead (no votes)."""
@@ -575,7 +587,8 @@ async def bench_capacity(
                 refused.extend(f"{i['id']}: {i['message']}" for i in response.json()["results"] if i["code"])
 
         async with profiled(gw, profile):
-            cpu_start = gw.cpu_s()
+            cpu_start, bench_cpu = gw.cpu_s(), time.process_time()
+            upstream_cpu = cpu_seconds(upstream_pid) if upstream_pid else 0.0
             started = time.time()
             if via_db:
                 approve_all_in_db(gw.db, started)
@@ -588,7 +601,9 @@ async def bench_capacity(
                 if time.time() - started > 600:
                     raise RuntimeError(f"only {len(results)} of {held} calls came back; see {gw.log}")
                 await asyncio.sleep(0.01)
-            release_cpu = gw.cpu_s() - cpu_start
+            release_cpu, bench_cpu = gw.cpu_s() - cpu_start, time.process_time() - bench_cpu
+            upstream_cpu = cpu_seconds(upstream_pid) - upstream_cpu if upstream_pid else float("nan")
+            release_s = time.time() - started
         sql_after = await sql_settled(http)
         marks = (await http.get("/bench/probe")).json()["marks"]
     all_held.set()
@@ -661,6 +676,10 @@ async def bench_capacity(
     report.add(
         f"  {'releasing: all results back at the clients':<62} {clients_s:8.2f} s"
         f"   <= 5 s        {report.check(ok, f'{step}: all results at clients')}"
+    )
+    report.add(
+        f"  {'CPU while releasing: holdgate / upstream / this process':<62} {release_cpu:8.1f} / "
+        f"{upstream_cpu:.1f} / {bench_cpu:.1f} s  (of {2 * release_s:.1f} core-s on 2 cores)"
     )
     report.add(
         f"  {'calls run upstream / errors / approve refusals':<62} {len(by_n):8d} / {len(errors)} / {len(refused)}"
@@ -776,6 +795,7 @@ async def main(args: argparse.Namespace) -> None:
                         profile and profile / "bulk-approval.pstats",
                         idle_s=args.idle_s,
                         bulk_size=None if args.single_votes else args.bulk_size,
+                        upstream_pid=upstream.pid,
                     )
             if args.held and args.db_release:
                 async with holdgate(Path(scratch) / "capacity-db", upstream_url, args.timeout_s) as gw:
@@ -788,6 +808,7 @@ async def main(args: argparse.Namespace) -> None:
                         profile and profile / "db-release.pstats",
                         via_db=True,
                         idle_s=args.idle_s,
+                        upstream_pid=upstream.pid,
                     )
             if args.timeouts:
                 async with holdgate(Path(scratch) / "timeouts", upstream_url, args.timeout_s) as gw:

@@ -7,6 +7,7 @@ policy.json or servers.json refuses to start with the file, the place and the pr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -38,6 +39,9 @@ from service.policy.holder import PolicyHolder
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+GC_THRESHOLDS = (50_000, 20, 20)
+"""Python's defaults are (700, 10, 10); see `prepare_serving_process`."""
 
 
 @dataclass
@@ -154,6 +158,21 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
         stack.push_async_callback(proxy.aclose)
         state.endpoint.managers[name] = manager
     state.proxies = proxies
+
+
+def prepare_serving_process() -> None:
+    """Keep the garbage collector from stalling the event loop; call once, before serving.
+
+    With thousands of held calls alive (each a few hundred objects: tasks, streams, models), the
+    default thresholds ran a full collection every few seconds, each stopping the loop for 0.2-1 s:
+    10.8 s of 5,000 held calls' 30 s of opening and releasing went to the collector
+    (bench_approvals). Freezing what start-up built (the imported libraries, ~170,000 objects) takes
+    it out of every collection, and the higher thresholds make collections rarer; cyclic garbage
+    still goes, a little later.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _warn_about_replica_settings(settings: Settings) -> None:

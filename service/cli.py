@@ -64,7 +64,7 @@ def serve(
     """Run the gateway service."""
     import uvicorn
 
-    from service.app import build_state, create_app
+    from service.app import build_state, create_app, prepare_serving_process
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -76,8 +76,10 @@ def serve(
     except ValueError as exc:  # settings validation
         err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
+    app = create_app(settings, state=state)
+    prepare_serving_process()
     uvicorn.run(
-        create_app(settings, state=state),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
