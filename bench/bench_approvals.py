@@ -47,7 +47,6 @@ import os
 import platform
 import re
 import resource
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from urllib.parse import parse_qs
 
 import httpx2
 import mcp_types as types
+from bench_gateway import cpu_seconds, free_port
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -201,12 +201,6 @@ def serve_holdgate(port: int) -> None:
     uvicorn.run(app, host=settings.host, port=port, log_level="warning", timeout_graceful_shutdown=10)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def policy(timeout_s: float) -> dict[str, Any]:
     approval = {"approvers": [APPROVER], "channels": ["console"]}
     return {
@@ -218,12 +212,6 @@ def policy(timeout_s: float) -> dict[str, Any]:
             "expire": {"action": "require_approval", "approval": {**approval, "timeout": timeout_s}},
         },
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system, all threads) process `pid` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
