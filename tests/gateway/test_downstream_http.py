@@ -12,7 +12,16 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.approvals.support import approval_policy
-from tests.support.harness import Gateway, everything_server, run_gateway, servers, time_server
+from tests.support.harness import (
+    WIRE_HEADERS,
+    Gateway,
+    everything_server,
+    run_gateway,
+    servers,
+    time_server,
+    wire_initialize,
+    wire_request,
+)
 
 EVERYTHING_AND_TIME = {
     "version": "1",
@@ -62,20 +71,15 @@ async def test_a_held_call_silent_past_the_keepalive_gets_a_pinged_stream_then_i
             approval_hold_s=0.5,
         ) as gw,
         httpx2.AsyncClient(
-            headers={
-                "Authorization": f"Bearer {gw.tokens['agent']}",
-                "Accept": "application/json, text/event-stream",
-                "MCP-Protocol-Version": "2025-11-25",
-            },
-            timeout=30,
+            headers={**WIRE_HEADERS, "Authorization": f"Bearer {gw.tokens['agent']}"}, timeout=30
         ) as http,
     ):
         url = gw.mcp_url("jobs")
-        opened = await http.post(url, json=_request(1, "initialize", _HELLO))
+        opened = await http.post(url, json=wire_initialize())
         http.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
         await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         # No progress token: the call waits for a person without a word until the hold bound (0.5 s).
-        call = _request(2, "tools/call", {"name": "cancel-async-job", "arguments": {"jobId": "job-1"}})
+        call = wire_request(2, "tools/call", {"name": "cancel-async-job", "arguments": {"jobId": "job-1"}})
         answer = await http.post(url, json=call)
 
     assert answer.status_code == 200
@@ -98,14 +102,3 @@ async def _session(gw: Gateway, server: str, on_response) -> AsyncIterator[Clien
     ):
         await session.initialize()
         yield session
-
-
-_HELLO = {
-    "protocolVersion": "2025-11-25",
-    "capabilities": {},
-    "clientInfo": {"name": "wire-test", "version": "0"},
-}
-
-
-def _request(request_id: int, method: str, params: dict) -> dict:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}

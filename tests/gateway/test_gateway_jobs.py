@@ -10,7 +10,16 @@ import httpx2
 import pytest
 from mcp import MCPError
 
-from tests.support.harness import Clock, executed_calls, run_gateway, servers, text_of, time_server
+from tests.support.harness import (
+    WIRE_HEADERS,
+    Clock,
+    executed_calls,
+    run_gateway,
+    servers,
+    text_of,
+    time_server,
+    wire_initialize,
+)
 
 POLICYLAYER_EXAMPLE = {
     "version": "1",
@@ -106,18 +115,8 @@ async def test_a_crashed_stdio_upstream_fails_with_its_name_then_restarts(tmp_pa
 async def test_http_edge_rejects_unknown_servers_missing_tokens_and_bad_json(tmp_path):
     policy = {"version": "1", "default": "allow"}
     async with run_gateway(tmp_path, policy=policy, servers=servers(tmp_path)) as gw:
-        headers = {
-            "Accept": "application/json, text/event-stream",
-            "Content-Type": "application/json",
-            "MCP-Protocol-Version": "2025-11-25",
-        }
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                       "clientInfo": {"name": "t", "version": "1"}},
-        }  # fmt: skip
+        headers = WIRE_HEADERS
+        init = wire_initialize()
         auth = {**headers, "Authorization": f"Bearer {gw.tokens['agent']}"}
         async with httpx2.AsyncClient(timeout=30) as http:
             unknown = await http.post(f"{gw.url}/mcp/nope", headers=auth, json=init)

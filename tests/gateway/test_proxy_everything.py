@@ -8,7 +8,7 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.support.harness import everything_server, run_gateway
+from tests.support.harness import WIRE_HEADERS, everything_server, run_gateway, wire_request
 
 pytestmark = pytest.mark.usefixtures("node_available")
 
@@ -186,14 +186,8 @@ async def test_a_session_cannot_be_used_with_another_grants_token(gateway):
     def attempt(token: str, session_id: str):
         return http.post(
             gateway.mcp_url("everything"),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Mcp-Session-Id": session_id,
-                "Accept": "application/json, text/event-stream",
-                "Content-Type": "application/json",
-                "MCP-Protocol-Version": "2025-11-25",
-            },
-            json={"jsonrpc": "2.0", "id": 99, "method": "ping"},
+            headers={**WIRE_HEADERS, "Authorization": f"Bearer {token}", "Mcp-Session-Id": session_id},
+            json=wire_request(99, "ping"),
         )
 
     async with gateway.session("everything", grant="agent") as session, httpx2.AsyncClient() as http:

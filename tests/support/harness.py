@@ -49,6 +49,26 @@ def jobs_server(state_dir: Path, call_log: Path | None = None, **env: str) -> di
     return {"command": sys.executable, "args": [str(JOBS_SERVER)], "env": environment}
 
 
+WIRE_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+    "MCP-Protocol-Version": "2025-11-25",
+}
+"""What a 2025-11-25 era client sends with each POST, for tests that speak the wire themselves."""
+
+
+def wire_request(request_id: int, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-RPC request as it goes on the wire."""
+    request = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    return request if params is None else {**request, "params": params}
+
+
+def wire_initialize(request_id: int = 1) -> dict[str, Any]:
+    """The `initialize` request that opens a 2025-11-25 era session."""
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "wire-test", "version": "0"}}
+    return wire_request(request_id, "initialize", hello)
+
+
 def write_config(config_dir: Path, *, policy: dict[str, Any], servers: dict[str, Any]) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "policy.json").write_text(json.dumps(policy, indent=2))
