@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         default=15.0,
         gt=0,
         description="A call silent for this long gets its answer as an SSE stream, pinged at this interval "
-        "(keep it below the idle-read timeout of any proxy in front of holdgate).",
+        "(keep it below the idle-read timeout of any proxy in front of holdgate; 15 s is what the SDK's "
+        "2026-era entry and sse-starlette use).",
     )
     upstream_connect_timeout_s: float = 30.0
     watch_policy: bool = True

@@ -9,8 +9,8 @@ already defers the choice (`mcp.server._streamable_http_modern`); this does the 
 A request's first outgoing message decides. Its response: one `application/json` body. Anything else
 (progress, a log line, an elicitation or sampling request relayed from the upstream): a
 `text/event-stream` that carries it and everything after it, ending with the response. Nothing within
-`defer_s` (a held call without a progress token): the stream starts, with comment pings, so that
-proxies with an idle-read timeout keep the connection open.
+`defer_s` (`HOLDGATE_STREAM_KEEPALIVE_S`; a held call without a progress token): the stream starts,
+with comment pings, so that proxies with an idle-read timeout keep the connection open.
 
 Everything this fast path does not cover (initialize, notifications and responses from the client,
 malformed or refused requests, resumable sessions with an event store) goes to the SDK's own handling.
@@ -52,10 +52,6 @@ from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DEFER_S = 15.0
-"""How long a silent request waits before its answer becomes a stream, and the stream's ping interval
-(the SDK's 2026-era entry and sse-starlette use the same 15 s)."""
-
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache, no-transform"),
@@ -68,7 +64,7 @@ _PING = b": ping\r\n\r\n"
 class DeferredChoiceTransport(StreamableHTTPServerTransport):
     """A session transport that answers in JSON when a request's response is all there is to send."""
 
-    def __init__(self, *args: Any, defer_s: float = DEFAULT_DEFER_S, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, defer_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.defer_s = defer_s
 
@@ -192,7 +188,7 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
 class GatewaySessionManager(StreamableHTTPSessionManager):
     """The SDK's session manager, with `DeferredChoiceTransport` for every new session."""
 
-    def __init__(self, *args: Any, defer_s: float = DEFAULT_DEFER_S, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, defer_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.defer_s = defer_s
 
