@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import aiohttp
 import httpx2
 import mcp_types as types
 from bench_gateway import cpu_seconds, free_port
@@ -330,6 +331,71 @@ async def mcp_session(gw: Holdgate) -> AsyncIterator[ClientSession]:
         yield session
 
 
+class WireClient:
+    """A lean MCP client for load generation: one session, each request one raw JSON-RPC POST over aiohttp.
+
+    The capacity section runs 5,000 calls from this process on the same two cores as holdgate and the
+    upstream; the SDK's client (httpx2 on h11, pydantic, anyio streams) spends ~1.7 ms of CPU per result
+    there, which a real fleet of agents spends on its own machines. This one sends the bytes an SDK
+    client sends (2025-11-25 era, `Mcp-Session-Id`) and reads a JSON or SSE answer; `--sdk-clients` runs
+    the SDK's client instead.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.http, self.url = http, url
+        self.headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            "MCP-Protocol-Version": "2025-11-25",
+        }
+        self._ids = iter(range(1, 1 << 62))
+
+    async def initialize(self) -> None:
+        hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}
+        await self.request("initialize", hello)
+        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The `CallToolResult` as JSON; a JSON-RPC error raises."""
+        return await self.request("tools/call", {"name": tool, "arguments": arguments})
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        request_id = next(self._ids)
+        for reply in await self._post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}):
+            if reply.get("id") == request_id and "error" in reply:
+                raise RuntimeError(f"JSON-RPC error {reply['error']}")
+            if reply.get("id") == request_id and "result" in reply:
+                return reply["result"]
+        raise RuntimeError(f"no answer to {method} {request_id}")
+
+    async def _post(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST one message; the JSON-RPC messages of the answer (a JSON body, or an SSE stream read to its end)."""
+        async with self.http.post(self.url, data=json.dumps(message), headers=self.headers) as response:
+            body = await response.read()
+            if response.status >= 400:
+                raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
+            if session_id := response.headers.get("mcp-session-id"):
+                self.headers["Mcp-Session-Id"] = session_id
+            kind = response.content_type
+        if not body:
+            return []
+        if kind == "application/json":
+            return [json.loads(body)]
+        lines = body.decode().splitlines()
+        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
+
+
+@asynccontextmanager
+async def wire_session(gw: Holdgate) -> AsyncIterator[WireClient]:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=3600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        client = WireClient(http, gw.mcp(), gw.token)
+        await client.initialize()
+        yield client
+
+
 def approver_client(gw: Holdgate, connections: int = 100) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(
         base_url=gw.url,
@@ -354,7 +420,7 @@ def text_of(result: types.CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
-async def held_call(session: ClientSession, tool: str, n: int) -> CallResult:
+async def held_call(session: ClientSession | WireClient, tool: str, n: int) -> CallResult:
     out = CallResult(n)
     try:
         result = await session.call_tool(tool, {"n": n})
@@ -362,8 +428,12 @@ async def held_call(session: ClientSession, tool: str, n: int) -> CallResult:
         out.done_at, out.error = time.time(), f"{type(exc).__name__}: {exc}"
         return out
     out.done_at = time.time()
-    text = text_of(result)
-    if result.is_error:
+    if isinstance(result, dict):  # a WireClient's answer: the result's JSON
+        text = "\n".join(c["text"] for c in result.get("content", []) if c.get("type") == "text")
+        failed = bool(result.get("isError"))
+    else:
+        text, failed = text_of(result), bool(result.is_error)
+    if failed:
         out.error = text
     else:
         out.received = json.loads(text)["received"]
@@ -510,6 +580,7 @@ async def bench_capacity(
     idle_s: float = 10.0,
     bulk_size: int | None = 5000,
     upstream_pid: int | None = None,
+    sdk_clients: bool = False,
 ) -> None:
     """Approve every decision with bulk POSTs of `bulk_size` ids (None: one REST vote each, `concurrency` in
     flight); `via_db`: in one UPDATE from this process instead (no votes)."""
@@ -521,7 +592,7 @@ async def bench_capacity(
 
     async def client(index: int, calls: int) -> None:
         base = sum(per_session[:index])
-        async with mcp_session(gw) as session:
+        async with mcp_session(gw) if sdk_clients else wire_session(gw) as session:
             await ready.wait()
             tasks = [asyncio.create_task(held_call(session, "release", base + k)) for k in range(calls)]
             results.extend(await asyncio.gather(*tasks))
@@ -627,7 +698,7 @@ async def bench_capacity(
     report.add()
     report.add(
         f"{step}. held-call capacity: {held} calls held at once ({sessions} MCP sessions x ~{held // sessions} "
-        f"concurrent calls, no progress token), {how}"
+        f"concurrent calls, no progress token; clients: {'SDK ClientSession' if sdk_clients else 'WireClient'}), {how}"
     )
     report.add(
         f"  {'time to open all decisions (first call sent -> all pending)':<62} {opened_s:8.2f} s"
@@ -784,6 +855,7 @@ async def main(args: argparse.Namespace) -> None:
                         idle_s=args.idle_s,
                         bulk_size=None if args.single_votes else args.bulk_size,
                         upstream_pid=upstream.pid,
+                        sdk_clients=args.sdk_clients,
                     )
             if args.held and args.db_release:
                 async with holdgate(Path(scratch) / "capacity-db", upstream_url, args.timeout_s) as gw:
@@ -797,6 +869,7 @@ async def main(args: argparse.Namespace) -> None:
                         via_db=True,
                         idle_s=args.idle_s,
                         upstream_pid=upstream.pid,
+                        sdk_clients=args.sdk_clients,
                     )
             if args.timeouts:
                 async with holdgate(Path(scratch) / "timeouts", upstream_url, args.timeout_s) as gw:
@@ -823,6 +896,11 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--approvers-concurrency", type=int, default=50, help="with --single-votes: approve POSTs in flight"
+    )
+    parser.add_argument(
+        "--sdk-clients",
+        action="store_true",
+        help="step 2's clients are the SDK's ClientSession (default: WireClient, raw JSON-RPC over aiohttp)",
     )
     parser.add_argument("--idle-s", type=float, default=10.0, help="how long to watch the held calls just wait")
     parser.add_argument(
