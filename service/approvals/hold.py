@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.approvals.bus import DecisionBus
 from service.approvals.service import ApprovalError, ApprovalService, approvers_of, iso
-from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall
+from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall, progress_token_of
 from service.models import Decision
 from service.policy import canonical_sha256
 
@@ -165,14 +165,6 @@ class ApprovalGate:
             pass  # decided meanwhile: that ending stands
         except Exception:
             logger.exception("could not mark decision %s cancelled", decision_id)
-
-
-def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
-    meta = ctx.meta or {}
-    token = meta.get("progress_token")
-    if token is None:
-        token = meta.get("progressToken")
-    return token
 
 
 def approver_names(decision: Decision) -> str:

@@ -104,6 +104,15 @@ def grant_of(ctx: ServerRequestContext) -> str:
     return grant
 
 
+def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
+    """The progress token the client sent with this request, if any."""
+    meta = ctx.meta or {}
+    token = meta.get("progress_token")
+    if token is None:
+        token = meta.get("progressToken")
+    return token
+
+
 def tool_error(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
@@ -218,7 +227,9 @@ class ServerProxy:
             tools.append(tool)
         return types.ListToolsResult(tools=tools, next_cursor=result.next_cursor)
 
-    async def call_tool(self, ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        self, ctx: ServerRequestContext, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | dict[str, Any]:
         call = ToolCall(grant=grant_of(ctx), server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
         started = time.perf_counter()
         verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
@@ -249,7 +260,7 @@ class ServerProxy:
 
     async def _held_call(
         self, ctx: ServerRequestContext, call: ToolCall, verdict: Verdict, record: AuditRecord, started: float
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | dict[str, Any]:
         approvals = self.core.approvals
         if approvals is None:
             self.core.audit.record(record.finish("denied", reason="approvals unavailable", started=started))
@@ -278,21 +289,16 @@ class ServerProxy:
         record: AuditRecord,
         started: float,
         verdict_label: str = "allowed",
-    ) -> types.CallToolResult:
+    ) -> dict[str, Any]:
         async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
-        request = types.CallToolRequest(
-            params=types.CallToolRequestParams(name=call.tool, arguments=call.arguments or None)
-        )
+        # Progress is asked of the upstream only when the client asked for it: there is nobody else to tell.
+        progress = forward_progress if progress_token_of(ctx) is not None else None
         try:
             upstream, link = await self.upstream_for(ctx)
             with _active(link, ctx):
-                # send_request, not call_tool: a proxy passes results through untouched.
-                result = await call_upstream(
-                    upstream,
-                    lambda s: s.send_request(request, types.CallToolResult, progress_callback=forward_progress),
-                )
+                result = await upstream.call_tool(call.tool, call.arguments, progress)
         except UpstreamUnavailable as exc:
             await self._finish(record, verdict_label, "upstream_failure", str(exc), started)
             raise
@@ -302,8 +308,9 @@ class ServerProxy:
         except asyncio.CancelledError:
             await self._finish(record, verdict_label, "cancelled", None, started)
             raise
-        await self._finish(record, verdict_label, "tool_error" if result.is_error else "ok", None, started)
-        return result
+        outcome = "tool_error" if result.get("isError") is True else "ok"
+        await self._finish(record, verdict_label, outcome, None, started)
+        return result  # JSON: the runner validates it for the client's protocol version as it writes it
 
     async def _finish(
         self, record: AuditRecord, verdict: str, outcome: str, detail: str | None, started: float

@@ -27,13 +27,22 @@ from typing import Any, Protocol, TypeVar
 import httpx2
 import mcp_types as types
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientRequestContext
-from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
 
 from service import __version__
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
-from service.gateway.upstream_http import mcp_http_client
+from service.gateway.upstream_direct import (
+    DirectToolCalls,
+    HttpSession,
+    NotDirect,
+    ProgressCallback,
+    SessionLost,
+    direct_calls_for,
+    streamable_http_session,
+)
+from service.gateway.upstream_http import KeepAliveTransport, mcp_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +112,8 @@ class UpstreamClient:
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._http: tuple[HttpSession, KeepAliveTransport] | None = None
+        self._direct: DirectToolCalls | None = None
 
     @property
     def name(self) -> str:
@@ -152,7 +163,7 @@ class UpstreamClient:
     async def _run(self) -> None:
         try:
             async with AsyncExitStack() as stack:
-                read, write = await stack.enter_async_context(self._transport(stack))
+                read, write = await self._open_transport(stack)
                 session = await stack.enter_async_context(
                     ClientSession(
                         read,
@@ -171,6 +182,10 @@ class UpstreamClient:
                     instructions=result.instructions,
                     protocol_version=str(result.protocol_version),
                 )
+                if self._http is not None and isinstance(self.spec, HttpServerSpec):
+                    http_session, keepalive = self._http
+                    headers = dict(self.spec.headers)
+                    self._direct = direct_calls_for(http_session, keepalive, headers, self.info.protocol_version)
                 self._session = session
                 self._ready.set()
                 await self._closing.wait()
@@ -181,8 +196,8 @@ class UpstreamClient:
         finally:
             self._ready.set()
 
-    def _transport(self, stack: AsyncExitStack):
-        """The SDK transport for this spec; an HTTP client it needs is closed by `stack` after it."""
+    async def _open_transport(self, stack: AsyncExitStack) -> TransportStreams:
+        """The SDK transport for this spec, entered on `stack`; an HTTP client it needs is closed after it."""
         spec = self.spec
         if isinstance(spec, StdioServerSpec):
             params = StdioServerParameters(
@@ -191,12 +206,47 @@ class UpstreamClient:
                 env=dict(spec.env) or None,
                 cwd=spec.cwd or str(self._config_dir.parent.resolve()),
             )
-            return stdio_client(params)
+            return await stack.enter_async_context(stdio_client(params))
         if isinstance(spec, HttpServerSpec):
-            http_client = mcp_http_client(dict(spec.headers))
+            keepalive = KeepAliveTransport()
+            http_client = mcp_http_client(dict(spec.headers), transport=keepalive)
             stack.push_async_callback(http_client.aclose)  # runs after the transport below has exited
-            return streamable_http_client(spec.url, http_client=http_client)
+            streams, http_session = await stack.enter_async_context(streamable_http_session(spec.url, http_client))
+            self._http = (http_session, keepalive)
+            return streams
         raise TypeError(f"unknown server spec {type(spec).__name__}")
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any] | None, progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        """One `tools/call`, its `CallToolResult` as JSON (a proxy passes results through untouched).
+
+        On a 2025-era HTTP session the request goes straight over the session's connections
+        (`upstream_direct`); otherwise, and when the upstream redirects it, through the SDK's client.
+        """
+        direct = self._direct
+        if direct is not None:
+            try:
+                return await call_upstream(self, lambda _session: direct.call_tool(name, arguments, progress))
+            except SessionLost as exc:
+                self._lose(exc)
+                raise UpstreamUnavailable(self.name, exc.why) from exc
+            except NotDirect as exc:
+                logger.info("upstream %s redirected a call (%s): sending it through the SDK's client", self.name, exc)
+        request = types.CallToolRequest(params=types.CallToolRequestParams(name=name, arguments=arguments or None))
+        result = await call_upstream(
+            self, lambda session: session.send_request(request, types.CallToolResult, progress_callback=progress)
+        )
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    def _lose(self, exc: SessionLost) -> None:
+        """The session stopped answering: mark it dead (the next call starts a new one) and close it."""
+        if self._error is None:
+            logger.warning("upstream %s: session lost: %s", self.name, exc.why)
+            self._error = exc
+        self._closing.set()
 
     # Callbacks from the SDK: forward to the listener, or refuse when nobody listens.
 

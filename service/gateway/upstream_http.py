@@ -55,17 +55,22 @@ class _AiohttpBody(httpx2.AsyncByteStream):
                 yield part
 
     async def aclose(self) -> None:
-        await self._read_tail()
-        self._response.release()  # back to the pool when the body was read to the end, else closed
+        await drain_and_release(self._response)
 
-    async def _read_tail(self) -> None:
-        content, read = self._response.content, 0
-        with anyio.move_on_after(DRAIN_SECONDS):
-            try:
-                while read <= DRAIN_BYTES and (part := await content.readany()):
-                    read += len(part)
-            except (aiohttp.ClientError, OSError):
-                return
+
+async def drain_and_release(response: aiohttp.ClientResponse) -> None:
+    """Read what is left of `response` (bounded), so its connection goes back to the pool, then release it.
+
+    A body that did not end within `DRAIN_SECONDS` and `DRAIN_BYTES` closes its connection instead.
+    """
+    content, read = response.content, 0
+    with anyio.move_on_after(DRAIN_SECONDS):
+        try:
+            while read <= DRAIN_BYTES and (part := await content.readany()):
+                read += len(part)
+        except (aiohttp.ClientError, OSError):
+            pass
+    response.release()  # back to the pool when the body was read to the end, else closed
 
 
 class KeepAliveTransport(httpx2.AsyncBaseTransport):
@@ -80,7 +85,8 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session under this transport (its connection pool), shared with `DirectToolCalls`."""
         if self._session is None:  # created on first use: aiohttp binds it to the running loop
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()),
@@ -95,13 +101,13 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         timeout = request.extensions.get("timeout", {})
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS]
         with _mapped_errors(request, read=False):
-            response = await self._client().request(
+            response = await self.session().request(
                 request.method,
                 str(request.url),
                 headers=headers,
                 data=await request.aread(),
                 allow_redirects=False,
-                proxy=_proxy_for(request.url.scheme, request.url.host),
+                proxy=proxy_for(request.url.scheme, request.url.host),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
                 ),
@@ -119,7 +125,7 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
 
 
 @functools.cache
-def _proxy_for(scheme: str, host: str) -> str | None:
+def proxy_for(scheme: str, host: str) -> str | None:
     """The proxy HTTP(S)_PROXY / NO_PROXY name for this origin, read once (httpx2 honours them too)."""
     if urllib.request.proxy_bypass_environment(host):
         return None
@@ -147,7 +153,12 @@ def _mapped_errors(request: httpx2.Request, *, read: bool) -> Iterator[None]:
         raise kind(str(exc), request=request) from exc
 
 
-def mcp_http_client(headers: dict[str, str], *, event_hooks: dict[str, list] | None = None) -> httpx2.AsyncClient:
+def mcp_http_client(
+    headers: dict[str, str],
+    *,
+    transport: KeepAliveTransport | None = None,
+    event_hooks: dict[str, list] | None = None,
+) -> httpx2.AsyncClient:
     """The client for one Streamable HTTP MCP session (its connections are reused across calls).
 
     The gateway uses it for its upstreams, the stdio bridge for its hop to the gateway. The caller
@@ -157,6 +168,6 @@ def mcp_http_client(headers: dict[str, str], *, event_hooks: dict[str, list] | N
     return httpx2.AsyncClient(
         headers=headers,
         timeout=httpx2.Timeout(30.0, read=300.0),
-        transport=KeepAliveTransport(),
+        transport=transport or KeepAliveTransport(),
         event_hooks=event_hooks,
     )
