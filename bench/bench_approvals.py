@@ -664,6 +664,7 @@ async def bench_capacity(
             upstream_cpu = cpu_seconds(upstream_pid) - upstream_cpu if upstream_pid else float("nan")
             release_s = time.time() - started
         sql_after = await sql_settled(http)
+        notified = channel_updates_since(gw.db, started)
         marks = (await http.get("/bench/probe")).json()["marks"]
     all_held.set()
     await asyncio.gather(*clients)
@@ -740,6 +741,11 @@ async def bench_capacity(
         f"  {'CPU while releasing: holdgate / upstream / this process':<62} {release_cpu:8.1f} / "
         f"{upstream_cpu:.1f} / {bench_cpu:.1f} s  (of {2 * release_s:.1f} core-s on 2 cores)"
     )
+    count, unsent, last_sent = notified
+    report.add(
+        f"  {'channel updates (console) all sent, after the approval':<62} {last_sent - started:8.2f} s"
+        f"  ({count} update rows, {unsent} unsent; they wait while holdgate's loop is saturated, up to 5 s at a time)"
+    )
     report.add(
         f"  {'calls run upstream / errors / approve refusals':<62} {len(by_n):8d} / {len(errors)} / {len(refused)}"
     )
@@ -756,6 +762,16 @@ async def bench_capacity(
         report.add(f"  per decision (ms) {'':<32} {'p50':>8} {'p99':>8} {'max':>8}")
         for label, values in stages.items():
             report.dist(label, values)
+
+
+def channel_updates_since(db_path: Path, since: float) -> tuple[int, int, float]:
+    """(update rows written since `since`, how many are not sent yet, when the last was sent)."""
+    with sqlite3.connect(db_path, timeout=60) as db:
+        count, unsent, last_sent = db.execute(
+            "SELECT count(*), sum(sent_at IS NULL), max(sent_at) FROM outbox WHERE kind = 'update' AND created_at >= ?",
+            (since,),
+        ).fetchone()
+    return count, unsent or 0, last_sent or float("nan")
 
 
 def approve_all_in_db(db_path: Path, now: float) -> None:

@@ -37,6 +37,11 @@ SETTLE_S = 0.05
 held call (which must claim its release and forward it: the latency people wait on) and this worker;
 on SQLite their writes share one lock, and the channel update can wait 50 ms. It also gathers the
 notifications of a burst into one lease."""
+BUSY_LAG_S = 0.02
+"""An event loop that is this late to wake a 10 ms sleep is saturated (a bulk approval releasing thousands of
+held calls): the worker waits for it to calm down before sending, so notifications do not slow the release."""
+MAX_DEFER_S = 5.0
+"""The longest a saturated loop delays the channels' notifications."""
 
 
 class OutboxWorker:
@@ -69,8 +74,9 @@ class OutboxWorker:
         while True:
             self._wake.clear()
             try:
+                await until_quiet()
                 while await self.deliver_due() == self.batch:
-                    pass
+                    await until_quiet()
             except Exception:
                 logger.exception("outbox delivery failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -84,6 +90,9 @@ class OutboxWorker:
         if leased:
             batch = await self._read(leased, leased_at)
             for message in batch.messages:
+                if batch.superseded(message):
+                    batch.finish(message.id, attempts=message.attempts + 1, sent_at=self.clock())
+                    continue
                 await self._deliver(message, batch)
                 if self.clock() - batch.leased_at >= FLUSH_AFTER_S:
                     await self._flush(batch)
@@ -196,6 +205,30 @@ class _Batch:
     leased_at: float
     finished: list[dict[str, Any]] = field(default_factory=list)
     """Endings not written yet (`_flush`): sent, retry later, or failed for good."""
+    _last_updates: dict[tuple[str, str], int] | None = None
 
     def finish(self, message_id: int, **values: Any) -> None:
         self.finished.append({"id": message_id, **values})
+
+    def superseded(self, message: OutboxMessage) -> bool:
+        """An update followed, in this batch, by another update of the same decision on the same channel.
+
+        A channel renders an update from the decision as it is now (read once for the batch), so both would
+        show the same thing: only the last is sent (e.g. "approved" and then "executed" after a bulk release).
+        """
+        if message.kind != "update":
+            return False
+        if self._last_updates is None:
+            self._last_updates = {(m.decision_id, m.channel): m.id for m in self.messages if m.kind == "update"}
+        return self._last_updates[(message.decision_id, message.channel)] != message.id
+
+
+async def until_quiet(max_wait: float = MAX_DEFER_S) -> None:
+    """Wait while the event loop is saturated, for at most `max_wait` seconds (background work lets calls go first)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait
+    while loop.time() < deadline:
+        asked = loop.time()
+        await asyncio.sleep(0.01)
+        if loop.time() - asked < 0.01 + BUSY_LAG_S:
+            return

@@ -42,7 +42,7 @@ from service.gateway.upstream_direct import (
     direct_calls_for,
     streamable_http_session,
 )
-from service.gateway.upstream_http import KeepAliveTransport, mcp_http_client
+from service.gateway.upstream_http import mcp_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class UpstreamClient:
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
-        self._http: tuple[HttpSession, KeepAliveTransport] | None = None
+        self._http: HttpSession | None = None
         self._direct: DirectToolCalls | None = None
 
     @property
@@ -183,9 +183,11 @@ class UpstreamClient:
                     protocol_version=str(result.protocol_version),
                 )
                 if self._http is not None and isinstance(self.spec, HttpServerSpec):
-                    http_session, keepalive = self._http
-                    headers = dict(self.spec.headers)
-                    self._direct = direct_calls_for(http_session, keepalive, headers, self.info.protocol_version)
+                    self._direct = direct_calls_for(
+                        self._http, dict(self.spec.headers), self.info.protocol_version, connections=100
+                    )
+                    if self._direct is not None:
+                        stack.push_async_callback(self._direct.aclose)
                 self._session = session
                 self._ready.set()
                 await self._closing.wait()
@@ -208,11 +210,9 @@ class UpstreamClient:
             )
             return await stack.enter_async_context(stdio_client(params))
         if isinstance(spec, HttpServerSpec):
-            keepalive = KeepAliveTransport()
-            http_client = mcp_http_client(dict(spec.headers), transport=keepalive)
+            http_client = mcp_http_client(dict(spec.headers))
             stack.push_async_callback(http_client.aclose)  # runs after the transport below has exited
-            streams, http_session = await stack.enter_async_context(streamable_http_session(spec.url, http_client))
-            self._http = (http_session, keepalive)
+            streams, self._http = await stack.enter_async_context(streamable_http_session(spec.url, http_client))
             return streams
         raise TypeError(f"unknown server spec {type(spec).__name__}")
 

@@ -34,7 +34,7 @@ DRAIN_BYTES = 64 * 1024
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """One TLS context for the process: building one loads the CA bundle, ~30 ms of CPU per session."""
     return httpx2.create_ssl_context()
 
@@ -85,11 +85,10 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
-    def session(self) -> aiohttp.ClientSession:
-        """The aiohttp session under this transport (its connection pool), shared with `DirectToolCalls`."""
+    def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created on first use: aiohttp binds it to the running loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()),
+                connector=aiohttp.TCPConnector(limit=0, ssl=tls_context()),
                 auto_decompress=False,  # httpx2 decodes by Content-Encoding itself
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx2 keeps the cookies
                 trust_env=False,  # it would read ~/.netrc and the proxy variables in a thread per request
@@ -101,7 +100,7 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         timeout = request.extensions.get("timeout", {})
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS]
         with _mapped_errors(request, read=False):
-            response = await self.session().request(
+            response = await self._client().request(
                 request.method,
                 str(request.url),
                 headers=headers,
@@ -156,7 +155,6 @@ def _mapped_errors(request: httpx2.Request, *, read: bool) -> Iterator[None]:
 def mcp_http_client(
     headers: dict[str, str],
     *,
-    transport: KeepAliveTransport | None = None,
     event_hooks: dict[str, list] | None = None,
 ) -> httpx2.AsyncClient:
     """The client for one Streamable HTTP MCP session (its connections are reused across calls).
@@ -168,6 +166,6 @@ def mcp_http_client(
     return httpx2.AsyncClient(
         headers=headers,
         timeout=httpx2.Timeout(30.0, read=300.0),
-        transport=transport or KeepAliveTransport(),
+        transport=KeepAliveTransport(),
         event_hooks=event_hooks,
     )

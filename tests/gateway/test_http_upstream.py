@@ -13,19 +13,24 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
 import httpx2
 import mcp_types as types
 import pytest
 from mcp import MCPError
 
-from tests.support.harness import EVERYTHING_JS, free_port, run_gateway, text_of
+from tests.support.harness import EVERYTHING_ELICITATION_ANSWER, EVERYTHING_JS, free_port, run_gateway, text_of
 
 pytestmark = pytest.mark.usefixtures("node_available")
 
 POLICY = {
     "version": "1",
     "default": "deny",
-    "tools": {"echo": {"action": "allow"}, "trigger-long-running-operation": {"action": "allow"}},
+    "tools": {
+        "echo": {"action": "allow"},
+        "trigger-long-running-operation": {"action": "allow"},
+        "trigger-elicitation-request": {"action": "allow"},
+    },
 }
 
 
@@ -164,3 +169,36 @@ async def test_an_http_upstream_outage_fails_with_its_name_then_reconnects(tmp_p
         await everything_http.start()
         result = await session.call_tool("echo", {"message": "after"})
     assert text_of(result) == "Echo: after", "a new upstream session on next use"
+
+
+async def test_an_elicitation_on_a_calls_stream_goes_to_the_client_and_back(tmp_path, everything_http):
+    """The upstream asks mid-call, on the call's own SSE stream: the gateway must route the request to the
+    downstream client and carry the answer back while it still waits for the call's response."""
+    asked: list[str] = []
+
+    async def on_elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content=EVERYTHING_ELICITATION_ANSWER)
+
+    async with (
+        run_gateway(
+            tmp_path, policy=POLICY, servers={"everything": {"url": f"http://127.0.0.1:{everything_http.port}/mcp"}}
+        ) as gw,
+        gw.session("everything", elicitation_callback=on_elicit) as session,
+    ):
+        result = await session.call_tool("trigger-elicitation-request", {})
+    assert asked, "the elicitation never reached the downstream client"
+    assert not result.is_error and "Ada" in text_of(result)
+
+
+async def test_a_cancelled_call_to_an_http_upstream_leaves_the_session_working(tmp_path, everything_http):
+    async with (
+        counting_relay(everything_http.port) as relay,
+        run_gateway(tmp_path, policy=POLICY, servers={"everything": {"url": relay.url}}) as gw,
+        gw.session("everything") as session,
+    ):
+        with anyio.move_on_after(0.5) as scope:
+            await session.call_tool("trigger-long-running-operation", {"duration": 30, "steps": 30})
+        assert scope.cancelled_caught
+        result = await session.call_tool("echo", {"message": "still here"})
+    assert text_of(result) == "Echo: still here"

@@ -8,7 +8,13 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.support.harness import WIRE_HEADERS, everything_server, run_gateway, wire_request
+from tests.support.harness import (
+    EVERYTHING_ELICITATION_ANSWER,
+    WIRE_HEADERS,
+    everything_server,
+    run_gateway,
+    wire_request,
+)
 
 pytestmark = pytest.mark.usefixtures("node_available")
 
@@ -103,24 +109,7 @@ async def test_elicitation_from_the_upstream_reaches_the_client_and_back(gateway
 
     async def on_elicit(context, params):
         asked.append(params.message)
-        return types.ElicitResult(
-            action="accept",
-            content={
-                "name": "Ada",
-                "check": True,
-                "firstLine": "x",
-                "email": "ada@example.com",
-                "homepage": "https://example.com",
-                "birthdate": "1815-12-10",
-                "integer": 5,
-                "number": 1.5,
-                "untitledSingleSelectEnum": "option1",
-                "titledSingleSelectEnum": "value1",
-                "legacyTitledEnum": "opt1",
-                "untitledMultipleSelectEnum": ["option1"],
-                "titledMultipleSelectEnum": ["value1"],
-            },
-        )
+        return types.ElicitResult(action="accept", content=EVERYTHING_ELICITATION_ANSWER)
 
     async with gateway.session("everything", elicitation_callback=on_elicit) as session:
         result = await session.call_tool("trigger-elicitation-request", {})

@@ -25,6 +25,22 @@ from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERYTHING_JS = ROOT / "tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+EVERYTHING_ELICITATION_ANSWER = {
+    "name": "Ada",
+    "check": True,
+    "firstLine": "x",
+    "email": "ada@example.com",
+    "homepage": "https://example.com",
+    "birthdate": "1815-12-10",
+    "integer": 5,
+    "number": 1.5,
+    "untitledSingleSelectEnum": "option1",
+    "titledSingleSelectEnum": "value1",
+    "legacyTitledEnum": "opt1",
+    "untitledMultipleSelectEnum": ["option1"],
+    "titledMultipleSelectEnum": ["value1"],
+}
+"""A form that satisfies server-everything's `trigger-elicitation-request` schema."""
 JOBS_SERVER = ROOT / "examples/jobs_server.py"
 
 

@@ -1,0 +1,76 @@
+"""An upstream built on the mcp SDK's own `MCPServer`, for what server-everything does not do.
+
+Run as `python -m tests.support.sdk_upstream PORT json|resumable`:
+
+- `json`: every POST is answered with plain `application/json` (`json_response=True`), the shape
+  of many Python servers' answers, where server-everything always streams;
+- `resumable`: SSE answers with an event store, so a tool can close its stream mid-call and the
+  client must resume it with `Last-Event-ID` (the 2025-11-25 spec's polling pattern).
+
+Tools: `request-id` answers the JSON-RPC id it was called with; `fail` raises (a tool error);
+`poll` reports progress, closes its stream, and answers after `wait` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types import JSONRPCMessage
+
+
+class MemoryEventStore(EventStore):
+    """Every event of every stream, in memory, replayed in order after a given id."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._events: list[tuple[EventId, StreamId, JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        event_id = str(next(self._ids))
+        self._events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        stream = next((s for e, s, _ in self._events if e == last_event_id), None)
+        if stream is None:
+            return None
+        after = int(last_event_id)
+        for event_id, stream_id, message in self._events:
+            if stream_id == stream and int(event_id) > after and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
+
+
+server = MCPServer(name="sdk-upstream", log_level="WARNING")
+
+
+@server.tool(name="request-id", structured_output=False)
+async def request_id(ctx: Context) -> str:
+    return ctx.request_id
+
+
+@server.tool(name="fail", structured_output=False)
+async def fail(message: str) -> str:
+    raise ToolError(message)
+
+
+@server.tool(name="poll", structured_output=False)
+async def poll(wait: float, ctx: Context) -> str:
+    await ctx.report_progress(1, 2, "started")
+    await ctx.close_sse_stream()
+    await asyncio.sleep(wait)
+    await ctx.report_progress(2, 2, "done")
+    return f"polled for {wait}s"
+
+
+if __name__ == "__main__":
+    port, mode = int(sys.argv[1]), sys.argv[2]
+    if mode == "json":
+        server.run("streamable-http", host="127.0.0.1", port=port, json_response=True)
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=port, event_store=MemoryEventStore(), retry_interval=100)
