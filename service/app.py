@@ -80,6 +80,7 @@ def build_state(settings: Settings) -> AppState:
         config_dir=settings.config_dir,
         filter_tools=settings.tools_list_filter,
         connect_timeout=settings.upstream_connect_timeout_s,
+        upstream_connections=settings.upstream_connections,
     )
     endpoint = McpEndpoint(GrantResolver(sessions), settings)
     endpoint.known = set(servers)

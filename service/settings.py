@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         "2026-era entry and sse-starlette use).",
     )
     upstream_connect_timeout_s: float = 30.0
+    upstream_connections: int = Field(
+        default=100,
+        gt=0,
+        description="Connections per upstream HTTP session for tools/call; more calls in flight at once "
+        "queue for one (a burst of released calls reuses them instead of opening one each). Raise it "
+        "when one agent session keeps more long-running calls open at once.",
+    )
     watch_policy: bool = True
     audit_flush_interval_s: float = Field(
         default=1.0,

@@ -89,6 +89,8 @@ class GatewayCore:
     audit: AuditWriter
     sessions: Any  # async_sessionmaker for rate counters
     config_dir: Path
+    upstream_connections: int
+    """Each upstream HTTP session's pool for tools/call (`HOLDGATE_UPSTREAM_CONNECTIONS`)."""
     clock: Callable[[], float] = time.time
     approvals: ApprovalHold | None = None
     filter_tools: bool = True
@@ -154,6 +156,7 @@ class ServerProxy:
                     listener=None,
                     config_dir=self.core.config_dir,
                     connect_timeout=self.core.connect_timeout,
+                    connections=self.core.upstream_connections,
                 )
                 self.info = await client.start()
                 self._shared = client
@@ -422,6 +425,7 @@ class DownstreamLink:
                     listener=self,
                     config_dir=self.proxy.core.config_dir,
                     connect_timeout=self.proxy.core.connect_timeout,
+                    connections=self.proxy.core.upstream_connections,
                 )
                 await client.start()
                 self._client = client

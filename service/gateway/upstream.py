@@ -101,8 +101,12 @@ class UpstreamClient:
         listener: UpstreamListener | None,
         config_dir: Path,
         connect_timeout: float = 30.0,
+        connections: int | None = None,
     ) -> None:
+        """`connections`: the pool of the direct `tools/call` path on an HTTP session; None keeps calls on
+        the SDK's client (one-off sessions that only list tools)."""
         self.spec = spec
+        self._connections = connections
         self.listener = listener
         self._config_dir = config_dir
         self._connect_timeout = connect_timeout
@@ -182,9 +186,9 @@ class UpstreamClient:
                     instructions=result.instructions,
                     protocol_version=str(result.protocol_version),
                 )
-                if self._http is not None and isinstance(self.spec, HttpServerSpec):
+                if isinstance(self.spec, HttpServerSpec) and self._http and self._connections is not None:
                     self._direct = direct_calls_for(
-                        self._http, dict(self.spec.headers), self.info.protocol_version, connections=100
+                        self._http, dict(self.spec.headers), self.info.protocol_version, connections=self._connections
                     )
                     if self._direct is not None:
                         stack.push_async_callback(self._direct.aclose)
