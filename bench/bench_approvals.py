@@ -123,7 +123,7 @@ class Probe:
         probe, notify, claim = self, ApprovalService._notify, ApprovalService.claim
 
         def notify_marked(service: ApprovalService, decision: Any) -> None:
-            if decision.status == "approved" and decision.claimed_at is None:
+            if decision.status == "approved" and decision.outcome is None:  # the approval, not the execution
                 probe.mark(decision.id, "committed")
             notify(service, decision)
 
@@ -561,7 +561,7 @@ STAGES = [
     ("approve arrives at holdgate -> upstream has call", "arrived", "received"),
     ("  of which: arrival -> approving vote committed", "arrived", "committed"),
     ("            committed -> held call wakes, claims", "committed", "claim"),
-    ("            claim (compare-and-set claimed_at)", "claim", "claimed"),
+    ("            claim (handed over, or CAS)", "claim", "claimed"),
     ("            claimed -> upstream has call", "claimed", "received"),
 ]
 

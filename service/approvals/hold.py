@@ -91,6 +91,9 @@ class ApprovalGate:
             except asyncio.CancelledError:
                 self._withdraw(decision.id)
                 raise
+            finally:
+                if self.bus.waiting(decision.id) == 1:  # this call is the last one here waiting on it
+                    self.service.forget_handoff(decision.id)
         return self._ending(*claimed)
 
     async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:

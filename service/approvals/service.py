@@ -19,6 +19,8 @@ statements per decision; every decision in a batch is judged by the same rules (
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -46,6 +48,10 @@ LOCAL_OPERATOR = "local-operator"
 """Who decides from the CLI: whoever can reach the database is the gateway's operator."""
 
 Status = Literal["approved", "denied", "expired", "cancelled"]
+HANDED_ENDINGS = frozenset({"approved", "denied", "expired"})
+"""Endings a held call in this process is handed in memory when they are decided here (see `claim`)."""
+HANDOFF_WAIT_S = 5.0
+"""How long a call woken before the deciding transaction reported its commit waits for its hand-over."""
 VoteValue = Literal["approve", "deny"]
 VOTE_CHUNK = 500
 """Decisions voted on in one transaction: short enough that held calls and timers are not kept waiting."""
@@ -164,8 +170,14 @@ class ApprovalService:
     clock: Callable[[], float]
     listeners: list[Callable[[Decision], None]] = field(default_factory=list)
     """Called after a commit that changed a decision (status, reminder, execution)."""
+    local_waiters: Callable[[str], int] = field(default=lambda _decision_id: 0)
+    """How many held calls in this process wait on a decision (the bus): an ending decided here is claimed
+    for one of them in the deciding transaction and handed over (`claim`), a transaction saved per release."""
 
     def __post_init__(self) -> None:
+        self._handed: dict[str, Decision] = {}
+        self._committing: dict[str, asyncio.Future[None]] = {}
+        """Endings claimed for a call here whose transaction has not reported its commit yet."""
         self._claims: GroupCommit[str, Decision | None] = GroupCommit(self._claim_batch)
         self._executions: GroupCommit[tuple[str, str, str | None, float], None] = GroupCommit(
             self._record_execution_batch
@@ -312,6 +324,12 @@ class ApprovalService:
         }
         if status == "cancelled":
             values["claimed_at"] = now  # nobody is left to take a cancelled call's ending
+        elif waited := [i for i in decision_ids if self.local_waiters(i)]:
+            # A call here waits on it: the ending is claimed for that call now, and `claim` hands it over.
+            values["claimed_at"] = case((Decision.id.in_(waited), now), else_=Decision.claimed_at)
+            loop = asyncio.get_running_loop()
+            for decision_id in waited:
+                self._committing.setdefault(decision_id, loop.create_future())
         won = list(
             await session.scalars(
                 update(Decision).where(*conditions).values(**values).returning(Decision),
@@ -579,9 +597,30 @@ class ApprovalService:
     async def claim(self, decision_id: str) -> Decision | None:
         """Take an ended decision's ending for this call; None if it is pending or another call took it.
 
-        Claims that arrive together (a bulk approval waking many held calls) share one transaction.
+        An ending decided in this process while the call waited was claimed for it in that transaction:
+        the first waiter to ask takes it from memory. Other claims that arrive together (a bulk approval
+        decided elsewhere waking many held calls) share one transaction.
         """
+        handed = self._handed.pop(decision_id, None)
+        if handed is not None:
+            return handed
+        committing = self._committing.get(decision_id)
+        if committing is not None:  # decided here, for this call: another wake-up (NOTIFY, poll) came first
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(committing), HANDOFF_WAIT_S)
+            if (handed := self._handed.pop(decision_id, None)) is not None:
+                return handed
+            if self._committing.get(decision_id) is committing:
+                del self._committing[decision_id]  # rolled back: the database decides below
         return await self._claims.submit(decision_id)
+
+    def forget_handoff(self, decision_id: str) -> None:
+        """The last call waiting on `decision_id` went away: drop an ending claimed for it, if any.
+
+        That ending stays claimed and its call is not run (fail closed): the client gave up on it.
+        """
+        if self._handed.pop(decision_id, None) is not None:
+            logger.warning("decision %s ended as its last waiting call went away; the call was not run", decision_id)
 
     async def _claim_batch(self, decision_ids: Sequence[str]) -> list[Decision | None]:
         """One compare-and-set for every claim of the moment; the winners come back from its RETURNING."""
@@ -699,11 +738,24 @@ class ApprovalService:
             await session.execute(insert(OutboxMessage), rows)
 
     def _notify(self, decision: Decision) -> None:
+        self._hand_over(decision)
         for listener in self.listeners:
             try:
                 listener(decision)
             except Exception:  # a listener's bug must not undo a committed decision
                 logger.exception("decision listener failed for %s", decision.id)
+
+    def _hand_over(self, decision: Decision) -> None:
+        """After the commit of an ending claimed for a call here (`transition_many`): keep it for `claim`."""
+        committing = self._committing.pop(decision.id, None)
+        if committing is None:
+            return
+        if decision.claimed_at is not None and decision.status in HANDED_ENDINGS and self.local_waiters(decision.id):
+            self._handed[decision.id] = decision
+        else:
+            logger.warning("decision %s ended as its last waiting call went away; the call was not run", decision.id)
+        if not committing.done():
+            committing.set_result(None)
 
 
 DECISIONS_CHANNEL = "holdgate_decisions"

@@ -65,6 +65,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
         retry_base=settings.outbox_retry_base_s,
     )
     service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
+    service.local_waiters = bus.waiting
     metrics.watch_held_calls(bus.held_calls)
     gate = ApprovalGate(
         service,
