@@ -48,8 +48,6 @@ LOCAL_OPERATOR = "local-operator"
 """Who decides from the CLI: whoever can reach the database is the gateway's operator."""
 
 Status = Literal["approved", "denied", "expired", "cancelled"]
-HANDED_ENDINGS = frozenset({"approved", "denied", "expired"})
-"""Endings a held call in this process is handed in memory when they are decided here (see `claim`)."""
 HANDOFF_WAIT_S = 5.0
 """How long a call woken before the deciding transaction reported its commit waits for its hand-over."""
 VoteValue = Literal["approve", "deny"]
@@ -325,20 +323,23 @@ class ApprovalService:
             "decided_via": via,
             "decision_reason": reason,
         }
+        waited = set() if status == "cancelled" else {i for i in decision_ids if self.local_waiters(i)}
         if status == "cancelled":
             values["claimed_at"] = now  # nobody is left to take a cancelled call's ending
-        elif waited := [i for i in decision_ids if self.local_waiters(i)]:
+        elif waited:
             # A call here waits on it: the ending is claimed for that call now, and `claim` hands it over.
             values["claimed_at"] = case((Decision.id.in_(waited), now), else_=Decision.claimed_at)
-            loop = asyncio.get_running_loop()
-            for decision_id in waited:
-                self._committing.setdefault(decision_id, loop.create_future())
         won = list(
             await session.scalars(
                 update(Decision).where(*conditions).values(**values).returning(Decision),
                 execution_options=_RETURNING_ROWS,
             )
         )
+        if waited:
+            loop = asyncio.get_running_loop()
+            for decision in won:
+                if decision.id in waited:  # only what this transition won: a lost one is not ours to hand over
+                    self._committing.setdefault(decision.id, loop.create_future())
         await self._enqueue(session, won, "update", now)
         await announce(session, [decision.id for decision in won])
         for decision in won:
@@ -623,7 +624,7 @@ class ApprovalService:
         That ending stays claimed and its call is not run (fail closed): the client gave up on it.
         """
         if self._handed.pop(decision_id, None) is not None:
-            logger.warning("decision %s ended as its last waiting call went away; the call was not run", decision_id)
+            _log_unwaited(decision_id)
 
     async def _claim_batch(self, decision_ids: Sequence[str]) -> list[Decision | None]:
         """One compare-and-set for every claim of the moment; the winners come back from its RETURNING."""
@@ -753,12 +754,16 @@ class ApprovalService:
         committing = self._committing.pop(decision.id, None)
         if committing is None:
             return
-        if decision.claimed_at is not None and decision.status in HANDED_ENDINGS and self.local_waiters(decision.id):
+        if self.local_waiters(decision.id):
             self._handed[decision.id] = decision
         else:
-            logger.warning("decision %s ended as its last waiting call went away; the call was not run", decision.id)
+            _log_unwaited(decision.id)
         if not committing.done():
             committing.set_result(None)
+
+
+def _log_unwaited(decision_id: str) -> None:
+    logger.warning("decision %s ended as its last waiting call went away; the call was not run", decision_id)
 
 
 DECISIONS_CHANNEL = "holdgate_decisions"
