@@ -138,9 +138,15 @@ class DirectToolCalls:
     def __init__(self, session: HttpSession, headers: dict[str, str], protocol_version: str, *, connections: int):
         self.session = session
         self.url = URL(session.transport.url)
-        self.headers = headers
-        """The server's configured headers (e.g. its credentials), as the SDK's client sends them."""
-        self.protocol_version = protocol_version
+        self.headers = {
+            **headers,  # the server's configured headers (e.g. its credentials), as the SDK's client sends them
+            "accept": "application/json, text/event-stream",
+            "content-type": "application/json",
+            MCP_PROTOCOL_VERSION_HEADER: protocol_version,
+        }
+        """What every request on this session carries (its id is known: the session is initialized)."""
+        if (session_id := session.transport.session_id) is not None:
+            self.headers["mcp-session-id"] = session_id
         self.proxy = proxy_for(self.url.scheme, self.url.host or "")
         self._connections = connections
         self._http: aiohttp.ClientSession | None = None
@@ -164,8 +170,7 @@ class DirectToolCalls:
         if progress is not None:
             params["_meta"] = {"progressToken": request_id}
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
-        headers = self._request_headers()
-        headers[MCP_NAME_HEADER] = encode_header_value(name)
+        headers = {**self.headers, MCP_NAME_HEADER: encode_header_value(name)}
         try:
             with _transport_failures():
                 async with self._client().post(
@@ -225,7 +230,7 @@ class DirectToolCalls:
         while answer is None and stream.last_id is not None and failed_resumes < MAX_RECONNECTION_ATTEMPTS:
             delay_ms = stream.retry_ms if stream.retry_ms is not None else DEFAULT_RECONNECTION_DELAY_MS
             await asyncio.sleep(delay_ms / 1000)
-            headers = {**self._request_headers(), "last-event-id": stream.last_id}
+            headers = {**self.headers, "last-event-id": stream.last_id}
             async with self._client().get(self.url, headers=headers, proxy=self.proxy, timeout=TIMEOUT) as resumed:
                 if resumed.status >= 400 or resumed.content_type != "text/event-stream":
                     failed_resumes += 1
@@ -249,7 +254,7 @@ class DirectToolCalls:
             stream.retry_ms = event.retry if event.retry is not None else stream.retry_ms
             if event.event != "message" or not event.data:
                 continue  # a priming event (an id only), or an event type MCP does not use
-            answer = await self._take(_parse(event.data.encode()), request_id, progress)
+            answer = await self._take(_parse(event.data), request_id, progress)
             if answer is not None:
                 await drain_and_release(response)  # the stream's end is on its way: keep the connection
                 return answer
@@ -279,17 +284,6 @@ class DirectToolCalls:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _request_headers(self) -> dict[str, str]:
-        headers = {
-            **self.headers,
-            "accept": "application/json, text/event-stream",
-            "content-type": "application/json",
-            MCP_PROTOCOL_VERSION_HEADER: self.protocol_version,
-        }
-        if (session_id := self.session.transport.session_id) is not None:
-            headers["mcp-session-id"] = session_id
-        return headers
-
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:  # created on first use: aiohttp binds it to the running loop
             self._http = aiohttp.ClientSession(
@@ -312,7 +306,7 @@ class DirectToolCalls:
                 async with self._client().post(
                     self.url,
                     data=json.dumps(notice),
-                    headers=self._request_headers(),
+                    headers=self.headers,
                     proxy=self.proxy,
                     timeout=aiohttp.ClientTimeout(total=10),
                 ) as response:
@@ -326,7 +320,7 @@ class DirectToolCalls:
 # -- JSON-RPC and SSE -------------------------------------------------------------------------------
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
+def _parse(raw: str | bytes) -> dict[str, Any]:
     try:
         message = json.loads(raw)
     except ValueError as exc:

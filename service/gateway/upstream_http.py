@@ -152,11 +152,7 @@ def _mapped_errors(request: httpx2.Request, *, read: bool) -> Iterator[None]:
         raise kind(str(exc), request=request) from exc
 
 
-def mcp_http_client(
-    headers: dict[str, str],
-    *,
-    event_hooks: dict[str, list] | None = None,
-) -> httpx2.AsyncClient:
+def mcp_http_client(headers: dict[str, str], *, event_hooks: dict[str, list] | None = None) -> httpx2.AsyncClient:
     """The client for one Streamable HTTP MCP session (its connections are reused across calls).
 
     The gateway uses it for its upstreams, the stdio bridge for its hop to the gateway. The caller
