@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from service.approvals.outbox import until_quiet
 from service.approvals.schemas import DecisionView
@@ -42,22 +43,23 @@ class RecordingChannel:
             await asyncio.wait_for(self.changed.wait(), 10)
 
 
-def with_channel(channel: RecordingChannel):
-    return lambda state: setattr(state, "channels", {"console": channel})
+def channel_gateway(tmp_path, channel: RecordingChannel, *, policy: dict[str, Any] | None = None, **settings: Any):
+    """holdgate in front of the jobs server, with `channel` as its console channel and a fast outbox poll."""
+    return run_gateway(
+        tmp_path,
+        policy=policy or approval_policy(),
+        servers=servers(tmp_path),
+        configure=lambda state: setattr(state, "channels", {"console": channel}),
+        approval_hold_s=30,
+        outbox_poll_interval_s=0.02,
+        **settings,
+    )
 
 
 async def test_a_channel_outage_delays_notifications_but_loses_none(tmp_path):
     channel = RecordingChannel(failures=3)
     async with (
-        run_gateway(
-            tmp_path,
-            policy=approval_policy(),
-            servers=servers(tmp_path),
-            configure=with_channel(channel),
-            approval_hold_s=30,
-            outbox_retry_base_s=0.02,
-            outbox_poll_interval_s=0.02,
-        ) as gw,
+        channel_gateway(tmp_path, channel, outbox_retry_base_s=0.02) as gw,
         gw.session("jobs") as session,
     ):
         call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "out-1"}))
@@ -83,15 +85,8 @@ async def test_a_reminder_goes_out_once_before_the_timeout(tmp_path):
     channel = RecordingChannel()
     clock = Clock(time.time())
     async with (
-        run_gateway(
-            tmp_path,
-            policy=approval_policy(remind_before="2m"),
-            servers=servers(tmp_path),
-            clock=clock,
-            configure=with_channel(channel),
-            approval_hold_s=30,
-            approval_sweep_interval_s=0.02,
-            outbox_poll_interval_s=0.02,
+        channel_gateway(
+            tmp_path, channel, policy=approval_policy(remind_before="2m"), clock=clock, approval_sweep_interval_s=0.02
         ) as gw,
         gw.session("jobs") as session,
     ):
@@ -150,14 +145,7 @@ class GatedChannel(RecordingChannel):
 async def test_updates_read_together_are_sent_once_with_the_latest_state(tmp_path):
     channel = GatedChannel()
     async with (
-        run_gateway(
-            tmp_path,
-            policy=approval_policy(),
-            servers=servers(tmp_path),
-            configure=with_channel(channel),
-            approval_hold_s=30,
-            outbox_poll_interval_s=0.02,
-        ) as gw,
+        channel_gateway(tmp_path, channel) as gw,
         gw.session("jobs") as session,
     ):
         call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "both-1"}))

@@ -11,6 +11,7 @@ import pytest
 from tests.support.harness import (
     EVERYTHING_ELICITATION_ANSWER,
     WIRE_HEADERS,
+    audit_events,
     everything_server,
     run_gateway,
     wire_request,
@@ -141,7 +142,7 @@ async def test_cancelling_a_call_ends_it_and_the_session_keeps_working(gateway):
         result = await session.call_tool("echo", {"message": "still here"})
         assert "still here" in text_of(result)
     await gateway.state.audit.flush()
-    events = await _audit(gateway)
+    events = await audit_events(gateway)
     long_ops = [e for e in events if e.tool == "trigger-long-running-operation"]
     assert long_ops and long_ops[-1].outcome == "cancelled"
 
@@ -161,7 +162,7 @@ async def test_each_call_is_audited_with_redacted_arguments(gateway):
         await session.call_tool("get-sum", {"a": 2, "b": 40})
         await session.call_tool("get-env", {})
     await gateway.state.audit.flush()
-    events = {e.tool: e for e in await _audit(gateway)}
+    events = {e.tool: e for e in await audit_events(gateway)}
     summed = events["get-sum"]
     assert summed.verdict == "allowed" and summed.outcome == "ok" and summed.grant == "agent"
     assert json.loads(summed.arguments) == {"a": 2, "b": "[redacted]"}
@@ -185,12 +186,3 @@ async def test_a_session_cannot_be_used_with_another_grants_token(gateway):
         (session_id,) = manager._server_instances  # the one live session
         assert (await attempt(gateway.tokens["agent"], session_id)).status_code == 200
         assert (await attempt(gateway.tokens["other"], session_id)).status_code == 404
-
-
-async def _audit(gateway):
-    from sqlalchemy import select
-
-    from service.models import AuditEvent
-
-    async with gateway.state.sessions() as session:
-        return list((await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars())

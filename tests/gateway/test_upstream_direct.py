@@ -20,7 +20,7 @@ import pytest
 from mcp import MCPError
 
 from service.gateway.upstream_direct import SseEvent, sse_events
-from tests.support.harness import ROOT, free_port, run_gateway, text_of
+from tests.support.harness import ROOT, audit_events, free_port, run_gateway, text_of
 
 POLICY = {"version": "1", "default": "allow"}
 
@@ -63,7 +63,7 @@ async def test_plain_json_answers_pass_through_and_the_sdk_client_is_not_used(tm
     assert text_of(first) != text_of(second)
     assert failed.is_error and "disk full" in text_of(failed)
     await gw.state.audit.flush()
-    outcomes = {e.tool: e.outcome for e in await gw_audit(gw)}
+    outcomes = {e.tool: e.outcome for e in await audit_events(gw)}
     assert outcomes == {"request-id": "ok", "fail": "tool_error"}
 
 
@@ -97,15 +97,6 @@ async def test_an_unknown_tool_is_the_upstreams_own_answer(tmp_path):
             assert "no-such-tool" in exc.error.message or "Unknown tool" in exc.error.message
         else:  # ... or with a tool error; either way it is the upstream's, passed on
             assert result.is_error and "no-such-tool" in text_of(result)
-
-
-async def gw_audit(gw):
-    from sqlalchemy import select
-
-    from service.models import AuditEvent
-
-    async with gw.state.sessions() as session:
-        return list((await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars())
 
 
 # -- the SSE reader ---------------------------------------------------------------------------------

@@ -17,10 +17,12 @@ import mcp_types as types
 import uvicorn
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from sqlalchemy import select
 
 from service import db
 from service.app import AppState, build_state, create_app
 from service.grants.service import create_grant
+from service.models import AuditEvent
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,6 +202,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def audit_events(gw: Gateway) -> list[AuditEvent]:
+    """The gateway's audit records as written so far, oldest first (flush the writer first)."""
+    async with gw.state.sessions() as session:
+        return list((await session.execute(select(AuditEvent).order_by(AuditEvent.id))).scalars())
 
 
 def text_of(result: types.CallToolResult) -> str:
