@@ -26,7 +26,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from service.approvals.schemas import DecisionView
+from service.approvals.schemas import DecisionView, ExecutionView
 from service.catalog import ToolRisk
 
 APPROVE = "holdgate_approve"
@@ -82,7 +82,7 @@ def decision_message(decision: DecisionView, *, risk: ToolRisk | None = None, li
     else:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_outcome(decision))))
         if decision.execution is not None:
-            blocks.append(SectionBlock(text=MarkdownTextObject(text=_execution(decision))))
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=_execution(decision.execution))))
     footer = f"Decision `{decision.id}`"
     if link and decision.status != "pending":
         footer += f" · <{link}|open in holdgate>"
@@ -193,8 +193,7 @@ def _outcome(decision: DecisionView) -> str:
     return line
 
 
-def _execution(decision: DecisionView) -> str:
-    execution = decision.execution
+def _execution(execution: ExecutionView) -> str:
     took = f" in {execution.duration_ms:.0f} ms" if execution.duration_ms is not None else ""
     line = f"*Ran upstream:* `{_esc(execution.outcome)}`{took}"
     if execution.detail:

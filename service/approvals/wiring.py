@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bots.base import Channel
+from bots.base import Channel, ChannelLifecycle
 from bots.console import ConsoleChannel
 from service import metrics
 from service.approvals.bus import DecisionBus
@@ -75,7 +75,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
         hold_bound=settings.approval_hold_s,
     )
     for channel in outbox.channels.values():
-        if hasattr(channel, "start"):
+        if isinstance(channel, ChannelLifecycle):
             await channel.start(service)
             stack.push_async_callback(channel.aclose)
     await timers.start()
