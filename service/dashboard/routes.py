@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.templating import Jinja2Templates
 
 from service.api.deps import get_state
+from service.api.params import MAX_OFFSET, as_utc
 from service.approvals.schemas import DecisionView
 from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
 from service.audit import service as audit_service
@@ -266,7 +267,10 @@ def _when(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise HTTPException(status_code=422, detail=f"not a time: {value!r} (use 2026-11-24T12:00)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return as_utc(parsed)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -286,9 +290,11 @@ class HistoryFilter:
         q = request.query_params
         tab = q.get("tab", "decisions")
         try:
-            offset = max(0, int(q.get("offset", "0") or 0))
+            offset = int(q.get("offset", "0") or 0)
         except ValueError:
-            offset = 0
+            offset = -1
+        if not 0 <= offset <= MAX_OFFSET:
+            raise HTTPException(status_code=422, detail=f"offset must be a whole number from 0 to {MAX_OFFSET:,}")
         return cls(
             tab=tab if tab in ("decisions", "calls") else "decisions",
             **{name: (q.get(name) or "").strip() for name in ("status", "grant", "server", "tool", "approver")},
@@ -394,6 +400,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
     if format not in ("csv", "jsonl"):
         raise HTTPException(status_code=422, detail="format is csv or jsonl")
     flt = HistoryFilter.of(request)
+    calls, decisions = flt.calls(), flt.decisions()  # a bad filter answers 422 here, before the stream starts
     sessions = get_state(request).sessions
 
     async def body() -> AsyncIterator[str]:
@@ -401,7 +408,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
             if flt.tab == "calls":
                 if format == "csv":
                     yield audit_service.csv_header()
-                async for event in audit_service.iter_events(session, flt=flt.calls()):
+                async for event in audit_service.iter_events(session, flt=calls):
                     yield audit_service.to_csv(event) if format == "csv" else audit_service.to_jsonl(event)
                 return
             if format == "csv":
@@ -409,7 +416,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
                 csv.writer(buffer).writerow(DECISION_CSV)
                 yield buffer.getvalue()
             batch: list = []
-            async for row in queries.iter_decisions(session, flt.decisions()):
+            async for row in queries.iter_decisions(session, decisions):
                 batch.append(row)
                 if len(batch) >= 200:
                     for line in await _export_lines(session, batch, format):
@@ -518,6 +525,33 @@ def _hints_text(tool: Any) -> str:
     return ", ".join(parts) or "none set"
 
 
+MAX_EXPLAIN_DEPTH = 100
+"""How deeply the explain form's arguments may nest: redaction and hashing walk them recursively."""
+
+
+def _explain_arguments(text: str) -> dict[str, Any] | None:
+    """The explain form's arguments (a JSON object, or None when empty); ValueError saying what is wrong."""
+    if not text.strip():
+        return None
+    too_deep = ValueError(f"arguments nested deeper than {MAX_EXPLAIN_DEPTH} levels")
+    try:
+        arguments = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    if not isinstance(arguments, dict):
+        raise ValueError("arguments must be a JSON object")
+    level: list[Any] = [arguments]
+    for _ in range(MAX_EXPLAIN_DEPTH):
+        level = [child for value in level if isinstance(value, dict | list) for child in _children(value)]
+        if not level:
+            return arguments
+    raise too_deep
+
+
+def _children(value: dict[str, Any] | list[Any]) -> list[Any]:
+    return list(value.values()) if isinstance(value, dict) else value
+
+
 @router.get("/rules")
 async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
     state = get_state(request)
@@ -559,9 +593,7 @@ async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
     form = {k: q.get(k, "") for k in ("server", "tool", "grant", "args")}
     if form["server"] and form["tool"]:
         try:
-            arguments = json.loads(form["args"]) if form["args"].strip() else None
-            if arguments is not None and not isinstance(arguments, dict):
-                raise ValueError("arguments must be a JSON object")
+            arguments = _explain_arguments(form["args"])
             explained = explain(policy, form["grant"] or None, form["server"], form["tool"], arguments)
         except ValueError as exc:  # JSONDecodeError included
             explained = f"cannot explain: {exc}"
