@@ -62,6 +62,8 @@ class AppState:
     channels: dict[str, Channel] | None = None
     """Approval channels by name; None builds them from settings at start-up (tests inject their own)."""
     extras: dict[str, Any] = field(default_factory=dict)
+    serving: bool = False
+    """True from the end of start-up to the start of shutdown (`/readyz`)."""
 
 
 def build_state(settings: Settings) -> AppState:
@@ -107,6 +109,8 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             stack.callback(state.approvals.gate.begin_shutdown)
             _watch_policy(state, stack)
             _warn_about_replica_settings(settings)
+            state.serving = True
+            stack.callback(setattr, state, "serving", False)  # runs first on the way out: not ready any more
             logger.info(
                 "holdgate %s ready: servers %s, policy %s",
                 __version__,
