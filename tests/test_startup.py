@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -67,3 +70,69 @@ async def test_an_existing_open_data_directory_is_left_alone_with_a_warning(tmp_
     assert stat.S_IMODE((data / "holdgate.db").stat().st_mode) == 0o600
     warned = [r.getMessage() for r in caplog.records if r.name == "service.db"]
     assert any(f"the database directory {data} is open to other users (mode 0o755)" in m for m in warned), warned
+
+
+async def _logged(caplog, needle: str, seconds: float = 15) -> list[str]:
+    for _ in range(int(seconds / 0.05)):
+        found = [r.getMessage() for r in caplog.records if needle in r.getMessage() and r.levelname == "WARNING"]
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no WARNING with {needle!r}; logged: {[r.getMessage() for r in caplog.records]}")
+
+
+def watching(state) -> None:
+    """The harness turns the file watch off; this test is about it."""
+    state.settings.watch_policy = True
+
+
+async def test_editing_servers_json_while_serving_says_restart_to_apply(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("TIME_TOKEN", "secret-in-the-environment")
+    servers_file = tmp_path / "config" / "servers.json"
+    policy = {"version": "1", "default": "allow"}
+    with caplog.at_level("INFO", logger="service.app"):
+        async with run_gateway(tmp_path, policy=policy, servers={"time": time_server()}, configure=watching) as gw:
+            await asyncio.sleep(0.5)  # the watcher is set up
+            edited = {
+                "time": {**time_server(), "env": {"TOKEN": "${TIME_TOKEN}"}},
+                "jobs": {"url": "http://127.0.0.1:9/mcp"},
+            }
+            servers_file.write_text(json.dumps({"mcpServers": edited}))
+            [notice] = await _logged(caplog, str(servers_file))
+            assert notice == (
+                f"{servers_file} changed (added: jobs; changed: time): restart holdgate to apply; "
+                "until then it serves the servers it started with"
+            )
+            assert "secret-in-the-environment" not in caplog.text
+            assert set(gw.state.servers) == {"time"}
+
+            servers_file.write_text('{"mcpServers": {"time": {"comand": "x"}}}')
+            [broken] = await _logged(caplog, f"{servers_file}: mcpServers.time")
+            assert broken.endswith("; holdgate keeps serving the servers it started with")
+
+
+@pytest.fixture
+def scheduler_logger_unset() -> Iterator[logging.Logger]:
+    """The `apscheduler` logger as in a fresh process (no level of its own), restored afterwards."""
+    scheduler = logging.getLogger("apscheduler")
+    previous = scheduler.level
+    scheduler.setLevel(logging.NOTSET)
+    yield scheduler
+    scheduler.setLevel(previous)
+
+
+async def test_the_approval_sweep_does_not_log_at_info(tmp_path, caplog, scheduler_logger_unset):
+    policy = {"version": "1", "default": "allow"}
+    with caplog.at_level("INFO"):
+        async with run_gateway(tmp_path, policy=policy, servers={}, approval_sweep_interval_s=0.1):
+            await asyncio.sleep(1.5)
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")]
+
+
+async def test_a_level_the_user_gave_apscheduler_is_kept(tmp_path, caplog, scheduler_logger_unset):
+    scheduler_logger_unset.setLevel(logging.INFO)
+    policy = {"version": "1", "default": "allow"}
+    with caplog.at_level("INFO"):
+        async with run_gateway(tmp_path, policy=policy, servers={}, approval_sweep_interval_s=0.1):
+            await asyncio.sleep(1.5)
+    assert [r for r in caplog.records if r.name.startswith("apscheduler") and r.levelname == "INFO"]
