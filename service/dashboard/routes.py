@@ -36,8 +36,13 @@ from service.dashboard.auth import (
     Viewer,
     ViewerDep,
     csrf_ok,
+    new_session,
     read_session,
+    record_sign_in_failure,
     safe_next,
+    sign_in_keys,
+    sign_in_wait,
+    sign_out,
     write_session,
 )
 from service.dashboard.live import LiveFeed
@@ -122,7 +127,7 @@ async def static(name: str) -> FileResponse:
 
 @router.get("/login")
 async def login_page(request: Request, next: str = "/") -> HTMLResponse:
-    viewer = read_session(request)
+    viewer = await read_session(request)
     if viewer.person is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
@@ -132,7 +137,8 @@ async def login_page(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request) -> HTMLResponse:
-    viewer = read_session(request)
+    state = get_state(request)
+    viewer = await read_session(request)
     form = await request.form()
     target = safe_next(str(form.get("next") or "/"))
     if not csrf_ok(viewer, str(form.get("csrf") or "")):
@@ -140,16 +146,26 @@ async def login(request: Request) -> HTMLResponse:
         write_session(request, response, viewer)
         return response
     token = str(form.get("token") or "").strip()
+    keys = sign_in_keys(request, token)
+    wait = await sign_in_wait(state, keys)
+    if wait is not None:  # even a right token: the throttle would mean nothing otherwise
+        logger.warning("dashboard sign-in throttled from %s", request.client.host if request.client else "?")
+        error = f"Too many failed sign-ins: try again in {wait} s."
+        response = _render(request, viewer, "login.html", 429, next=target, error=error)
+        response.headers["retry-after"] = str(wait)
+        write_session(request, response, viewer)
+        return response
     digest = token_sha256(token) if token else ""
-    person = get_state(request).policy.current.person_for_token_sha256(digest) if token else None
+    person = state.policy.current.person_for_token_sha256(digest) if token else None
     if person is None:
         logger.warning("dashboard sign-in refused from %s", request.client.host if request.client else "?")
+        await record_sign_in_failure(state, keys)
         response = _render(
             request, viewer, "login.html", 401, next=target, error="That token belongs to no person in the policy."
         )
         write_session(request, response, viewer)
         return response
-    signed_in = Viewer(person, secrets.token_urlsafe(24), digest)  # a new CSRF token with the new session
+    signed_in = new_session(person, digest)
     response = RedirectResponse(target, status_code=303)
     write_session(request, response, signed_in)
     logger.info("dashboard: %s signed in", person)
@@ -158,6 +174,8 @@ async def login(request: Request) -> HTMLResponse:
 
 @router.post("/logout")
 async def logout(request: Request, viewer: CsrfViewerDep) -> RedirectResponse:
+    """Sign out: this session's cookie stops working everywhere, copies of it included."""
+    await sign_out(get_state(request), viewer)
     response = RedirectResponse("/login", status_code=303)
     write_session(request, response, Viewer(None, secrets.token_urlsafe(24)))
     return response
