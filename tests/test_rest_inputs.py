@@ -63,3 +63,48 @@ async def test_deeply_nested_explain_arguments_are_refused_with_a_reason(tmp_pat
             "/rules", params={"server": "jobs", "tool": "cancel-async-job", "args": '{"jobId": {"x": [1, 2]}}'}
         )
         assert shallow.status_code == 200 and "arguments sha256" in shallow.text
+
+
+NUL_REQUESTS = [
+    ("GET", "/api/decisions?server=a%00b", None),
+    ("GET", "/api/audit?tool=x%00", None),
+    ("GET", "/api/audit?format=csv&grant=%00", None),
+    ("GET", "/api/decisions/d_%00", None),
+    ("POST", "/api/decisions/d_%00/approve", None),
+    ("POST", "/api/decisions/approve", {"server": "jobs\u0000"}),
+    ("POST", "/api/decisions/deny", {"ids": ["d_\u0000"], "reason": "no"}),
+    ("POST", "/api/decisions/d_x/deny", {"reason": "no\u0000"}),
+]
+
+
+async def test_nul_characters_are_refused_with_a_reason(tmp_path, database):
+    """PostgreSQL cannot take NUL in text; refused on both databases alike."""
+    async with run_gateway(tmp_path, policy=approval_policy(), servers={}, **database) as gw:
+        for method, path, body in NUL_REQUESTS:
+            response = await api(gw, method, path, "alice", json=body)
+            assert response.status_code == 422, (method, path, response.status_code, response.text)
+            assert response.json()["detail"] == "text may not contain the NUL character (\\u0000)"
+        async with browser(gw) as client:
+            csrf = await sign_in(client, "alice")
+            for path in (
+                "/history?server=a%00",
+                "/history?tab=calls&grant=%00",
+                "/decisions/d_%00",
+                "/history/export?approver=%00",
+            ):
+                response = await client.get(path)
+                assert response.status_code == 422, (path, response.status_code)
+            vote = await client.post("/decisions/d_x/deny", data={"csrf": csrf, "reason": "no\u0000"})
+            assert vote.status_code == 422
+        assert (await api(gw, "GET", "/api/decisions?server=jobs", "alice")).status_code == 200
+
+
+async def test_a_deeply_nested_json_body_is_never_a_server_error(tmp_path):
+    """The NUL check reads JSON bodies, also where no route parses them (a GET): deep nesting is no 500 there."""
+    async with run_gateway(tmp_path, policy=approval_policy(), servers={}) as gw:
+        body = b"[" * 100_000 + b"]" * 100_000
+        headers = {"content-type": "application/json"}
+        refused = await api(gw, "POST", "/api/decisions/approve", "alice", content=body, headers=headers)
+        assert refused.status_code == 400 and refused.json()["detail"]
+        ignored = await api(gw, "GET", "/api/decisions", "alice", content=body, headers=headers)
+        assert ignored.status_code == 422 and ignored.json()["detail"] == "the JSON body is nested too deeply"

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import SessionDep, get_state, require_person
-from service.api.params import Offset, UtcDateTime
+from service.api.params import Offset, UtcDateTime, refuse_nul
 from service.audit import service as audit_service
 
-router = APIRouter(prefix="/api", tags=["audit"], dependencies=[Depends(require_person)])
+router = APIRouter(prefix="/api", tags=["audit"], dependencies=[Depends(refuse_nul), Depends(require_person)])
 
 
 @router.get("/audit")

@@ -17,7 +17,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.api.deps import PersonDep, StateDep, require_person
-from service.api.params import Offset, UtcDateTime
+from service.api.params import Offset, UtcDateTime, refuse_nul
 from service.approvals.schemas import (
     MAX_BULK,
     BulkVoteRequest,
@@ -29,7 +29,9 @@ from service.approvals.schemas import (
 )
 from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
 
-router = APIRouter(prefix="/api/decisions", tags=["decisions"], dependencies=[Depends(require_person)])
+router = APIRouter(
+    prefix="/api/decisions", tags=["decisions"], dependencies=[Depends(refuse_nul), Depends(require_person)]
+)
 
 
 def _service(state: StateDep) -> ApprovalService:

@@ -1,4 +1,4 @@
-"""Query parameters every listing shares, bounded to what the databases and the clock can hold.
+"""Input checks the REST API and the dashboard share, bounded to what the databases and the clock can hold.
 
 An offset past a 64-bit integer, or a time that has no unix-seconds value in UTC (year 1 in a
 timezone east of UTC, year 9999 west of it), used to reach SQLite or `datetime.timestamp()` and
@@ -8,10 +8,11 @@ dashboard's form filters go through the same checks.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import HTTPException, Query, Request
 from pydantic import AfterValidator
 
 MAX_OFFSET = 1_000_000_000
@@ -37,3 +38,46 @@ UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 """A time filter: ISO 8601, with or without an offset, within `EARLIEST`..`LATEST`."""
 
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip (at most 1,000,000,000)")]
+
+
+NUL_REFUSED = "text may not contain the NUL character (\\u0000)"
+
+
+async def refuse_nul(request: Request) -> None:
+    """A router dependency: 422 for a NUL character anywhere in the path, the query, a JSON or a form body.
+
+    PostgreSQL cannot store or even compare text holding NUL (the driver raises, which was a 500),
+    and no filter, id or reason a person types holds one; SQLite would take it, and is refused alike.
+    """
+    query = request.query_params.multi_items()
+    if "\x00" in request.url.path or any("\x00" in key + value for key, value in query):
+        raise HTTPException(status_code=422, detail=NUL_REFUSED)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return  # malformed JSON: FastAPI's own validation answers it
+        except RecursionError:
+            raise HTTPException(status_code=422, detail="the JSON body is nested too deeply") from None
+        if _holds_nul(body):
+            raise HTTPException(status_code=422, detail=NUL_REFUSED)
+    elif content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()  # parsed once: the route reads the same, cached
+        if any(isinstance(value, str) and "\x00" in key + value for key, value in form.multi_items()):
+            raise HTTPException(status_code=422, detail=NUL_REFUSED)
+
+
+def _holds_nul(value: object) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False

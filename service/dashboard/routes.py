@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.templating import Jinja2Templates
 
 from service.api.deps import get_state
-from service.api.params import MAX_OFFSET, as_utc
+from service.api.params import MAX_OFFSET, as_utc, refuse_nul
 from service.approvals.schemas import DecisionView
 from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
 from service.audit import service as audit_service
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(refuse_nul)])
 VERDICTS = ("allowed", "approved", "denied", "rate_limited", "pending", "expired", "cancelled")
 PAGE = 100
 
