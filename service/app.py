@@ -263,9 +263,14 @@ def _servers_difference(running: dict[str, ServerSpec], edited: dict[str, Server
     return "; ".join(parts) or None
 
 
+QUIETED_LOGGERS = ("apscheduler", "watchfiles")
+"""Libraries whose INFO lines are noise to an operator: APScheduler logs two per job run (the approval
+sweep runs every 5 s), burying "APPROVAL NEEDED"; watchfiles logs "1 change detected" once per watcher."""
+
+
 def _quiet_scheduler_logs() -> None:
-    """APScheduler logs two INFO lines per job run (the approval sweep runs every 5 s), burying "APPROVAL
-    NEEDED"; its loggers go to WARNING unless the user gave the `apscheduler` logger a level of their own."""
-    scheduler_logger = logging.getLogger("apscheduler")
-    if scheduler_logger.level == logging.NOTSET:
-        scheduler_logger.setLevel(logging.WARNING)
+    """`QUIETED_LOGGERS` go to WARNING, unless the user gave one a level of their own (a logging config)."""
+    for name in QUIETED_LOGGERS:
+        library_logger = logging.getLogger(name)
+        if library_logger.level == logging.NOTSET:
+            library_logger.setLevel(logging.WARNING)
