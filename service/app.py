@@ -99,7 +99,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _quiet_scheduler_logs()
+        _quiet_library_logs()
         async with AsyncExitStack() as stack:
             if settings.run_migrations:
                 await db.upgrade(state.engine)
@@ -268,7 +268,7 @@ QUIETED_LOGGERS = ("apscheduler", "watchfiles")
 sweep runs every 5 s), burying "APPROVAL NEEDED"; watchfiles logs "1 change detected" once per watcher."""
 
 
-def _quiet_scheduler_logs() -> None:
+def _quiet_library_logs() -> None:
     """`QUIETED_LOGGERS` go to WARNING, unless the user gave one a level of their own (a logging config)."""
     for name in QUIETED_LOGGERS:
         library_logger = logging.getLogger(name)
