@@ -168,3 +168,23 @@ class OutboxMessage(SQLModel, table=True):
     failed_at: float | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     channel_ref: str | None = Field(default=None, sa_column=Column(Text), description="e.g. Slack channel+ts")
+
+
+class DashboardSignOut(SQLModel, table=True):
+    """A dashboard session signed out before its cookie expired: refused on every replica until `expires_at`."""
+
+    __tablename__ = "dashboard_signouts"
+
+    session_id: str = Field(primary_key=True, max_length=64)
+    expires_at: float = Field(index=True, description="unix seconds; the row can go once the cookie has expired")
+
+
+class DashboardSignInFailure(SQLModel, table=True):
+    """A refused dashboard sign-in, under each key it counts against (client address, token prefix)."""
+
+    __tablename__ = "dashboard_signin_failures"
+    __table_args__ = (Index("ix_dashboard_signin_failures_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=100, description="'address:<ip>' or 'token:<sha256 of the token's prefix>'")
+    at: float = Field(index=True)

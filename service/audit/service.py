@@ -136,6 +136,7 @@ class AuditWriter:
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_write_failed = False
 
     def record(self, entry: AuditRecord) -> None:
         """Queue one record; never blocks and never touches the database."""
@@ -146,6 +147,16 @@ class AuditWriter:
         metrics.count_call(entry.server, entry.verdict, entry.outcome, entry.duration_ms)
         if len(self._queue) >= self._batch_size:
             self._wake.set()
+
+    @property
+    def last_write_failed(self) -> bool:
+        """Whether the background task's last attempt to write (or prune) failed; read by /healthz."""
+        return self._last_write_failed
+
+    @property
+    def backlog(self) -> int:
+        """Records queued and not yet written; read by /healthz."""
+        return len(self._queue)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -189,12 +200,14 @@ class AuditWriter:
             self._wake.clear()
             try:
                 await self.flush()
+                self._last_write_failed = False
                 if self.retention_days is not None and time.monotonic() >= self._next_prune:
                     self._next_prune = time.monotonic() + self._prune_interval
                     await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._last_write_failed = True
                 logger.exception("audit write failed; will retry")
                 await asyncio.sleep(1)
 
