@@ -15,6 +15,7 @@ import httpx2
 from service.audit import chain
 from service.policy import canonical_json
 from tests.approvals.support import api, approval_policy, wait_for_decisions
+from tests.dashboard.support import browser, sign_in
 from tests.support.harness import (
     WIRE_HEADERS,
     Gateway,
@@ -89,6 +90,13 @@ async def test_held_calls_with_unstorable_arguments_or_an_overlong_tool_open_dec
         decisions = await wait_for_decisions(gw, 2)
         pages = [await api(gw, "GET", f"/api/decisions/{d.id}", "alice") for d in decisions]
         await gw.state.audit.flush()
+        listings = [await api(gw, "GET", path, "alice") for path in ("/api/decisions", "/api/audit")]
+        async with browser(gw) as client:
+            await sign_in(client, "alice")
+            screens = [
+                await client.get(path)
+                for path in ["/", "/history", "/history/export", *(f"/decisions/{d.id}" for d in decisions)]
+            ]
         report = await verify(gw)
 
     by_tool = {d.tool: d for d in decisions}
@@ -99,7 +107,8 @@ async def test_held_calls_with_unstorable_arguments_or_an_overlong_tool_open_dec
     assert long_decision.id in overlong["result"]["content"][0]["text"]
     assert long_decision.id in overlong_again["result"]["content"][0]["text"]
     assert len(long_decision.tool) == 200 and long_decision.tool.startswith("cancel-xxx")
-    assert [page.status_code for page in pages] == [200, 200]
+    assert [page.status_code for page in pages + listings + screens] == [200] * 9
+    assert "[number: Infinity]" in listings[1].text
     shown = {page.json()["id"]: page.json() for page in pages}[odd_decision.id]
     assert shown["arguments"] == {
         "jobId": "job-1",
