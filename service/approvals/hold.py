@@ -38,8 +38,8 @@ DB_SLOTS = 8
 the pool's 5 + 10 connections): a burst of thousands then queues here, with no deadline, instead of
 waiting for a pooled connection, which gives up after 30 s and fails the call."""
 
-NAME_CHARS = 200
-"""The length of the decisions table's grant, server and tool columns."""
+NAME_CHARS: int = Decision.__table__.c.tool.type.length  # type: ignore[attr-defined]
+"""The length of the decisions table's grant, server and tool columns (200)."""
 
 
 class ApprovalGate:
