@@ -4,6 +4,7 @@ service keeps auditing; the digest it shows is keyed. Both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -11,9 +12,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
+from typer.testing import CliRunner, Result
 
 from service.audit import chain
+from service.cli import app as cli_app
 from service.policy import canonical_json
+from service.settings import get_settings
 from tests.approvals.support import api, approval_policy, wait_for_decisions
 from tests.dashboard.support import browser, sign_in
 from tests.support.harness import (
@@ -55,7 +59,22 @@ async def verify(gw: Gateway) -> chain.ChainReport:
         return await chain.verify(session)
 
 
-async def test_a_call_with_1e400_is_audited_and_the_service_keeps_auditing(tmp_path, database):
+async def holdgate_cli(tmp_path, database: dict[str, Any], monkeypatch, *args: str) -> Result:
+    """`holdgate …` against the gateway's database (in a thread: the command runs its own event loop)."""
+    monkeypatch.setenv("HOLDGATE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HOLDGATE_CONFIG_DIR", str(tmp_path / "config"))
+    if "database_url" in database:
+        monkeypatch.setenv("HOLDGATE_DATABASE_URL", database["database_url"])
+    else:
+        monkeypatch.delenv("HOLDGATE_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        return await asyncio.to_thread(CliRunner().invoke, cli_app, list(args))
+    finally:
+        get_settings.cache_clear()
+
+
+async def test_a_call_with_1e400_is_audited_and_the_service_keeps_auditing(tmp_path, database, monkeypatch):
     policy = {"version": "1", "default": "allow"}
     async with run_gateway(tmp_path, policy=policy, servers=servers(tmp_path), **database) as gw:
         async with wire(gw) as http:
@@ -74,6 +93,10 @@ async def test_a_call_with_1e400_is_audited_and_the_service_keeps_auditing(tmp_p
     ]
     assert all(e.detail is None or not e.detail.startswith("unrecordable") for e in events)
     assert report.ok and report.checked == 3
+    verified = await holdgate_cli(tmp_path, database, monkeypatch, "audit", "verify")
+    assert verified.exit_code == 0 and "ok: the chain is intact" in verified.output, verified.output
+    exported = await holdgate_cli(tmp_path, database, monkeypatch, "audit", "--format", "jsonl")
+    assert exported.exit_code == 0 and chain.verify_export(exported.stdout.splitlines()).ok
 
 
 async def test_held_calls_with_unstorable_arguments_or_an_overlong_tool_open_decisions(tmp_path, database):
