@@ -73,7 +73,9 @@ def storable_number(value: float) -> float | str:
 
 def storable_text(value: str) -> str:
     r"""Text every database stores as is: NUL written as `\u0000`, a lone surrogate as `\udXXX` (six characters)."""
-    return _without_surrogates(value.replace("\x00", "\\u0000") if "\x00" in value else value)
+    if "\x00" in value:
+        value = value.replace("\x00", "\\u0000")
+    return _without_surrogates(value)
 
 
 def bounded_text(value: str, limit: int) -> str:
@@ -83,7 +85,7 @@ def bounded_text(value: str, limit: int) -> str:
     two different long names never store as the same one (a decision is found by its tool name).
     """
     stored = storable_text(value)
-    if stored == value and len(value) <= limit:
+    if len(value) <= limit and stored == value:
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     marker = f"…[altered to store; sha256 {digest}]"
@@ -99,7 +101,7 @@ def canonical_json(args: Any) -> str:
 
 def args_digest(key: bytes, args: Any) -> str:
     """HMAC-SHA256 hex, under `key`, of `canonical_json(args)` in UTF-8 (lone surrogates as their code units)."""
-    return hmac.new(key, canonical_json(args).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.digest(key, canonical_json(args).encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def _redact_secret_keys(value: Any) -> Any:
@@ -121,6 +123,8 @@ def _redact_secret_keys(value: Any) -> Any:
 
 def _without_surrogates(text: str) -> str:
     """A lone UTF-16 surrogate (JSON `"\\ud800"` parses to one) cannot be encoded as UTF-8: spell it out."""
+    if text.isascii():  # the common case, answered without a copy
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
