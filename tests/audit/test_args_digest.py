@@ -86,3 +86,10 @@ def test_names_cut_to_their_column_stay_distinct_and_fit():
     assert all(len(s) == 200 for s in stored) and len(set(stored)) == len(names)
     assert bounded_text("t" * 200, 200) == "t" * 200
     assert bounded_text("verdict\x00" + "x" * 40, 32) == ("verdict\\u0000" + "x" * 40)[:32]
+
+
+def test_arguments_nested_deeper_than_python_recurses_are_stored_as_a_marker():
+    deep: Any = "bottom"
+    for _ in range(5000):
+        deep = {"next": deep}
+    assert redact_arguments({"deep": deep}) == {"[arguments nested too deeply to record]": True}

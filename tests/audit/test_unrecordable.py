@@ -182,6 +182,20 @@ async def test_a_record_that_cannot_even_be_prepared_is_replaced(engine):
     assert (await verified(engine)).ok
 
 
+async def test_arguments_nested_deeper_than_python_recurses_are_still_recorded(engine):
+    deep: Any = "bottom"
+    for _ in range(5000):
+        deep = [deep]
+    writer = AuditWriter(db.session_factory(engine))
+    writer.record(record(0, arguments={"deep": deep}))
+    writer.record(record(1))
+    await writer.flush()
+    rows = await events(engine)
+    assert len(rows) == 2 and json.loads(rows[1].arguments) == {"jobId": "job-1"}
+    assert rows[0].detail is not None and rows[0].detail.startswith(UNRECORDABLE)  # no digest for it either
+    assert (await verified(engine)).ok
+
+
 async def test_while_the_database_refuses_everything_nothing_is_replaced_or_lost(engine):
     await refuse_inserts(engine, "NEW.server = 'jobs'")
     before = unrecordable_count()
