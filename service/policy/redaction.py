@@ -7,7 +7,7 @@ substring match that also ignores '-' and '_', so `apiKey`, `x-api-key` and `max
 plus the policy's paths (`prompt`, `auth.token`): dot-separated keys, where a list on the way is
 searched element by element. Redacting too much is the safe failure. The copy is also *storable*:
 JSON allows numbers Python reads as infinite (`1e400`) and lenient clients send `NaN`, which strict
-JSON (the audit chain's canonical form, PostgreSQL, the REST API) refuses, so each becomes the
+JSON (the audit chain's canonical form, the REST API, exports) refuses, so each becomes the
 string `"[number: Infinity]"`, `"[number: -Infinity]"` or `"[number: NaN]"`; a lone UTF-16 surrogate
 (which UTF-8 cannot encode) is spelled out as `\\udXXX`. Other stored text goes through
 `storable_text` / `bounded_text` (NUL escaped, cut to the column with a marker).
@@ -64,7 +64,7 @@ def redact_arguments(args: dict[str, Any] | None, paths: Iterable[str] = ()) -> 
     return copy
 
 
-def storable_number(value: float) -> float | str:
+def _storable_number(value: float) -> float | str:
     """A float as strict JSON can hold it: non-finite ones become a marker string."""
     if math.isfinite(value):
         return value
@@ -117,7 +117,7 @@ def _redact_secret_keys(value: Any) -> Any:
     if isinstance(value, str):
         return _without_surrogates(value)  # JSON text escapes NUL itself
     if isinstance(value, float):
-        return storable_number(value)
+        return _storable_number(value)
     return value
 
 
