@@ -4,9 +4,7 @@ refuses outright, never holds back the others, and the chain stays verifiable. B
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,14 +35,6 @@ def record(i: int, **changes: Any) -> AuditRecord:
         duration_ms=1.0,
     )
     return AuditRecord(**{**fields, **changes})
-
-
-@pytest.fixture
-async def engine(database: dict[str, Any], tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(database.get("database_url", f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"))
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def events(engine: AsyncEngine) -> list[AuditEvent]:
