@@ -29,6 +29,7 @@ from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
 from service.approvals.wiring import Approvals, start_approvals
+from service.audit.keys import ArgsDigester
 from service.audit.service import AuditWriter
 from service.catalog import Catalogs
 from service.configfile import ConfigError
@@ -75,7 +76,10 @@ def build_state(settings: Settings) -> AppState:
     engine = db.create_engine(settings.effective_database_url)
     sessions = db.session_factory(engine)
     audit = AuditWriter(
-        sessions, flush_interval=settings.audit_flush_interval_s, retention_days=settings.audit_retention_days
+        sessions,
+        flush_interval=settings.audit_flush_interval_s,
+        retention_days=settings.audit_retention_days,
+        args_digest=ArgsDigester(sessions, settings.secret_key),
     )
     core = GatewayCore(
         policy=policy,

@@ -35,3 +35,13 @@ def count_decision(status: str) -> None:
 
 def watch_held_calls(count: Callable[[], int]) -> None:
     HELD_CALLS.set_function(count)
+
+
+AUDIT_UNRECORDABLE = Counter(
+    "holdgate_audit_unrecordable_total",
+    "Calls audited by a minimal 'unrecordable' record: their full record could not be stored",
+)
+
+
+def count_unrecordable(records: int = 1) -> None:
+    AUDIT_UNRECORDABLE.inc(records)

@@ -72,6 +72,19 @@ class AuditChainHead(SQLModel, table=True):
     pruned_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class ServiceKey(SQLModel, table=True):
+    """A key the service made itself, once, shared by every replica and kept across restarts.
+
+    `args_digest` keys the arguments digest when `HOLDGATE_SECRET_KEY` is not set (`service.audit.keys`).
+    """
+
+    __tablename__ = "service_keys"
+
+    name: str = Field(primary_key=True, max_length=32)
+    secret: str = Field(max_length=128, description="hex")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class RateCounter(SQLModel, table=True):
     """Calls counted in one fixed window of one limit; consumed by an atomic conditional upsert."""
 

@@ -23,11 +23,12 @@ from service.approvals.bus import DecisionBus
 from service.approvals.service import ApprovalError, ApprovalService, approvers_of, iso
 from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall, progress_token_of
 from service.models import Decision
-from service.policy import canonical_sha256
+from service.policy.redaction import bounded_text, storable_text
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
 
+    from service.audit.keys import ArgsDigester
     from service.policy import Verdict
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ DB_SLOTS = 8
 """Held calls that touch the database at once, opening a decision or re-reading one after a wake-up (below
 the pool's 5 + 10 connections): a burst of thousands then queues here, with no deadline, instead of
 waiting for a pooled connection, which gives up after 30 s and fails the call."""
+
+NAME_CHARS: int = Decision.__table__.c.tool.type.length  # type: ignore[attr-defined]
+"""The length of the decisions table's grant, server and tool columns (200)."""
 
 
 class ApprovalGate:
@@ -47,8 +51,10 @@ class ApprovalGate:
         *,
         progress_interval: float,
         hold_bound: float,
+        args_digest: ArgsDigester,
     ) -> None:
         self.service = service
+        self.args_digest = args_digest
         self.bus = bus
         self.policy = policy
         self.progress_interval = progress_interval
@@ -97,20 +103,23 @@ class ApprovalGate:
         return self._ending(*claimed)
 
     async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
-        await self.service.record_execution(decision_id, outcome=outcome, detail=detail, duration_ms=duration_ms)
+        stored = storable_text(detail) if detail is not None else None
+        await self.service.record_execution(decision_id, outcome=outcome, detail=stored, duration_ms=duration_ms)
 
     async def _open(self, call: ToolCall, verdict: Verdict) -> Decision:
         # Two identical calls arriving together must share one decision, not ask people twice.
-        digest = canonical_sha256(call.arguments)
-        key = (call.grant, call.server, call.tool, digest)
+        digest = await self.args_digest.digest(call.arguments)
+        # Names as the decisions table holds them (a 256-character or NUL-bearing tool name still opens one).
+        grant, server, tool = (bounded_text(name, NAME_CHARS) for name in (call.grant, call.server, call.tool))
+        key = (grant, server, tool, digest)
         lock, users = self._open_locks.get(key, (asyncio.Lock(), 0))
         self._open_locks[key] = (lock, users + 1)
         try:
             async with lock, self._db_slots:
                 decision, _created = await self.service.open_or_join(
-                    grant=call.grant,
-                    server=call.server,
-                    tool=call.tool,
+                    grant=grant,
+                    server=server,
+                    tool=tool,
                     arguments=call.arguments,
                     args_sha256=digest,
                     verdict=verdict,

@@ -200,7 +200,7 @@ class ApprovalService:
         """The decision this call waits on: an unclaimed one for the same call, or a new one.
 
         "The same call" is the approval's binding: grant, server, tool, canonical arguments and
-        policy version; `args_sha256` is `canonical_sha256(arguments)`, which the caller already has.
+        policy version; `args_sha256` is `args_digest(key, arguments)`, which the caller already has.
         Returns (decision, created).
         """
         spec = verdict.approval or ApprovalSpec(approvers=())

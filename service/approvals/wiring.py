@@ -73,6 +73,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
         state.policy,
         progress_interval=settings.approval_progress_interval_s,
         hold_bound=settings.approval_hold_s,
+        args_digest=state.audit.args_digest,
     )
     for channel in outbox.channels.values():
         if isinstance(channel, ChannelLifecycle):
