@@ -79,6 +79,15 @@ class ToolCall:
     server: str
     tool: str
     arguments: dict[str, Any]
+    """What the policy, the audit and the approval see (`{}` when the request had none)."""
+    arguments_absent: bool = False
+    """The request had no `arguments` at all: forwarded without them, as `{}` is forwarded as `{}`.
+    Upstreams built on the TypeScript SDK 1.x tell the two apart (one of them is -32602)."""
+
+    @property
+    def forwarded_arguments(self) -> dict[str, Any] | None:
+        """The arguments exactly as the client sent them."""
+        return None if self.arguments_absent else self.arguments
 
 
 @dataclass
@@ -233,7 +242,13 @@ class ServerProxy:
     async def call_tool(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
-        call = ToolCall(grant=grant_of(ctx), server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
+        call = ToolCall(
+            grant=grant_of(ctx),
+            server=self.name,
+            tool=params.name,
+            arguments=dict(params.arguments or {}),
+            arguments_absent=params.arguments is None,
+        )
         started = time.perf_counter()
         verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
         record = AuditRecord.begin(call, verdict, ts=self.core.clock())
@@ -301,7 +316,7 @@ class ServerProxy:
         try:
             upstream, link = await self.upstream_for(ctx)
             with _active(link, ctx):
-                result = await upstream.call_tool(call.tool, call.arguments, progress)
+                result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
         except UpstreamUnavailable as exc:
             await self._finish(record, verdict_label, "upstream_failure", str(exc), started)
             raise

@@ -227,6 +227,9 @@ class UpstreamClient:
     ) -> dict[str, Any]:
         """One `tools/call`, its `CallToolResult` as JSON (a proxy passes results through untouched).
 
+        `arguments` go as given: None sends none, `{}` sends `{}` (TypeScript SDK 1.x servers refuse a
+        call without `arguments` to a tool that has an input schema, even an empty one).
+
         On a 2025-era HTTP session the request goes straight over the session's connections
         (`upstream_direct`); otherwise, and when the upstream redirects it, through the SDK's client.
         """
@@ -239,7 +242,7 @@ class UpstreamClient:
                 raise UpstreamUnavailable(self.name, exc.why) from exc
             except NotDirect as exc:
                 logger.info("upstream %s redirected a call (%s): sending it through the SDK's client", self.name, exc)
-        request = types.CallToolRequest(params=types.CallToolRequestParams(name=name, arguments=arguments or None))
+        request = types.CallToolRequest(params=types.CallToolRequestParams(name=name, arguments=arguments))
         result = await call_upstream(
             self, lambda session: session.send_request(request, types.CallToolResult, progress_callback=progress)
         )

@@ -7,6 +7,8 @@ Run as `python -m tests.support.sdk_upstream PORT json|resumable`:
 - `resumable`: SSE answers with an event store, so a tool can close its stream mid-call and the
   client must resume it with `Last-Event-ID` (the 2025-11-25 spec's polling pattern).
 
+`http_peer` runs any such HTTP peer (this one, or a Node one in tests/peers) for the length of a test.
+
 Tools: `request-id` answers the JSON-RPC id it was called with; `fail` raises (a tool error);
 `poll` reports progress, closes its stream, and answers after `wait` seconds.
 """
@@ -14,9 +16,14 @@ Tools: `request-id` answers the JSON-RPC id it was called with; `fail` raises (a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import subprocess
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx2
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
@@ -44,6 +51,32 @@ class MemoryEventStore(EventStore):
             if stream_id == stream and int(event_id) > after and message is not None:
                 await send_callback(EventMessage(message, event_id))
         return stream
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.asynccontextmanager
+async def http_peer(command: list[str], port: int, path: str = "/mcp") -> AsyncIterator[str]:
+    """Run `command` (an MCP server listening on 127.0.0.1:`port`) until the block ends; yields its MCP URL."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        async with httpx2.AsyncClient() as http:
+            for _ in range(200):
+                with contextlib.suppress(httpx2.HTTPError):
+                    await http.get(url)
+                    break
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def sdk_upstream_command(port: int, mode: str) -> list[str]:
+    """This module as an HTTP server in `mode` (json | resumable)."""
+    return [sys.executable, "-m", "tests.support.sdk_upstream", str(port), mode]
 
 
 server = MCPServer(name="sdk-upstream", log_level="WARNING")
