@@ -227,7 +227,7 @@ class ServerProxy:
     ) -> types.ListToolsResult:
         grant = grant_of(ctx)
         upstream, _ = await self.upstream_for(ctx)
-        result = await call_upstream(upstream, lambda s: s.list_tools(params=params))
+        result = await call_upstream(upstream, lambda s: s.list_tools(params=upstream.params_for(params)))
         policy = self.core.policy.current
         tools = []
         for tool in result.tools:
@@ -345,11 +345,11 @@ class ServerProxy:
 
     async def list_resources(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resources(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resources(params=upstream.params_for(params)))
 
     async def list_resource_templates(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=upstream.params_for(params)))
 
     async def read_resource(self, ctx, params: types.ReadResourceRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -366,7 +366,7 @@ class ServerProxy:
 
     async def list_prompts(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_prompts(params=params))
+        return await call_upstream(upstream, lambda s: s.list_prompts(params=upstream.params_for(params)))
 
     async def get_prompt(self, ctx, params: types.GetPromptRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -375,7 +375,7 @@ class ServerProxy:
 
     async def complete(self, ctx, params: types.CompleteRequestParams):
         upstream, _ = await self.upstream_for(ctx)
-        request = types.CompleteRequest(params=params)
+        request = types.CompleteRequest(params=upstream.params_for(params))
         return await call_upstream(upstream, lambda s: s.send_request(request, types.CompleteResult))
 
     async def set_logging_level(self, ctx, params: types.SetLevelRequestParams):

@@ -22,14 +22,22 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 import httpx2
 import mcp_types as types
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientRequestContext
-from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from service import __version__
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
@@ -47,6 +55,14 @@ from service.gateway.upstream_http import mcp_http_client
 logger = logging.getLogger(__name__)
 
 CLIENT_INFO = types.Implementation(name="holdgate", version=__version__)
+
+ENVELOPE_META_KEYS = frozenset(
+    {PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY}
+)
+"""The 2026-07-28 per-request envelope in `_meta`: it describes the downstream client's request to holdgate,
+and a handshake-era (2025) upstream session refuses any request that carries it."""
+
+P = TypeVar("P", bound=types.RequestParams)
 
 
 class UpstreamUnavailable(MCPError):
@@ -222,6 +238,28 @@ class UpstreamClient:
 
     # -- calls ------------------------------------------------------------------------------------
 
+    @overload
+    def params_for(self, params: P) -> P: ...
+
+    @overload
+    def params_for(self, params: None) -> None: ...
+
+    def params_for(self, params: P | None) -> P | None:
+        """A downstream request's `params` as this upstream's era takes them.
+
+        A 2026-era client's request carries the envelope (`ENVELOPE_META_KEYS`); the upstream session is
+        a handshake-era one (holdgate's client initializes), which refuses it, so the envelope stays
+        here. The rest of `_meta` (a progress token, a related task) goes on.
+        """
+        if params is None or not params.meta:
+            return params
+        if self.info is not None and self.info.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return params
+        meta = {key: value for key, value in params.meta.items() if key not in ENVELOPE_META_KEYS}
+        if len(meta) == len(params.meta):
+            return params
+        return params.model_copy(update={"meta": meta or None})
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None, progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
@@ -232,7 +270,14 @@ class UpstreamClient:
 
         On a 2025-era HTTP session the request goes straight over the session's connections
         (`upstream_direct`); otherwise, and when the upstream redirects it, through the SDK's client.
+        The result is a handshake-era one, so it is complete: it says so (`resultType`), as a 2026-era
+        client must be told; the downstream's serialisation drops the key for a 2025-era client.
         """
+        return {**await self._call_tool(name, arguments, progress), "resultType": "complete"}
+
+    async def _call_tool(
+        self, name: str, arguments: dict[str, Any] | None, progress: ProgressCallback | None
+    ) -> dict[str, Any]:
         direct = self._direct
         if direct is not None:
             try:

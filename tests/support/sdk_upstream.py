@@ -1,11 +1,13 @@
 """An upstream built on the mcp SDK's own `MCPServer`, for what server-everything does not do.
 
-Run as `python -m tests.support.sdk_upstream PORT json|resumable`:
+Run as `python -m tests.support.sdk_upstream PORT json|resumable`, or `python -m tests.support.sdk_upstream stdio`:
 
 - `json`: every POST is answered with plain `application/json` (`json_response=True`), the shape
   of many Python servers' answers, where server-everything always streams;
 - `resumable`: SSE answers with an event store, so a tool can close its stream mid-call and the
-  client must resume it with `Last-Event-ID` (the 2025-11-25 spec's polling pattern).
+  client must resume it with `Last-Event-ID` (the 2025-11-25 spec's polling pattern);
+- `stdio`: a child process, the way most Python servers run (its 2025-era session refuses requests
+  that carry the 2026-07-28 envelope).
 
 `http_peer` runs any such HTTP peer (this one, or a Node one in tests/peers) for the length of a test.
 
@@ -101,7 +103,20 @@ async def poll(wait: float, ctx: Context) -> str:
     return f"polled for {wait}s"
 
 
+@server.resource("note://readme", name="readme")
+def readme() -> str:
+    return "a resource, so that resources/list has something to list"
+
+
+def stdio_command() -> list[str]:
+    """This module as a stdio server (servers.json `command` + `args`)."""
+    return [sys.executable, "-m", "tests.support.sdk_upstream", "stdio"]
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "stdio":
+        server.run("stdio")
+        sys.exit(0)
     port, mode = int(sys.argv[1]), sys.argv[2]
     if mode == "json":
         server.run("streamable-http", host="127.0.0.1", port=port, json_response=True)
