@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.servers import ServerSpec
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
+from service.models import AuditEvent, Decision
 from service.policy import Policy, Verdict
 from service.policy import limits as rate_limits
 
@@ -38,6 +40,31 @@ logger = logging.getLogger(__name__)
 
 GRANT_SCOPE_KEY = "holdgate.grant"
 _LINK_STATE_KEY = "holdgate.link"
+
+TOOL_NAME_MAX = min(AuditEvent.__table__.c.tool.type.length, Decision.__table__.c.tool.type.length)
+"""The longest tool name the audit and the decisions can hold (their columns; 200)."""
+_UNSTORABLE = frozenset({"Cc", "Cs"})
+"""Unicode categories refused in a tool name: control characters (NUL, line breaks, escapes) and lone
+surrogates, which no database text column stores and no log or page shows as written."""
+
+
+def tool_name_problem(name: str) -> str | None:
+    """Why holdgate refuses `name` at the edge, or None when it is a name it can hold, show and audit."""
+    if not name:
+        return "the tool name is empty"
+    if len(name) > TOOL_NAME_MAX:
+        return f"the tool name is {len(name)} characters long (at most {TOOL_NAME_MAX})"
+    bad = next((c for c in name if unicodedata.category(c) in _UNSTORABLE), None)
+    if bad is not None:
+        kind = "a control character" if unicodedata.category(bad) == "Cc" else "an unpaired surrogate"
+        return f"the tool name contains U+{ord(bad):04X}, {kind}"
+    return None
+
+
+def storable_tool_name(name: str) -> str:
+    """`name` as the audit records a refused call: control characters escaped, cut to the column's length."""
+    shown = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _UNSTORABLE else c for c in name)
+    return shown if len(shown) <= TOOL_NAME_MAX else shown[: TOOL_NAME_MAX - 1] + "…"
 
 
 class PolicySource(Protocol):
@@ -252,6 +279,13 @@ class ServerProxy:
         started = time.perf_counter()
         verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
         record = AuditRecord.begin(call, verdict, ts=self.core.clock())
+
+        if (problem := tool_name_problem(call.tool)) is not None:
+            # Refused before the policy acts (no rate counter, no decision, no upstream), and audited as
+            # refused under a name the audit can hold; the arguments keep the redaction the policy gives.
+            refused = replace(record, tool=storable_tool_name(call.tool))
+            self.core.audit.record(refused.finish("denied", reason=f"refused at the edge: {problem}", started=started))
+            raise MCPError(code=INVALID_PARAMS, message=f"holdgate refused the call: {problem}")
 
         if verdict.action == "deny":
             reason = verdict.reason or "not allowed by policy"
