@@ -156,6 +156,8 @@ class UpstreamClient:
 
     async def start(self) -> UpstreamInfo:
         """Connect and initialize; raises `UpstreamUnavailable` with the reason on failure."""
+        if (missing := self._missing_command()) is not None:
+            raise UpstreamUnavailable(self.name, missing)
         self._task = asyncio.create_task(self._run(), name=f"upstream:{self.name}")
         try:
             await asyncio.wait_for(self._ready.wait(), self._connect_timeout)
@@ -167,6 +169,21 @@ class UpstreamClient:
             await self.aclose()
             raise UpstreamUnavailable(self.name, _describe(self._error))
         return self.info
+
+    def _missing_command(self) -> str | None:
+        """Why a stdio server's command cannot be started, in words that name it and where it is configured.
+
+        Without this the reason is the OS's "[Errno 2] No such file or directory" from deep in the SDK.
+        """
+        spec = self.spec
+        if not isinstance(spec, StdioServerSpec):
+            return None
+        command = resolve_command(spec.command, spec.cwd, self._config_dir)
+        if shutil.which(command, path=spec.env.get("PATH")) is not None:
+            return None
+        where = f" (resolved to {command})" if command != spec.command else " (searched PATH)"
+        problem = "is not executable" if os.path.exists(command) else "was not found"
+        return f"its command {spec.command!r}{where} {problem}: check servers.json, mcpServers.{self.name}.command"
 
     async def aclose(self) -> None:
         """Close the session and, for stdio, end the child process."""
