@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import mcp_types as types
+from annotated_types import MaxLen
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from sqlmodel import SQLModel
 
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.servers import ServerSpec
@@ -41,7 +43,13 @@ logger = logging.getLogger(__name__)
 GRANT_SCOPE_KEY = "holdgate.grant"
 _LINK_STATE_KEY = "holdgate.link"
 
-TOOL_NAME_MAX = min(AuditEvent.__table__.c.tool.type.length, Decision.__table__.c.tool.type.length)
+
+def _max_length(model: type[SQLModel], field: str) -> int:
+    """The `max_length` a model gives a text field: its column's length."""
+    return next(item.max_length for item in model.model_fields[field].metadata if isinstance(item, MaxLen))
+
+
+TOOL_NAME_MAX = min(_max_length(AuditEvent, "tool"), _max_length(Decision, "tool"))
 """The longest tool name the audit and the decisions can hold (their columns; 200)."""
 _UNSTORABLE = frozenset({"Cc", "Cs"})
 """Unicode categories refused in a tool name: control characters (NUL, line breaks, escapes) and lone
