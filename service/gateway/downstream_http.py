@@ -108,6 +108,8 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
 
     async def _in_flight_already(self, request: Request) -> JSONRPCRequest | None:
         """The POST's request if its id is one this session is still answering (for the SDK's own path)."""
+        if not self._request_streams:
+            return None  # nothing in flight: no need to parse the body a second time
         try:
             message = jsonrpc_message_adapter.validate_python(pydantic_core.from_json(await request.body()))
         except (ValueError, ValidationError):

@@ -95,7 +95,8 @@ class McpEndpoint:
         The list goes only to an authenticated caller (a grant token, or the loopback dev grant), so that
         nobody without a token learns what sits behind the gateway.
         """
-        message = f"no MCP server named {name!r} on this holdgate"
+        shown = name if len(name) <= 100 else name[:100] + "…"  # the path is the caller's: bounded in the answer
+        message = f"no MCP server named {shown!r} on this holdgate"
         data: dict[str, Any] = {}
         if await self._authenticate(scope) is not None:
             names = sorted(self.known)

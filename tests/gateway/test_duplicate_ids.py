@@ -34,8 +34,17 @@ def sse_messages(lines: list[str]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.usefixtures("node_available")
-@pytest.mark.parametrize("duplicate_id", [7, "7"])
-async def test_a_request_reusing_an_in_flight_id_is_refused_and_the_first_completes(tmp_path, duplicate_id):
+@pytest.mark.parametrize(
+    ("duplicate_id", "duplicate_method"),
+    [
+        (7, "tools/call"),  # holdgate's JSON fast path
+        ("7", "tools/call"),  # the SDK keys request streams by str(id): the same id to it
+        (7, "initialize"),  # a request the SDK's own path answers
+    ],
+)
+async def test_a_request_reusing_an_in_flight_id_is_refused_and_the_first_completes(
+    tmp_path, duplicate_id, duplicate_method
+):
     async with (
         run_gateway(tmp_path, policy=POLICY, servers={"everything": everything_server()}) as gw,
         httpx2.AsyncClient(
@@ -61,8 +70,11 @@ async def test_a_request_reusing_an_in_flight_id_is_refused_and_the_first_comple
                 seen.append(await anext(lines))  # until the question: the first request is in flight upstream
             question = asked[0]
 
-            duplicate = wire_request(7, "tools/call", {"name": "echo", "arguments": {"message": "hi"}})
-            duplicate["id"] = duplicate_id
+            if duplicate_method == "initialize":
+                duplicate = {**wire_request(7, "initialize", hello), "id": duplicate_id}
+            else:
+                echo = {"name": "echo", "arguments": {"message": "hi"}}
+                duplicate = {**wire_request(7, "tools/call", echo), "id": duplicate_id}
             refused = await http.post(url, json=duplicate)
 
             answer = {"action": "accept", "content": EVERYTHING_ELICITATION_ANSWER}
