@@ -50,10 +50,16 @@ async def test_python_sdk_2026_client_lists_and_calls_tools_on_a_python_sdk_upst
         resources = await client.list_resources()
         failed = await client.call_tool("fail", {"message": "disk full"})
         answered = await client.call_tool("request-id", {})
+        read = await client.read_resource("note://readme")
+        prompts = await client.list_prompts()
+        prompt = await client.get_prompt("greeting", {"name": "Ada"})
     assert {"request-id", "fail", "poll"} <= {t.name for t in tools.tools}
     assert [str(r.uri) for r in resources.resources] == ["note://readme"]
     assert failed.is_error and "disk full" in text_of(failed)
     assert not answered.is_error and text_of(answered)
+    assert read.contents[0].text == "a resource, so that resources/list has something to list"
+    assert [p.name for p in prompts.prompts] == ["greeting"]
+    assert prompt.messages[0].content.text == "Say hello to Ada."
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])

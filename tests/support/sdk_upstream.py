@@ -108,6 +108,11 @@ def readme() -> str:
     return "a resource, so that resources/list has something to list"
 
 
+@server.prompt(name="greeting")
+def greeting(name: str) -> str:
+    return f"Say hello to {name}."
+
+
 def stdio_command() -> list[str]:
     """This module as a stdio server (servers.json `command` + `args`)."""
     return [sys.executable, "-m", "tests.support.sdk_upstream", "stdio"]
