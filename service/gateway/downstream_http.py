@@ -40,6 +40,8 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
     DEFAULT_NEGOTIATED_VERSION,
     INTERNAL_ERROR,
+    INVALID_REQUEST,
+    ErrorData,
     JSONRPCError,
     JSONRPCRequest,
     JSONRPCResponse,
@@ -71,6 +73,9 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         message = await self._plain_request(request)
         if message is None:
+            if (duplicate := await self._in_flight_already(request)) is not None:
+                await self._refuse_duplicate(duplicate, scope, receive, send)
+                return
             # Starlette keeps the body it read, so the SDK parses the same bytes and answers as it always does.
             await super()._handle_post_request(scope, request, receive, send)
             return
@@ -101,10 +106,44 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             return None
         return message
 
+    async def _in_flight_already(self, request: Request) -> JSONRPCRequest | None:
+        """The POST's request if its id is one this session is still answering (for the SDK's own path)."""
+        if not self._request_streams:
+            return None  # nothing in flight: no need to parse the body a second time
+        try:
+            message = jsonrpc_message_adapter.validate_python(pydantic_core.from_json(await request.body()))
+        except (ValueError, ValidationError):
+            return None  # the SDK answers a malformed body itself
+        if isinstance(message, JSONRPCRequest) and str(message.id) in self._request_streams:
+            return message
+        return None
+
+    async def _refuse_duplicate(self, message: JSONRPCRequest, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a request that reuses the id of one still in flight, leaving that one alone.
+
+        Responses find their request by id (the SDK keys each request's stream by `str(id)`), so taking the
+        second would leave the first without an answer for ever. The error carries the duplicate's id and goes
+        on the duplicate's own POST, so a client that reads each POST's answer sees it on the right request.
+        """
+        logger.warning("session %s: refused a request reusing in-flight id %.80r", self.mcp_session_id, message.id)
+        error = JSONRPCError(
+            jsonrpc="2.0",
+            id=message.id,
+            error=ErrorData(
+                code=INVALID_REQUEST,
+                message=f"request id {message.id!r} is already in flight in this session: "
+                "each request needs an id of its own until it is answered",
+            ),
+        )
+        await self._create_json_response(error, HTTPStatus.BAD_REQUEST)(scope, receive, send)
+
     async def _answer(
         self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send
     ) -> None:
         request_id = str(message.id)
+        if request_id in self._request_streams:  # checked and taken with no await between: one of two racing wins
+            await self._refuse_duplicate(message, scope, receive, send)
+            return
         protocol_version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER, DEFAULT_NEGOTIATED_VERSION)
         streams = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
         self._request_streams[request_id] = streams

@@ -15,22 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import mcp_types as types
+from annotated_types import MaxLen
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from sqlmodel import SQLModel
 
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.servers import ServerSpec
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
+from service.models import AuditEvent, Decision
 from service.policy import Policy, Verdict
 from service.policy import limits as rate_limits
 
@@ -38,6 +42,37 @@ logger = logging.getLogger(__name__)
 
 GRANT_SCOPE_KEY = "holdgate.grant"
 _LINK_STATE_KEY = "holdgate.link"
+
+
+def _max_length(model: type[SQLModel], field: str) -> int:
+    """The `max_length` a model gives a text field: its column's length."""
+    return next(item.max_length for item in model.model_fields[field].metadata if isinstance(item, MaxLen))
+
+
+TOOL_NAME_MAX = min(_max_length(AuditEvent, "tool"), _max_length(Decision, "tool"))
+"""The longest tool name the audit and the decisions can hold (their columns; 200)."""
+_UNSTORABLE = frozenset({"Cc", "Cs"})
+"""Unicode categories refused in a tool name: control characters (NUL, line breaks, escapes) and lone
+surrogates, which no database text column stores and no log or page shows as written."""
+
+
+def tool_name_problem(name: str) -> str | None:
+    """Why holdgate refuses `name` at the edge, or None when it is a name it can hold, show and audit."""
+    if not name:
+        return "the tool name is empty"
+    if len(name) > TOOL_NAME_MAX:
+        return f"the tool name is {len(name)} characters long (at most {TOOL_NAME_MAX})"
+    bad = next((c for c in name if unicodedata.category(c) in _UNSTORABLE), None)
+    if bad is not None:
+        kind = "a control character" if unicodedata.category(bad) == "Cc" else "an unpaired surrogate"
+        return f"the tool name contains U+{ord(bad):04X}, {kind}"
+    return None
+
+
+def storable_tool_name(name: str) -> str:
+    """`name` as the audit records a refused call: control characters escaped, cut to the column's length."""
+    shown = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _UNSTORABLE else c for c in name)
+    return shown if len(shown) <= TOOL_NAME_MAX else shown[: TOOL_NAME_MAX - 1] + "…"
 
 
 class PolicySource(Protocol):
@@ -79,6 +114,15 @@ class ToolCall:
     server: str
     tool: str
     arguments: dict[str, Any]
+    """What the policy, the audit and the approval see (`{}` when the request had none)."""
+    arguments_absent: bool = False
+    """The request had no `arguments` at all: forwarded without them, as `{}` is forwarded as `{}`.
+    Upstreams built on the TypeScript SDK 1.x tell the two apart (one of them is -32602)."""
+
+    @property
+    def forwarded_arguments(self) -> dict[str, Any] | None:
+        """The arguments exactly as the client sent them."""
+        return None if self.arguments_absent else self.arguments
 
 
 @dataclass
@@ -218,7 +262,7 @@ class ServerProxy:
     ) -> types.ListToolsResult:
         grant = grant_of(ctx)
         upstream, _ = await self.upstream_for(ctx)
-        result = await call_upstream(upstream, lambda s: s.list_tools(params=params))
+        result = await call_upstream(upstream, lambda s: s.list_tools(params=upstream.params_for(params)))
         policy = self.core.policy.current
         tools = []
         for tool in result.tools:
@@ -233,10 +277,23 @@ class ServerProxy:
     async def call_tool(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
-        call = ToolCall(grant=grant_of(ctx), server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
+        call = ToolCall(
+            grant=grant_of(ctx),
+            server=self.name,
+            tool=params.name,
+            arguments=dict(params.arguments or {}),
+            arguments_absent=params.arguments is None,
+        )
         started = time.perf_counter()
         verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
         record = AuditRecord.begin(call, verdict, ts=self.core.clock())
+
+        if (problem := tool_name_problem(call.tool)) is not None:
+            # Refused before the policy acts (no rate counter, no decision, no upstream), and audited as
+            # refused under a name the audit can hold; the arguments keep the redaction the policy gives.
+            refused = replace(record, tool=storable_tool_name(call.tool))
+            self.core.audit.record(refused.finish("denied", reason=f"refused at the edge: {problem}", started=started))
+            raise MCPError(code=INVALID_PARAMS, message=f"holdgate refused the call: {problem}")
 
         if verdict.action == "deny":
             reason = verdict.reason or "not allowed by policy"
@@ -301,7 +358,7 @@ class ServerProxy:
         try:
             upstream, link = await self.upstream_for(ctx)
             with _active(link, ctx):
-                result = await upstream.call_tool(call.tool, call.arguments, progress)
+                result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
         except UpstreamUnavailable as exc:
             await self._finish(record, verdict_label, "upstream_failure", str(exc), started)
             raise
@@ -330,11 +387,11 @@ class ServerProxy:
 
     async def list_resources(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resources(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resources(params=upstream.params_for(params)))
 
     async def list_resource_templates(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=upstream.params_for(params)))
 
     async def read_resource(self, ctx, params: types.ReadResourceRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -351,7 +408,7 @@ class ServerProxy:
 
     async def list_prompts(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_prompts(params=params))
+        return await call_upstream(upstream, lambda s: s.list_prompts(params=upstream.params_for(params)))
 
     async def get_prompt(self, ctx, params: types.GetPromptRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -360,7 +417,7 @@ class ServerProxy:
 
     async def complete(self, ctx, params: types.CompleteRequestParams):
         upstream, _ = await self.upstream_for(ctx)
-        request = types.CompleteRequest(params=params)
+        request = types.CompleteRequest(params=upstream.params_for(params))
         return await call_upstream(upstream, lambda s: s.send_request(request, types.CompleteResult))
 
     async def set_logging_level(self, ctx, params: types.SetLevelRequestParams):
