@@ -154,7 +154,7 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
     proxies = {name: ServerProxy(spec, state.core) for name, spec in state.servers.items()}
     await asyncio.gather(*(proxy.probe() for proxy in proxies.values()))
     for name, proxy in proxies.items():
-        manager = build_manager(proxy, state.settings)
+        manager = build_manager(proxy, state.settings, state.endpoint.budget)
         await stack.enter_async_context(manager.run())
         stack.push_async_callback(proxy.aclose)
         state.endpoint.managers[name] = manager

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.gateway.downstream_http import GatewaySessionManager
 from service.gateway.proxy import GRANT_SCOPE_KEY, ServerProxy
+from service.gateway.sessions import SessionBudget
 from service.grants.service import ANONYMOUS_DEV_GRANT, GrantResolver
 from service.settings import Settings, is_loopback_host
 
@@ -40,12 +41,14 @@ def security_settings(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def build_manager(proxy: ServerProxy, settings: Settings) -> GatewaySessionManager:
+def build_manager(proxy: ServerProxy, settings: Settings, budget: SessionBudget) -> GatewaySessionManager:
     return GatewaySessionManager(
         app=proxy.server,
         security_settings=security_settings(settings),
         max_request_body_size=settings.max_request_body_bytes,
+        session_idle_timeout=settings.session_idle_s,
         defer_s=settings.stream_keepalive_s,
+        budget=budget,
     )
 
 
@@ -56,6 +59,12 @@ class McpEndpoint:
         self.resolver = resolver
         self.settings = settings
         self.managers: dict[str, GatewaySessionManager] = {}
+        self.budget = SessionBudget(
+            max_sessions=settings.max_sessions,
+            max_per_grant=settings.max_sessions_per_grant,
+            idle_s=settings.session_idle_s,
+        )
+        """The open sessions of every server's manager (`HOLDGATE_MAX_SESSIONS`, `..._PER_GRANT`)."""
         self.known: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
