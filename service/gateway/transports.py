@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import INTERNAL_ERROR
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
 from service.gateway.downstream_http import GatewaySessionManager
@@ -24,6 +26,9 @@ from service.grants.service import ANONYMOUS_DEV_GRANT, GrantResolver
 from service.settings import Settings, is_loopback_host
 
 logger = logging.getLogger(__name__)
+
+GRANT_LOOKUP_RETRY_AFTER_S = 5
+"""Retry-After of a request refused because the grant lookup failed (the database was out of reach)."""
 
 
 def security_settings(settings: Settings) -> TransportSecuritySettings:
@@ -82,7 +87,27 @@ class McpEndpoint:
         if manager is None:
             await _json(send, 503, {"error": "starting", "message": "the gateway is still starting"})
             return
-        grant = await self._authenticate(scope)
+        try:
+            grant = await self._authenticate(scope)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # Under load (the database's connections, or the process's file descriptors, all taken) the
+            # grant lookup fails: say so, as a refusal the client can retry, never as a 500.
+            logger.warning("grant lookup failed, refusing the request with 503: %s: %s", type(exc).__name__, exc)
+            await _json(
+                send,
+                503,
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": INTERNAL_ERROR,
+                        "message": f"holdgate cannot check the token now ({type(exc).__name__} from its database); "
+                        "try again shortly",
+                    },
+                },
+                headers={"retry-after": str(GRANT_LOOKUP_RETRY_AFTER_S)},
+            )
+            return
         if grant is None:
             await _json(
                 send,

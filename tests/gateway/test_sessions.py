@@ -7,9 +7,12 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx2
 import pytest
+from sqlalchemy.engine import make_url
 
+from service.approvals.pg_listen import asyncpg_dsn
 from tests.support.harness import (
     WIRE_HEADERS,
     Gateway,
@@ -19,6 +22,7 @@ from tests.support.harness import (
     wire_initialize,
     wire_request,
 )
+from tests.support.postgres import ADMIN_URL
 
 JOBS_POLICY = {"version": "1", "default": "deny", "tools": {"list-async-jobs": {"action": "allow"}}}
 
@@ -139,3 +143,30 @@ def process_exists(pid: int) -> bool:
 def _linux_only() -> None:
     if not os.path.isdir("/proc/self"):
         pytest.skip("reads child processes from /proc")
+
+
+async def test_a_grant_lookup_the_database_cannot_answer_is_a_503_not_a_500(tmp_path, postgres_url):
+    database = make_url(postgres_url).database
+    admin = await asyncpg.connect(asyncpg_dsn(ADMIN_URL))
+    try:
+        async with (
+            run_gateway(tmp_path, policy=JOBS_POLICY, servers=servers(tmp_path), database_url=postgres_url) as gw,
+            wire_client(gw, "agent") as agent,
+        ):
+            # The database takes no more connections (as when every one is taken), and drops the gateway's.
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+            refused = await agent.post(gw.mcp_url("jobs"), json=wire_initialize())
+            assert refused.status_code == 503
+            assert int(refused.headers["retry-after"]) >= 1
+            body = refused.json()
+            assert body["id"] is None and "cannot check the token" in body["error"]["message"]
+
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            assert (await open_session(agent, gw.mcp_url("jobs"))).status_code == 200
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
