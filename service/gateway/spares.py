@@ -4,7 +4,8 @@ A 2025-era downstream session gets its own upstream session, and for a stdio ser
 child process: its interpreter, imports and `initialize` cost about 0.5 s for a Python server, paid
 by the session's first call. `SpareUpstream` starts one such client ahead of time; the next session
 that needs one takes it (its listener becomes the session's link) and a new spare starts in the
-background. A spare found dead (the child exited or crashed) is closed and replaced; one that fails
+background (a session arriving while the spare still starts waits for it, which is sooner than
+starting its own). A spare found dead (the child exited or crashed) is closed and replaced; one that fails
 to start is retried with a growing delay (up to a minute), and meanwhile sessions start their own.
 
 What a spare could carry over to its session: nothing of another session's. It is a fresh process
@@ -83,12 +84,16 @@ class SpareUpstream:
         self._check_interval_s = check_interval_s
         self._retry_delay_s = retry_delay_s
         self._spare: UpstreamClient | None = None
+        self._starting: asyncio.Task[UpstreamClient] | None = None
+        """The spare being started, if one is."""
+        self._promised = False
+        """A session is waiting for `_starting`: it gets it, and the next one starts."""
         self._taken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
-        """A started spare is waiting (a session arriving while it still starts starts its own)."""
+        """A started spare is waiting."""
         return self._spare is not None and self._spare.alive
 
     def start(self) -> None:
@@ -96,10 +101,16 @@ class SpareUpstream:
         self._task = asyncio.create_task(self._keep(), name=f"spare:{self.spec.name}")
 
     async def take(self, listener: UpstreamListener) -> UpstreamClient | None:
-        """The ready spare, now speaking to `listener`; None when there is none ready (start one yourself)."""
+        """The spare, now speaking to `listener`; None when there is none (start one yourself).
+
+        A spare still starting is waited for by the first session that asks (it is ready sooner than
+        a new one would be); further sessions meanwhile start their own.
+        """
         client, self._spare = self._spare, None
         if client is None:
-            return None
+            client = await self._claim_starting()
+            if client is None:
+                return None
         self._taken.set()
         waiting = client.listener
         if not client.alive:
@@ -112,6 +123,25 @@ class SpareUpstream:
             except Exception as exc:  # the session notices a dead upstream on its first call
                 logger.debug("upstream %s: could not announce the roots to a spare: %s", self.spec.name, exc)
         return client
+
+    async def _claim_starting(self) -> UpstreamClient | None:
+        starting = self._starting
+        if starting is None or self._promised:
+            return None
+        self._promised = True
+        try:
+            return await asyncio.shield(starting)
+        except UpstreamUnavailable:
+            return None  # the session's own start reports why
+        except asyncio.CancelledError:
+            if starting.cancelled():  # shutting down
+                return None
+            starting.add_done_callback(self._close_unclaimed)  # the session went away while it waited
+            raise
+
+    def _close_unclaimed(self, starting: asyncio.Task[UpstreamClient]) -> None:
+        if not starting.cancelled() and starting.exception() is None:
+            self._close_later(starting.result())
 
     async def aclose(self) -> None:
         """Stop replacing spares and end the one waiting (its child process with it)."""
@@ -132,15 +162,21 @@ class SpareUpstream:
                 self._spare = None
                 await spare.aclose()
             if self._spare is None:
+                self._starting = asyncio.create_task(self._start_one(), name=f"spare-start:{self.spec.name}")
                 try:
-                    self._spare = await self._start_one()
-                    failures = 0
+                    client = await self._starting  # cancelled with this task: the start closes what it began
                 except UpstreamUnavailable as exc:
                     failures += 1
                     delay = min(self._retry_delay_s * 2 ** (failures - 1), MAX_RETRY_DELAY_S)
                     logger.warning("%s (spare process; trying again in %gs)", exc.error.message, delay)
                     await asyncio.sleep(delay)
                     continue
+                finally:
+                    self._starting, promised, self._promised = None, self._promised, False
+                failures = 0
+                if promised:
+                    continue  # a session took it as it started: start the next
+                self._spare = client
             self._taken.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._taken.wait(), self._check_interval_s)

@@ -98,3 +98,17 @@ async def test_without_spares_a_session_starts_its_own_process(tmp_path):
 def _linux_only() -> None:
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("reads child processes from /proc")
+
+
+async def test_a_session_arriving_while_the_spare_starts_waits_for_it_rather_than_starting_another(tmp_path):
+    slow = servers(tmp_path)
+    jobs = slow["jobs"]
+    # The jobs server, a second slower to start: the session below asks while the spare is still starting.
+    script = f"import runpy, time; time.sleep(1); runpy.run_path({jobs['args'][0]!r}, run_name='__main__')"
+    slow["jobs"] = {**jobs, "args": ["-c", script, "jobs_server.py"]}
+    async with run_gateway(tmp_path, policy=JOBS_POLICY, servers=slow) as gw:
+        spare = gw.state.proxies["jobs"].spare
+        assert spare is not None and not spare.ready
+        starting = max(await children_once(lambda pids: len(pids) == 2), key=started_at)  # after the probe's
+        assert not spare.ready
+        assert await first_call_pid(gw, tmp_path) == starting
