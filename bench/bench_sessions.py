@@ -205,6 +205,7 @@ async def crowd(concurrent: int, grants: int, nofile: int) -> None:
             idle_rss, idle_pss, idle_processes = gateway.memory_mb()
             statuses: Counter[int | str] = Counter()
             limits: Counter[str] = Counter()
+            calls: Counter[str] = Counter()
             opened: list[tuple[httpx2.AsyncClient, str]] = []
             clients = [
                 httpx2.AsyncClient(headers={**HEADERS, "Authorization": f"Bearer {token}"}, timeout=120)
@@ -225,9 +226,15 @@ async def crowd(concurrent: int, grants: int, nofile: int) -> None:
                     limits[answer.json().get("error", {}).get("data", {}).get("limit", "?")] += 1
                     return
                 session = answer.headers["mcp-session-id"]
-                await http.post(gateway.url, json=INITIALIZED, headers={"Mcp-Session-Id": session})
-                await timed_call(http, gateway.url, session, 2)  # its stdio child runs from here on
                 opened.append((http, session))
+                await http.post(gateway.url, json=INITIALIZED, headers={"Mcp-Session-Id": session})
+                called = await http.post(gateway.url, json=call(2), headers={"Mcp-Session-Id": session})
+                if called.status_code != 200:
+                    calls[f"HTTP {called.status_code}"] += 1
+                elif "result" in called.json():
+                    calls["ok"] += 1  # its stdio child runs from here on
+                else:
+                    calls[called.json()["error"]["message"][-60:]] += 1
 
             tasks = [asyncio.create_task(attempt(index)) for index in range(concurrent)]
             started = time.perf_counter()
@@ -235,6 +242,18 @@ async def crowd(concurrent: int, grants: int, nofile: int) -> None:
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - started
             busy_rss, busy_pss, busy_processes = gateway.memory_mb()
+            # With all those sessions still open, a new one per grant once the token cache (5 s) has expired:
+            # the grant lookup reads the database again.
+            await asyncio.sleep(6)
+            later: Counter[int] = Counter()
+
+            async def one_more(http: httpx2.AsyncClient) -> None:
+                answer = await http.post(gateway.url, json=INITIALIZE)
+                later[answer.status_code] += 1
+                if answer.status_code == 200:
+                    opened.append((http, answer.headers["mcp-session-id"]))
+
+            await asyncio.gather(*(one_more(http) for http in clients))
             for http, session in opened:
                 await http.delete(gateway.url, headers={"Mcp-Session-Id": session})
             for http in clients:
@@ -246,10 +265,12 @@ async def crowd(concurrent: int, grants: int, nofile: int) -> None:
     answers = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items(), key=str))
     print(f"  answers by HTTP status: {answers}   (all opened and called in {elapsed:.1f} s)")
     print(f"  refusals by limit: {dict(limits)}")
+    print(f"  first calls of the sessions opened: {dict(calls)}")
+    print(f"  6 s later, one more session per grant: {dict(later)}")
     print(f"  memory before: RSS {idle_rss:7.0f} MB  PSS {idle_pss:7.0f} MB  ({idle_processes} processes)")
     print(f"  memory open:   RSS {busy_rss:7.0f} MB  PSS {busy_pss:7.0f} MB  ({busy_processes} processes)")
-    if opened:
-        per_rss, per_pss = (busy_rss - idle_rss) / len(opened), (busy_pss - idle_pss) / len(opened)
+    if calls["ok"]:
+        per_rss, per_pss = (busy_rss - idle_rss) / calls["ok"], (busy_pss - idle_pss) / calls["ok"]
         print(f"  per open session: RSS {per_rss:.1f} MB  PSS {per_pss:.1f} MB (holdgate's share and its child)")
 
 
