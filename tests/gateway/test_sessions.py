@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import asyncpg
 import httpx2
 import pytest
 from sqlalchemy.engine import make_url
 
 from service.approvals.pg_listen import asyncpg_dsn
+from service.gateway.sessions import SessionBudget
 from tests.support.harness import (
     WIRE_HEADERS,
     Gateway,
@@ -170,3 +173,32 @@ async def test_a_grant_lookup_the_database_cannot_answer_is_a_503_not_a_500(tmp_
     finally:
         await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
         await admin.close()
+
+
+async def test_retry_after_is_when_the_soonest_session_concerned_may_idle_out():
+    budget = SessionBudget(max_sessions=3, max_per_grant=2, idle_s=600)
+    now = anyio.current_time()
+    assert budget.admit("a1", "a", lambda: now + 100.5) is None
+    assert budget.admit("a2", "a", lambda: math.inf) is None  # a request in flight: it does not idle
+    assert budget.admit("b1", "b", lambda: now + 30) is None
+
+    over_grant = budget.admit("a3", "a", lambda: math.inf)
+    assert over_grant is not None and over_grant.limit == "HOLDGATE_MAX_SESSIONS_PER_GRANT"
+    assert over_grant.retry_after_s == 101  # a1's, not b1's: only the grant's own sessions free its slots
+    over_host = budget.admit("c1", "c", lambda: math.inf)
+    assert over_host is not None and over_host.limit == "HOLDGATE_MAX_SESSIONS"
+    assert over_host.retry_after_s == 30
+
+    budget.release("b1")
+    budget.release("b1")  # twice changes nothing
+    assert budget.open == 2 and budget.admit("c1", "c", lambda: math.inf) is None
+    budget.release("a2")
+    budget.release("a1")
+    assert budget.admit("a3", "a", lambda: math.inf) is None  # every slot of the grant was freed
+    assert budget.open_for("a") == 1
+    budget.release("a3")
+    budget.release("c1")
+    over = SessionBudget(max_sessions=1, max_per_grant=1, idle_s=600)
+    assert over.admit("x", "x", lambda: math.inf) is None
+    refusal = over.admit("y", "x", lambda: math.inf)
+    assert refusal is not None and refusal.retry_after_s == 600  # nothing idles: the idle period itself
