@@ -51,7 +51,6 @@ from sse_starlette.event import ServerSentEvent
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from service.gateway.proxy import GRANT_SCOPE_KEY
 from service.gateway.sessions import Refusal, SessionBudget
 
 logger = logging.getLogger(__name__)
@@ -211,23 +210,23 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
         # A request that opens a session: the SDK's new-session branch (mcp 2.3.0), with the budget's answer.
         user = scope.get("user")
         requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
-        grant: str = scope.get(GRANT_SCOPE_KEY, "")
         async with self._session_creation_lock:
-            admitted = self._admit_grant_session(requestor, grant)
+            admitted = self._admit_grant_session(requestor)
         if isinstance(admitted, Refusal):
-            logger.warning("Refusing a new session for grant %r: %s", grant, admitted.limit)
+            logger.warning("Refusing a new session: %s", admitted.message)
             await admitted.response()(scope, receive, send)
             return
         await self._serve_opening_request(admitted, scope, receive, send)
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-        admitted = self._admit_grant_session(requestor, requestor["client_id"] or "" if requestor is not None else "")
+        admitted = self._admit_grant_session(requestor)
         return None if isinstance(admitted, Refusal) else admitted
 
-    def _admit_grant_session(
-        self, requestor: AuthorizationContext | None, grant: str
-    ) -> StreamableHTTPServerTransport | Refusal:
-        # The SDK's own `_admit_session` (mcp 2.3.0), with this module's transport class and the shared budget.
+    def _admit_grant_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | Refusal:
+        """The SDK's own `_admit_session` (mcp 2.3.0), with this module's transport class and the shared budget.
+
+        The requestor's client id is the grant (`transports.McpEndpoint` makes it so).
+        """
         transport = DeferredChoiceTransport(
             mcp_session_id=uuid4().hex,
             is_json_response_enabled=self.json_response,
@@ -239,6 +238,7 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
         )
         session_id = transport.mcp_session_id
         assert session_id is not None
+        grant = requestor["client_id"] if requestor is not None else ""
         refusal = self.budget.admit(session_id, grant, lambda: _idle_deadline(transport))
         if refusal is not None:
             return refusal
