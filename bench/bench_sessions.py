@@ -223,7 +223,10 @@ async def crowd(concurrent: int, grants: int, nofile: int) -> None:
                     return
                 statuses[answer.status_code] += 1
                 if answer.status_code != 200:
-                    limits[answer.json().get("error", {}).get("data", {}).get("limit", "?")] += 1
+                    try:
+                        limits[answer.json()["error"]["data"]["limit"]] += 1
+                    except (ValueError, KeyError, TypeError):
+                        limits[f"HTTP {answer.status_code}: {answer.text[:80]}"] += 1
                     return
                 session = answer.headers["mcp-session-id"]
                 opened.append((http, session))
