@@ -24,6 +24,8 @@ import anyio
 from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
 from starlette.responses import Response
 
+from service import metrics
+
 SESSION_LIMIT_REACHED = INTERNAL_ERROR
 """The JSON-RPC code of a refusal (the SDK's own at its limit): no standard code says "busy"."""
 
@@ -77,6 +79,16 @@ class SessionBudget:
 
     def admit(self, session_id: str, grant: str, idle_deadline: IdleDeadline) -> Refusal | None:
         """Count `session_id` for `grant`, or say which limit refuses it (nothing is counted then)."""
+        refusal = self._refusal(grant)
+        if refusal is not None:
+            metrics.count_refused_session(refusal.limit)
+            return refusal
+        self._grants[session_id] = grant
+        self._per_grant[grant] = self.open_for(grant) + 1
+        self._deadlines[session_id] = idle_deadline
+        return None
+
+    def _refusal(self, grant: str) -> Refusal | None:
         if self.open_for(grant) >= self.max_per_grant:
             return Refusal(
                 limit="HOLDGATE_MAX_SESSIONS_PER_GRANT",
@@ -93,9 +105,6 @@ class SessionBudget:
                 "try again later",
                 retry_after_s=self._retry_after(self._grants),
             )
-        self._grants[session_id] = grant
-        self._per_grant[grant] = self.open_for(grant) + 1
-        self._deadlines[session_id] = idle_deadline
         return None
 
     def release(self, session_id: str) -> None:

@@ -19,6 +19,7 @@ from mcp_types import INTERNAL_ERROR
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
+from service import metrics
 from service.gateway.downstream_http import GatewaySessionManager
 from service.gateway.proxy import GRANT_SCOPE_KEY, ServerProxy
 from service.gateway.sessions import SessionBudget
@@ -70,6 +71,7 @@ class McpEndpoint:
             idle_s=settings.session_idle_s,
         )
         """The open sessions of every server's manager (`HOLDGATE_MAX_SESSIONS`, `..._PER_GRANT`)."""
+        metrics.watch_open_sessions(lambda: self.budget.open)
         self.known: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

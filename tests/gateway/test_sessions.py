@@ -82,6 +82,9 @@ async def test_a_grant_over_its_limit_gets_429_and_the_host_over_its_limit_503_u
         assert (await open_session(other, url)).status_code == 200
         assert_refused(await open_session(other, url), 503, "HOLDGATE_MAX_SESSIONS")
         assert gw.state.endpoint.budget.open == 3
+        exported = (await agent.get(f"{gw.url}/metrics")).text
+        assert "holdgate_open_sessions 3.0" in exported.splitlines()
+        assert 'holdgate_refused_sessions_total{limit="HOLDGATE_MAX_SESSIONS_PER_GRANT"}' in exported
 
         # A session that ends (DELETE) gives its slot back; the refused ones never took one.
         ended = await agent.delete(url, headers={"Mcp-Session-Id": first.headers["mcp-session-id"]})
