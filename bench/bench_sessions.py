@@ -123,6 +123,8 @@ class Holdgate:
     async def ready(self) -> None:
         async with httpx2.AsyncClient() as http:
             for _ in range(300):
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"holdgate exited with {self.process.returncode} during start-up")
                 try:
                     await http.get(f"http://127.0.0.1:{self.port}/healthz")
                     return
