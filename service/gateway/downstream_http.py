@@ -199,7 +199,8 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
     """
 
     def __init__(self, *args: Any, defer_s: float, budget: SessionBudget, **kwargs: Any) -> None:
-        super().__init__(*args, max_sessions=None, **kwargs)
+        kwargs["max_sessions"] = None  # the budget counts, across every server's manager
+        super().__init__(*args, **kwargs)
         self.defer_s = defer_s
         self.budget = budget
 

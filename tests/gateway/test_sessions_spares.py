@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 
@@ -35,10 +36,10 @@ def started_at(pid: int) -> int:
         return int(stat.read().rpartition(")")[2].split()[19])
 
 
-async def children_once(ready: object, timeout: float = 20) -> set[int]:
+async def children_once(ready: Callable[[set[int]], object], timeout: float = 20) -> set[int]:
     """Poll the jobs children until `ready(pids)` holds (bounded)."""
     async with asyncio.timeout(timeout):
-        while not ready(pids := jobs_children()):  # type: ignore[operator]
+        while not ready(pids := jobs_children()):
             await asyncio.sleep(0.05)
     return pids
 
