@@ -35,7 +35,8 @@ from service.catalog import Catalogs
 from service.configfile import ConfigError
 from service.dashboard import router as dashboard_router
 from service.gateway.proxy import GatewayCore, ServerProxy
-from service.gateway.servers import ServerSpec, load_servers
+from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
+from service.gateway.spares import SpareUpstream
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
 from service.policy.holder import PolicyHolder
@@ -166,9 +167,14 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
     proxies = {name: ServerProxy(spec, state.core) for name, spec in state.servers.items()}
     await asyncio.gather(*(proxy.probe() for proxy in proxies.values()))
     for name, proxy in proxies.items():
-        manager = build_manager(proxy, state.settings)
+        manager = build_manager(proxy, state.settings, state.endpoint.budget)
         await stack.enter_async_context(manager.run())
         stack.push_async_callback(proxy.aclose)
+        if state.settings.stdio_spares and isinstance(proxy.spec, StdioServerSpec):
+            timeout = state.core.connect_timeout
+            proxy.spare = SpareUpstream(proxy.spec, config_dir=state.core.config_dir, connect_timeout=timeout)
+            proxy.spare.start()
+            stack.push_async_callback(proxy.spare.aclose)
         state.endpoint.managers[name] = manager
     state.proxies = proxies
 

@@ -19,6 +19,7 @@ malformed or refused requests, resumable sessions with an event store) goes to t
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 from uuid import uuid4
@@ -26,7 +27,7 @@ from uuid import uuid4
 import anyio
 import pydantic_core
 from anyio.streams.memory import MemoryObjectReceiveStream
-from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext, authorization_context
 from mcp.server.streamable_http import (
     MCP_SESSION_ID_HEADER,
     REQUEST_CANCELLED,
@@ -51,6 +52,8 @@ from pydantic import ValidationError
 from sse_starlette.event import ServerSentEvent
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
+
+from service.gateway.sessions import Refusal, SessionBudget
 
 logger = logging.getLogger(__name__)
 
@@ -225,16 +228,45 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
 
 
 class GatewaySessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, with `DeferredChoiceTransport` for every new session."""
+    """The SDK's session manager, with `DeferredChoiceTransport` for every new session and a shared budget.
 
-    def __init__(self, *args: Any, defer_s: float, **kwargs: Any) -> None:
+    Every server's manager admits new sessions through one `SessionBudget` (`HOLDGATE_MAX_SESSIONS`,
+    `HOLDGATE_MAX_SESSIONS_PER_GRANT`) instead of the SDK's per-manager count, and answers a refusal
+    with the limit's name; a session's slot is given back when the SDK discards it, however it ended.
+    Idle sessions are closed by the SDK (`session_idle_timeout`, `HOLDGATE_SESSION_IDLE_S`), which
+    unwinds the session's connection and with it its upstream session and stdio child.
+    """
+
+    def __init__(self, *args: Any, defer_s: float, budget: SessionBudget, **kwargs: Any) -> None:
+        kwargs["max_sessions"] = None  # the budget counts, across every server's manager
         super().__init__(*args, **kwargs)
         self.defer_s = defer_s
+        self.budget = budget
+
+    async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if MCP_SESSION_ID_HEADER.lower().encode() in (key for key, _ in scope["headers"]):
+            await super()._handle_stateful_request(scope, receive, send)
+            return
+        # A request that opens a session: the SDK's new-session branch (mcp 2.3.0), with the budget's answer.
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        async with self._session_creation_lock:
+            admitted = self._admit_grant_session(requestor)
+        if isinstance(admitted, Refusal):
+            logger.warning("Refusing a new session: %s", admitted.message)
+            await admitted.response()(scope, receive, send)
+            return
+        await self._serve_opening_request(admitted, scope, receive, send)
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-        # The SDK's own `_admit_session` (mcp 2.3.0), with this module's transport class.
-        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
-            return None
+        admitted = self._admit_grant_session(requestor)
+        return None if isinstance(admitted, Refusal) else admitted
+
+    def _admit_grant_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | Refusal:
+        """The SDK's own `_admit_session` (mcp 2.3.0), with this module's transport class and the shared budget.
+
+        The requestor's client id is the grant (`transports.McpEndpoint` makes it so).
+        """
         transport = DeferredChoiceTransport(
             mcp_session_id=uuid4().hex,
             is_json_response_enabled=self.json_response,
@@ -246,7 +278,20 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
         )
         session_id = transport.mcp_session_id
         assert session_id is not None
+        grant = requestor["client_id"] if requestor is not None else ""
+        refusal = self.budget.admit(session_id, grant, lambda: _idle_deadline(transport))
+        if refusal is not None:
+            return refusal
         if requestor is not None:
             self._session_owners[session_id] = requestor
         self._server_instances[session_id] = transport
         return transport
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        self.budget.release(session_id)
+        await super()._discard_session(session_id, transport)
+
+
+def _idle_deadline(transport: StreamableHTTPServerTransport) -> float:
+    scope = transport.idle_scope
+    return scope.deadline if scope is not None else math.inf

@@ -33,6 +33,7 @@ from sqlmodel import SQLModel
 
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.servers import ServerSpec
+from service.gateway.spares import SpareUpstream
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
 from service.models import AuditEvent, Decision
 from service.policy import Policy, Verdict
@@ -173,6 +174,8 @@ class ServerProxy:
         self.info: UpstreamInfo | None = None
         self._shared: UpstreamClient | None = None
         self._shared_lock = asyncio.Lock()
+        self.spare: SpareUpstream | None = None
+        """A started upstream for the next new session (stdio servers; set by the app, `spares.py`)."""
         self.server: Server[Any] = self._build_server()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -477,14 +480,17 @@ class DownstreamLink:
                     await self._client.aclose()
                     logger.info("upstream %s: restarting after it went away", self.proxy.name)
                 self._client = None
-                client = UpstreamClient(
-                    self.proxy.spec,
-                    listener=self,
-                    config_dir=self.proxy.core.config_dir,
-                    connect_timeout=self.proxy.core.connect_timeout,
-                    connections=self.proxy.core.upstream_connections,
-                )
-                await client.start()
+                spare = self.proxy.spare
+                client = await spare.take(self) if spare is not None else None
+                if client is None:
+                    client = UpstreamClient(
+                        self.proxy.spec,
+                        listener=self,
+                        config_dir=self.proxy.core.config_dir,
+                        connect_timeout=self.proxy.core.connect_timeout,
+                        connections=self.proxy.core.upstream_connections,
+                    )
+                    await client.start()
                 self._client = client
             return self._client
 

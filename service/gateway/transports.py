@@ -17,14 +17,20 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
+from service import metrics
 from service.gateway.downstream_http import GatewaySessionManager
 from service.gateway.proxy import GRANT_SCOPE_KEY, ServerProxy
+from service.gateway.sessions import SessionBudget
 from service.grants.service import ANONYMOUS_DEV_GRANT, GrantResolver
 from service.settings import Settings, is_loopback_host
 
 logger = logging.getLogger(__name__)
+
+GRANT_LOOKUP_RETRY_AFTER_S = 5
+"""Retry-After of a request refused because the grant lookup failed (the database was out of reach)."""
 
 
 def security_settings(settings: Settings) -> TransportSecuritySettings:
@@ -42,12 +48,14 @@ def security_settings(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def build_manager(proxy: ServerProxy, settings: Settings) -> GatewaySessionManager:
+def build_manager(proxy: ServerProxy, settings: Settings, budget: SessionBudget) -> GatewaySessionManager:
     return GatewaySessionManager(
         app=proxy.server,
         security_settings=security_settings(settings),
         max_request_body_size=settings.max_request_body_bytes,
+        session_idle_timeout=settings.session_idle_s,
         defer_s=settings.stream_keepalive_s,
+        budget=budget,
     )
 
 
@@ -58,6 +66,13 @@ class McpEndpoint:
         self.resolver = resolver
         self.settings = settings
         self.managers: dict[str, GatewaySessionManager] = {}
+        self.budget = SessionBudget(
+            max_sessions=settings.max_sessions,
+            max_per_grant=settings.max_sessions_per_grant,
+            idle_s=settings.session_idle_s,
+        )
+        """The open sessions of every server's manager (`HOLDGATE_MAX_SESSIONS`, `..._PER_GRANT`)."""
+        metrics.watch_open_sessions(lambda: self.budget.open)
         self.known: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,7 +90,20 @@ class McpEndpoint:
         if manager is None:
             await _refuse(send, 503, "starting", "the gateway is still starting: try again in a moment")
             return
-        grant = await self._authenticate(scope)
+        try:
+            grant = await self._authenticate(scope)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # Under load (the database's connections, or the process's file descriptors, all taken) the
+            # grant lookup fails: say so, as a refusal the client can retry, never as a 500.
+            logger.warning("grant lookup failed, refusing the request with 503: %s: %s", type(exc).__name__, exc)
+            await _refuse(
+                send,
+                503,
+                "database_unavailable",
+                f"holdgate cannot check the token now ({type(exc).__name__} from its database); try again shortly",
+                headers={"retry-after": str(GRANT_LOOKUP_RETRY_AFTER_S)},
+            )
+            return
         if grant is None:
             await _refuse(
                 send,
