@@ -19,6 +19,7 @@ malformed or refused requests, resumable sessions with an event store) goes to t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from uuid import uuid4
@@ -104,6 +105,16 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
     async def _answer(
         self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send
     ) -> None:
+        watch = StreamWatch()
+        request.scope[STREAM_WATCH_KEY] = watch  # the handler's ctx.request is this request
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_watch_disconnect, receive, watch)
+            await self._answer_watched(message, scope, request, receive, send, watch)
+            tasks.cancel_scope.cancel()
+
+    async def _answer_watched(
+        self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send, watch: StreamWatch
+    ) -> None:
         request_id = str(message.id)
         protocol_version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER, DEFAULT_NEGOTIATED_VERSION)
         streams = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
@@ -126,7 +137,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             if first is not None and _is_answer(first) and not _is_cancellation(first):
                 await self._create_json_response(first.message)(scope, receive, send)
             else:
-                await self._stream(first, reader, receive, send)
+                await self._stream(first, reader, watch, send)
         finally:
             await self._clean_up_memory_streams(request_id)
 
@@ -140,7 +151,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
         self,
         first: EventMessage | None,
         reader: MemoryObjectReceiveStream[EventMessage],
-        receive: Receive,
+        watch: StreamWatch,
         send: Send,
     ) -> None:
         """Answer as SSE: `first` (or a ping), then every message until the response or the session's end."""
@@ -149,7 +160,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             headers.append((MCP_SESSION_ID_HEADER.encode(), self.mcp_session_id.encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+            tasks.start_soon(_cancel_on_close, watch, tasks.cancel_scope)
             event = first
             try:
                 while event is None or not _is_answer(event):
@@ -178,10 +189,53 @@ def _is_cancellation(event: EventMessage) -> bool:
     return isinstance(event.message, JSONRPCError) and event.message.error.code == REQUEST_CANCELLED
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    """Stop streaming when the client goes away (the request body was read already)."""
+STREAM_WATCH_KEY = "holdgate.stream_watch"
+"""Where a request answered by `DeferredChoiceTransport` keeps its `StreamWatch` (the ASGI scope)."""
+
+
+class StreamWatch:
+    """Whether the client closed a request's HTTP exchange before its answer was sent.
+
+    On 2025-11-25 a closed stream is not a cancellation (the request goes on in the session), but a
+    stream of this transport cannot be resumed (no event store), so nobody can ever read the answer:
+    a held call learns it here and is not run for nobody (`service.approvals.hold`).
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._callbacks: list[Callable[[], object]] = []
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Call `callback` when the client goes away (at once if it has already gone)."""
+        if self.closed:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def close(self) -> None:
+        self.closed = True
+        for callback in self._callbacks:
+            callback()
+        self._callbacks.clear()
+
+
+def stream_watch(request: Request | None) -> StreamWatch | None:
+    """The request's `StreamWatch`, or None when the request is not watched (no way to know; resumable)."""
+    return request.scope.get(STREAM_WATCH_KEY) if request is not None else None
+
+
+async def _watch_disconnect(receive: Receive, watch: StreamWatch) -> None:
+    """Tell the watch when the client goes away (the request body was read already)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    watch.close()
+
+
+async def _cancel_on_close(watch: StreamWatch, scope: anyio.CancelScope) -> None:
+    """Stop streaming when the client goes away."""
+    closed = anyio.Event()
+    watch.on_close(closed.set)
+    await closed.wait()
     scope.cancel()
 
 
