@@ -195,6 +195,8 @@ def _outcome(decision: DecisionView) -> str:
 
 def _execution(decision: DecisionView) -> str:
     execution = decision.execution
+    if decision.lapsed:  # an outcome that never reached the upstream
+        return f"*Lapsed:* {_esc(decision.state)}"
     took = f" in {execution.duration_ms:.0f} ms" if execution.duration_ms is not None else ""
     line = f"*Ran upstream:* `{_esc(execution.outcome)}`{took}"
     if execution.detail:

@@ -669,7 +669,7 @@ class ApprovalService:
                 )
             ).one_or_none()
             if decision is not None:
-                await self._enqueue(session, [decision], "update", now)
+                # No channel update: channels treat an `update` as the ending (email mails one follow-up only).
                 await announce(session, [decision.id])
         if decision is not None:
             logger.info(

@@ -325,3 +325,55 @@ async def test_a_typescript_client_killed_mid_hold_leaves_the_approval_to_its_re
     assert retry["event"] == "result" and "holdgate" not in json.dumps(retry["result"])
     assert sent == 1
     assert cancelled_jobs(tmp_path) == ["ts-killed"]
+
+
+async def test_a_2026_client_closing_its_stream_withdraws_its_wait_and_its_retry_runs_the_approval_once(
+    tmp_path, database
+):
+    async with (
+        run_gateway(
+            tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=60, **database
+        ) as gw,
+        gw.modern("jobs") as client,
+    ):
+        with anyio.move_on_after(1):  # on 2026-07-28, closing the response stream is the cancellation
+            await client.call_tool("cancel-async-job", {"jobId": "modern"})
+        [decision] = await wait_for_decisions(gw)
+        await stopped_waiting(gw, decision.id)
+        withdrawn = await view(gw, decision.id)
+        await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+        released = await client.call_tool("cancel-async-job", {"jobId": "modern"})
+        sent = await requests_sent(gw)
+
+    assert withdrawn["status"] == "pending" and withdrawn["rejoin_by"] is not None, "a cancel: rejoin_within runs"
+    assert "holdgate" not in text_of(released)
+    assert sent == 1
+    assert cancelled_jobs(tmp_path) == ["modern"]
+
+
+async def test_an_ending_claimed_for_a_call_that_leaves_before_taking_it_goes_back_to_its_retry(tmp_path, database):
+    """The hand-over race: an approval decided in this process is claimed, in the deciding transaction, for the
+    call waiting here; that call goes away before it takes it. The claim is given back, not spent on nobody."""
+    async with (
+        run_gateway(
+            tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=0.2, **database
+        ) as gw,
+        gw.session("jobs") as session,
+    ):
+        await session.call_tool("cancel-async-job", {"jobId": "handed"})  # answered "pending"
+        [decision] = await decisions(gw)
+        approvals = gw.state.approvals
+        with approvals.bus.subscribe(decision.id):  # a call of this process waits on the decision
+            await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+            claimed_for_it = (await view(gw, decision.id))["released"]
+            approvals.service.forget_handoff(decision.id)  # ...and leaves without taking its release
+
+        async def given_back() -> bool:
+            return not (await view(gw, decision.id))["released"]
+
+        await wait_until(given_back, "the release to be given back")
+        retry = await session.call_tool("cancel-async-job", {"jobId": "handed"})
+
+    assert claimed_for_it is True
+    assert "holdgate" not in text_of(retry)
+    assert cancelled_jobs(tmp_path) == ["handed"]
