@@ -377,3 +377,24 @@ async def test_an_ending_claimed_for_a_call_that_leaves_before_taking_it_goes_ba
     assert claimed_for_it is True
     assert "holdgate" not in text_of(retry)
     assert cancelled_jobs(tmp_path) == ["handed"]
+
+
+async def test_the_cli_lists_a_lapsed_approval_as_lapsed(tmp_path, holdgate):
+    clock = Clock(time.time())
+    async with (
+        run_gateway(
+            tmp_path, policy=approval_policy(), servers=servers(tmp_path), clock=clock, approval_hold_s=0.2
+        ) as gw,
+        gw.session("jobs") as session,
+    ):
+        await session.call_tool("cancel-async-job", {"jobId": "cli-late"})
+        [decision] = await decisions(gw)
+        await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+        clock.now += 10 * 60 + 1
+        await gw.state.approvals.timers.sweep()
+        table = await holdgate("decisions", "list")
+        listed = await holdgate("decisions", "list", "--json")
+
+    assert "lapsed" in table.stdout  # the status column: "approved, lapsed" (wrapped to the terminal)
+    [item] = json.loads(listed.stdout)["items"]
+    assert item["id"] == decision.id and item["lapsed"] is True and item["execution"]["outcome"] == "lapsed"
