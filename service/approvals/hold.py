@@ -80,13 +80,18 @@ class ApprovalGate:
         stream = stream_watch(ctx.request)
         loop = asyncio.get_running_loop()
         started = loop.time()
+
+        def leaving() -> bool:
+            """Nobody will read this call's answer (its stream closed), or the service is stopping."""
+            return self.closing or (stream is not None and stream.closed)
+
         with self.bus.subscribe(decision.id) as changed:
             if stream is not None:
                 stream.on_close(changed.set)
             try:
                 claimed = await self._take(decision.id) if decision.status != "pending" else None
                 while claimed is None:
-                    if self.closing or (stream is not None and stream.closed):
+                    if leaving():
                         return await self._leave(decision, stream_closed=not self.closing)
                     # Only the bus wakes a held call (a commit here, LISTEN/NOTIFY, or the bus's poll
                     # for other processes): waiting costs no database work, however many wait.
@@ -104,10 +109,10 @@ class ApprovalGate:
                             await ctx.session.report_progress(loop.time() - started, None, waiting_message(decision))
                         continue
                     changed.clear()
-                    if not (self.closing or (stream is not None and stream.closed)):
+                    if not leaving():
                         claimed = await self._take(decision.id)
                 ended, mine = claimed
-                if mine and (self.closing or (stream is not None and stream.closed)):
+                if mine and leaving():
                     # Taken for this call, whose client has gone (or which is answered "restarting"): not run.
                     await self.service.give_back(ended.id)
                     return await self._leave(ended, stream_closed=not self.closing)
