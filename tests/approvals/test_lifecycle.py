@@ -398,3 +398,45 @@ async def test_the_cli_lists_a_lapsed_approval_as_lapsed(tmp_path, holdgate):
     assert "lapsed" in table.stdout  # the status column: "approved, lapsed" (wrapped to the terminal)
     [item] = json.loads(listed.stdout)["items"]
     assert item["id"] == decision.id and item["lapsed"] is True and item["execution"]["outcome"] == "lapsed"
+
+
+def _timed_gateway(tmp_path, database, **approval: Any):
+    """A gateway whose sweep runs once at start-up and then not during the test: only timers act."""
+    return run_gateway(
+        tmp_path,
+        policy=approval_policy(**approval),
+        servers=servers(tmp_path),
+        approval_hold_s=60,
+        approval_sweep_interval_s=3600,
+        **database,
+    )
+
+
+async def test_the_rejoin_timer_ends_a_wait_nobody_took_back_without_the_sweep(tmp_path, database):
+    async with _timed_gateway(tmp_path, database, rejoin_within="1s") as gw, gw.session("jobs") as session:
+        with anyio.move_on_after(0.5):
+            await session.call_tool("cancel-async-job", {"jobId": "timer-cancel"})
+        [left] = await wait_for_decisions(gw)
+
+        async def cancelled() -> bool:
+            return (await view(gw, left.id))["status"] == "cancelled"
+
+        await wait_until(cancelled, "the rejoin timer", tries=250)  # about 5 s
+
+    assert cancelled_jobs(tmp_path) == []
+
+
+async def test_the_lapse_timer_lapses_an_uncollected_approval_without_the_sweep(tmp_path, database):
+    async with _timed_gateway(tmp_path, database, claim_within="1s") as gw, gw.session("jobs") as session:
+        with anyio.move_on_after(0.5):
+            await session.call_tool("cancel-async-job", {"jobId": "timer-lapse"})
+        [decision] = await wait_for_decisions(gw)
+        await stopped_waiting(gw, decision.id)
+        await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+
+        async def lapsed() -> bool:
+            return (await view(gw, decision.id))["lapsed"]
+
+        await wait_until(lapsed, "the lapse timer", tries=250)
+
+    assert cancelled_jobs(tmp_path) == []
