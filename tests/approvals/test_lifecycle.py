@@ -226,6 +226,9 @@ async def test_a_cancelled_wait_nobody_takes_back_within_rejoin_within_ends_canc
             await session.call_tool("cancel-async-job", {"jobId": "left"})
         [decision] = await wait_for_decisions(gw)
         await stopped_waiting(gw, decision.id)
+        async with browser(gw) as client:
+            await sign_in(client, "alice")
+            queue = (await client.get("/")).text
         clock.now += 31
         await gw.state.approvals.timers.sweep()
         ended = await view(gw, decision.id)
@@ -233,6 +236,7 @@ async def test_a_cancelled_wait_nobody_takes_back_within_rejoin_within_ends_canc
         await asyncio.sleep(0.2)  # the audit writer's batch
         records = [r for r in await audit_events(gw) if r.decision_id == decision.id]
 
+    assert 'data-testid="stopped-waiting"' in queue and "the agent stopped waiting" in queue
     assert ended["status"] == "cancelled" and ended["decided_by"] == "client"
     assert "did not call again" in ended["reason"]
     assert late.status_code == 409

@@ -70,9 +70,11 @@ async def pending(gw: Gateway) -> list[dict]:
     raise AssertionError("no pending decision")
 
 
-async def test_sigterm_answers_each_held_call_at_once_and_the_retry_after_the_restart_joins_its_decision(tmp_path):
+async def test_sigterm_answers_each_held_call_at_once_and_the_retry_after_the_restart_joins_its_decision(
+    tmp_path, database
+):
     write_config(tmp_path / "config", policy=approval_policy(), servers=servers(tmp_path))
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'holdgate.db'}"
+    database_url = database.get("database_url") or f"sqlite+aiosqlite:///{tmp_path / 'holdgate.db'}"
     tokens = await seed_grants(Settings(_env_file=None, database_url=database_url), ["agent"])
 
     async with serve(tmp_path, database_url, tokens, "first.log") as gw:
