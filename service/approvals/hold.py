@@ -114,7 +114,7 @@ class ApprovalGate:
                 ended, mine = claimed
                 if mine and leaving():
                     # Taken for this call, whose client has gone (or which is answered "restarting"): not run.
-                    await self.service.give_back(ended.id)
+                    await self.service.give_back_ending(ended.id)
                     return await self._leave(ended, stream_closed=not self.closing)
             except asyncio.CancelledError:
                 self._withdraw(decision.id)

@@ -699,7 +699,7 @@ class ApprovalService:
         self.audit_event(decision, "cancelled", decision.decision_reason or "")
         return decision
 
-    async def give_back(self, decision_id: str) -> bool:
+    async def give_back_ending(self, decision_id: str) -> bool:
         """An ending claimed for a call that went away before using it (its client left, or the service is
         restarting): unclaimed again, so the same call coming back within `collect_by` collects it. Nothing
         ran; an approval is never spent on nobody."""
@@ -724,17 +724,17 @@ class ApprovalService:
             self._notify(await self.load(decision_id))
         return given
 
-    def give_back_later(self, decision_id: str) -> None:
-        """`give_back` from code that cannot wait (a cancelled task, a listener)."""
+    def give_back_ending_later(self, decision_id: str) -> None:
+        """`give_back_ending` from code that cannot wait (a cancelled task, a listener)."""
         task = asyncio.get_running_loop().create_task(
-            self._give_back_logged(decision_id), name=f"give-back:{decision_id}"
+            self._give_back_ending_logged(decision_id), name=f"give-back:{decision_id}"
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _give_back_logged(self, decision_id: str) -> None:
+    async def _give_back_ending_logged(self, decision_id: str) -> None:
         try:
-            await self.give_back(decision_id)
+            await self.give_back_ending(decision_id)
         except Exception:  # the claim stays: fail closed (the call does not run), and say so
             logger.exception("decision %s: could not give back the ending of a call that went away", decision_id)
 
@@ -825,11 +825,11 @@ class ApprovalService:
     def forget_handoff(self, decision_id: str) -> None:
         """The last call waiting on `decision_id` went away: drop an ending claimed for it, if any.
 
-        Its call is not run; the ending is given back (`give_back`), so the same call coming again collects it.
+        Its call is not run; the ending is given back (`give_back_ending`): the same call coming again collects it.
         """
         if self._handed.pop(decision_id, None) is not None:
             _log_unwaited(decision_id)
-            self.give_back_later(decision_id)
+            self.give_back_ending_later(decision_id)
 
     async def _claim_batch(self, decision_ids: Sequence[str]) -> list[Decision | None]:
         """One compare-and-set for every claim of the moment; the winners come back from its RETURNING."""
@@ -965,7 +965,7 @@ class ApprovalService:
             self._handed[decision.id] = decision
         else:
             _log_unwaited(decision.id)
-            self.give_back_later(decision.id)
+            self.give_back_ending_later(decision.id)
         if not committing.done():
             committing.set_result(None)
 
