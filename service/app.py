@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             await _start_gateway(state, stack)
             # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
             stack.callback(state.approvals.gate.begin_shutdown)
+            _answer_held_calls_on_stop_signal(state, stack)
             _watch_policy(state, stack)
             _watch_servers(state, stack)
             _warn_about_replica_settings(settings)
@@ -202,6 +203,41 @@ def _warn_about_replica_settings(settings: Settings) -> None:
             "behind a load balancer with several replicas a person is signed out whenever another replica answers "
             "(and email approval links stay off); set the same HOLDGATE_SECRET_KEY on every replica"
         )
+
+
+def _answer_held_calls_on_stop_signal(state: AppState, stack: AsyncExitStack) -> None:
+    """SIGTERM / SIGINT: answer every held call at once ("holdgate is restarting; call again to join d_…"),
+    then pass the signal on to the server (uvicorn), which stops listening and waits for open requests.
+
+    The lifespan's own shutdown comes only after that wait, so held calls (which may wait for hours) would
+    keep the process up until the server's graceful timeout, then be cut off with "SSE stream ended".
+    Their decisions stay pending; the same call after the restart joins its decision.
+    """
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals, previous: Any) -> None:
+        if state.approvals is not None:
+            state.approvals.gate.begin_shutdown()
+        if callable(previous):
+            previous(sig, None)
+        else:  # nobody else handles it: the default action, once our part is done
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, previous)
+            signal.raise_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        try:
+            loop.add_signal_handler(sig, stop, sig, previous)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests) or no signals
+            continue
+        stack.callback(_restore_signal, loop, sig, previous)
+
+
+def _restore_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals, previous: Any) -> None:
+    loop.remove_signal_handler(sig)
+    if previous is not None:
+        signal.signal(sig, previous)
 
 
 def _watch_policy(state: AppState, stack: AsyncExitStack) -> None:

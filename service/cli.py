@@ -216,7 +216,10 @@ def decisions_list(
         table.add_column(header)
     for v in views:
         call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
-        table.add_row(v.id, v.status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")
+        status = v.status + (
+            ", lapsed" if v.lapsed else ", agent stopped waiting" if v.agent_stopped_waiting_at else ""
+        )
+        table.add_row(v.id, status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")
     console.print(table)
 
 

@@ -113,6 +113,7 @@ class Decision(SQLModel, table=True):
         Index("ix_decisions_status_expires", "status", "expires_at"),
         Index("ix_decisions_call", "grant", "server", "tool", "args_sha256"),
         Index("ix_decisions_created", "created_at"),
+        Index("ix_decisions_collect_by", "status", "collect_by"),  # endings nobody collected in time (lapse)
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -142,6 +143,14 @@ class Decision(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=32)
     outcome_detail: str | None = Field(default=None, sa_column=Column(Text))
     duration_ms: float | None = None
+    # Waits that are withdrawn and approvals that lapse (service.approvals.hold): how long, per the rule, an ending
+    # waits to be collected (`claim_within`) and a withdrawn wait to be rejoined (`rejoin_within`); the deadline of
+    # each (`collect_by` from the ending, `rejoin_by` from a client's cancel); when the last waiting call went away.
+    claim_within_s: float = 600.0
+    rejoin_within_s: float = 120.0
+    collect_by: float | None = None
+    withdrawn_at: float | None = None
+    rejoin_by: float | None = None
 
 
 class Vote(SQLModel, table=True):

@@ -8,9 +8,17 @@ the decision for the call, then waits on the bus:
 - no progress token → wait up to `hold_bound` seconds (below the ~60 s most clients allow), then
   answer "approval pending" with the decision id and expiry; the same call again joins it.
 
-A held call costs an asyncio event and a few objects, so thousands can wait at once. When the
-client cancels, the decision becomes `cancelled` (unless other calls in this process still wait
-on it, or the service itself is shutting down — then it stays pending and survives the restart).
+A held call costs an asyncio event and a few objects, so thousands can wait at once. A call is
+never run for a client that has gone, and its approval is never spent on nobody:
+
+- the client cancels (`notifications/cancelled`; on 2026-07-28, closing its stream) → it withdraws its
+  wait, not the request: the decision stays pending ("the agent stopped waiting") for the rule's
+  `rejoin_within`; the same call again joins it; after that the decision ends `cancelled`;
+- the client's stream closes on 2025-11-25 (no cancellation there, but a stream of this gateway cannot
+  be resumed) → the call stops waiting and is not run; the decision goes on; its ending waits for the
+  same call again (an approval, within `claim_within`, then it lapses);
+- the service stops → every held call is answered at once "holdgate is restarting; call again to join
+  d_…", its decision stays pending, and a retry after the restart joins it.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from service.approvals.bus import DecisionBus
-from service.approvals.service import ApprovalError, ApprovalService, approvers_of, iso
+from service.approvals.service import ApprovalService, approvers_of, iso
+from service.gateway.downstream_http import stream_watch
 from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall, progress_token_of
 from service.models import Decision
 from service.policy.redaction import bounded_text, storable_text
@@ -65,18 +74,31 @@ class ApprovalGate:
         self._background: set[asyncio.Task[Any]] = set()
 
     def begin_shutdown(self) -> None:
-        """From now on a call that goes away leaves its decision pending (it survives the restart)."""
+        """The service is stopping: answer every held call now ("holdgate is restarting; call again to join
+        d_…") and leave its decision pending, so that the call, made again after the restart, joins it."""
         self.closing = True
+        for decision_id in self.bus.waiting_ids():
+            self.bus.publish(decision_id)
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome:
         decision = await self._open(call, verdict)
         token = progress_token_of(ctx)
+        stream = stream_watch(ctx.request)
         loop = asyncio.get_running_loop()
         started = loop.time()
+
+        def leaving() -> bool:
+            """Nobody will read this call's answer (its stream closed), or the service is stopping."""
+            return self.closing or (stream is not None and stream.closed)
+
         with self.bus.subscribe(decision.id) as changed:
+            if stream is not None:
+                stream.on_close(changed.set)
             try:
                 claimed = await self._take(decision.id) if decision.status != "pending" else None
                 while claimed is None:
+                    if leaving():
+                        return await self._leave(decision, stream_closed=not self.closing)
                     # Only the bus wakes a held call (a commit here, LISTEN/NOTIFY, or the bus's poll
                     # for other processes): waiting costs no database work, however many wait.
                     if token is None:
@@ -93,14 +115,20 @@ class ApprovalGate:
                             await ctx.session.report_progress(loop.time() - started, None, waiting_message(decision))
                         continue
                     changed.clear()
-                    claimed = await self._take(decision.id)
+                    if not leaving():
+                        claimed = await self._take(decision.id)
+                ended, mine = claimed
+                if mine and leaving():
+                    # Taken for this call, whose client has gone (or which is answered "restarting"): not run.
+                    await self.service.give_back_ending(ended.id)
+                    return await self._leave(ended, stream_closed=not self.closing)
             except asyncio.CancelledError:
                 self._withdraw(decision.id)
                 raise
             finally:
                 if self.bus.waiting(decision.id) == 1:  # this call is the last one here waiting on it
                     self.service.forget_handoff(decision.id)
-        return self._ending(*claimed)
+        return self._ending(ended, mine)
 
     async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
         stored = storable_text(detail) if detail is not None else None
@@ -160,23 +188,30 @@ class ApprovalGate:
             return _outcome(decision, "approved")
         return _outcome(decision, decision.status, ending_message(decision))
 
+    async def _leave(self, decision: Decision, *, stream_closed: bool) -> HoldOutcome:
+        """This call stops waiting without running: the service is restarting, or the client's stream closed
+        (2025-11-25: no cancellation, but nobody can read the answer). The decision goes on."""
+        if not stream_closed:
+            return _outcome(decision, "restarting", restarting_message(decision))
+        if decision.status == "pending" and self.bus.waiting(decision.id) == 1:
+            await self.service.withdraw(decision.id, cancelled=False)
+        return _outcome(decision, "withdrawn", withdrawn_message(decision))
+
     def _withdraw(self, decision_id: str) -> None:
-        """The client went away: cancel the decision (in the background: this task is being cancelled)."""
+        """The client cancelled its request: it withdraws its wait, not the request. The decision stays pending
+        for `rejoin_within` (the same call again joins it), then ends cancelled (in the background: this task is
+        being cancelled). Not while the service is stopping: a restart must not cancel anything."""
         if self.closing or self.bus.waiting(decision_id) > 1:
             return
-        task = asyncio.get_running_loop().create_task(self._cancel(decision_id), name=f"cancel:{decision_id}")
+        task = asyncio.get_running_loop().create_task(self._cancel(decision_id), name=f"withdraw:{decision_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _cancel(self, decision_id: str) -> None:
         try:
-            await self.service.transition(
-                decision_id, "cancelled", by="client", via="mcp", reason="the calling client cancelled or went away"
-            )
-        except ApprovalError:
-            pass  # decided meanwhile: that ending stands
+            await self.service.withdraw(decision_id, cancelled=True)
         except Exception:
-            logger.exception("could not mark decision %s cancelled", decision_id)
+            logger.exception("could not record that the agent stopped waiting on decision %s", decision_id)
 
 
 def approver_names(decision: Decision) -> str:
@@ -208,7 +243,24 @@ def ending_message(decision: Decision) -> str:
             f"holdgate: approval for {call} expired at {iso(decision.expires_at)} with no decision "
             f"(decision {decision.id}); the call was not run. This is a timeout, not a person's denial."
         )
-    return f"holdgate: decision {decision.id} for {call} was cancelled (the calling client went away); not run."
+    return (
+        f"holdgate: decision {decision.id} for {call} was cancelled: the agent stopped waiting and did not call "
+        "again in time; the call was not run."
+    )
+
+
+def restarting_message(decision: Decision) -> str:
+    return (
+        f"holdgate is restarting; call {decision.tool} again with the same arguments to join {decision.id} "
+        f"(still {decision.status}; the call was not run)."
+    )
+
+
+def withdrawn_message(decision: Decision) -> str:
+    return (
+        f"holdgate: the client's stream closed before decision {decision.id} ended; the call was not run. "
+        f"Call {decision.tool} again with the same arguments to collect it."
+    )
 
 
 def _outcome(decision: Decision, ending: str, message: str = "") -> HoldOutcome:

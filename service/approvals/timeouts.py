@@ -1,10 +1,11 @@
 """Timeouts and reminders: APScheduler timers for precision, a periodic sweep for correctness.
 
-Each pending decision gets an in-memory date job at `expires_at` (and one at `remind_at`). Timers are
-rebuilt from the database at start-up, and a sweep runs right away and then every
-`sweep_interval` seconds, expiring whatever is overdue — including decisions that fell due while
-the service was down, and any a lost timer missed. Timer and sweep both go through
-`ApprovalService.expire`, whose compare-and-set makes the timeout happen once however many race.
+Each pending decision gets an in-memory date job at `expires_at` (and one at `remind_at`, and one at
+`rejoin_by` while its agent has stopped waiting); an approved decision no call has collected gets one at
+`collect_by`, when it lapses. Timers are rebuilt from the database at start-up, and a sweep runs right
+away and then every `sweep_interval` seconds, doing whatever is overdue — including decisions that fell
+due while the service was down, and any a lost timer missed. Timer and sweep both go through the same
+compare-and-set (`ApprovalService.expire`, `end_unrejoined`, `lapse`), so each happens once however many race.
 APScheduler's persistent job stores are deliberately not used (not safe across processes, and they
 drop jobs that fell due during downtime): the database rows are the schedule.
 """
@@ -53,6 +54,8 @@ class DecisionTimers:
         pending = await self.service.pending()
         for decision in pending:
             self.watch(decision)
+        for decision in await self.service.uncollected():
+            self.watch(decision)
         logger.info("timeouts: %d pending decision(s) rescheduled", len(pending))
 
     def shutdown(self) -> None:
@@ -64,10 +67,19 @@ class DecisionTimers:
         if decision.status != "pending":
             self._drop(f"expire:{decision.id}")
             self._drop(f"remind:{decision.id}")
+            self._drop(f"rejoin:{decision.id}")
+            if decision.status == "approved" and decision.claimed_at is None and decision.collect_by is not None:
+                self._at(f"lapse:{decision.id}", decision.collect_by, self.fire_lapse, decision.id)
+            else:
+                self._drop(f"lapse:{decision.id}")
             return
         self._at(f"expire:{decision.id}", decision.expires_at, self.fire_timeout, decision.id)
         if decision.remind_at is not None and decision.reminded_at is None:
             self._at(f"remind:{decision.id}", decision.remind_at, self.fire_reminder, decision.id)
+        if decision.rejoin_by is not None:
+            self._at(f"rejoin:{decision.id}", decision.rejoin_by, self.fire_rejoin, decision.id)
+        else:
+            self._drop(f"rejoin:{decision.id}")
 
     async def fire_timeout(self, decision_id: str) -> None:
         decision = await self.service.expire(decision_id)
@@ -77,6 +89,14 @@ class DecisionTimers:
     async def fire_reminder(self, decision_id: str) -> None:
         await self.service.remind(decision_id)
 
+    async def fire_rejoin(self, decision_id: str) -> None:
+        """The agent that stopped waiting did not call again within `rejoin_within`: the decision ends cancelled."""
+        await self.service.end_unrejoined(decision_id)
+
+    async def fire_lapse(self, decision_id: str) -> None:
+        """Nobody collected the approval within `claim_within`: it lapses."""
+        await self.service.lapse(decision_id)
+
     async def sweep(self) -> None:
         """Expire the overdue and send due reminders; what the timers should have done, if they did not."""
         try:
@@ -84,6 +104,10 @@ class DecisionTimers:
                 await self.service.expire(decision_id)
             for decision_id in await self.service.reminder_ids_due():
                 await self.service.remind(decision_id)
+            for decision_id in await self.service.rejoin_due_ids():
+                await self.service.end_unrejoined(decision_id)
+            for decision_id in await self.service.lapse_due_ids():
+                await self.service.lapse(decision_id)
         except Exception:  # the next sweep tries again; a timeout is never silently skipped
             logger.exception("timeout sweep failed")
 

@@ -68,6 +68,8 @@ class AuditRecord:
     detail: str | None = None
     duration_ms: float | None = None
     decision_id: str | None = None
+    args_sha256: str | None = None
+    """Given when `arguments` are not the call's own (a decision's event, from its redacted copy)."""
 
     @classmethod
     def begin(cls, call: ToolCall, verdict: Verdict, *, ts: float) -> AuditRecord:
@@ -113,7 +115,7 @@ class AuditRecord:
                 arguments=json.dumps(
                     redact_arguments(self.arguments, self.redact), ensure_ascii=False, allow_nan=False
                 ),
-                args_sha256=args_digest(key, self.arguments),
+                args_sha256=self.args_sha256 or args_digest(key, self.arguments),
                 verdict=self.verdict,
                 rule=self.rule,
                 reason=self.reason,

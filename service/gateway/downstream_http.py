@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from uuid import uuid4
@@ -143,6 +144,16 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
     async def _answer(
         self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send
     ) -> None:
+        watch = StreamWatch()
+        request.scope[STREAM_WATCH_KEY] = watch  # the handler's ctx.request is this request
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_watch_disconnect, receive, watch)
+            await self._answer_watched(message, scope, request, receive, send, watch)
+            tasks.cancel_scope.cancel()
+
+    async def _answer_watched(
+        self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send, watch: StreamWatch
+    ) -> None:
         request_id = str(message.id)
         if request_id in self._request_streams:  # checked and taken with no await between: one of two racing wins
             await self._refuse_duplicate(message, scope, receive, send)
@@ -168,7 +179,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             if first is not None and _is_answer(first) and not _is_cancellation(first):
                 await self._create_json_response(first.message)(scope, receive, send)
             else:
-                await self._stream(first, reader, receive, send)
+                await self._stream(first, reader, watch, send)
         finally:
             await self._clean_up_memory_streams(request_id)
 
@@ -182,7 +193,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
         self,
         first: EventMessage | None,
         reader: MemoryObjectReceiveStream[EventMessage],
-        receive: Receive,
+        watch: StreamWatch,
         send: Send,
     ) -> None:
         """Answer as SSE: `first` (or a ping), then every message until the response or the session's end."""
@@ -191,7 +202,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             headers.append((MCP_SESSION_ID_HEADER.encode(), self.mcp_session_id.encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+            tasks.start_soon(_cancel_on_close, watch, tasks.cancel_scope)
             event = first
             try:
                 while event is None or not _is_answer(event):
@@ -220,10 +231,53 @@ def _is_cancellation(event: EventMessage) -> bool:
     return isinstance(event.message, JSONRPCError) and event.message.error.code == REQUEST_CANCELLED
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    """Stop streaming when the client goes away (the request body was read already)."""
+STREAM_WATCH_KEY = "holdgate.stream_watch"
+"""Where a request answered by `DeferredChoiceTransport` keeps its `StreamWatch` (the ASGI scope)."""
+
+
+class StreamWatch:
+    """Whether the client closed a request's HTTP exchange before its answer was sent.
+
+    On 2025-11-25 a closed stream is not a cancellation (the request goes on in the session), but a
+    stream of this transport cannot be resumed (no event store), so nobody can ever read the answer:
+    a held call learns it here and is not run for nobody (`service.approvals.hold`).
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._callbacks: list[Callable[[], object]] = []
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Call `callback` when the client goes away (at once if it has already gone)."""
+        if self.closed:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def close(self) -> None:
+        self.closed = True
+        for callback in self._callbacks:
+            callback()
+        self._callbacks.clear()
+
+
+def stream_watch(request: Request | None) -> StreamWatch | None:
+    """The request's `StreamWatch`, or None when the request is not watched (no way to know; resumable)."""
+    return request.scope.get(STREAM_WATCH_KEY) if request is not None else None
+
+
+async def _watch_disconnect(receive: Receive, watch: StreamWatch) -> None:
+    """Tell the watch when the client goes away (the request body was read already)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    watch.close()
+
+
+async def _cancel_on_close(watch: StreamWatch, scope: anyio.CancelScope) -> None:
+    """Stop streaming when the client goes away."""
+    closed = anyio.Event()
+    watch.on_close(closed.set)
+    await closed.wait()
     scope.cancel()
 
 

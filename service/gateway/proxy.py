@@ -89,8 +89,8 @@ class ApprovalHold(Protocol):
     `hold` returns once the call's decision has ended, or when the call is to be answered with
     "approval pending" (no progress token, bound reached). It returns `approved` only after it
     has claimed the single execution of the decision; the gateway then forwards the call and
-    reports the upstream outcome with `executed`. A cancelled client raises out of `hold` after
-    the decision was marked cancelled.
+    reports the upstream outcome with `executed`. A cancelled client raises out of `hold`; its
+    decision stays pending for the rule's `rejoin_within` (the same call again joins it).
     """
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome: ...
@@ -103,7 +103,7 @@ class HoldOutcome:
     """How a held call ended: `approved` (run it now) or why not, in words for the agent."""
 
     decision_id: str
-    ending: str  # approved | denied | expired | cancelled | pending
+    ending: str  # approved | denied | expired | cancelled | pending | already_released | withdrawn | restarting
     message: str = ""
 
 
