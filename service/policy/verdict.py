@@ -56,6 +56,11 @@ class ApprovalSpec:
     quorum: int = 1
     remind_before_seconds: float | None = None
     slack_channel: str | None = None
+    claim_within_seconds: float = 10 * 60
+    """An approval that no call collects within this time of being given lapses (`approval.claim_within`)."""
+    rejoin_within_seconds: float = 2 * 60
+    """How long a decision whose caller stopped waiting stays open for the same call to join it
+    again (`approval.rejoin_within`)."""
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"

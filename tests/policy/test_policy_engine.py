@@ -410,6 +410,8 @@ def test_require_approval_with_approval_block(tmp_path):
                         "on_timeout": "approve",
                         "quorum": 2,
                         "remind_before": "5m",
+                        "claim_within": "1h",
+                        "rejoin_within": 90,
                     },
                 },
                 "implicit": {"approval": {"approvers": ["group:all"]}},
@@ -427,6 +429,7 @@ def test_require_approval_with_approval_block(tmp_path):
     assert spec.on_timeout == "approve"
     assert spec.quorum == 2
     assert spec.remind_before_seconds == 300
+    assert (spec.claim_within_seconds, spec.rejoin_within_seconds) == (3600, 90)
 
     # an approval block without an action means require_approval (fail closed)
     implicit = policy.evaluate("g", "jobs", "implicit")
@@ -437,6 +440,9 @@ def test_require_approval_with_approval_block(tmp_path):
     plain = policy.evaluate("g", "jobs", "plain").approval
     assert [a.name for a in plain.approvers] == ["alice", "bob", "carol"]
     assert (plain.quorum, plain.timeout_seconds, plain.on_timeout, plain.channels) == (1, 900, "deny", ("console",))
+    # an approval not collected lapses after 10 minutes; a caller that stopped waiting may rejoin for 2
+    for spec in (plain, implicit.approval):
+        assert (spec.claim_within_seconds, spec.rejoin_within_seconds) == (600, 120)
 
 
 def test_require_approval_without_people_means_the_local_operator(tmp_path):
