@@ -13,7 +13,7 @@ ActionName = Literal["allow", "deny", "require_approval"]
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """At most `max` calls per fixed window of `window_seconds`, counted per grant or globally."""
+    """At most `max` calls in any span of `window_seconds` (sliding), counted per grant or globally."""
 
     counter: str
     window_seconds: int
