@@ -22,7 +22,7 @@ class Limit:
 
     def describe(self) -> str:
         per = "per grant" if self.scope == "grant" else "across all grants"
-        return f"{self.counter}: at most {self.max} per {format_seconds(self.window_seconds)}, {per}"
+        return f"{self.counter}: at most {self.max} in any {format_seconds(self.window_seconds)}, {per}"
 
 
 @dataclass(frozen=True, slots=True)
