@@ -92,7 +92,10 @@ class RateCounter(SQLModel, table=True):
 
 
 class RateCounterCall(SQLModel, table=True):
-    """The time (unix seconds) of one call counted by a sliding-window limit: slot `slot` of its key's ring."""
+    """The time (unix seconds) of one call counted by a sliding-window limit: slot `slot` of its key's ring.
+
+    `window_seconds` rides along so that the conditional upsert taking the slot can compare the old time
+    with `now - window` from the new row alone (one fixed statement for all of a call's limits)."""
 
     __tablename__ = "rate_counter_calls"
 
@@ -100,6 +103,7 @@ class RateCounterCall(SQLModel, table=True):
     scope_key: str = Field(primary_key=True, max_length=200)
     slot: int = Field(primary_key=True)
     at: float
+    window_seconds: int
 
 
 class Decision(SQLModel, table=True):

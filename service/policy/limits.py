@@ -27,9 +27,11 @@ own the clock.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, case, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -116,29 +118,43 @@ class _Full(Exception):
 
 async def _take_slots(session: AsyncSession, keyed: Sequence[tuple[Limit, str]], now: float) -> None:
     """Statements 1 and 2 of the module docstring, each one statement for all the call's limits (rows
-    in (counter, scope key) order, which is the order PostgreSQL locks them in); raises _Full."""
-    upsert = _upsert_for(session)
-    advanced = await session.execute(_advance(upsert, keyed, now))
+    in (counter, scope key) order, which is the order PostgreSQL locks them in); raises _Full.
+
+    Both are fixed statements executed with one parameter set per limit, which SQLAlchemy sends as
+    one multi-row INSERT ("insertmanyvalues") and compiles once: a statement built with the rows in
+    it would be compiled again for every call."""
+    statements = _statements(session)
+    advanced = await session.execute(
+        statements.advance,
+        [
+            {
+                "counter": limit.counter,
+                "scope_key": key,
+                "window_seconds": limit.window_seconds,
+                "size": limit.max,
+                "next_slot": 1 % limit.max,
+                "last_at": now,
+            }
+            for limit, key in keyed
+        ],
+    )
     next_slots = {(row.counter, row.scope_key): (row.next_slot, row.size) for row in advanced}
     slots: list[int] = []
     for limit, key in keyed:
         next_slot, size = next_slots[(limit.counter, key)]
         slots.append((next_slot - 1) % limit.max if size == limit.max else await _resize(session, limit, key))
-    rows = [
-        {"counter": limit.counter, "scope_key": key, "slot": slot, "at": now}
-        for (limit, key), slot in zip(keyed, slots, strict=True)
-    ]
-    stmt = upsert(_CALLS).values(rows)
-    # the oldest call must have left the window; windows differ per limit (a counter appears once per call)
-    cutoff = case(
-        *((stmt.excluded.counter == limit.counter, now - limit.window_seconds) for limit, _ in keyed), else_=None
-    )
     taken = await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[_CALLS.c.counter, _CALLS.c.scope_key, _CALLS.c.slot],
-            set_={"at": stmt.excluded.at},
-            where=_CALLS.c.at <= cutoff,
-        ).returning(_CALLS.c.counter, _CALLS.c.scope_key)
+        statements.take,
+        [
+            {
+                "counter": limit.counter,
+                "scope_key": key,
+                "slot": slot,
+                "at": now,
+                "window_seconds": limit.window_seconds,
+            }
+            for (limit, key), slot in zip(keyed, slots, strict=True)
+        ],
     )
     got = {(row.counter, row.scope_key) for row in taken}
     for (limit, key), slot in zip(keyed, slots, strict=True):
@@ -151,26 +167,22 @@ async def _take_slots(session: AsyncSession, keyed: Sequence[tuple[Limit, str]],
             raise _Full(limit, float(oldest if oldest is not None else now))
 
 
-def _advance(upsert, keyed: Sequence[tuple[Limit, str]], now: float):
-    """Create each key's row (slot 0 taken) or advance its `next_slot` past the slot this call takes.
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The two statements of a call, built once per dialect."""
 
-    Returns each key's `next_slot` and `size`; a key whose `size` is not the limit's `max` does not
-    advance, and the caller rebuilds its ring (`_resize`)."""
-    stmt = upsert(_KEYS).values(
-        [
-            {
-                "counter": limit.counter,
-                "scope_key": key,
-                "window_seconds": limit.window_seconds,
-                "size": limit.max,
-                "next_slot": 1 % limit.max,
-                "last_at": now,
-            }
-            for limit, key in keyed
-        ]
-    )
-    new = stmt.excluded
-    return stmt.on_conflict_do_update(
+    advance: Any
+    take: Any
+
+
+@functools.cache
+def _statements_for(dialect: str) -> _Statements:
+    upsert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    # 1. create each key's row (slot 0 taken), or advance its `next_slot` past the slot this call
+    # takes; a key whose `size` is not the limit's `max` does not advance (the caller `_resize`s it)
+    keys = upsert(_KEYS)
+    new = keys.excluded
+    advance = keys.on_conflict_do_update(
         index_elements=[_KEYS.c.counter, _KEYS.c.scope_key],
         set_={
             "next_slot": case((_KEYS.c.size == new.size, (_KEYS.c.next_slot + 1) % new.size), else_=_KEYS.c.next_slot),
@@ -178,6 +190,22 @@ def _advance(upsert, keyed: Sequence[tuple[Limit, str]], now: float):
             "last_at": case((_KEYS.c.last_at < new.last_at, new.last_at), else_=_KEYS.c.last_at),
         },
     ).returning(_KEYS.c.counter, _KEYS.c.scope_key, _KEYS.c.next_slot, _KEYS.c.size)
+    # 2. take the slot if the call in it has left the window (`now - window`, as this limit has it now)
+    calls = upsert(_CALLS)
+    new = calls.excluded
+    take = calls.on_conflict_do_update(
+        index_elements=[_CALLS.c.counter, _CALLS.c.scope_key, _CALLS.c.slot],
+        set_={"at": new.at, "window_seconds": new.window_seconds},
+        where=_CALLS.c.at <= new.at - new.window_seconds,
+    ).returning(_CALLS.c.counter, _CALLS.c.scope_key)
+    return _Statements(advance, take)
+
+
+def _statements(session: AsyncSession) -> _Statements:
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise RuntimeError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
+    return _statements_for(dialect)
 
 
 async def _resize(session: AsyncSession, limit: Limit, key: str) -> int:
@@ -192,7 +220,16 @@ async def _resize(session: AsyncSession, limit: Limit, key: str) -> int:
     if times:
         await session.execute(
             insert(_CALLS),
-            [{"counter": limit.counter, "scope_key": key, "slot": i, "at": at} for i, at in enumerate(times)],
+            [
+                {
+                    "counter": limit.counter,
+                    "scope_key": key,
+                    "slot": i,
+                    "at": at,
+                    "window_seconds": limit.window_seconds,
+                }
+                for i, at in enumerate(times)
+            ],
         )
     slot = len(times) % limit.max
     await session.execute(
@@ -201,15 +238,6 @@ async def _resize(session: AsyncSession, limit: Limit, key: str) -> int:
         .values(size=limit.max, next_slot=(slot + 1) % limit.max)
     )
     return slot
-
-
-def _upsert_for(session: AsyncSession):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
 
 
 def _round_up(seconds: float) -> float:

@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("scope_key", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
         sa.Column("slot", sa.Integer(), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
+        sa.Column("window_seconds", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("counter", "scope_key", "slot"),
     )
     if carried:
@@ -78,8 +79,8 @@ def upgrade() -> None:
         op.bulk_insert(
             calls,
             [
-                {"counter": c, "scope_key": k, "slot": slot, "at": now}
-                for (c, k), (n, _) in carried.items()
+                {"counter": c, "scope_key": k, "slot": slot, "at": now, "window_seconds": w}
+                for (c, k), (n, w) in carried.items()
                 for slot in range(n)
             ],
         )
