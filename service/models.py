@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -86,17 +86,37 @@ class ServiceKey(SQLModel, table=True):
 
 
 class RateCounter(SQLModel, table=True):
-    """Calls counted in one fixed window of one limit; consumed by an atomic conditional upsert."""
+    """One sliding-window limit for one scope key (a grant, or `*` for a global limit).
+
+    The times of its last `size` (the limit's `max`) calls sit in a ring in `rate_counter_calls`;
+    `next_slot` is the slot holding the oldest of them, the one the next call replaces. The row is also
+    the lock that serialises the key's callers (see `service.policy.limits`). `last_at` is the newest
+    call's time (pruning keys idle for longer than their window).
+    """
 
     __tablename__ = "rate_counters"
-    __table_args__ = (UniqueConstraint("counter", "scope_key", "window_start"),)
 
-    id: int | None = Field(default=None, primary_key=True)
-    counter: str = Field(max_length=200)
-    scope_key: str = Field(max_length=200)
-    window_start: int = Field(sa_column=Column(BigInteger, nullable=False))  # unix seconds
+    counter: str = Field(primary_key=True, max_length=200)
+    scope_key: str = Field(primary_key=True, max_length=200)
     window_seconds: int
-    count: int = 0
+    size: int
+    next_slot: int = 0
+    last_at: float
+
+
+class RateCounterCall(SQLModel, table=True):
+    """The time (unix seconds) of one call counted by a sliding-window limit: slot `slot` of its key's ring.
+
+    `window_seconds` rides along so that the conditional upsert taking the slot can compare the old time
+    with `now - window` from the new row alone (one fixed statement for all of a call's limits)."""
+
+    __tablename__ = "rate_counter_calls"
+
+    counter: str = Field(primary_key=True, max_length=200)
+    scope_key: str = Field(primary_key=True, max_length=200)
+    slot: int = Field(primary_key=True)
+    at: float
+    window_seconds: int
 
 
 class Decision(SQLModel, table=True):

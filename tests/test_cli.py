@@ -117,7 +117,7 @@ def test_policy_explain_names_the_deciding_rule(env):
 
     other = run("policy", "explain", "--server", "time", "--tool", "cancel-async-job").stdout
     assert "decided by: rule 'cancel-async-job' at tools.cancel-async-job (allow" in other
-    assert "cancel-async-job_rate: at most 30 per 1m, per grant" in other
+    assert "cancel-async-job_rate: at most 30 in any 1m, per grant" in other
 
     nothing = run("policy", "explain", "-s", "time", "-t", "get_current_time").stdout
     assert "decided by: default (deny)" in nothing

@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import update
 
 from service.approvals.service import ApprovalService
+from service.db import session_scope
 from service.models import Decision
 
 logger = logging.getLogger(__name__)
@@ -53,10 +55,46 @@ class DecisionTimers:
         )
         pending = await self.service.pending()
         for decision in pending:
-            self.watch(decision)
+            try:
+                self.watch(decision)
+            except Exception as exc:  # one row never stops start-up
+                await self._expire_unschedulable(decision, exc)
         for decision in await self.service.uncollected():
             self.watch(decision)
         logger.info("timeouts: %d pending decision(s) rescheduled", len(pending))
+
+    async def _expire_unschedulable(self, decision: Decision, error: Exception) -> None:
+        """A pending row whose deadline cannot be scheduled (an absurd `expires_at` or `remind_at`, as
+        older versions wrote before durations were bounded) expires now, whatever its `on_timeout`
+        (fail closed). Its deadline is set to now in the same transaction, so no reader chokes on it later.
+        """
+        logger.warning(
+            "timeouts: decision %s has a deadline that cannot be scheduled (expires_at=%r, remind_at=%r: %s); "
+            "expiring it now",
+            decision.id,
+            decision.expires_at,
+            decision.remind_at,
+            error,
+        )
+        now = self.clock()
+        try:
+            async with session_scope(self.service.sessions) as session:
+                await session.execute(
+                    update(Decision)
+                    .where(Decision.id == decision.id, Decision.status == "pending")
+                    .values(expires_at=now, remind_at=None)
+                )
+                ended = await self.service.transition(
+                    decision.id,
+                    "expired",
+                    by="timeout",
+                    via="timeout",
+                    reason=f"its deadline could not be scheduled ({error}); expired at start-up",
+                    session=session,
+                )
+            self.service._notify(ended)  # committed: the listeners hear of it as of any transition
+        except Exception:  # decided elsewhere meanwhile, or the database refused: the sweep stays the safety net
+            logger.exception("timeouts: could not expire unschedulable decision %s", decision.id)
 
     def shutdown(self) -> None:
         if self.scheduler.running:

@@ -90,7 +90,7 @@ class _Model(BaseModel):
 
 
 class LimitIn(_Model):
-    """One fixed-window counter: at most `max` calls per `window`, per grant or across all grants."""
+    """One sliding-window counter: at most `max` calls in any span of `window`, per grant or across all grants."""
 
     counter: str = Field(min_length=1, max_length=200)
     window: Window

@@ -13,7 +13,7 @@ ActionName = Literal["allow", "deny", "require_approval"]
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """At most `max` calls per fixed window of `window_seconds`, counted per grant or globally."""
+    """At most `max` calls in any span of `window_seconds` (sliding), counted per grant or globally."""
 
     counter: str
     window_seconds: int
@@ -22,7 +22,7 @@ class Limit:
 
     def describe(self) -> str:
         per = "per grant" if self.scope == "grant" else "across all grants"
-        return f"{self.counter}: at most {self.max} per {format_seconds(self.window_seconds)}, {per}"
+        return f"{self.counter}: at most {self.max} in any {format_seconds(self.window_seconds)}, {per}"
 
 
 @dataclass(frozen=True, slots=True)

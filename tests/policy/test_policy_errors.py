@@ -347,3 +347,18 @@ def test_config_error_survives_pickling(tmp_path):
     error = error_for(tmp_path, rule(action="alow"))
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.file, copy.location, copy.message) == (error.file, error.location, error.message)
+
+
+def test_policy_check_refuses_an_absurd_timeout_naming_file_place_and_bound(tmp_path):
+    """The issue's reproduction: `timeout: 99999999d` passed `policy check`, then broke held calls."""
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(rule(action="require_approval", approval={"timeout": "99999999d"})))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: tools.x.approval.timeout: duration must be at most 30d (2592000 seconds), got '99999999d'" in (
+        result.output
+    )
