@@ -12,9 +12,8 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -28,11 +27,16 @@ from service.configfile import ConfigError
 from service.policy import cli as policy_cli
 from service.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    # The context class TyperGroup.invoke takes: the installed typer ships its own copy of click (typer._click), whose
+    # Context is not click.Context; imported for the type only, so an older typer on plain click still runs.
+    from typer._click import Context as ClickContext
+
 
 class _HoldgateGroup(TyperGroup):
     """The top-level command group: a missing database ends any command with its path, not a traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except db.DatabaseMissing as exc:
@@ -293,12 +297,16 @@ def _decide(decision_id: str, value: str, reason: str | None) -> None:
     console.print(outcome.message)
 
 
-def _decide_many(ids: list[str], value: str, reason: str | None, **filters: str | None) -> None:
-    """Vote on `ids`, or (none given) on the pending decisions matching `filters`; exit 1 if any was refused."""
+def _decide_many(
+    ids: list[str], value: str, reason: str | None, *, server: str | None, tool: str | None, grant: str | None
+) -> None:
+    """Vote on `ids`, or (none given) on the pending decisions matching the filters; exit 1 if any was refused."""
     from service.approvals.service import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
 
     async def vote(service):
-        targets = ids or await service.pending_ids(DecisionQuery(limit=sys.maxsize, **filters))
+        targets = ids or await service.pending_ids(
+            DecisionQuery(server=server, tool=tool, grant=grant, limit=sys.maxsize)
+        )
         return await service.vote_many(targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason)
 
     try:

@@ -30,8 +30,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from service import metrics
 from service.audit import chain
@@ -354,19 +355,19 @@ class AuditFilter:
     until: datetime | None = None
 
 
-def _filtered(query, flt: AuditFilter):
+def _filtered(query: Select[AuditEvent], flt: AuditFilter) -> Select[AuditEvent]:
     for column, value in (
-        (AuditEvent.grant, flt.grant),
-        (AuditEvent.server, flt.server),
-        (AuditEvent.tool, flt.tool),
-        (AuditEvent.verdict, flt.verdict),
+        (col(AuditEvent.grant), flt.grant),
+        (col(AuditEvent.server), flt.server),
+        (col(AuditEvent.tool), flt.tool),
+        (col(AuditEvent.verdict), flt.verdict),
     ):
         if value is not None:
             query = query.where(column == value)
     if flt.since is not None:
-        query = query.where(AuditEvent.ts >= flt.since)
+        query = query.where(col(AuditEvent.ts) >= flt.since)
     if flt.until is not None:
-        query = query.where(AuditEvent.ts < flt.until)
+        query = query.where(col(AuditEvent.ts) < flt.until)
     return query
 
 
@@ -374,7 +375,7 @@ async def list_events(
     session: AsyncSession, *, flt: AuditFilter, limit: int = 100, offset: int = 0
 ) -> list[AuditEvent]:
     """Newest first."""
-    query = _filtered(select(AuditEvent), flt).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
+    query = _filtered(select(AuditEvent), flt).order_by(col(AuditEvent.id).desc()).limit(limit).offset(offset)
     return list((await session.execute(query)).scalars())
 
 
@@ -382,7 +383,12 @@ async def iter_events(session: AsyncSession, *, flt: AuditFilter, batch: int = 1
     """Oldest first, streamed in batches for export."""
     last_id = 0
     while True:
-        query = _filtered(select(AuditEvent), flt).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+        query = (
+            _filtered(select(AuditEvent), flt)
+            .where(col(AuditEvent.id) > last_id)
+            .order_by(col(AuditEvent.id))
+            .limit(batch)
+        )
         rows = list((await session.execute(query)).scalars())
         if not rows:
             return

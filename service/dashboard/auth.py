@@ -31,6 +31,7 @@ from fastapi import Depends, HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
 
 from service.api.deps import get_state
 from service.db import session_scope
@@ -106,7 +107,7 @@ async def sign_out(state: AppState, viewer: Viewer) -> None:
         return
     now = state.core.clock()
     async with session_scope(state.sessions) as session:
-        await session.execute(delete(DashboardSignOut).where(DashboardSignOut.expires_at < now))
+        await session.execute(delete(DashboardSignOut).where(col(DashboardSignOut.expires_at) < now))
         insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         await session.execute(
             insert(DashboardSignOut)
@@ -133,8 +134,8 @@ async def sign_in_wait(state: AppState, keys: list[str]) -> int | None:
     now = state.core.clock()
     async with state.sessions() as session:
         rows = await session.execute(
-            select(DashboardSignInFailure.key, DashboardSignInFailure.at).where(
-                DashboardSignInFailure.key.in_(keys), DashboardSignInFailure.at > now - SIGN_IN_WINDOW_S
+            select(col(DashboardSignInFailure.key), col(DashboardSignInFailure.at)).where(
+                col(DashboardSignInFailure.key).in_(keys), col(DashboardSignInFailure.at) > now - SIGN_IN_WINDOW_S
             )
         )
     times: dict[str, list[float]] = {}
@@ -153,7 +154,9 @@ async def record_sign_in_failure(state: AppState, keys: list[str]) -> None:
     """Count a refused sign-in against each of `keys` (and drop failures that have left every window)."""
     now = state.core.clock()
     async with session_scope(state.sessions) as session:
-        await session.execute(delete(DashboardSignInFailure).where(DashboardSignInFailure.at <= now - SIGN_IN_WINDOW_S))
+        await session.execute(
+            delete(DashboardSignInFailure).where(col(DashboardSignInFailure.at) <= now - SIGN_IN_WINDOW_S)
+        )
         session.add_all(DashboardSignInFailure(key=key, at=now) for key in keys)
 
 

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.templating import Jinja2Templates
 
@@ -47,6 +47,7 @@ from service.dashboard.auth import (
 )
 from service.dashboard.live import LiveFeed
 from service.grants.service import token_sha256
+from service.models import AuditEvent, Decision, Vote
 from service.policy import explain
 
 logger = logging.getLogger(__name__)
@@ -126,21 +127,22 @@ async def static(name: str) -> FileResponse:
 
 
 @router.get("/login")
-async def login_page(request: Request, next: str = "/") -> HTMLResponse:
+async def login_page(request: Request, next: str = "/") -> Response:
     viewer = await read_session(request)
     if viewer.person is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
+    response: Response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
     write_session(request, response, viewer)  # the anonymous session carries the sign-in form's CSRF token
     return response
 
 
 @router.post("/login")
-async def login(request: Request) -> HTMLResponse:
+async def login(request: Request) -> Response:
     state = get_state(request)
     viewer = await read_session(request)
     form = await request.form()
     target = safe_next(str(form.get("next") or "/"))
+    response: Response
     if not csrf_ok(viewer, str(form.get("csrf") or "")):
         response = _render(request, viewer, "login.html", 403, next=target, error="The form expired: try again.")
         write_session(request, response, viewer)
@@ -234,14 +236,19 @@ async def pending_fragment(request: Request, viewer: ViewerDep) -> HTMLResponse:
 
 @router.post("/decisions/{decision_id}/{value}")
 async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewerDep):
-    if value not in ("approve", "deny"):
+    choice: Literal["approve", "deny"]
+    if value == "approve":
+        choice = "approve"
+    elif value == "deny":
+        choice = "deny"
+    else:
         raise HTTPException(status_code=404)
     form = await request.form()
     reason = str(form.get("reason") or "") or None
     wants_json = "application/json" in request.headers.get("accept", "")
     try:
         outcome = await _approvals(request).vote(
-            decision_id, Voter("person", viewer.person or ""), value, via="dashboard", reason=reason
+            decision_id, Voter("person", viewer.person or ""), choice, via="dashboard", reason=reason
         )
     except ApprovalError as exc:
         if wants_json:
@@ -355,26 +362,32 @@ async def history(request: Request, viewer: ViewerDep) -> HTMLResponse:
     now = datetime.fromtimestamp(state.core.clock(), UTC)
     until = _when(flt.until) or now
     since = _when(flt.since) or until - timedelta(hours=24)
+    events: list[AuditEvent] = []  # the calls tab
+    decisions: list[Decision] = []  # the decisions tab
+    total: int | None = None
+    votes: dict[str, list[Vote]] = {}
     async with state.sessions() as session:
         if flt.tab == "calls":
-            rows = await audit_service.list_events(session, flt=flt.calls(), limit=PAGE, offset=flt.offset)
-            total = None
-            votes: dict[str, list] = {}
+            events = await audit_service.list_events(session, flt=flt.calls(), limit=PAGE, offset=flt.offset)
         else:
-            rows, total = await queries.list_decisions(session, flt.decisions(), limit=PAGE, offset=flt.offset)
-            votes = await queries.votes_of(session, [row.id for row in rows])
+            decisions, total = await queries.list_decisions(session, flt.decisions(), limit=PAGE, offset=flt.offset)
+            votes = await queries.votes_of(session, [decision.id for decision in decisions])
         series = await queries.call_series(
             session, since=since, until=until, server=flt.server or None, grant=flt.grant or None
         )
         durations = await queries.decision_times(session, flt.decisions())
-    views = [DecisionView.of(row, votes.get(row.id, [])) for row in rows] if flt.tab == "decisions" else []
-    decided_in = {row.id: row.decided_at - row.created_at for row in rows if getattr(row, "decided_at", None)}
+    views = [DecisionView.of(decision, votes.get(decision.id, [])) for decision in decisions]
+    decided_in = {
+        decision.id: decision.decided_at - decision.created_at
+        for decision in decisions
+        if decision.decided_at is not None
+    }
     return _render(
         request,
         viewer,
         "history.html",
         flt=flt,
-        rows=rows,
+        rows=events,
         views=views,
         decided_in=decided_in,
         total=total,

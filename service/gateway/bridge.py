@@ -24,9 +24,9 @@ from typing import Any
 
 import anyio
 import httpx2
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
+from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
     MCP_NAME_HEADER,
@@ -218,9 +218,9 @@ async def _log_refusals(response: httpx2.Response) -> None:
 
 
 async def _relay_client_to_server(
-    stdin: ObjectReceiveStream[SessionMessage | Exception],
-    stdout: ObjectSendStream[SessionMessage],
-    http: ObjectSendStream[SessionMessage],
+    stdin: ReadStream[SessionMessage | Exception],
+    stdout: WriteStream[SessionMessage],
+    http: WriteStream[SessionMessage],
     stamper: HeaderStamper,
 ) -> None:
     """stdin → HTTP, until the client closes stdin (its way of stopping a stdio server)."""
@@ -236,8 +236,8 @@ async def _relay_client_to_server(
 
 
 async def _relay_server_to_client(
-    http: ObjectReceiveStream[SessionMessage | Exception],
-    stdout: ObjectSendStream[SessionMessage],
+    http: ReadStream[SessionMessage | Exception],
+    stdout: WriteStream[SessionMessage],
     stamper: HeaderStamper,
 ) -> None:
     """HTTP → stdout, for as long as the HTTP transport runs."""

@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
 from annotated_types import MaxLen
@@ -29,6 +29,7 @@ from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from pydantic import BaseModel
 from sqlmodel import SQLModel
 
 from service.audit.service import AuditRecord, AuditWriter
@@ -40,6 +41,8 @@ from service.policy import Policy, Verdict
 from service.policy import limits as rate_limits
 
 logger = logging.getLogger(__name__)
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
 
 GRANT_SCOPE_KEY = "holdgate.grant"
 _LINK_STATE_KEY = "holdgate.link"
@@ -154,10 +157,10 @@ def grant_of(ctx: ServerRequestContext) -> str:
 def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
     """The progress token the client sent with this request, if any."""
     meta = ctx.meta or {}
-    token = meta.get("progress_token")
+    token: object = meta.get("progress_token")
     if token is None:
         token = meta.get("progressToken")
-    return token
+    return token if isinstance(token, (str, int)) else None
 
 
 def tool_error(text: str) -> types.CallToolResult:
@@ -504,7 +507,7 @@ class DownstreamLink:
     def _route(self) -> ServerRequestContext | None:
         return self.in_flight[-1] if self.in_flight else None
 
-    async def _ask_client(self, request: Any, result_type: type) -> Any:
+    async def _ask_client(self, request: types.ServerRequest, result_type: type[ResultT]) -> ResultT | types.ErrorData:
         ctx = self._route()
         try:
             if ctx is not None:

@@ -320,20 +320,20 @@ class UpstreamClient:
     # Callbacks from the SDK: forward to the listener, or refuse when nobody listens.
 
     async def _on_elicit(
-        self, _ctx: ClientRequestContext, params: types.ElicitRequestParams
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
         if self.listener is None:
             return _no_client(self.name, "elicitation")
         return await self.listener.on_elicit(params)
 
     async def _on_sampling(
-        self, _ctx: ClientRequestContext, params: types.CreateMessageRequestParams
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
         if self.listener is None:
             return _no_client(self.name, "sampling")
         return await self.listener.on_sampling(params)
 
-    async def _on_list_roots(self, _ctx: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
+    async def _on_list_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
         if self.listener is None:
             return types.ListRootsResult(roots=[])
         return await self.listener.on_list_roots()

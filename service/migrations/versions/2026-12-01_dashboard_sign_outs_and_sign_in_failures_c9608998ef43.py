@@ -6,7 +6,7 @@ Create Date: 2026-12-01 21:20:54.524163
 """
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "c9608998ef43"

@@ -6,7 +6,7 @@ Create Date: 2026-12-01 21:20:00
 """
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "3c5e0a7d91b2"
