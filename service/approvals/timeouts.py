@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import update
+from sqlmodel import col
 
 from service.approvals.service import ApprovalService
 from service.db import session_scope
@@ -81,7 +82,7 @@ class DecisionTimers:
             async with session_scope(self.service.sessions) as session:
                 await session.execute(
                     update(Decision)
-                    .where(Decision.id == decision.id, Decision.status == "pending")
+                    .where(col(Decision.id) == decision.id, col(Decision.status) == "pending")
                     .values(expires_at=now, remind_at=None)
                 )
                 ended = await self.service.transition(

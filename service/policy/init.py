@@ -50,10 +50,13 @@ class ToolClass:
         return f"{text}: {self.note}" if self.note else text
 
 
+_ACTION_OF_RISK: dict[str, Action] = {"read": "allow", "write": "rate_limit", "destructive": "require_approval"}
+
+
 def classify(tool: types.Tool, catalog: ToolRisk | None) -> ToolClass:
     """The catalog's word if it has one, else the tool's annotations, else 'unknown' (needs approval)."""
     if catalog is not None:
-        action: Action = {"read": "allow", "write": "rate_limit", "destructive": "require_approval"}[catalog.risk]
+        action: Action = _ACTION_OF_RISK[catalog.risk]
         if catalog.level == "high":
             action = "require_approval"
         source = f"catalog {catalog.catalog}, {catalog.level} risk"

@@ -29,21 +29,35 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, insert, select, tuple_, update
+from sqlalchemy import Table, and_, case, delete, insert, select, tuple_, update
+from sqlalchemy import inspect as inspect_model
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from service.models import RateCounter, RateCounterCall
 from service.policy.verdict import Limit
 
 GLOBAL_SCOPE_KEY = "*"
 
-_KEYS = RateCounter.__table__
-_CALLS = RateCounterCall.__table__
+
+def _table_of(model: type) -> Table:
+    """The model's Core table (SQLModel declares no `__table__` for type checkers)."""
+    table: object = inspect_model(model).local_table
+    assert isinstance(table, Table)
+    return table
+
+
+_KEYS = _table_of(RateCounter)
+_CALLS = _table_of(RateCounterCall)
+_UPSERTS: dict[str, Callable[[Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +108,8 @@ async def prune(factory: async_sessionmaker[AsyncSession], now: float) -> int:
         gone = list(
             await session.execute(
                 delete(RateCounter)
-                .where(RateCounter.last_at + RateCounter.window_seconds <= now)
-                .returning(RateCounter.counter, RateCounter.scope_key)
+                .where(col(RateCounter.last_at) + col(RateCounter.window_seconds) <= now)
+                .returning(col(RateCounter.counter), col(RateCounter.scope_key))
             )
         )
         if gone:
@@ -177,7 +191,7 @@ class _Statements:
 
 @functools.cache
 def _statements_for(dialect: str) -> _Statements:
-    upsert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    upsert = _UPSERTS[dialect]
     # 1. create each key's row (slot 0 taken), or advance its `next_slot` past the slot this call
     # takes; a key whose `size` is not the limit's `max` does not advance (the caller `_resize`s it)
     keys = upsert(_KEYS)
@@ -214,7 +228,8 @@ async def _resize(session: AsyncSession, limit: Limit, key: str) -> int:
     Runs under the key's row lock (taken by `_advance`). With `max` calls kept the slot to take is
     0, the oldest of them; with fewer, the first empty slot."""
     of_key = and_(_CALLS.c.counter == limit.counter, _CALLS.c.scope_key == key)
-    times = sorted((await session.scalars(select(_CALLS.c.at).where(of_key))).all(), reverse=True)[: limit.max]
+    stored: list[float] = list((await session.scalars(select(_CALLS.c.at).where(of_key))).all())
+    times = sorted(stored, reverse=True)[: limit.max]
     times.reverse()
     await session.execute(delete(_CALLS).where(of_key))
     if times:

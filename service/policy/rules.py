@@ -117,11 +117,14 @@ def _rate_limit_string(value: Any) -> Any:
     return value
 
 
+_CONSOLE_ONLY: list[Channel] = ["console"]
+
+
 class ApprovalIn(_Model):
     """Who may approve, where they are asked, and what happens if nobody answers."""
 
     approvers: list[str] | None = None
-    channels: list[Channel] = Field(default_factory=lambda: ["console"], min_length=1)
+    channels: list[Channel] = Field(default_factory=lambda: _CONSOLE_ONLY.copy(), min_length=1)
     timeout: Duration = 15 * 60
     on_timeout: Literal["deny", "approve"] = "deny"
     quorum: int = Field(default=1, ge=1)

@@ -12,6 +12,7 @@ a limit stricter for one window, never let a burst through across the upgrade.
 """
 
 import time
+from typing import cast
 
 import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
@@ -44,8 +45,9 @@ def upgrade() -> None:
         )
     )
     for counter, scope_key, window_seconds, count in rows:
-        seen = carried.get((counter, scope_key), (0, 0))
-        carried[(counter, scope_key)] = max(seen, (min(count, MAX_CARRIED), window_seconds))
+        key = (str(counter), str(scope_key))
+        counted = (min(cast(int, count), MAX_CARRIED), cast(int, window_seconds))  # sa.table columns are untyped
+        carried[key] = max(carried.get(key, (0, 0)), counted)
 
     op.drop_table("rate_counters")
     keys = op.create_table(
