@@ -96,8 +96,12 @@ def call_variables(
     Returns `ConditionFailed` when a value cannot be given to CEL faithfully (see the module doc).
     """
     arguments: Mapping[str, Any] = {} if args is None else args
-    problem = _check_value(arguments, "args", 0) if arguments else None
-    if problem is None:
+    problem = None
+    if type(arguments) is not dict:
+        problem = "args is not a JSON object"
+    elif arguments and not _fits(arguments, 1):
+        problem = _check_value(arguments, "args", 0) or "args cannot be converted"  # slow path: find where
+    elif not (_plain(tool) and _plain(server) and _plain(grant)):
         for name, text in (("tool", tool), ("server", server), ("grant", grant)):
             problem = _check_value(text, name, 0) if type(text) is str else f"{name} is not a string"
             if problem is not None:
@@ -155,6 +159,46 @@ def compile_condition(source: str) -> Condition:
             f"a condition must be true or false, but this expression is always a {_type_name(kind)}"
         )
     return Condition(source, program)
+
+
+def _fits(container: dict[str, Any] | list[Any], depth: int) -> bool:
+    """Fast path of `_check_value` (which says where and why): True if every value can go to CEL."""
+    is_dict = type(container) is dict
+    for item in container.values() if is_dict else container:  # type: ignore[union-attr]
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item or not (item.isascii() or _utf8(item)):
+                return False
+        elif kind is int:
+            if not INT64_MIN <= item <= UINT64_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is dict or kind is list:
+            if depth >= MAX_DEPTH or not _fits(item, depth + 1):
+                return False
+        elif kind is not bool and item is not None:
+            return False
+    if not is_dict:
+        return True
+    try:
+        keys = "".join(container)  # one C-level pass over every key; TypeError if one is not a string
+    except TypeError:
+        return False
+    return _plain(keys)
+
+
+def _plain(text: Any) -> bool:
+    return type(text) is str and "\x00" not in text and (text.isascii() or _utf8(text))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_value(value: Any, path: str, depth: int) -> str | None:

@@ -228,7 +228,16 @@ def test_nesting_up_to_the_limit_is_evaluated() -> None:
     for _ in range(MAX_DEPTH - 1):
         nested = [nested]
     assert check("size(args.v) == 1", {"v": nested}) is True
-    assert isinstance(variables({"v": [nested]}), ConditionFailed)
+    outcome = variables({"v": [nested]})
+    assert isinstance(outcome, ConditionFailed)
+    assert f"nested more than {MAX_DEPTH} levels deep" in outcome.reason
+
+
+@pytest.mark.parametrize("args", [[1, 2], "text", 3])
+def test_arguments_that_are_not_an_object_fail_closed(args: Any) -> None:
+    outcome = variables(args)
+    assert isinstance(outcome, ConditionFailed)
+    assert "args is not a JSON object" in outcome.reason
 
 
 @pytest.mark.parametrize("field", ["tool", "server", "grant"])
