@@ -26,7 +26,7 @@ For each it prints four tables you can paste into a note:
      crash is seen as a crash;
   4. footprint: installed size of the distribution and what it pulls in.
 
-Libraries that are not installed are reported as such. Takes about a minute.
+Libraries that are not installed are reported as such. Takes a few minutes.
 
 Usage: python bench/bench_cel.py [--seconds 0.3] [--repeat 3] [--skip-robustness]
 """
