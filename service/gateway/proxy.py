@@ -235,8 +235,9 @@ class ServerProxy:
     ) -> types.CallToolResult | dict[str, Any]:
         call = ToolCall(grant=grant_of(ctx), server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
         started = time.perf_counter()
-        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
-        record = AuditRecord.begin(call, verdict, ts=self.core.clock())
+        now = self.core.clock()
+        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
+        record = AuditRecord.begin(call, verdict, ts=now)
 
         if verdict.action == "deny":
             reason = verdict.reason or "not allowed by policy"
