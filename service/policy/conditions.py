@@ -26,7 +26,8 @@ represent faithfully:
   - a string that is not valid Unicode (a lone surrogate) or holds a NUL (the runtime cuts it there);
   - a non-string map key or a non-JSON value;
   - nesting deeper than `MAX_DEPTH` (the C++ runtime crashes the process around 10,000 levels).
-Reasons never quote argument values: the audit redacts secret arguments, so a reason must not leak them.
+Reasons do not quote argument strings (4+ characters): the audit redacts secret arguments, so a
+reason must not leak them.
 """
 
 from __future__ import annotations

@@ -70,6 +70,27 @@ def test_the_issue_example_chooses_by_argument(tmp_path: Path) -> None:
     assert (denied.action, denied.rule, denied.reason) == ("deny", "cancel-async-job.cases[1]", "never this one")
 
 
+def test_the_readme_example_means_what_the_readme_says(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("### Conditions on arguments (`cases`)", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    policy = load(
+        tmp_path,
+        {"version": "1", "default": "deny", "groups": {"ops": ["olga"]},
+         "people": {"olga": {"email": "olga@example.com"}}, "tools": json.loads(example)},
+    )  # fmt: skip
+    office = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC).timestamp()
+    night = dt.datetime(2026, 12, 1, 22, 0, tzinfo=dt.UTC).timestamp()
+
+    def action(job: str, grant: str = "agent", now: float = office) -> str:
+        return policy.evaluate(grant, "jobs", "cancel-async-job", {"jobId": job}, now=now).action
+
+    assert action("prod-42") == "require_approval"
+    assert action("job-payroll") == "deny"
+    assert action("job-7") == "allow"
+    assert action("job-7", "intern") == "allow"
+    assert action("job-7", "intern", night) == "deny"
+
+
 def test_the_first_true_case_wins(tmp_path: Path) -> None:
     policy = load(
         tmp_path,
