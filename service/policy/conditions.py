@@ -162,10 +162,13 @@ def compile_condition(source: str) -> Condition:
     return Condition(source, program)
 
 
-def _fits(container: dict[str, Any] | list[Any], depth: int) -> bool:
-    """Fast path of `_check_value` (which says where and why): True if every value can go to CEL."""
+def _fits(container: Any, depth: int) -> bool:
+    """Fast path of `_check_value` (which says where and why): True if every value can go to CEL.
+
+    `container` is a dict or a list (the caller checked its type)."""
     is_dict = type(container) is dict
-    for item in container.values() if is_dict else container:  # type: ignore[union-attr]
+    items: Iterable[Any] = container.values() if is_dict else container
+    for item in items:
         kind = type(item)
         if kind is str:
             if "\x00" in item or not (item.isascii() or _utf8(item)):
