@@ -70,9 +70,11 @@ async def test_cases_choose_allow_approval_or_denial_by_argument(tmp_path: Path,
     ]
 
 
-async def test_a_condition_that_errors_fails_closed_with_a_reason_for_the_agent_and_the_audit(tmp_path: Path) -> None:
+async def test_a_condition_that_errors_fails_closed_with_a_reason_for_the_agent_and_the_audit(
+    tmp_path: Path, database: dict[str, Any]
+) -> None:
     async with (
-        run_gateway(tmp_path, policy=cancel_with_cases(), servers=servers(tmp_path)) as gw,
+        run_gateway(tmp_path, policy=cancel_with_cases(), servers=servers(tmp_path), **database) as gw,
         gw.session("jobs") as session,
     ):
         # No jobId: `args.jobId.startsWith('prod-')` cannot be evaluated, so whether this cancels a
