@@ -14,9 +14,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from bots.slack import cli as slack_cli
 from service import db
@@ -25,7 +28,23 @@ from service.configfile import ConfigError
 from service.policy import cli as policy_cli
 from service.settings import Settings, get_settings
 
-app = typer.Typer(no_args_is_help=True, help="holdgate: human-in-the-loop approval gateway for MCP tool calls.")
+
+class _HoldgateGroup(TyperGroup):
+    """The top-level command group: a missing database ends any command with its path, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except db.DatabaseMissing as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_HoldgateGroup,
+    no_args_is_help=True,
+    help="holdgate: human-in-the-loop approval gateway for MCP tool calls.",
+)
 grant_app = typer.Typer(no_args_is_help=True, help="Agent grants (bearer tokens).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 decisions_app = typer.Typer(no_args_is_help=True, help="Held calls and their decisions.")
@@ -46,11 +65,15 @@ def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if config is not None:
         changes["config_dir"] = config
-    return base.model_copy(update=changes) if changes else base
+    if not changes:
+        return base
+    # Validated like the environment form (model_copy would skip the validators: --host 0.0.0.0 with the
+    # anonymous dev grant must be refused either way).
+    return Settings.model_validate(base.model_dump() | changes)
 
 
 def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work(session)` in one committed unit of work on the configured database."""
+    """Run `work(session)` in one committed unit of work on the configured database (which must exist)."""
     return db.run_in_session(settings.effective_database_url, work, migrate=settings.run_migrations)
 
 
@@ -73,7 +96,11 @@ def serve(
     except ConfigError as exc:
         err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
-    except ValueError as exc:  # settings validation
+    except ValidationError as exc:  # settings validation, with --host/--port/--config applied
+        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        err_console.print(f"[red]holdgate refuses to start:[/red] {problems}", highlight=False)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
         err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     app = create_app(settings, state=state)
@@ -189,7 +216,10 @@ def decisions_list(
         table.add_column(header)
     for v in views:
         call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
-        table.add_row(v.id, v.status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")
+        status = v.status + (
+            ", lapsed" if v.lapsed else ", agent stopped waiting" if v.agent_stopped_waiting_at else ""
+        )
+        table.add_row(v.id, status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")
     console.print(table)
 
 

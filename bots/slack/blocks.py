@@ -81,7 +81,9 @@ def decision_message(decision: DecisionView, *, risk: ToolRisk | None = None, li
         blocks.append(_buttons(decision, link))
     else:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_outcome(decision))))
-        if decision.execution is not None:
+        if decision.lapsed:  # an outcome that never reached the upstream
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Lapsed:* {_esc(decision.state)}")))
+        elif decision.execution is not None:
             blocks.append(SectionBlock(text=MarkdownTextObject(text=_execution(decision.execution))))
     footer = f"Decision `{decision.id}`"
     if link and decision.status != "pending":

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.templating import Jinja2Templates
 
 from service.api.deps import get_state
+from service.api.params import MAX_OFFSET, as_utc, refuse_nul
 from service.approvals.schemas import DecisionView
 from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
 from service.audit import service as audit_service
@@ -35,8 +36,13 @@ from service.dashboard.auth import (
     Viewer,
     ViewerDep,
     csrf_ok,
+    new_session,
     read_session,
+    record_sign_in_failure,
     safe_next,
+    sign_in_keys,
+    sign_in_wait,
+    sign_out,
     write_session,
 )
 from service.dashboard.live import LiveFeed
@@ -48,7 +54,7 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(refuse_nul)])
 VERDICTS = ("allowed", "approved", "denied", "rate_limited", "pending", "expired", "cancelled")
 PAGE = 100
 
@@ -121,7 +127,7 @@ async def static(name: str) -> FileResponse:
 
 @router.get("/login")
 async def login_page(request: Request, next: str = "/") -> HTMLResponse:
-    viewer = read_session(request)
+    viewer = await read_session(request)
     if viewer.person is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
@@ -131,7 +137,8 @@ async def login_page(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request) -> HTMLResponse:
-    viewer = read_session(request)
+    state = get_state(request)
+    viewer = await read_session(request)
     form = await request.form()
     target = safe_next(str(form.get("next") or "/"))
     if not csrf_ok(viewer, str(form.get("csrf") or "")):
@@ -139,16 +146,26 @@ async def login(request: Request) -> HTMLResponse:
         write_session(request, response, viewer)
         return response
     token = str(form.get("token") or "").strip()
+    keys = sign_in_keys(request, token)
+    wait = await sign_in_wait(state, keys)
+    if wait is not None:  # even a right token: the throttle would mean nothing otherwise
+        logger.warning("dashboard sign-in throttled from %s", request.client.host if request.client else "?")
+        error = f"Too many failed sign-ins: try again in {wait} s."
+        response = _render(request, viewer, "login.html", 429, next=target, error=error)
+        response.headers["retry-after"] = str(wait)
+        write_session(request, response, viewer)
+        return response
     digest = token_sha256(token) if token else ""
-    person = get_state(request).policy.current.person_for_token_sha256(digest) if token else None
+    person = state.policy.current.person_for_token_sha256(digest) if token else None
     if person is None:
         logger.warning("dashboard sign-in refused from %s", request.client.host if request.client else "?")
+        await record_sign_in_failure(state, keys)
         response = _render(
             request, viewer, "login.html", 401, next=target, error="That token belongs to no person in the policy."
         )
         write_session(request, response, viewer)
         return response
-    signed_in = Viewer(person, secrets.token_urlsafe(24), digest)  # a new CSRF token with the new session
+    signed_in = new_session(person, digest)
     response = RedirectResponse(target, status_code=303)
     write_session(request, response, signed_in)
     logger.info("dashboard: %s signed in", person)
@@ -157,6 +174,8 @@ async def login(request: Request) -> HTMLResponse:
 
 @router.post("/logout")
 async def logout(request: Request, viewer: CsrfViewerDep) -> RedirectResponse:
+    """Sign out: this session's cookie stops working everywhere, copies of it included."""
+    await sign_out(get_state(request), viewer)
     response = RedirectResponse("/login", status_code=303)
     write_session(request, response, Viewer(None, secrets.token_urlsafe(24)))
     return response
@@ -266,7 +285,10 @@ def _when(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise HTTPException(status_code=422, detail=f"not a time: {value!r} (use 2026-11-24T12:00)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return as_utc(parsed)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -286,9 +308,11 @@ class HistoryFilter:
         q = request.query_params
         tab = q.get("tab", "decisions")
         try:
-            offset = max(0, int(q.get("offset", "0") or 0))
+            offset = int(q.get("offset", "0") or 0)
         except ValueError:
-            offset = 0
+            offset = -1
+        if not 0 <= offset <= MAX_OFFSET:
+            raise HTTPException(status_code=422, detail=f"offset must be a whole number from 0 to {MAX_OFFSET:,}")
         return cls(
             tab=tab if tab in ("decisions", "calls") else "decisions",
             **{name: (q.get(name) or "").strip() for name in ("status", "grant", "server", "tool", "approver")},
@@ -394,6 +418,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
     if format not in ("csv", "jsonl"):
         raise HTTPException(status_code=422, detail="format is csv or jsonl")
     flt = HistoryFilter.of(request)
+    calls, decisions = flt.calls(), flt.decisions()  # a bad filter answers 422 here, before the stream starts
     sessions = get_state(request).sessions
 
     async def body() -> AsyncIterator[str]:
@@ -401,7 +426,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
             if flt.tab == "calls":
                 if format == "csv":
                     yield audit_service.csv_header()
-                async for event in audit_service.iter_events(session, flt=flt.calls()):
+                async for event in audit_service.iter_events(session, flt=calls):
                     yield audit_service.to_csv(event) if format == "csv" else audit_service.to_jsonl(event)
                 return
             if format == "csv":
@@ -409,7 +434,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
                 csv.writer(buffer).writerow(DECISION_CSV)
                 yield buffer.getvalue()
             batch: list = []
-            async for row in queries.iter_decisions(session, flt.decisions()):
+            async for row in queries.iter_decisions(session, decisions):
                 batch.append(row)
                 if len(batch) >= 200:
                     for line in await _export_lines(session, batch, format):
@@ -518,6 +543,33 @@ def _hints_text(tool: Any) -> str:
     return ", ".join(parts) or "none set"
 
 
+MAX_EXPLAIN_DEPTH = 100
+"""How deeply the explain form's arguments may nest: redaction and hashing walk them recursively."""
+
+
+def _explain_arguments(text: str) -> dict[str, Any] | None:
+    """The explain form's arguments (a JSON object, or None when empty); ValueError saying what is wrong."""
+    if not text.strip():
+        return None
+    too_deep = ValueError(f"arguments nested deeper than {MAX_EXPLAIN_DEPTH} levels")
+    try:
+        arguments = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    if not isinstance(arguments, dict):
+        raise ValueError("arguments must be a JSON object")
+    level: list[Any] = [arguments]
+    for _ in range(MAX_EXPLAIN_DEPTH):
+        level = [child for value in level if isinstance(value, dict | list) for child in _children(value)]
+        if not level:
+            return arguments
+    raise too_deep
+
+
+def _children(value: dict[str, Any] | list[Any]) -> list[Any]:
+    return list(value.values()) if isinstance(value, dict) else value
+
+
 @router.get("/rules")
 async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
     state = get_state(request)
@@ -559,9 +611,7 @@ async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
     form = {k: q.get(k, "") for k in ("server", "tool", "grant", "args")}
     if form["server"] and form["tool"]:
         try:
-            arguments = json.loads(form["args"]) if form["args"].strip() else None
-            if arguments is not None and not isinstance(arguments, dict):
-                raise ValueError("arguments must be a JSON object")
+            arguments = _explain_arguments(form["args"])
             explained = explain(policy, form["grant"] or None, form["server"], form["tool"], arguments)
         except ValueError as exc:  # JSONDecodeError included
             explained = f"cannot explain: {exc}"

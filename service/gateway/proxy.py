@@ -15,22 +15,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import mcp_types as types
+from annotated_types import MaxLen
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from sqlmodel import SQLModel
 
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.servers import ServerSpec
+from service.gateway.spares import SpareUpstream
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
+from service.models import AuditEvent, Decision
 from service.policy import Policy, Verdict
 from service.policy import limits as rate_limits
 
@@ -38,6 +43,37 @@ logger = logging.getLogger(__name__)
 
 GRANT_SCOPE_KEY = "holdgate.grant"
 _LINK_STATE_KEY = "holdgate.link"
+
+
+def _max_length(model: type[SQLModel], field: str) -> int:
+    """The `max_length` a model gives a text field: its column's length."""
+    return next(item.max_length for item in model.model_fields[field].metadata if isinstance(item, MaxLen))
+
+
+TOOL_NAME_MAX = min(_max_length(AuditEvent, "tool"), _max_length(Decision, "tool"))
+"""The longest tool name the audit and the decisions can hold (their columns; 200)."""
+_UNSTORABLE = frozenset({"Cc", "Cs"})
+"""Unicode categories refused in a tool name: control characters (NUL, line breaks, escapes) and lone
+surrogates, which no database text column stores and no log or page shows as written."""
+
+
+def tool_name_problem(name: str) -> str | None:
+    """Why holdgate refuses `name` at the edge, or None when it is a name it can hold, show and audit."""
+    if not name:
+        return "the tool name is empty"
+    if len(name) > TOOL_NAME_MAX:
+        return f"the tool name is {len(name)} characters long (at most {TOOL_NAME_MAX})"
+    bad = next((c for c in name if unicodedata.category(c) in _UNSTORABLE), None)
+    if bad is not None:
+        kind = "a control character" if unicodedata.category(bad) == "Cc" else "an unpaired surrogate"
+        return f"the tool name contains U+{ord(bad):04X}, {kind}"
+    return None
+
+
+def storable_tool_name(name: str) -> str:
+    """`name` as the audit records a refused call: control characters escaped, cut to the column's length."""
+    shown = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _UNSTORABLE else c for c in name)
+    return shown if len(shown) <= TOOL_NAME_MAX else shown[: TOOL_NAME_MAX - 1] + "…"
 
 
 class PolicySource(Protocol):
@@ -53,8 +89,8 @@ class ApprovalHold(Protocol):
     `hold` returns once the call's decision has ended, or when the call is to be answered with
     "approval pending" (no progress token, bound reached). It returns `approved` only after it
     has claimed the single execution of the decision; the gateway then forwards the call and
-    reports the upstream outcome with `executed`. A cancelled client raises out of `hold` after
-    the decision was marked cancelled.
+    reports the upstream outcome with `executed`. A cancelled client raises out of `hold`; its
+    decision stays pending for the rule's `rejoin_within` (the same call again joins it).
     """
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome: ...
@@ -67,7 +103,7 @@ class HoldOutcome:
     """How a held call ended: `approved` (run it now) or why not, in words for the agent."""
 
     decision_id: str
-    ending: str  # approved | denied | expired | cancelled | pending
+    ending: str  # approved | denied | expired | cancelled | pending | already_released | withdrawn | restarting
     message: str = ""
 
 
@@ -79,6 +115,15 @@ class ToolCall:
     server: str
     tool: str
     arguments: dict[str, Any]
+    """What the policy, the audit and the approval see (`{}` when the request had none)."""
+    arguments_absent: bool = False
+    """The request had no `arguments` at all: forwarded without them, as `{}` is forwarded as `{}`.
+    Upstreams built on the TypeScript SDK 1.x tell the two apart (one of them is -32602)."""
+
+    @property
+    def forwarded_arguments(self) -> dict[str, Any] | None:
+        """The arguments exactly as the client sent them."""
+        return None if self.arguments_absent else self.arguments
 
 
 @dataclass
@@ -129,6 +174,8 @@ class ServerProxy:
         self.info: UpstreamInfo | None = None
         self._shared: UpstreamClient | None = None
         self._shared_lock = asyncio.Lock()
+        self.spare: SpareUpstream | None = None
+        """A started upstream for the next new session (stdio servers; set by the app, `spares.py`)."""
         self.server: Server[Any] = self._build_server()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -218,7 +265,7 @@ class ServerProxy:
     ) -> types.ListToolsResult:
         grant = grant_of(ctx)
         upstream, _ = await self.upstream_for(ctx)
-        result = await call_upstream(upstream, lambda s: s.list_tools(params=params))
+        result = await call_upstream(upstream, lambda s: s.list_tools(params=upstream.params_for(params)))
         policy = self.core.policy.current
         tools = []
         for tool in result.tools:
@@ -233,11 +280,24 @@ class ServerProxy:
     async def call_tool(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
-        call = ToolCall(grant=grant_of(ctx), server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
+        call = ToolCall(
+            grant=grant_of(ctx),
+            server=self.name,
+            tool=params.name,
+            arguments=dict(params.arguments or {}),
+            arguments_absent=params.arguments is None,
+        )
         started = time.perf_counter()
         now = self.core.clock()
         verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
         record = AuditRecord.begin(call, verdict, ts=now)
+
+        if (problem := tool_name_problem(call.tool)) is not None:
+            # Refused before the policy acts (no rate counter, no decision, no upstream), and audited as
+            # refused under a name the audit can hold; the arguments keep the redaction the policy gives.
+            refused = replace(record, tool=storable_tool_name(call.tool))
+            self.core.audit.record(refused.finish("denied", reason=f"refused at the edge: {problem}", started=started))
+            raise MCPError(code=INVALID_PARAMS, message=f"holdgate refused the call: {problem}")
 
         if verdict.action == "deny":
             reason = verdict.reason or "not allowed by policy"
@@ -302,7 +362,7 @@ class ServerProxy:
         try:
             upstream, link = await self.upstream_for(ctx)
             with _active(link, ctx):
-                result = await upstream.call_tool(call.tool, call.arguments, progress)
+                result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
         except UpstreamUnavailable as exc:
             await self._finish(record, verdict_label, "upstream_failure", str(exc), started)
             raise
@@ -331,11 +391,11 @@ class ServerProxy:
 
     async def list_resources(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resources(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resources(params=upstream.params_for(params)))
 
     async def list_resource_templates(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=upstream.params_for(params)))
 
     async def read_resource(self, ctx, params: types.ReadResourceRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -352,7 +412,7 @@ class ServerProxy:
 
     async def list_prompts(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_prompts(params=params))
+        return await call_upstream(upstream, lambda s: s.list_prompts(params=upstream.params_for(params)))
 
     async def get_prompt(self, ctx, params: types.GetPromptRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -361,7 +421,7 @@ class ServerProxy:
 
     async def complete(self, ctx, params: types.CompleteRequestParams):
         upstream, _ = await self.upstream_for(ctx)
-        request = types.CompleteRequest(params=params)
+        request = types.CompleteRequest(params=upstream.params_for(params))
         return await call_upstream(upstream, lambda s: s.send_request(request, types.CompleteResult))
 
     async def set_logging_level(self, ctx, params: types.SetLevelRequestParams):
@@ -421,14 +481,17 @@ class DownstreamLink:
                     await self._client.aclose()
                     logger.info("upstream %s: restarting after it went away", self.proxy.name)
                 self._client = None
-                client = UpstreamClient(
-                    self.proxy.spec,
-                    listener=self,
-                    config_dir=self.proxy.core.config_dir,
-                    connect_timeout=self.proxy.core.connect_timeout,
-                    connections=self.proxy.core.upstream_connections,
-                )
-                await client.start()
+                spare = self.proxy.spare
+                client = await spare.take(self) if spare is not None else None
+                if client is None:
+                    client = UpstreamClient(
+                        self.proxy.spec,
+                        listener=self,
+                        config_dir=self.proxy.core.config_dir,
+                        connect_timeout=self.proxy.core.connect_timeout,
+                        connections=self.proxy.core.upstream_connections,
+                    )
+                    await client.start()
                 self._client = client
             return self._client
 

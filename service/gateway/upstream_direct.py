@@ -165,7 +165,7 @@ class DirectToolCalls:
         """
         request_id = f"holdgate-{next(self._ids)}"  # a string: never one of the SDK session's integer ids
         params: dict[str, Any] = {"name": name}
-        if arguments:
+        if arguments is not None:  # `{}` too: exactly what the client sent
             params["arguments"] = arguments
         if progress is not None:
             params["_meta"] = {"progressToken": request_id}

@@ -152,16 +152,22 @@ def _mapped_errors(request: httpx2.Request, *, read: bool) -> Iterator[None]:
         raise kind(str(exc), request=request) from exc
 
 
-def mcp_http_client(headers: dict[str, str], *, event_hooks: dict[str, list] | None = None) -> httpx2.AsyncClient:
+def mcp_http_client(
+    headers: dict[str, str],
+    *,
+    event_hooks: dict[str, list] | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> httpx2.AsyncClient:
     """The client for one Streamable HTTP MCP session (its connections are reused across calls).
 
     The gateway uses it for its upstreams, the stdio bridge for its hop to the gateway. The caller
     closes it with the session: the SDK leaves a client it was given open. Timeouts are the SDK's own
-    defaults: 30 s to connect or write, 300 s between bytes of a response stream.
+    defaults: 30 s to connect or write, 300 s between bytes of a response stream. `transport` (the bridge's)
+    wraps a `KeepAliveTransport`.
     """
     return httpx2.AsyncClient(
         headers=headers,
         timeout=httpx2.Timeout(30.0, read=300.0),
-        transport=KeepAliveTransport(),
+        transport=transport or KeepAliveTransport(),
         event_hooks=event_hooks,
     )

@@ -379,6 +379,8 @@ class _Compiler:
             quorum=approval_in.quorum,
             remind_before_seconds=remind,
             slack_channel=approval_in.slack_channel,
+            claim_within_seconds=float(approval_in.claim_within),
+            rejoin_within_seconds=float(approval_in.rejoin_within),
         )
 
 

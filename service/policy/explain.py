@@ -15,8 +15,13 @@ from typing import Any
 from service.policy.conditions import ConditionFailed
 from service.policy.engine import Candidate, CompiledRule, Policy
 from service.policy.patterns import KeyPattern
-from service.policy.redaction import canonical_sha256, redact_arguments
+from service.policy.redaction import redact_arguments
 from service.policy.verdict import Verdict
+
+DIGEST_NOT_SHOWN = (
+    "HMAC-SHA256 of the unredacted arguments under the service's key; not computed here, or this page would let "
+    "anyone test guesses of a redacted value against the digest the audit shows"
+)
 
 
 def explain(policy: Policy, grant: str | None, server: str, tool: str, args: dict[str, Any] | None = None) -> str:
@@ -42,7 +47,7 @@ def explain(policy: Policy, grant: str | None, server: str, tool: str, args: dic
     if args is not None:
         redacted = redact_arguments(args, verdict.redact)
         lines.append(f"arguments as the audit records them: {json.dumps(redacted, ensure_ascii=False, sort_keys=True)}")
-        lines.append(f"arguments sha256 (binds an approval to this call): {canonical_sha256(args)}")
+        lines.append(f"arguments digest (binds an approval to this call): {DIGEST_NOT_SHOWN}")
     return "\n".join(lines)
 
 
