@@ -291,8 +291,9 @@ class ServerProxy:
             arguments_absent=params.arguments is None,
         )
         started = time.perf_counter()
-        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
-        record = AuditRecord.begin(call, verdict, ts=self.core.clock())
+        now = self.core.clock()
+        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
+        record = AuditRecord.begin(call, verdict, ts=now)
 
         if (problem := tool_name_problem(call.tool)) is not None:
             # Refused before the policy acts (no rate counter, no decision, no upstream), and audited as

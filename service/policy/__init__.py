@@ -1,7 +1,8 @@
 """Policy: which tool calls are allowed, denied, rate-limited or held for approval.
 
 `load_policy(path)` reads `config/policy.json` once into an immutable `Policy`;
-`policy.evaluate(grant, server, tool)` answers with a `Verdict` (cached, no I/O);
+`policy.evaluate(grant, server, tool, arguments, now=...)` answers with a `Verdict` (cached, no
+I/O; a rule's `cases` read the arguments through CEL conditions, `service.policy.conditions`);
 `service.policy.limits.consume` counts calls against the verdict's `Limit`s in the database;
 `redact_arguments` / `args_digest` prepare arguments for the audit and for binding approvals;
 `explain` says in words why a call gets its verdict. The file format is in `rules.py`, the key

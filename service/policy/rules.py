@@ -9,7 +9,7 @@ Compatibility: a PolicyLayer policy loads unchanged. A rule under `tools` withou
 `allow`; its `limits` are `{counter, window, max, scope}`; PolicyLayer's top-level `hide` list
 (hidden from tools/list and denied) and `all_tools.limits` (limits on every call) are honoured.
 PolicyLayer's argument conditions (`require`, `deny_if`) are not implemented by holdgate, so a
-non-empty one is refused at load rather than silently ignored.
+non-empty one is refused at load rather than silently ignored; holdgate's own are `cases` (CEL).
 """
 
 from __future__ import annotations
@@ -143,6 +143,20 @@ class ApprovalIn(_Model):
     )
 
 
+class CaseIn(_Model):
+    """One of a rule's `cases`: when the CEL expression `when` is true for a call, this case decides it
+    (the first true case of the list; none true: the rule's own keys). `when` sees `args`, `tool`,
+    `server`, `grant` and `now` (see `service.policy.conditions`); it is compiled at load."""
+
+    when: str = Field(min_length=1)
+    action: Action | None = None
+    reason: str | None = None
+    approval: ApprovalIn | None = None
+    limits: list[LimitIn] = Field(default_factory=list)
+    hide: bool = False
+    description: str | None = None
+
+
 class RuleIn(_Model):
     """What the policy says about the tools a key matches."""
 
@@ -153,6 +167,7 @@ class RuleIn(_Model):
     rate_limit: Annotated[RateLimitIn | None, BeforeValidator(_rate_limit_string)] = None
     redact: list[RedactPath] = Field(default_factory=list)
     approval: ApprovalIn | None = None
+    cases: list[CaseIn] = Field(default_factory=list)
     description: str | None = None
     require: list[Any] = Field(default_factory=list)
     deny_if: list[Any] = Field(default_factory=list)
@@ -162,8 +177,9 @@ class RuleIn(_Model):
     def _no_conditions(cls, value: list[Any]) -> list[Any]:
         if value:
             raise ValueError(
-                "argument conditions are not supported by holdgate; refusing to load rather than "
-                "ignore them (use action deny or require_approval for this tool instead)"
+                "PolicyLayer's argument conditions are not supported by holdgate; refusing to load rather "
+                "than ignore them (write them as `cases` with a CEL `when`, e.g. "
+                '[{"when": "args.jobId.startsWith(\'prod-\')", "action": "deny"}])'
             )
         return value
 
