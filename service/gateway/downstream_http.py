@@ -170,9 +170,13 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             try:
                 first = await self._next_message(reader)
             except (anyio.EndOfStream, anyio.ClosedResourceError):
-                # The session was terminated with this request in flight: there is no answer to wait for.
+                # The session was terminated (DELETE, idle close, shutdown) with this request in flight: there
+                # is no answer to wait for. The session is gone, which the spec says with a 404 (the client
+                # starts a new session and calls again); it is not a fault of the server's.
                 response = self._create_error_response(
-                    "Session terminated before the request completed", HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR
+                    "the session was closed before this request completed: start a new session and call again",
+                    HTTPStatus.NOT_FOUND,
+                    INVALID_REQUEST,
                 )
                 await response(scope, receive, send)
                 return

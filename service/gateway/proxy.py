@@ -317,7 +317,7 @@ class ServerProxy:
                     record.finish("rate_limited", reason=f"counter {limited.counter}", started=started)
                 )
                 return tool_error(
-                    f"holdgate rate limit: counter '{limited.counter}' is exhausted for this window "
+                    f"holdgate rate limit: counter '{limited.counter}' has had its most calls for the window "
                     f"(rule {verdict.rule}); retry_after={retry:g} seconds"
                 )
 
