@@ -26,7 +26,6 @@ from service.api.deps import get_state
 
 if TYPE_CHECKING:
     from service.app import AppState
-    from service.gateway.proxy import ServerProxy
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -46,7 +45,8 @@ async def healthz(request: Request) -> dict[str, Any]:
         "policy_version": state.policy.current.version,
         "policy_reload_refused": state.policy.last_error is not None,
         "servers": {
-            name: {"probed": proxy.info is not None, "up": _upstream_up(proxy)} for name, proxy in state.proxies.items()
+            name: {"probed": proxy.info is not None, "up": proxy.upstream_connected}
+            for name, proxy in state.proxies.items()
         },
         "audit": {"last_write_failed": state.audit.last_write_failed, "backlog": state.audit.backlog},
     }
@@ -85,20 +85,11 @@ def _problems(state: AppState) -> list[str]:
     for name, proxy in sorted(state.proxies.items()):
         if proxy.info is None:
             problems.append(f"upstream {name!r}: not reachable (retried on next use)")
-        elif not _upstream_up(proxy):
+        elif not proxy.upstream_connected:
             problems.append(f"upstream {name!r}: its connection ended (reconnects on next use)")
     if state.audit.last_write_failed:
         problems.append(f"audit: the last write failed; {state.audit.backlog} record(s) waiting (the log says why)")
     return problems
-
-
-def _upstream_up(proxy: ServerProxy) -> bool:
-    """Whether the upstream's shared session (opened at start-up, reopened on use) is connected.
-
-    ServerProxy keeps that session private; reading it here keeps the gateway's code untouched.
-    """
-    shared = getattr(proxy, "_shared", None)
-    return proxy.info is not None and shared is not None and bool(shared.alive)
 
 
 async def _database_problem(state: AppState) -> str | None:

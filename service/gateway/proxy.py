@@ -191,6 +191,11 @@ class ServerProxy:
             logger.warning("%s (will retry on first use)", exc.error.message)
         self.server = self._build_server()
 
+    @property
+    def upstream_connected(self) -> bool:
+        """Whether the shared upstream session (opened at start-up, reopened on use) is connected now."""
+        return self.info is not None and self._shared is not None and self._shared.alive
+
     async def aclose(self) -> None:
         if self._shared is not None:
             await self._shared.aclose()
