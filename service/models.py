@@ -100,6 +100,7 @@ class Decision(SQLModel, table=True):
         Index("ix_decisions_status_expires", "status", "expires_at"),
         Index("ix_decisions_call", "grant", "server", "tool", "args_sha256"),
         Index("ix_decisions_created", "created_at"),
+        Index("ix_decisions_lease", "status", "lease_until"),  # reconciliation of expired claims (leases)
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -129,6 +130,14 @@ class Decision(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=32)
     outcome_detail: str | None = Field(default=None, sa_column=Column(Text))
     duration_ms: float | None = None
+    # The release as a lease (service.approvals.leases): which process holds the claim of an approved call and until
+    # when, the moment its call left for the upstream ("sending"), and what the run returned, for a retry that lost it.
+    claim_holder: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+    sending_at: float | None = None
+    outcome_at: float | None = None
+    result: str | None = Field(default=None, sa_column=Column(Text), description="the run's result JSON, bounded")
+    previous_attempt: str | None = Field(default=None, max_length=64, description="an earlier run that may have run")
 
 
 class Vote(SQLModel, table=True):
