@@ -11,16 +11,31 @@ the decision for the call, then waits on the bus:
 A held call costs an asyncio event and a few objects, so thousands can wait at once. When the
 client cancels, the decision becomes `cancelled` (unless other calls in this process still wait
 on it, or the service itself is shutting down — then it stays pending and survives the restart).
+
+A retry of a call whose approved release was already claimed never runs it again on that approval
+(`_earlier_run`): it waits for a run in flight, gets the stored result of a finished one, or is told that the
+run may have happened, and a new decision asks the approvers again, saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from service.approvals.bus import DecisionBus
-from service.approvals.service import ApprovalError, ApprovalService, approvers_of, iso
+from service.approvals.service import (
+    CLAIM_WITHIN_S,
+    FINISHED,
+    RESULT_LIMIT_BYTES,
+    ApprovalError,
+    ApprovalService,
+    approvers_of,
+    iso,
+)
 from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall, progress_token_of
 from service.models import Decision
 from service.policy import canonical_sha256
@@ -63,6 +78,9 @@ class ApprovalGate:
         self.closing = True
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome:
+        earlier = await self._earlier_run(call, verdict, ctx)
+        if earlier is not None:
+            return earlier
         decision = await self._open(call, verdict)
         token = progress_token_of(ctx)
         loop = asyncio.get_running_loop()
@@ -96,10 +114,71 @@ class ApprovalGate:
                     self.service.forget_handoff(decision.id)
         return self._ending(*claimed)
 
-    async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
-        await self.service.record_execution(decision_id, outcome=outcome, detail=detail, duration_ms=duration_ms)
+    async def sending(self, decision_id: str) -> bool:
+        return await self.service.mark_sending(decision_id)
 
-    async def _open(self, call: ToolCall, verdict: Verdict) -> Decision:
+    async def unsent(self, decision_id: str) -> None:
+        await self.service.release_unsent(decision_id)
+
+    async def executed(
+        self,
+        decision_id: str,
+        *,
+        outcome: str,
+        detail: str | None,
+        duration_ms: float,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        await self.service.record_execution(
+            decision_id, outcome=outcome, detail=detail, duration_ms=duration_ms, result=result
+        )
+
+    async def _earlier_run(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome | None:
+        """A retry of a call whose approved release was claimed: what it gets instead of a second run.
+
+        A run in flight (here, on another replica, or by a holder whose lease has not expired yet) is waited
+        for, like a pending decision; a finished one's stored result is given again; one that may have run
+        (outcome unknown, or sent and failed) is not run again on that approval: the retry is told so, and a
+        new decision asks the approvers, naming the earlier attempt.
+        """
+        # TODO(policy): the rule's `approval.claim_within` once the policy branch compiles it.
+        within = CLAIM_WITHIN_S
+        digest = canonical_sha256(call.arguments)
+        token = progress_token_of(ctx)
+        loop = asyncio.get_running_loop()
+        started = reported = loop.time()
+        deadline = started + self.hold_bound if token is None else math.inf
+        while True:
+            async with self._db_slots:
+                earlier = await self.service.earlier_run(
+                    grant=call.grant,
+                    server=call.server,
+                    tool=call.tool,
+                    args_sha256=digest,
+                    policy_version=self.policy.current.version,
+                    within_s=within,
+                )
+            if earlier is None:
+                return None
+            if earlier.outcome in FINISHED:
+                if earlier.result is not None:
+                    return HoldOutcome(earlier.id, "replayed", result=json.loads(earlier.result))
+                return _outcome(earlier, "ran", ran_message(earlier))
+            if earlier.outcome is not None:
+                decision = await self._open(call, verdict, previous_attempt=earlier)
+                return _outcome(earlier, "may_have_run", may_have_run_message(earlier, decision))
+            # In flight: its outcome, or its lease's expiry (then `ClaimLeases` reconciles it), wakes us.
+            with self.bus.subscribe(earlier.id) as changed:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return _outcome(earlier, "running", running_message(earlier))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            if token is not None and loop.time() - reported >= self.progress_interval:
+                reported = loop.time()
+                await ctx.session.report_progress(reported - started, None, running_message(earlier))
+
+    async def _open(self, call: ToolCall, verdict: Verdict, previous_attempt: Decision | None = None) -> Decision:
         # Two identical calls arriving together must share one decision, not ask people twice.
         digest = canonical_sha256(call.arguments)
         key = (call.grant, call.server, call.tool, digest)
@@ -115,6 +194,7 @@ class ApprovalGate:
                     args_sha256=digest,
                     verdict=verdict,
                     policy_version=self.policy.current.version,
+                    previous_attempt=previous_attempt,
                 )
         finally:
             lock, users = self._open_locks[key]
@@ -200,6 +280,36 @@ def ending_message(decision: Decision) -> str:
             f"(decision {decision.id}); the call was not run. This is a timeout, not a person's denial."
         )
     return f"holdgate: decision {decision.id} for {call} was cancelled (the calling client went away); not run."
+
+
+def ran_message(decision: Decision) -> str:
+    return (
+        f"holdgate: {decision.server}/{decision.tool} already ran once on approval {decision.id} "
+        f"(outcome {decision.outcome} at {iso(decision.outcome_at or decision.claimed_at or 0)}); its result was "
+        f"over {RESULT_LIMIT_BYTES // 1024} KiB, too large to keep, so it cannot be given again. The call was not "
+        "run again."
+    )
+
+
+def may_have_run_message(earlier: Decision, decision: Decision) -> str:
+    how = (
+        "its outcome is unknown (the gateway process sending it stopped)"
+        if earlier.outcome == "unknown"
+        else f"it ended {earlier.outcome}"
+    )
+    return (
+        f"holdgate: the approved call of decision {earlier.id} ({earlier.server}/{earlier.tool}) may have run: it "
+        f"was sent upstream and {how}. It was not run again. A new approval was requested as decision {decision.id}, "
+        f"telling {approver_names(decision)} that {earlier.id} may have run; call {earlier.tool} again with the same "
+        "arguments to wait for it."
+    )
+
+
+def running_message(decision: Decision) -> str:
+    return (
+        f"holdgate: the approved call of decision {decision.id} ({decision.server}/{decision.tool}) is running; it "
+        f"was not run a second time. Call {decision.tool} again with the same arguments for its result."
+    )
 
 
 def _outcome(decision: Decision, ending: str, message: str = "") -> HoldOutcome:

@@ -12,6 +12,15 @@ only the call that wins it may run. A denied or expired decision's ending is cla
 by the call that reports it, so a retry of the same call gets that ending once and a later retry
 opens a new decision.
 
+The claim of an approved call is a lease (`claim_holder`, `lease_until`) that this process renews while
+the call runs (`renew_leases`, from `service.approvals.leases`). `mark_sending` records, by
+compare-and-set on the lease, the moment the call leaves for the upstream; `record_execution` keeps its
+outcome and (bounded) result. When a holder dies, `reconcile` (any replica, on its lease tick) gives an
+expired claim with no "sending" mark back (approved and uncollected: the next identical call runs it),
+and marks one with "sending" but no outcome `outcome: unknown` (it may have run; only a new approval runs
+it again). `earlier_run` is what a retry of a claimed call finds: its stored result, its run in flight,
+or word that it may have run.
+
 Votes are counted in batches (`vote_many`; `vote` is a batch of one), so approving thousands of held
 calls at once costs a few set-based statements per chunk of `VOTE_CHUNK` decisions, not a dozen
 statements per decision; every decision in a batch is judged by the same rules (`_judge`).
@@ -23,13 +32,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import case, func, insert, select, text, update
+from sqlalchemy import case, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -42,12 +53,24 @@ from service.policy import ApprovalSpec, Approver, Verdict, redact_arguments
 logger = logging.getLogger(__name__)
 
 PENDING = "pending"
+UNKNOWN = "unknown"
+"""The outcome of a call that was sent upstream by a process that stopped before it learned the answer."""
 ENDINGS = ("approved", "denied", "expired", "cancelled")
 STATUSES = (PENDING, *ENDINGS)
 LOCAL_OPERATOR = "local-operator"
 """Who decides from the CLI: whoever can reach the database is the gateway's operator."""
 
 Status = Literal["approved", "denied", "expired", "cancelled"]
+CLAIM_LEASE_S = 15.0
+"""How long a claim of an approved call outlives its holder's last renewal (`HOLDGATE_CLAIM_LEASE_S`)."""
+CLAIM_WITHIN_S = 600.0
+"""How long a retry of a finished approved call gets its stored result (and a call that may have run says so).
+TODO(policy): use the rule's `approval.claim_within` once the policy branch compiles it."""
+RESULT_LIMIT_BYTES = 64 * 1024
+"""The largest result kept for a retry; past it, the retry is told the call ran and how it ended."""
+FINISHED = ("ok", "tool_error")
+"""Outcomes of a run the upstream answered: their result is kept for a retry. Any other outcome (unknown,
+upstream_failure, protocol_error, cancelled) means the call was sent and may have run."""
 HANDOFF_WAIT_S = 5.0
 """How long a call woken before the deciding transaction reported its commit waits for its hand-over."""
 VoteValue = Literal["approve", "deny"]
@@ -163,6 +186,23 @@ class _Ballot:
         return VoteResult(decision_id, "recorded", message, current)
 
 
+@dataclass(frozen=True, slots=True)
+class _Execution:
+    decision_id: str
+    outcome: str
+    detail: str | None
+    duration_ms: float
+    result: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What `reconcile` settled: claims given back (collectable again) and calls of unknown outcome."""
+
+    released: list[Decision]
+    unknown: list[Decision]
+
+
 @dataclass
 class ApprovalService:
     """Every read and write of decisions, votes and their outbox rows."""
@@ -174,15 +214,19 @@ class ApprovalService:
     local_waiters: Callable[[str], int] = field(default=lambda _decision_id: 0)
     """How many held calls in this process wait on a decision (the bus): an ending decided here is claimed
     for one of them in the deciding transaction and handed over (`claim`), a transaction saved per release."""
+    holder: str = field(default_factory=lambda: new_holder_id())
+    """This process's name on the claims it holds: new at every start, so a restarted process does not renew
+    the claims of its previous life (they expire and are reconciled like a dead peer's)."""
+    lease_s: float = CLAIM_LEASE_S
 
     def __post_init__(self) -> None:
         self._handed: dict[str, Decision] = {}
         self._committing: dict[str, asyncio.Future[None]] = {}
         """Endings claimed for a call here whose transaction has not reported its commit yet."""
         self._claims: GroupCommit[str, Decision | None] = GroupCommit(self._claim_batch)
-        self._executions: GroupCommit[tuple[str, str, str | None, float], None] = GroupCommit(
-            self._record_execution_batch
-        )
+        self._executions: GroupCommit[_Execution, None] = GroupCommit(self._record_execution_batch)
+        self._running: set[str] = set()
+        """Approved calls this process claimed and has not finished: the leases `renew_leases` keeps alive."""
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -196,12 +240,14 @@ class ApprovalService:
         args_sha256: str,
         verdict: Verdict,
         policy_version: str,
+        previous_attempt: Decision | None = None,
     ) -> tuple[Decision, bool]:
         """The decision this call waits on: an unclaimed one for the same call, or a new one.
 
         "The same call" is the approval's binding: grant, server, tool, canonical arguments and
         policy version; `args_sha256` is `canonical_sha256(arguments)`, which the caller already has.
-        Returns (decision, created).
+        Returns (decision, created). `previous_attempt`: an earlier approved run of this call that may have run
+        (see `earlier_run`); a new decision says so to its approvers.
         """
         spec = verdict.approval or ApprovalSpec(approvers=())
         now = self.clock()
@@ -230,7 +276,8 @@ class ApprovalService:
                 args_sha256=args_sha256,
                 policy_version=policy_version,
                 rule=verdict.rule,
-                reason=verdict.reason,
+                reason=_with_previous_attempt(verdict.reason, previous_attempt),
+                previous_attempt=previous_attempt.id if previous_attempt is not None else None,
                 approvers=json.dumps([_approver_json(a) for a in spec.approvers]),
                 channels=",".join(spec.channels),
                 slack_channel=spec.slack_channel,
@@ -247,6 +294,7 @@ class ApprovalService:
             session.add(decision)
             await session.flush()
             await self._enqueue(session, [decision], "request", now)
+            await announce_opened(session, [decision])
         logger.info(
             "decision %s opened: %s/%s for grant %s (rule %s), expires %s",
             decision.id,
@@ -329,6 +377,8 @@ class ApprovalService:
         elif waited:
             # A call here waits on it: the ending is claimed for that call now, and `claim` hands it over.
             values["claimed_at"] = case((Decision.id.in_(waited), now), else_=Decision.claimed_at)
+            values["claim_holder"] = case((Decision.id.in_(waited), self.holder), else_=Decision.claim_holder)
+            values["lease_until"] = case((Decision.id.in_(waited), now + self.lease_s), else_=Decision.lease_until)
         won = list(
             await session.scalars(
                 update(Decision).where(*conditions).values(**values).returning(Decision),
@@ -603,31 +653,36 @@ class ApprovalService:
 
         An ending decided in this process while the call waited was claimed for it in that transaction:
         the first waiter to ask takes it from memory. Other claims that arrive together (a bulk approval
-        decided elsewhere waking many held calls) share one transaction.
+        decided elsewhere waking many held calls) share one transaction. The claim of an approved call is a
+        lease of this process, renewed until its outcome is recorded (`record_execution`) or it is handed back
+        (`release_unsent`).
         """
         handed = self._handed.pop(decision_id, None)
-        if handed is not None:
-            return handed
-        committing = self._committing.get(decision_id)
-        if committing is not None:  # decided here, for this call: another wake-up (NOTIFY, poll) came first
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(committing), HANDOFF_WAIT_S)
-            if (handed := self._handed.pop(decision_id, None)) is not None:
-                return handed
-            if self._committing.get(decision_id) is committing:
-                del self._committing[decision_id]  # rolled back: the database decides below
-        return await self._claims.submit(decision_id)
+        if handed is None:
+            committing = self._committing.get(decision_id)
+            if committing is not None:  # decided here, for this call: another wake-up (NOTIFY, poll) came first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(committing), HANDOFF_WAIT_S)
+                handed = self._handed.pop(decision_id, None)
+                if handed is None and self._committing.get(decision_id) is committing:
+                    del self._committing[decision_id]  # rolled back: the database decides below
+        claimed = handed if handed is not None else await self._claims.submit(decision_id)
+        if claimed is not None and claimed.status == "approved":
+            self._running.add(decision_id)
+        return claimed
 
     def forget_handoff(self, decision_id: str) -> None:
         """The last call waiting on `decision_id` went away: drop an ending claimed for it, if any.
 
-        That ending stays claimed and its call is not run (fail closed): the client gave up on it.
+        That ending stays claimed and its call is not run here (fail closed): the client gave up on it. An
+        approved one is not renewed, so once its lease expires `reconcile` makes it collectable again.
         """
         if self._handed.pop(decision_id, None) is not None:
             _log_unwaited(decision_id)
 
     async def _claim_batch(self, decision_ids: Sequence[str]) -> list[Decision | None]:
         """One compare-and-set for every claim of the moment; the winners come back from its RETURNING."""
+        now = self.clock()
         async with session_scope(self.sessions) as session:
             rows = {
                 d.id: d
@@ -638,7 +693,7 @@ class ApprovalService:
                         Decision.status != PENDING,
                         Decision.claimed_at.is_(None),
                     )
-                    .values(claimed_at=self.clock())
+                    .values(claimed_at=now, claim_holder=self.holder, lease_until=now + self.lease_s)
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
                 )
@@ -648,26 +703,92 @@ class ApprovalService:
             answers.append(rows.pop(decision_id, None))
         return answers
 
-    async def record_execution(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
-        """How the released call went upstream (once; channels show it on the request)."""
-        await self._executions.submit((decision_id, outcome, detail, duration_ms))
+    async def mark_sending(self, decision_id: str) -> bool:
+        """Record, durably, that the claimed call leaves for the upstream now; False if this process lost its claim.
 
-    async def _record_execution_batch(self, executions: Sequence[tuple[str, str, str | None, float]]) -> list[None]:
-        """Every execution of the moment in one UPDATE (CASE on the id), once per decision (`outcome IS NULL`)."""
+        The last step before the send, after the upstream session is ready. A compare-and-set on the lease: it
+        and `reconcile` exclude each other, so a claim given back after a lapse is never also sent from here.
+        """
         now = self.clock()
-        first: dict[str, tuple[str, str | None, float]] = {}
-        for decision_id, outcome, detail, duration_ms in executions:
-            first.setdefault(decision_id, (outcome, detail, duration_ms))
+        async with session_scope(self.sessions) as session:
+            result = await session.execute(
+                update(Decision)
+                .where(
+                    Decision.id == decision_id,
+                    Decision.status == "approved",
+                    Decision.claim_holder == self.holder,
+                    Decision.sending_at.is_(None),
+                    Decision.outcome.is_(None),
+                )
+                .values(sending_at=now, lease_until=now + self.lease_s)
+            )
+        if result.rowcount != 1:
+            self._running.discard(decision_id)
+            logger.warning("decision %s: this process no longer holds its release; the call was not sent", decision_id)
+            return False
+        return True
 
-        def by_id(index: int) -> Any:
-            return case({decision_id: values[index] for decision_id, values in first.items()}, value=Decision.id)
+    async def release_unsent(self, decision_id: str) -> None:
+        """The claimed call was never sent (the upstream could not be reached, the client left): give the claim
+        back, so the next identical call runs it without a second approval."""
+        self._running.discard(decision_id)
+        released = await self._give_back(
+            [Decision.id == decision_id, Decision.claim_holder == self.holder], "its call could not be sent"
+        )
+        for decision in released:
+            self._notify(decision)
+
+    async def record_execution(
+        self,
+        decision_id: str,
+        *,
+        outcome: str,
+        detail: str | None,
+        duration_ms: float,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        """How the released call went upstream (once; channels show it on the request), and its result for a
+        retry that lost the answer (kept up to `RESULT_LIMIT_BYTES`)."""
+        stored = None
+        if result is not None and outcome in FINISHED:
+            stored = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+            if len(stored.encode()) > RESULT_LIMIT_BYTES:
+                stored = None
+        try:
+            await self._executions.submit(_Execution(decision_id, outcome, detail, duration_ms, stored))
+        finally:
+            self._running.discard(decision_id)
+
+    async def _record_execution_batch(self, executions: Sequence[_Execution]) -> list[None]:
+        """Every execution of the moment in one UPDATE (CASE on the id), once per decision.
+
+        An outcome replaces only none or `unknown` (a holder thought dead that did finish knows better).
+        """
+        now = self.clock()
+        first: dict[str, _Execution] = {}
+        for execution in executions:
+            first.setdefault(execution.decision_id, execution)
+
+        def by_id(column: str) -> Any:
+            return case({i: getattr(e, column) for i, e in first.items()}, value=Decision.id)
 
         async with session_scope(self.sessions) as session:
             recorded = list(
                 await session.scalars(
                     update(Decision)
-                    .where(Decision.id.in_(first), Decision.status == "approved", Decision.outcome.is_(None))
-                    .values(outcome=by_id(0), outcome_detail=by_id(1), duration_ms=by_id(2))
+                    .where(
+                        Decision.id.in_(first),
+                        Decision.status == "approved",
+                        or_(Decision.outcome.is_(None), Decision.outcome == UNKNOWN),
+                    )
+                    .values(
+                        outcome=by_id("outcome"),
+                        outcome_detail=by_id("detail"),
+                        duration_ms=by_id("duration_ms"),
+                        result=by_id("result"),
+                        outcome_at=now,
+                        lease_until=None,
+                    )
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
                 )
@@ -676,6 +797,96 @@ class ApprovalService:
         for decision in recorded:
             self._notify(decision)
         return [None] * len(executions)
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    async def renew_leases(self) -> int:
+        """Extend the lease of every call this process is running; how many it still holds."""
+        running = list(self._running)
+        if not running:
+            return 0
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            result = await session.execute(
+                update(Decision)
+                .where(Decision.id.in_(running), Decision.claim_holder == self.holder, Decision.outcome.is_(None))
+                .values(lease_until=now + self.lease_s)
+            )
+        return int(result.rowcount or 0)
+
+    async def reconcile(self, decision_ids: Sequence[str] | None = None) -> Reconciled:
+        """Settle approved claims whose holder stopped renewing (all, or `decision_ids`), once across replicas.
+
+        No "sending" mark: the call never left, so the claim is given back (approved, uncollected). A "sending"
+        mark and no outcome: `outcome: unknown`, shown everywhere, and the caller audits it.
+        """
+        now = self.clock()
+        expired = [Decision.status == "approved", Decision.outcome.is_(None), Decision.lease_until < now]
+        if decision_ids is not None:
+            expired.append(Decision.id.in_(decision_ids))
+        released = await self._give_back(expired, "its holder stopped before sending it")
+        detail = "the gateway process sending this call stopped before its outcome was recorded; it may have run"
+        async with session_scope(self.sessions) as session:
+            unknown = list(
+                await session.scalars(
+                    update(Decision)
+                    .where(*expired, Decision.sending_at.is_not(None))
+                    .values(outcome=UNKNOWN, outcome_detail=detail, outcome_at=now, lease_until=None)
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
+                )
+            )
+            await self._enqueue(session, unknown, "update", now)
+            await announce(session, [d.id for d in unknown])
+        for decision in unknown:
+            logger.warning("decision %s: outcome unknown (%s)", decision.id, detail)
+            self._notify(decision)
+        for decision in released:
+            self._notify(decision)
+        return Reconciled(released=released, unknown=unknown)
+
+    async def _give_back(self, conditions: list[Any], why: str) -> list[Decision]:
+        """Unclaim approved decisions matching `conditions` whose call was never sent; announced to replicas."""
+        async with session_scope(self.sessions) as session:
+            released = list(
+                await session.scalars(
+                    update(Decision)
+                    .where(*conditions, Decision.status == "approved", Decision.sending_at.is_(None))
+                    .values(claimed_at=None, claim_holder=None, lease_until=None)
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
+                )
+            )
+            await announce(session, [d.id for d in released])
+        for decision in released:
+            logger.warning(
+                "decision %s: its release was given back (%s); the next identical call runs it", decision.id, why
+            )
+        return released
+
+    async def earlier_run(
+        self, *, grant: str, server: str, tool: str, args_sha256: str, policy_version: str, within_s: float
+    ) -> Decision | None:
+        """The newest decision of this call, if it is an approved one whose release was claimed (running, finished
+        within `within_s`, or of unknown outcome within `within_s`): what a retry of the call must not run again."""
+        async with self.sessions() as session:
+            latest = await session.scalar(
+                select(Decision)
+                .where(
+                    Decision.grant == grant,
+                    Decision.server == server,
+                    Decision.tool == tool,
+                    Decision.args_sha256 == args_sha256,
+                    Decision.policy_version == policy_version,
+                )
+                .order_by(Decision.created_at.desc())
+                .limit(1)
+            )
+        if latest is None or latest.status != "approved" or latest.claimed_at is None:
+            return None
+        if latest.outcome is not None and (latest.outcome_at or 0) < self.clock() - within_s:
+            return None
+        return latest
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -777,6 +988,45 @@ async def announce(session: AsyncSession, decision_ids: Sequence[str]) -> None:
             text("SELECT pg_notify(:channel, :id)"),
             [{"channel": DECISIONS_CHANNEL, "id": decision_id} for decision_id in decision_ids],
         )
+
+
+OPENED_PREFIX = "open "
+"""NOTIFY payload of an opening: `open <id> <expires_at> <remind_at or ->`, so every replica keeps its timers."""
+
+
+async def announce_opened(session: AsyncSession, decisions: Sequence[Decision]) -> None:
+    """Tell other replicas (on PostgreSQL) of new decisions and when they fall due; sent when the transaction commits.
+
+    Every replica then sets the timers, so a timeout fires on time even when the replica that opened it died.
+    """
+    if decisions and session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            [
+                {
+                    "channel": DECISIONS_CHANNEL,
+                    "payload": f"{OPENED_PREFIX}{d.id} {d.expires_at!r} "
+                    + (repr(d.remind_at) if d.remind_at is not None and d.reminded_at is None else "-"),
+                }
+                for d in decisions
+            ],
+        )
+
+
+def _with_previous_attempt(reason: str | None, previous: Decision | None) -> str | None:
+    """The rule's reason, preceded (for the approvers) by a warning that an earlier approved run may have run."""
+    if previous is None:
+        return reason
+    warning = (
+        f"previous attempt {previous.id} may have run (outcome {previous.outcome}): approve only if running it "
+        "again is intended"
+    )
+    return f"{warning}. {reason}" if reason else warning
+
+
+def new_holder_id() -> str:
+    """A claim holder's name: host, process id and a random part (a process id is reused after a restart)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def new_decision_id() -> str:

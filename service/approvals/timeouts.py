@@ -1,7 +1,8 @@
 """Timeouts and reminders: APScheduler timers for precision, a periodic sweep for correctness.
 
 Each pending decision gets an in-memory date job at `expires_at` (and one at `remind_at`). Timers are
-rebuilt from the database at start-up, and a sweep runs right away and then every
+rebuilt from the database at start-up, set on every replica when one opens a decision (on PostgreSQL,
+`service.approvals.pg_listen`), and a sweep runs right away and then every
 `sweep_interval` seconds, expiring whatever is overdue — including decisions that fell due while
 the service was down, and any a lost timer missed. Timer and sweep both go through
 `ApprovalService.expire`, whose compare-and-set makes the timeout happen once however many race.
@@ -62,12 +63,22 @@ class DecisionTimers:
     def watch(self, decision: Decision) -> None:
         """Keep the timers in step with a decision: set while pending, dropped once it ended."""
         if decision.status != "pending":
-            self._drop(f"expire:{decision.id}")
-            self._drop(f"remind:{decision.id}")
+            self.forget(decision.id)
             return
         self._at(f"expire:{decision.id}", decision.expires_at, self.fire_timeout, decision.id)
         if decision.remind_at is not None and decision.reminded_at is None:
             self._at(f"remind:{decision.id}", decision.remind_at, self.fire_reminder, decision.id)
+
+    def keep(self, decision_id: str, expires_at: float, remind_at: float | None) -> None:
+        """Timers for a decision another replica opened (its announcement), as if opened here."""
+        self._at(f"expire:{decision_id}", expires_at, self.fire_timeout, decision_id)
+        if remind_at is not None:
+            self._at(f"remind:{decision_id}", remind_at, self.fire_reminder, decision_id)
+
+    def forget(self, decision_id: str) -> None:
+        """Another replica ended the decision: its timers here have nothing left to do."""
+        self._drop(f"expire:{decision_id}")
+        self._drop(f"remind:{decision_id}")
 
     async def fire_timeout(self, decision_id: str) -> None:
         decision = await self.service.expire(decision_id)
