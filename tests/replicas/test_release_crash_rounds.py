@@ -1,0 +1,33 @@
+"""SIGKILL in the middle of a release, five rounds, on SQLite (one process, restarted) and on PostgreSQL (two
+replicas, one killed): every approved call runs exactly once after retries, no denied call runs, every
+decision ends, only a call of unknown outcome asks a second time, and the audit chain verifies.
+
+The figures of each round are printed (`pytest -s`); see tests/replicas/crash_rounds.py for a round.
+"""
+
+from __future__ import annotations
+
+from tests.replicas.crash_rounds import audit_verify, crash_rounds
+
+ROUNDS = 5
+
+
+def check(rounds) -> None:
+    problems = [f"round {i}: {p}" for i, figures in enumerate(rounds, 1) for p in figures.problems()]
+    assert problems == []
+    assert sum(f.approved for f in rounds) == sum(f.ran_once for f in rounds)
+
+
+async def test_sigkill_mid_release_on_sqlite_loses_and_repeats_nothing(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'holdgate.db'}"
+    rounds = await crash_rounds(tmp_path, url, replicas=1, rounds=ROUNDS)
+    check(rounds)
+    verified = audit_verify(tmp_path, url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+async def test_sigkill_of_a_replica_mid_release_on_postgresql_loses_and_repeats_nothing(tmp_path, postgres_url):
+    rounds = await crash_rounds(tmp_path, postgres_url, replicas=2, rounds=ROUNDS)
+    check(rounds)
+    verified = audit_verify(tmp_path, postgres_url)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
