@@ -21,15 +21,17 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mcp_types as types
+from mcp import ClientSession
 
 from service.settings import Settings
 from tests.approvals.support import PERSON_TOKENS, api, sha256
-from tests.replicas.test_replicas import replica
+from tests.replicas.test_replicas import Replica, replica
 from tests.support.counting_upstream import executions
 from tests.support.harness import ROOT, Gateway, seed_grants, text_of, write_config
 
@@ -122,14 +124,10 @@ async def wait_pending(gw: Gateway, keys: set[str]) -> list[dict]:
     raise AssertionError(f"expected {len(keys)} pending decisions, found {len(pending)}")
 
 
-async def settle(gw: Gateway, key: str, log: Path, figures: RoundFigures) -> None:
+async def settle(gw: Gateway, session: ClientSession, key: str, log: Path, figures: RoundFigures) -> None:
     """Retry `key` on `gw` until it has an answer; the approver decides a "may have run" knowing the log."""
     for _ in range(40):
-        result = await call_once(gw, key)
-        if isinstance(result, BaseException):
-            await asyncio.sleep(0.2)
-            continue
-        text = text_of(result)
+        text = text_of(await session.call_tool("transfer", {"key": key}))
         if not text.startswith("holdgate"):
             return
         if "may have run" in text:
@@ -151,46 +149,39 @@ async def settle(gw: Gateway, key: str, log: Path, figures: RoundFigures) -> Non
 
 
 async def crash_round(
-    tmp_path: Path,
-    database_url: str,
-    tokens: dict[str, str],
+    log: Path,
     label: str,
     *,
-    survivor: Gateway | None,
+    victim: Replica,
+    approver: Gateway,
+    after_kill: Callable[[], Awaitable[Gateway]],
     approved: int,
     denied: int,
     rng: random.Random,
 ) -> RoundFigures:
-    """One round; `survivor` None (SQLite) means the victim is restarted and the retries go to it."""
-    log = tmp_path / "count.jsonl"
+    """One round: hold on `victim`, decide on `approver`, kill the victim, retry on what `after_kill` gives."""
     keys = {f"{label}-{i}" for i in range(approved)}
     refused = {f"{label}-deny-{i}" for i in range(denied)}
     figures = RoundFigures(approved=approved)
-    async with AsyncExitStack() as stack:
-        victim = await stack.enter_async_context(replica(tmp_path, f"{label}-victim", database_url, tokens, **ENV))
-        approver = survivor or victim
-        calls = [asyncio.create_task(call_once(victim, key)) for key in sorted(keys | refused)]
-        held = {d["arguments"]["key"]: d["id"] for d in await wait_pending(approver, keys | refused)}
-        await asyncio.gather(
-            *(api(approver, "POST", f"/api/decisions/{held[k]}/deny", "bob", json={"reason": "no"}) for k in refused)
-        )
-        await asyncio.gather(*(api(approver, "POST", f"/api/decisions/{held[k]}/approve", "alice") for k in keys))
-        kill_after = rng.randint(1, max(1, approved // 2))
-        for _ in range(400):  # in the middle of the release: the upstream has started some, not all
-            if sum(n for k, n in executions(log).items() if k in keys) >= kill_after:
-                break
-            await asyncio.sleep(0.01)
-        os.kill(victim.pid, signal.SIGKILL)
-        await asyncio.gather(*calls)
-        await asyncio.sleep(0.3)  # an upstream child that read its request before the kill finishes it
-        ran_before = {k for k, n in executions(log).items() if k in keys}
-    async with AsyncExitStack() as stack:
-        if survivor is None:
-            survivor = await stack.enter_async_context(
-                replica(tmp_path, f"{label}-restarted", database_url, tokens, **ENV)
-            )
-        await asyncio.gather(*(settle(survivor, key, log, figures) for key in sorted(keys)))
-        final = await decisions_of(survivor, keys | refused)
+    calls = [asyncio.create_task(call_once(victim, key)) for key in sorted(keys | refused)]
+    held = {d["arguments"]["key"]: d["id"] for d in await wait_pending(approver, keys | refused)}
+    await asyncio.gather(
+        *(api(approver, "POST", f"/api/decisions/{held[k]}/deny", "bob", json={"reason": "no"}) for k in refused)
+    )
+    await asyncio.gather(*(api(approver, "POST", f"/api/decisions/{held[k]}/approve", "alice") for k in keys))
+    kill_after = rng.randint(1, max(1, approved // 2))
+    for _ in range(400):  # in the middle of the release: the upstream has started some, not all
+        if sum(n for k, n in executions(log).items() if k in keys) >= kill_after:
+            break
+        await asyncio.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    await asyncio.gather(*calls)
+    await asyncio.sleep(0.3)  # an upstream child that read its request before the kill finishes it
+    ran_before = {k for k, n in executions(log).items() if k in keys}
+    survivor = await after_kill()
+    async with survivor.session("bank") as session:  # one upstream for all the retries
+        await asyncio.gather(*(settle(survivor, session, key, log, figures) for key in sorted(keys)))
+    final = await decisions_of(survivor, keys | refused)
     counts = executions(log)
     for key in keys:
         ran = counts.get(key, 0)
@@ -224,24 +215,38 @@ def audit_verify(tmp_path: Path, database_url: str) -> subprocess.CompletedProce
 
 
 async def crash_rounds(
-    tmp_path: Path, database_url: str, *, replicas: int, rounds: int, approved: int = 10, denied: int = 3, seed: int = 1
+    tmp_path: Path, database_url: str, *, replicas: int, rounds: int, approved: int = 8, denied: int = 2, seed: int = 1
 ) -> list[RoundFigures]:
-    """`rounds` rounds on one database; with `replicas` 2, a survivor replica serves the retries throughout."""
-    configure(tmp_path, delay=0.5)
+    """`rounds` rounds on one database. With `replicas` 2 (PostgreSQL) a survivor replica decides and serves the
+    retries, and each round starts a new victim; with 1 (SQLite) the process restarted after a kill serves the
+    retries and is the next round's victim."""
+    log = configure(tmp_path, delay=0.5)
     tokens = await seed_grants(Settings(_env_file=None, database_url=database_url), ["agent"])
     rng = random.Random(seed)
     results = []
     async with AsyncExitStack() as stack:
-        survivor = None
-        if replicas == 2:
-            survivor = await stack.enter_async_context(replica(tmp_path, "survivor", database_url, tokens, **ENV))
+
+        async def start(name: str) -> Replica:
+            return await stack.enter_async_context(replica(tmp_path, name, database_url, tokens, **ENV))
+
+        survivor = await start("survivor") if replicas == 2 else None
+        current = None if survivor is not None else await start("p0")
         for number in range(1, rounds + 1):
+            victim = current or await start(f"r{number}-victim")
+
+            async def after_kill(number: int = number) -> Gateway:
+                nonlocal current
+                if survivor is not None:
+                    return survivor
+                current = await start(f"p{number}")
+                return current
+
             figures = await crash_round(
-                tmp_path,
-                database_url,
-                tokens,
+                log,
                 f"r{number}",
-                survivor=survivor,
+                victim=victim,
+                approver=survivor or victim,
+                after_kill=after_kill,
                 approved=approved,
                 denied=denied,
                 rng=rng,
