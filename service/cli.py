@@ -187,9 +187,16 @@ def decisions_list(
     table.add_column("id", no_wrap=True)  # copied into `holdgate approve ID`: never wrapped
     for header in ("status", "grant", "call", "created", "expires", "decided by"):
         table.add_column(header)
+    table.add_column("outcome", no_wrap=True)
     for v in views:
         call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
-        table.add_row(v.id, v.status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")
+        outcome = v.execution.outcome if v.execution else ""
+        if outcome == "unknown":
+            outcome = "UNKNOWN"
+            table.caption = (
+                "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
+            )
+        table.add_row(v.id, v.status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "", outcome)
     console.print(table)
 
 

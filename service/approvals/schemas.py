@@ -23,7 +23,10 @@ class VoteView(BaseModel):
 
 
 class ExecutionView(BaseModel):
-    outcome: str
+    outcome: str = Field(
+        description="ok | tool_error | upstream_failure | protocol_error | cancelled | unknown (sent by a gateway "
+        "process that stopped before the answer: it may have run)"
+    )
     detail: str | None = None
     duration_ms: float | None = None
 
@@ -61,6 +64,9 @@ class DecisionView(BaseModel):
     reason: str | None = Field(default=None, description="the approver's reason, or why it timed out")
     released: bool = Field(description="an approved call was handed to the upstream")
     execution: ExecutionView | None = None
+    previous_attempt: str | None = Field(
+        default=None, description="an earlier approved run of this call that may have run (its outcome is unknown)"
+    )
     votes: list[VoteView] = []
 
     @classmethod
@@ -96,6 +102,7 @@ class DecisionView(BaseModel):
                 if decision.outcome
                 else None
             ),
+            previous_attempt=decision.previous_attempt,
             votes=[
                 VoteView(approver=v.approver, value=v.value, via=v.via, reason=v.reason, at=iso(v.at))
                 for v in votes or []
