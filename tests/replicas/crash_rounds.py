@@ -46,6 +46,8 @@ ENV = {
 @dataclass
 class RoundFigures:
     approved: int = 0
+    ran_before_kill: int = 0
+    """Reached the upstream before the kill (their retries got the stored result, or were told "may have run")."""
     ran_once: int = 0
     recovered_by_retry: int = 0
     """Ran through a retry, on the first approval (the claim went back when its holder died)."""
@@ -60,7 +62,8 @@ class RoundFigures:
 
     def line(self, label: str) -> str:
         return (
-            f"{label}: approved {self.approved}, ran once {self.ran_once}, recovered by retry "
+            f"{label}: approved {self.approved}, reached the upstream before the kill {self.ran_before_kill}, "
+            f"ran once {self.ran_once}, recovered by retry "
             f"{self.recovered_by_retry}, outcome unknown {self.outcome_unknown}, lost {self.lost}"
         )
 
@@ -170,7 +173,7 @@ async def crash_round(
     )
     await asyncio.gather(*(api(approver, "POST", f"/api/decisions/{held[k]}/approve", "alice") for k in keys))
     kill_after = rng.randint(1, max(1, approved // 2))
-    for _ in range(400):  # in the middle of the release: the upstream has started some, not all
+    for _ in range(1500):  # in the middle of the release: the upstream has started some, not all
         if sum(n for k, n in executions(log).items() if k in keys) >= kill_after:
             break
         await asyncio.sleep(0.01)
@@ -178,6 +181,7 @@ async def crash_round(
     await asyncio.gather(*calls)
     await asyncio.sleep(0.3)  # an upstream child that read its request before the kill finishes it
     ran_before = {k for k, n in executions(log).items() if k in keys}
+    figures.ran_before_kill = len(ran_before)
     survivor = await after_kill()
     async with survivor.session("bank") as session:  # one upstream for all the retries
         await asyncio.gather(*(settle(survivor, session, key, log, figures) for key in sorted(keys)))
