@@ -141,8 +141,9 @@ class ApprovalGate:
         (outcome unknown, or sent and failed) is not run again on that approval: the retry is told so, and a
         new decision asks the approvers, naming the earlier attempt.
         """
-        # TODO(policy): the rule's `approval.claim_within` once the policy branch compiles it.
-        within = CLAIM_WITHIN_S
+        # The rule's `approval.claim_within` (`ApprovalSpec.claim_within_seconds`, branch `policy`); the default
+        # until that is merged. TODO(policy): read the attribute directly once it exists here.
+        within: float = getattr(verdict.approval, "claim_within_seconds", CLAIM_WITHIN_S)
         digest = canonical_sha256(call.arguments)
         token = progress_token_of(ctx)
         loop = asyncio.get_running_loop()

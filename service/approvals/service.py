@@ -65,7 +65,7 @@ CLAIM_LEASE_S = 15.0
 """How long a claim of an approved call outlives its holder's last renewal (`HOLDGATE_CLAIM_LEASE_S`)."""
 CLAIM_WITHIN_S = 600.0
 """How long a retry of a finished approved call gets its stored result (and a call that may have run says so).
-TODO(policy): use the rule's `approval.claim_within` once the policy branch compiles it."""
+The rule's `approval.claim_within` replaces it where compiled (`ApprovalGate._earlier_run`)."""
 RESULT_LIMIT_BYTES = 64 * 1024
 """The largest result kept for a retry; past it, the retry is told the call ran and how it ended."""
 FINISHED = ("ok", "tool_error")
