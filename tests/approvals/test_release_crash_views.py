@@ -10,11 +10,15 @@ import asyncio
 import json
 import time
 
+import pytest
+from mcp import MCPError
+
 from service.approvals.service import ApprovalService
 from service.models import Decision
 from service.policy import canonical_sha256
-from tests.approvals.support import api, approval_policy, decisions
+from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
 from tests.dashboard.support import browser, sign_in
+from tests.gateway.test_http_upstream import EverythingHttp
 from tests.support.harness import Clock, audit_events, executed_calls, run_gateway, servers, text_of
 
 ARGS = {"jobId": "job-u"}
@@ -119,3 +123,35 @@ async def test_a_call_claimed_by_a_process_that_died_before_sending_runs_once_on
     assert rows[0].execution is not None and rows[0].execution.outcome == "tool_error"  # job-u is not a real job
     assert cancels(tmp_path) == 1
     assert json.loads(json.dumps(rows[0].model_dump()))["released"] is True
+
+
+async def test_an_approved_call_whose_upstream_is_down_is_not_spent_and_runs_once_when_it_is_back(tmp_path):
+    """The failure comes before the "sending" mark (the session's upstream cannot be opened): the approval stays."""
+    upstream = EverythingHttp()  # not started yet: the gateway's upstream is down
+    policy = approval_policy()
+    policy["tools"] = {"get-sum": policy["tools"]["cancel-async-job"]}
+    try:
+        async with (
+            run_gateway(
+                tmp_path,
+                policy=policy,
+                servers={"everything": {"url": f"http://127.0.0.1:{upstream.port}/mcp"}},
+                upstream_connect_timeout_s=2,
+            ) as gw,
+            gw.session("everything") as session,
+        ):
+            call = asyncio.create_task(session.call_tool("get-sum", {"a": 2, "b": 3}))
+            [decision] = await wait_for_decisions(gw)
+            await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+            with pytest.raises(MCPError, match="unavailable"):
+                await asyncio.wait_for(call, 30)
+            row = await gw.state.approvals.service.load(decision.id)
+            assert row.claimed_at is None and row.sending_at is None and row.outcome is None
+
+            await upstream.start()
+            retry = await session.call_tool("get-sum", {"a": 2, "b": 3})
+            rows = await decisions(gw)
+    finally:
+        upstream.stop()
+    assert not retry.is_error and "5" in text_of(retry)
+    assert [d.id for d in rows] == [decision.id] and rows[0].execution is not None, "run on the first approval"
