@@ -225,6 +225,7 @@ class ApprovalService:
         """Endings claimed for a call here whose transaction has not reported its commit yet."""
         self._claims: GroupCommit[str, Decision | None] = GroupCommit(self._claim_batch)
         self._executions: GroupCommit[_Execution, None] = GroupCommit(self._record_execution_batch)
+        self._sendings: GroupCommit[str, bool] = GroupCommit(self._mark_sending_batch)
         self._running: set[str] = set()
         """Approved calls this process claimed and has not finished: the leases `renew_leases` keeps alive."""
 
@@ -708,25 +709,37 @@ class ApprovalService:
 
         The last step before the send, after the upstream session is ready. A compare-and-set on the lease: it
         and `reconcile` exclude each other, so a claim given back after a lapse is never also sent from here.
+        The marks of calls released together share one transaction (a bulk approval releases thousands).
         """
+        if await self._sendings.submit(decision_id):
+            return True
+        self._running.discard(decision_id)
+        logger.warning("decision %s: this process no longer holds its release; the call was not sent", decision_id)
+        return False
+
+    async def _mark_sending_batch(self, decision_ids: Sequence[str]) -> list[bool]:
         now = self.clock()
         async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(Decision)
-                .where(
-                    Decision.id == decision_id,
-                    Decision.status == "approved",
-                    Decision.claim_holder == self.holder,
-                    Decision.sending_at.is_(None),
-                    Decision.outcome.is_(None),
+            marked = set(
+                await session.scalars(
+                    update(Decision)
+                    .where(
+                        Decision.id.in_(set(decision_ids)),
+                        Decision.status == "approved",
+                        Decision.claim_holder == self.holder,
+                        Decision.sending_at.is_(None),
+                        Decision.outcome.is_(None),
+                    )
+                    .values(sending_at=now, lease_until=now + self.lease_s)
+                    .returning(Decision.id),
+                    execution_options={"synchronize_session": False},
                 )
-                .values(sending_at=now, lease_until=now + self.lease_s)
             )
-        if result.rowcount != 1:
-            self._running.discard(decision_id)
-            logger.warning("decision %s: this process no longer holds its release; the call was not sent", decision_id)
-            return False
-        return True
+        answers = []
+        for decision_id in decision_ids:  # one mark per decision, even if asked twice in a batch
+            answers.append(decision_id in marked)
+            marked.discard(decision_id)
+        return answers
 
     async def release_unsent(self, decision_id: str) -> None:
         """The claimed call was never sent (the upstream could not be reached, the client left): give the claim
