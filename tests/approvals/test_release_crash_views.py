@@ -80,6 +80,8 @@ async def test_a_call_sent_by_a_process_that_died_is_outcome_unknown_everywhere_
         assert 'data-testid="outcome-unknown"' in (await client.get(f"/decisions/{decision.id}")).text
         listed = await holdgate("decisions", "list")
         assert "UNKNOWN" in listed.output
+        shown = await holdgate("decisions", "show", decision.id)
+        assert shown.exit_code == 0 and "outcome UNKNOWN: it may have run" in shown.output
         as_json = json.loads((await holdgate("decisions", "list", "--json")).output)
         assert [d["execution"]["outcome"] for d in as_json["items"]] == ["unknown"]
         await gw.state.audit.flush()
