@@ -1,4 +1,5 @@
-# holdgate: `make run` starts the service with the example config; `make test` runs the suite.
+# holdgate: `make run` starts the service with the example config; `make test` runs the suite;
+# `make lint` and `make typecheck` are the checks CI runs before it.
 # Both set everything up on a fresh machine (virtualenv, Python packages, npm test peers).
 
 PYTHON ?= python3
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PEERS := tests/peers/node_modules/.installed
 
-.PHONY: run test install peers lint format bench clean
+.PHONY: run test install peers lint typecheck format bench clean
 
 install: $(INSTALLED)
 
@@ -32,6 +33,10 @@ test: $(INSTALLED) $(PEERS)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy's settings (the packages it checks, the few untyped libraries) are in pyproject.toml.
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .

@@ -14,12 +14,18 @@ does back into a vote:
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeGuard, get_args, runtime_checkable
 
 from service.approvals.schemas import DecisionView
 from service.approvals.service import ApprovalService
 
 MessageKind = Literal["request", "reminder", "update"]
+MESSAGE_KINDS: frozenset[str] = frozenset(get_args(MessageKind))
+
+
+def is_message_kind(kind: str) -> TypeGuard[MessageKind]:
+    """Whether an outbox row's `kind` (a plain string column) is one a channel knows how to deliver."""
+    return kind in MESSAGE_KINDS
 
 
 class Channel(Protocol):
@@ -28,11 +34,13 @@ class Channel(Protocol):
     async def deliver(self, kind: MessageKind, decision: DecisionView, ref: str | None) -> str | None: ...
 
 
+@runtime_checkable
 class ChannelLifecycle(Protocol):
     """Optional: a channel with background work (Socket Mode, a connection pool) also has these.
 
     `start` runs in the service's start-up, after the approvals service exists (inbound actions
-    vote through it); `aclose` on shutdown.
+    vote through it); `aclose` on shutdown. The gateway recognises such a channel with `isinstance`,
+    which asks for both methods.
     """
 
     async def start(self, approvals: ApprovalService) -> None: ...

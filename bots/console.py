@@ -34,6 +34,8 @@ class ConsoleChannel:
                 f"    approve: holdgate approve {decision.id}\n"
                 f"    deny:    holdgate deny {decision.id} --reason '...'"
             )
+        if decision.status == "pending" or decision.lapsed:  # the agent stopped waiting; an approval lapsed
+            return f"decision {decision.id}: {decision.state}"
         if decision.execution is not None:
             return f"decision {decision.id}: released call {call} ended {decision.execution.outcome}"
         reason = f": {decision.reason}" if decision.reason else ""

@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,11 +29,14 @@ from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
 from service.approvals.wiring import Approvals, start_approvals
+from service.audit.keys import ArgsDigester
 from service.audit.service import AuditWriter
 from service.catalog import Catalogs
+from service.configfile import ConfigError
 from service.dashboard import router as dashboard_router
 from service.gateway.proxy import GatewayCore, ServerProxy
-from service.gateway.servers import ServerSpec, load_servers
+from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
+from service.gateway.spares import SpareUpstream
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
 from service.policy.holder import PolicyHolder
@@ -62,6 +66,8 @@ class AppState:
     channels: dict[str, Channel] | None = None
     """Approval channels by name; None builds them from settings at start-up (tests inject their own)."""
     extras: dict[str, Any] = field(default_factory=dict)
+    serving: bool = False
+    """True from the end of start-up to the start of shutdown (`/readyz`)."""
 
 
 def build_state(settings: Settings) -> AppState:
@@ -71,7 +77,10 @@ def build_state(settings: Settings) -> AppState:
     engine = db.create_engine(settings.effective_database_url)
     sessions = db.session_factory(engine)
     audit = AuditWriter(
-        sessions, flush_interval=settings.audit_flush_interval_s, retention_days=settings.audit_retention_days
+        sessions,
+        flush_interval=settings.audit_flush_interval_s,
+        retention_days=settings.audit_retention_days,
+        args_digest=ArgsDigester(sessions, settings.secret_key),
     )
     core = GatewayCore(
         policy=policy,
@@ -95,6 +104,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _quiet_library_logs()
         async with AsyncExitStack() as stack:
             if settings.run_migrations:
                 await db.upgrade(state.engine)
@@ -105,8 +115,12 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             await _start_gateway(state, stack)
             # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
             stack.callback(state.approvals.gate.begin_shutdown)
+            _answer_held_calls_on_stop_signal(state, stack)
             _watch_policy(state, stack)
+            _watch_servers(state, stack)
             _warn_about_replica_settings(settings)
+            state.serving = True
+            stack.callback(setattr, state, "serving", False)  # runs first on the way out: not ready any more
             logger.info(
                 "holdgate %s ready: servers %s, policy %s",
                 __version__,
@@ -154,9 +168,14 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
     proxies = {name: ServerProxy(spec, state.core) for name, spec in state.servers.items()}
     await asyncio.gather(*(proxy.probe() for proxy in proxies.values()))
     for name, proxy in proxies.items():
-        manager = build_manager(proxy, state.settings)
+        manager = build_manager(proxy, state.settings, state.endpoint.budget)
         await stack.enter_async_context(manager.run())
         stack.push_async_callback(proxy.aclose)
+        if state.settings.stdio_spares and isinstance(proxy.spec, StdioServerSpec):
+            timeout = state.core.connect_timeout
+            proxy.spare = SpareUpstream(proxy.spec, config_dir=state.core.config_dir, connect_timeout=timeout)
+            proxy.spare.start()
+            stack.push_async_callback(proxy.spare.aclose)
         state.endpoint.managers[name] = manager
     state.proxies = proxies
 
@@ -186,6 +205,41 @@ def _warn_about_replica_settings(settings: Settings) -> None:
         )
 
 
+def _answer_held_calls_on_stop_signal(state: AppState, stack: AsyncExitStack) -> None:
+    """SIGTERM / SIGINT: answer every held call at once ("holdgate is restarting; call again to join d_…"),
+    then pass the signal on to the server (uvicorn), which stops listening and waits for open requests.
+
+    The lifespan's own shutdown comes only after that wait, so held calls (which may wait for hours) would
+    keep the process up until the server's graceful timeout, then be cut off with "SSE stream ended".
+    Their decisions stay pending; the same call after the restart joins its decision.
+    """
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals, previous: Any) -> None:
+        if state.approvals is not None:
+            state.approvals.gate.begin_shutdown()
+        if callable(previous):
+            previous(sig, None)
+        else:  # nobody else handles it: the default action, once our part is done
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, previous)
+            signal.raise_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        try:
+            loop.add_signal_handler(sig, stop, sig, previous)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests) or no signals
+            continue
+        stack.callback(_restore_signal, loop, sig, previous)
+
+
+def _restore_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals, previous: Any) -> None:
+    loop.remove_signal_handler(sig)
+    if previous is not None:
+        signal.signal(sig, previous)
+
+
 def _watch_policy(state: AppState, stack: AsyncExitStack) -> None:
     """Reload on SIGHUP and on file change; both keep the last good policy on error."""
     loop = asyncio.get_running_loop()
@@ -197,3 +251,72 @@ def _watch_policy(state: AppState, stack: AsyncExitStack) -> None:
     if state.settings.watch_policy:
         task = asyncio.create_task(state.policy.watch(), name="policy-watch")
         stack.callback(task.cancel)
+
+
+def _watch_servers(state: AppState, stack: AsyncExitStack) -> None:
+    """servers.json is read at start-up only; watched alongside the policy (`HOLDGATE_WATCH_POLICY`)."""
+    if state.settings.watch_policy:
+        task = asyncio.create_task(_notice_servers_changes(state), name="servers-watch")
+        stack.callback(task.cancel)
+
+
+async def _notice_servers_changes(state: AppState) -> None:
+    """Say at WARNING, naming the file and the servers, that an edit of servers.json needs a restart.
+
+    Upstreams cannot be swapped under live sessions (each downstream session owns its upstream session,
+    a stdio one its child process), so holdgate keeps serving what it started with until restarted; an
+    edit that would not even load is reported with its place and problem, so it is fixed before the restart.
+    """
+    from watchfiles import awatch
+
+    path = state.settings.servers_path
+    last_notice: str | None = None
+
+    def is_servers_file(_change: object, changed: str) -> bool:
+        return Path(changed).name == path.name
+
+    async for _changes in awatch(path.parent, recursive=False, debounce=200, watch_filter=is_servers_file):
+        notice: str | None = None
+        try:
+            edited = load_servers(path)
+        except ConfigError as exc:
+            notice = f"{exc}; holdgate keeps serving the servers it started with"
+        else:
+            difference = _servers_difference(state.servers, edited)
+            if difference is not None:
+                notice = (
+                    f"{path} changed ({difference}): restart holdgate to apply; "
+                    "until then it serves the servers it started with"
+                )
+        if notice is not None and notice != last_notice:
+            logger.warning("%s", notice)
+        elif notice is None and last_notice is not None:
+            logger.info("%s matches the running servers again", path)
+        last_notice = notice
+
+
+def _servers_difference(running: dict[str, ServerSpec], edited: dict[str, ServerSpec]) -> str | None:
+    """Which servers an edit adds, removes or changes (names only: specs hold secrets), or None."""
+    parts = [
+        f"{label}: {', '.join(names)}"
+        for label, names in (
+            ("added", sorted(edited.keys() - running.keys())),
+            ("removed", sorted(running.keys() - edited.keys())),
+            ("changed", sorted(name for name in running.keys() & edited.keys() if running[name] != edited[name])),
+        )
+        if names
+    ]
+    return "; ".join(parts) or None
+
+
+QUIETED_LOGGERS = ("apscheduler", "watchfiles")
+"""Libraries whose INFO lines are noise to an operator: APScheduler logs two per job run (the approval
+sweep runs every 5 s), burying "APPROVAL NEEDED"; watchfiles logs "1 change detected" once per watcher."""
+
+
+def _quiet_library_logs() -> None:
+    """`QUIETED_LOGGERS` go to WARNING, unless the user gave one a level of their own (a logging config)."""
+    for name in QUIETED_LOGGERS:
+        library_logger = logging.getLogger(name)
+        if library_logger.level == logging.NOTSET:
+            library_logger.setLevel(logging.WARNING)

@@ -12,11 +12,13 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from bots.slack import cli as slack_cli
 from service import db
@@ -25,7 +27,28 @@ from service.configfile import ConfigError
 from service.policy import cli as policy_cli
 from service.settings import Settings, get_settings
 
-app = typer.Typer(no_args_is_help=True, help="holdgate: human-in-the-loop approval gateway for MCP tool calls.")
+if TYPE_CHECKING:
+    # The context class TyperGroup.invoke takes: the installed typer ships its own copy of click (typer._click), whose
+    # Context is not click.Context; imported for the type only, so an older typer on plain click still runs.
+    from typer._click import Context as ClickContext
+
+
+class _HoldgateGroup(TyperGroup):
+    """The top-level command group: a missing database ends any command with its path, not a traceback."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except db.DatabaseMissing as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_HoldgateGroup,
+    no_args_is_help=True,
+    help="holdgate: human-in-the-loop approval gateway for MCP tool calls.",
+)
 grant_app = typer.Typer(no_args_is_help=True, help="Agent grants (bearer tokens).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 decisions_app = typer.Typer(no_args_is_help=True, help="Held calls and their decisions.")
@@ -46,11 +69,15 @@ def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if config is not None:
         changes["config_dir"] = config
-    return base.model_copy(update=changes) if changes else base
+    if not changes:
+        return base
+    # Validated like the environment form (model_copy would skip the validators: --host 0.0.0.0 with the
+    # anonymous dev grant must be refused either way).
+    return Settings.model_validate(base.model_dump() | changes)
 
 
 def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work(session)` in one committed unit of work on the configured database."""
+    """Run `work(session)` in one committed unit of work on the configured database (which must exist)."""
     return db.run_in_session(settings.effective_database_url, work, migrate=settings.run_migrations)
 
 
@@ -73,7 +100,11 @@ def serve(
     except ConfigError as exc:
         err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
-    except ValueError as exc:  # settings validation
+    except ValidationError as exc:  # settings validation, with --host/--port/--config applied
+        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        err_console.print(f"[red]holdgate refuses to start:[/red] {problems}", highlight=False)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
         err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     app = create_app(settings, state=state)
@@ -190,13 +221,16 @@ def decisions_list(
     table.add_column("outcome", no_wrap=True)
     for v in views:
         call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
-        outcome = v.execution.outcome if v.execution else ""
+        status = v.status + (
+            ", lapsed" if v.lapsed else ", agent stopped waiting" if v.agent_stopped_waiting_at else ""
+        )
+        outcome = v.execution.outcome if v.execution and not v.lapsed else ""
         if outcome == "unknown":
             outcome = "UNKNOWN"
             table.caption = (
                 "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
             )
-        table.add_row(v.id, v.status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "", outcome)
+        table.add_row(v.id, status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "", outcome)
     console.print(table)
 
 
@@ -224,8 +258,10 @@ def decisions_show(
         print(f"  {view.status} by {view.decided_by} via {view.decided_via} at {view.decided_at}: {view.reason or ''}")
     if view.previous_attempt:
         print(f"  previous attempt {view.previous_attempt} may have run (outcome unknown)")
-    if view.execution is None:
-        print("  released, no outcome yet" if view.released else "  not run")
+    if view.lapsed:
+        print(f"  not run: {view.state}")
+    elif view.execution is None:
+        print("  released, no outcome yet" if view.released else f"  not run ({view.state})")
     elif view.execution.outcome == "unknown":
         print(f"  outcome UNKNOWN: it may have run — {view.execution.detail}")
     else:
@@ -302,12 +338,16 @@ def _decide(decision_id: str, value: str, reason: str | None) -> None:
     console.print(outcome.message)
 
 
-def _decide_many(ids: list[str], value: str, reason: str | None, **filters: str | None) -> None:
-    """Vote on `ids`, or (none given) on the pending decisions matching `filters`; exit 1 if any was refused."""
+def _decide_many(
+    ids: list[str], value: str, reason: str | None, *, server: str | None, tool: str | None, grant: str | None
+) -> None:
+    """Vote on `ids`, or (none given) on the pending decisions matching the filters; exit 1 if any was refused."""
     from service.approvals.service import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
 
     async def vote(service):
-        targets = ids or await service.pending_ids(DecisionQuery(limit=sys.maxsize, **filters))
+        targets = ids or await service.pending_ids(
+            DecisionQuery(server=server, tool=tool, grant=grant, limit=sys.maxsize)
+        )
         return await service.vote_many(targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason)
 
     try:

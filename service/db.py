@@ -7,6 +7,8 @@ Schema changes go through Alembic (`service/migrations`), run at start-up unless
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,14 +21,45 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 MIGRATION_LOCK_KEY = 0x686F6C6467617465  # "holdgate"
+logger = logging.getLogger(__name__)
+
+
+class DatabaseMissing(RuntimeError):
+    """A command that only uses the database found none where the settings point (nothing was created)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"no holdgate database at {path}: is this the right directory? Set HOLDGATE_DATA_DIR (or "
+            "HOLDGATE_DATABASE_URL) to where `holdgate serve` keeps it, or create one here with `holdgate db upgrade`"
+        )
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite `url`, resolved; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).resolve()
+
+
+def require_existing(url: str) -> None:
+    """Raise `DatabaseMissing` if `url` is a SQLite file that does not exist (other databases: no check)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise DatabaseMissing(path)
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url`; SQLite gets WAL and a busy timeout so readers never block the writer."""
+    """An async engine for `url`; SQLite gets WAL and a busy timeout so readers never block the writer.
+
+    A SQLite file is created here, private to its owner (see `_private_sqlite_file`).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None:
+            _private_sqlite_file(path)
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -41,6 +74,38 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return create_async_engine(url, pool_pre_ping=True)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file 0600, in a directory created 0700; warn about looser existing ones.
+
+    SQLite would create the file (and its -wal, -shm and -journal files, which take the main file's
+    mode) readable by everyone under the usual umask, and the database holds the audit's arguments and
+    every decision. What holdgate creates is private; an existing directory or file with looser modes
+    is the user's choice, so it is left alone with a warning that says how to tighten it.
+    """
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+    elif directory.stat().st_mode & 0o077:
+        logger.warning(
+            "the database directory %s is open to other users (mode %s); `chmod 700 %s` makes it private",
+            directory,
+            oct(directory.stat().st_mode & 0o777),
+            directory,
+        )
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # an empty file is an empty database
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            logger.warning(
+                "the database %s is readable by other users (mode %s); `chmod 600 %s*` makes it private",
+                path,
+                oct(mode),
+                path,
+            )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -85,9 +150,19 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 
 def run_offline(
-    database_url: str, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]], *, migrate: bool = True
+    database_url: str,
+    work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]],
+    *,
+    migrate: bool = True,
+    create: bool = False,
 ) -> T:
-    """For CLI commands: open the database (migrating it first), run `work(sessions)`, close it."""
+    """For CLI commands: open the database (migrating it first), run `work(sessions)`, close it.
+
+    A SQLite database that does not exist is refused (`DatabaseMissing`) unless `create`: a command
+    run in the wrong directory must not quietly start a new, empty database there.
+    """
+    if not create:
+        require_existing(database_url)
 
     async def run() -> T:
         engine = create_engine(database_url)
@@ -101,11 +176,13 @@ def run_offline(
     return asyncio.run(run())
 
 
-def run_in_session(database_url: str, work: Callable[[AsyncSession], Awaitable[T]], *, migrate: bool = True) -> T:
+def run_in_session(
+    database_url: str, work: Callable[[AsyncSession], Awaitable[T]], *, migrate: bool = True, create: bool = False
+) -> T:
     """For CLI commands: `work(session)` in one committed unit of work (see `run_offline`)."""
 
     async def in_scope(sessions: async_sessionmaker[AsyncSession]) -> T:
         async with session_scope(sessions) as session:
             return await work(session)
 
-    return run_offline(database_url, in_scope, migrate=migrate)
+    return run_offline(database_url, in_scope, migrate=migrate, create=create)

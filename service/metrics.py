@@ -35,3 +35,27 @@ def count_decision(status: str) -> None:
 
 def watch_held_calls(count: Callable[[], int]) -> None:
     HELD_CALLS.set_function(count)
+
+
+AUDIT_UNRECORDABLE = Counter(
+    "holdgate_audit_unrecordable_total",
+    "Calls audited by a minimal 'unrecordable' record: their full record could not be stored",
+)
+
+
+def count_unrecordable(records: int = 1) -> None:
+    AUDIT_UNRECORDABLE.inc(records)
+
+
+OPEN_SESSIONS = Gauge("holdgate_open_sessions", "MCP sessions (2025-era) open in this process, all servers")
+REFUSED_SESSIONS = Counter(
+    "holdgate_refused_sessions_total", "New MCP sessions refused, by the limit that refused them", ["limit"]
+)
+
+
+def watch_open_sessions(count: Callable[[], int]) -> None:
+    OPEN_SESSIONS.set_function(count)
+
+
+def count_refused_session(limit: str) -> None:
+    REFUSED_SESSIONS.labels(limit).inc()

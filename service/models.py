@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -72,18 +72,51 @@ class AuditChainHead(SQLModel, table=True):
     pruned_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class ServiceKey(SQLModel, table=True):
+    """A key the service made itself, once, shared by every replica and kept across restarts.
+
+    `args_digest` keys the arguments digest when `HOLDGATE_SECRET_KEY` is not set (`service.audit.keys`).
+    """
+
+    __tablename__ = "service_keys"
+
+    name: str = Field(primary_key=True, max_length=32)
+    secret: str = Field(max_length=128, description="hex")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class RateCounter(SQLModel, table=True):
-    """Calls counted in one fixed window of one limit; consumed by an atomic conditional upsert."""
+    """One sliding-window limit for one scope key (a grant, or `*` for a global limit).
+
+    The times of its last `size` (the limit's `max`) calls sit in a ring in `rate_counter_calls`;
+    `next_slot` is the slot holding the oldest of them, the one the next call replaces. The row is also
+    the lock that serialises the key's callers (see `service.policy.limits`). `last_at` is the newest
+    call's time (pruning keys idle for longer than their window).
+    """
 
     __tablename__ = "rate_counters"
-    __table_args__ = (UniqueConstraint("counter", "scope_key", "window_start"),)
 
-    id: int | None = Field(default=None, primary_key=True)
-    counter: str = Field(max_length=200)
-    scope_key: str = Field(max_length=200)
-    window_start: int = Field(sa_column=Column(BigInteger, nullable=False))  # unix seconds
+    counter: str = Field(primary_key=True, max_length=200)
+    scope_key: str = Field(primary_key=True, max_length=200)
     window_seconds: int
-    count: int = 0
+    size: int
+    next_slot: int = 0
+    last_at: float
+
+
+class RateCounterCall(SQLModel, table=True):
+    """The time (unix seconds) of one call counted by a sliding-window limit: slot `slot` of its key's ring.
+
+    `window_seconds` rides along so that the conditional upsert taking the slot can compare the old time
+    with `now - window` from the new row alone (one fixed statement for all of a call's limits)."""
+
+    __tablename__ = "rate_counter_calls"
+
+    counter: str = Field(primary_key=True, max_length=200)
+    scope_key: str = Field(primary_key=True, max_length=200)
+    slot: int = Field(primary_key=True)
+    at: float
+    window_seconds: int
 
 
 class Decision(SQLModel, table=True):
@@ -100,6 +133,7 @@ class Decision(SQLModel, table=True):
         Index("ix_decisions_status_expires", "status", "expires_at"),
         Index("ix_decisions_call", "grant", "server", "tool", "args_sha256"),
         Index("ix_decisions_created", "created_at"),
+        Index("ix_decisions_collect_by", "status", "collect_by"),  # endings nobody collected in time (lapse)
         Index("ix_decisions_lease", "status", "lease_until"),  # reconciliation of expired claims (leases)
     )
 
@@ -130,6 +164,14 @@ class Decision(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=32)
     outcome_detail: str | None = Field(default=None, sa_column=Column(Text))
     duration_ms: float | None = None
+    # Waits that are withdrawn and approvals that lapse (service.approvals.hold): how long, per the rule, an ending
+    # waits to be collected (`claim_within`) and a withdrawn wait to be rejoined (`rejoin_within`); the deadline of
+    # each (`collect_by` from the ending, `rejoin_by` from a client's cancel); when the last waiting call went away.
+    claim_within_s: float = 600.0
+    rejoin_within_s: float = 120.0
+    collect_by: float | None = None
+    withdrawn_at: float | None = None
+    rejoin_by: float | None = None
     # The release as a lease (service.approvals.leases): which process holds the claim of an approved call and until
     # when, the moment its call left for the upstream ("sending"), and what the run returned, for a retry that lost it.
     claim_holder: str | None = Field(default=None, max_length=64)
@@ -177,3 +219,23 @@ class OutboxMessage(SQLModel, table=True):
     failed_at: float | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     channel_ref: str | None = Field(default=None, sa_column=Column(Text), description="e.g. Slack channel+ts")
+
+
+class DashboardSignOut(SQLModel, table=True):
+    """A dashboard session signed out before its cookie expired: refused on every replica until `expires_at`."""
+
+    __tablename__ = "dashboard_signouts"
+
+    session_id: str = Field(primary_key=True, max_length=64)
+    expires_at: float = Field(index=True, description="unix seconds; the row can go once the cookie has expired")
+
+
+class DashboardSignInFailure(SQLModel, table=True):
+    """A refused dashboard sign-in, under each key it counts against (client address, token prefix)."""
+
+    __tablename__ = "dashboard_signin_failures"
+    __table_args__ = (Index("ix_dashboard_signin_failures_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=100, description="'address:<ip>' or 'token:<sha256 of the token's prefix>'")
+    at: float = Field(index=True)

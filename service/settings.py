@@ -64,6 +64,31 @@ class Settings(BaseSettings):
         "queue for one (a burst of released calls reuses them instead of opening one each). Raise it "
         "when one agent session keeps more long-running calls open at once.",
     )
+    max_sessions: int = Field(
+        default=40,
+        gt=0,
+        description="Open MCP sessions (2025-era, with an Mcp-Session-Id) across all servers and grants; a new "
+        "session beyond it gets HTTP 503. Each may own a stdio child process (~40-70 MB for a Python server): "
+        "40 fit a 2-core, 4 GB host with room for the database and the OS.",
+    )
+    max_sessions_per_grant: int = Field(
+        default=10,
+        gt=0,
+        description="Open MCP sessions one grant may hold at once; a new one beyond it gets HTTP 429, so one "
+        "runaway agent cannot take every slot of HOLDGATE_MAX_SESSIONS.",
+    )
+    session_idle_s: float = Field(
+        default=600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="A session with no request in flight for this long is closed, with its upstream session "
+        "(and stdio child process); the client's next request gets 404 and it opens a new session.",
+    )
+    stdio_spares: bool = Field(
+        default=True,
+        description="Keep one started, initialized child process per stdio server, handed to the next new "
+        "session so its first call does not wait for the server to start.",
+    )
     watch_policy: bool = True
     audit_flush_interval_s: float = Field(
         default=1.0,

@@ -7,7 +7,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from service import db
 from service.cli import app
 from service.models import AuditEvent
 from service.settings import get_settings
+from tests.support.harness import ROOT
 
 POLICY = {
     "version": "1",
@@ -33,8 +37,8 @@ POLICY = {
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh config dir and data dir, seen by `get_settings()` (whose cache is cleared around the test)."""
+def bare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh config dir and no database yet, seen by `get_settings()` (whose cache is cleared around the test)."""
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     (config_dir / "policy.json").write_text(json.dumps(POLICY, indent=2))
@@ -46,6 +50,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def env(bare: Path) -> Path:
+    """`bare`, with its database created (`holdgate db upgrade`), as after a first `holdgate serve`."""
+    run("db", "upgrade")
+    return bare
 
 
 def run(*args: str, code: int = 0):
@@ -106,7 +117,7 @@ def test_policy_explain_names_the_deciding_rule(env):
 
     other = run("policy", "explain", "--server", "time", "--tool", "cancel-async-job").stdout
     assert "decided by: rule 'cancel-async-job' at tools.cancel-async-job (allow" in other
-    assert "cancel-async-job_rate: at most 30 per 1m, per grant" in other
+    assert "cancel-async-job_rate: at most 30 in any 1m, per grant" in other
 
     nothing = run("policy", "explain", "-s", "time", "-t", "get_current_time").stdout
     assert "decided by: default (deny)" in nothing
@@ -176,19 +187,21 @@ def test_grant_list_and_revoke(env):
     assert "no active grant named 'ghost'" in run("grant", "revoke", "ghost", code=1).stderr
 
 
-def test_grant_commands_use_holdgate_database_url(env, monkeypatch):
-    other = env / "elsewhere" / "gate.db"
+def test_grant_commands_use_holdgate_database_url(bare, monkeypatch):
+    other = bare / "elsewhere" / "gate.db"
     monkeypatch.setenv("HOLDGATE_DATABASE_URL", f"sqlite+aiosqlite:///{other}")
     get_settings.cache_clear()
+    run("db", "upgrade")
     run("grant", "create", "agent")
     assert other.exists()
-    assert not database_file(env).exists()
+    assert not database_file(bare).exists()
 
 
 # -- database and audit -----------------------------------------------------------------------------
 
 
-def test_db_upgrade(env):
+def test_db_upgrade(bare):
+    env = bare
     assert "up to date" in run("db", "upgrade").stdout
     assert "up to date" in run("db", "upgrade").stdout  # idempotent
     with sqlite3.connect(database_file(env)) as conn:
@@ -212,7 +225,6 @@ def test_audit_exports_on_an_empty_database(env):
 
 
 def test_audit_exports_recorded_events(env):
-    run("db", "upgrade")
 
     async def seed() -> None:
         engine = db.create_engine(get_settings().effective_database_url)
@@ -249,3 +261,75 @@ def test_audit_exports_recorded_events(env):
 
     only = run("audit", "--format", "jsonl", "--verdict", "deny").stdout.splitlines()
     assert [json.loads(line)["grant"] for line in only] == ["other"]
+
+
+# -- a command run in the wrong directory ------------------------------------------------------------
+
+READ_COMMANDS = [
+    ("decisions", "list"),
+    ("approve", "d_123"),
+    ("deny", "--reason", "no", "--all-pending"),
+    ("grant", "list"),
+    ("grant", "create", "agent"),
+    ("grant", "revoke", "agent"),
+    ("audit",),
+    ("audit", "verify"),
+]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+def test_commands_refuse_a_missing_database_with_its_path_and_create_nothing(bare, command):
+    result = run(*command, code=1)
+    expected = database_file(bare).resolve()
+    assert f"no holdgate database at {expected}" in " ".join(result.stderr.split()), result.stderr
+    assert "HOLDGATE_DATA_DIR" in result.stderr and "holdgate db upgrade" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit), "an error message, not a traceback"
+    assert not (bare / "data").exists(), "nothing created in the wrong directory"
+
+
+def test_after_db_upgrade_the_same_commands_work(bare):
+    run("db", "upgrade")
+    assert "0 decision(s)" in run("decisions", "list").stdout
+    run("grant", "create", "agent")
+    assert "agent" in run("grant", "list").stdout
+
+
+# -- serve refuses what the settings refuse ----------------------------------------------------------
+
+
+def test_serve_refuses_the_anonymous_dev_grant_on_a_public_host_given_on_the_command_line(env):
+    """`--host` goes through the same validation as HOLDGATE_HOST (it used to skip it and start)."""
+    environment = {
+        **os.environ,
+        "HOLDGATE_ANONYMOUS_DEV_GRANT": "true",
+        "HOLDGATE_CONFIG_DIR": str(env / "config"),
+        "HOLDGATE_DATA_DIR": str(env / "data"),
+        "PYTHONPATH": str(ROOT),
+    }
+    (env / "config" / "servers.json").write_text(json.dumps({"mcpServers": {}}))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "from service.cli import app; app()", "serve", "--host", "0.0.0.0", "--port", "0"],
+            cwd=env,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError("holdgate started serving on 0.0.0.0 with the anonymous dev grant") from exc
+    assert done.returncode == 1, done.stderr
+    message = " ".join(done.stderr.split())
+    assert "holdgate refuses to start: HOLDGATE_ANONYMOUS_DEV_GRANT is only allowed on a loopback address" in message
+    assert "'0.0.0.0'" in message
+
+
+def test_serve_options_keep_the_other_settings(env, monkeypatch):
+    from service.cli import _settings
+
+    monkeypatch.setenv("HOLDGATE_SECRET_KEY", "a key of at least sixteen")
+    monkeypatch.setenv("HOLDGATE_ANONYMOUS_DEV_GRANT", "true")
+    get_settings.cache_clear()
+    settings = _settings(env / "other", host="127.0.0.2", port=9001)
+    assert (settings.host, settings.port, settings.config_dir) == ("127.0.0.2", 9001, env / "other")
+    assert settings.anonymous_dev_grant and settings.secret_key.get_secret_value() == "a key of at least sixteen"

@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from bots.base import MessageKind
 from bots.email.links import Action, LinkClaim, LinkSigner
@@ -52,26 +53,27 @@ class EmailChannel:
     @classmethod
     def from_settings(cls, settings: Settings) -> EmailChannel:
         """Refuses (ValueError) without the sender, the public URL that links point at, or the key that signs them."""
-        missing = [
-            name
-            for name, value in (
-                ("HOLDGATE_SMTP_URL", settings.smtp_url),
-                ("HOLDGATE_EMAIL_FROM", settings.email_from),
-                ("HOLDGATE_PUBLIC_URL", settings.public_url),
-                ("HOLDGATE_SECRET_KEY", settings.secret_key),
-            )
-            if not value
-        ]
-        if missing:
-            raise ValueError(f"email approvals need {', '.join(missing)}")
-        config = SmtpConfig.from_url(settings.smtp_url.get_secret_value())
-        logger.info("email approvals: mail via %s from %s", config.describe(), settings.email_from)
-        return cls(
-            Mailer(config),
-            LinkSigner(settings.secret_key.get_secret_value()),
-            sender=settings.email_from,
-            public_url=settings.public_url,
+        smtp_url, sender, public_url, secret_key = (
+            settings.smtp_url,
+            settings.email_from,
+            settings.public_url,
+            settings.secret_key,
         )
+        if not (smtp_url and sender and public_url and secret_key):
+            missing = [
+                name
+                for name, value in (
+                    ("HOLDGATE_SMTP_URL", smtp_url),
+                    ("HOLDGATE_EMAIL_FROM", sender),
+                    ("HOLDGATE_PUBLIC_URL", public_url),
+                    ("HOLDGATE_SECRET_KEY", secret_key),
+                )
+                if not value
+            ]
+            raise ValueError(f"email approvals need {', '.join(missing)}")
+        config = SmtpConfig.from_url(smtp_url.get_secret_value())
+        logger.info("email approvals: mail via %s from %s", config.describe(), sender)
+        return cls(Mailer(config), LinkSigner(secret_key.get_secret_value()), sender=sender, public_url=public_url)
 
     async def start(self, approvals: ApprovalService) -> None:
         self._approvals = approvals
@@ -166,10 +168,10 @@ class EmailChannel:
                 select(func.count())
                 .select_from(OutboxMessage)
                 .where(
-                    OutboxMessage.decision_id == decision_id,
-                    OutboxMessage.channel == self.name,
-                    OutboxMessage.kind == "update",
-                    OutboxMessage.sent_at.is_not(None),
+                    col(OutboxMessage.decision_id) == decision_id,
+                    col(OutboxMessage.channel) == self.name,
+                    col(OutboxMessage.kind) == "update",
+                    col(OutboxMessage.sent_at).is_not(None),
                 )
             )
         return bool(sent)

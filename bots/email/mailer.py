@@ -13,7 +13,7 @@ and skipped, since retrying cannot help.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Literal
@@ -93,6 +93,7 @@ class Mailer:
         )
         async with smtp:
             for message in messages:
+                refused: Mapping[str, aiosmtplib.SMTPResponse | aiosmtplib.SMTPRecipientRefused]
                 try:
                     refused, _ = await smtp.send_message(message)
                 except aiosmtplib.SMTPRecipientsRefused as exc:

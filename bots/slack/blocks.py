@@ -26,7 +26,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from service.approvals.schemas import DecisionView
+from service.approvals.schemas import DecisionView, ExecutionView
 from service.catalog import ToolRisk
 
 APPROVE = "holdgate_approve"
@@ -81,8 +81,10 @@ def decision_message(decision: DecisionView, *, risk: ToolRisk | None = None, li
         blocks.append(_buttons(decision, link))
     else:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_outcome(decision))))
-        if decision.execution is not None:
-            blocks.append(SectionBlock(text=MarkdownTextObject(text=_execution(decision))))
+        if decision.lapsed:  # an outcome that never reached the upstream
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Lapsed:* {_esc(decision.state)}")))
+        elif decision.execution is not None:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text=_execution(decision.execution))))
     footer = f"Decision `{decision.id}`"
     if link and decision.status != "pending":
         footer += f" · <{link}|open in holdgate>"
@@ -193,8 +195,7 @@ def _outcome(decision: DecisionView) -> str:
     return line
 
 
-def _execution(decision: DecisionView) -> str:
-    execution = decision.execution
+def _execution(execution: ExecutionView) -> str:
     took = f" in {execution.duration_ms:.0f} ms" if execution.duration_ms is not None else ""
     line = f"*Ran upstream:* `{_esc(execution.outcome)}`{took}"
     if execution.detail:

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import Clock, SignatureVerifier
@@ -32,6 +32,9 @@ from service.approvals.schemas import DecisionView
 from service.approvals.service import ApprovalService
 from service.catalog import Catalogs, ToolRisk
 from service.settings import Settings
+
+if TYPE_CHECKING:  # socket_mode imports this module
+    from bots.slack.socket_mode import SocketModeListener
 
 logger = logging.getLogger("holdgate.slack")
 
@@ -118,7 +121,7 @@ class SlackChannel:
         self.risk = risk
         self.monotonic = monotonic
         self.approvals: ApprovalService | None = None
-        self.socket_mode = None
+        self.socket_mode: SocketModeListener | None = None
         self._quiet_until = 0.0
         self._posted: dict[str, dict[str, Post]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -145,6 +148,13 @@ class SlackChannel:
 
             self.socket_mode = SocketModeListener(self, self.app_token)
             await self.socket_mode.start()
+
+    def approval_service(self) -> ApprovalService:
+        """The service clicks vote through. The gateway starts its channels before it serves, so a click
+        that arrives earlier is a start-up bug: it fails loudly (the spawned work logs it), never silently."""
+        if self.approvals is None:
+            raise RuntimeError("the Slack channel is not started: no approvals service to vote through")
+        return self.approvals
 
     async def aclose(self) -> None:
         if self.socket_mode is not None:

@@ -47,7 +47,8 @@ def dispatch(slack: SlackChannel, payload: dict[str, Any]) -> dict[str, Any] | N
     try:
         kind = payload["type"]
         if kind == "block_actions":
-            return _block_actions(slack, payload)
+            _block_actions(slack, payload)
+            return None
         if kind == "view_submission":
             return _view_submission(slack, payload)
     except (KeyError, TypeError, ValueError) as exc:
@@ -72,7 +73,6 @@ def _block_actions(slack: SlackChannel, payload: dict[str, Any]) -> None:
             slack.spawn(_vote(slack, decision_id, user, "approve", None, where))
         elif action["action_id"] == blocks.DENY and decision_id:
             slack.spawn(_ask_reason(slack, payload["trigger_id"], decision_id, user, where))
-    return None
 
 
 def _view_submission(slack: SlackChannel, payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -107,11 +107,11 @@ async def _ask_reason(slack: SlackChannel, trigger_id: str, decision_id: str, us
 async def _refusal(slack: SlackChannel, decision_id: str, user: str) -> str | None:
     """Why `user` cannot decide this now, or None (the vote itself still checks everything)."""
     try:
-        decision = await slack.approvals.load(decision_id)
+        decision = await slack.approval_service().load(decision_id)
         if decision.status != PENDING:
             by = f" by {decision.decided_by}" if decision.decided_by else ""
             return f"Already decided: {decision.status}{by}."
-        slack.approvals.approver_name(decision, Voter("slack", user))
+        slack.approval_service().approver_name(decision, Voter("slack", user))
     except NotAllowed as exc:
         logger.warning("Slack user %s is not an approver of %s: %s", user, decision_id, exc)
         return _not_an_approver(exc)
@@ -129,7 +129,9 @@ async def _vote(
     where: Where,
 ) -> None:
     try:
-        outcome = await slack.approvals.vote(decision_id, Voter("slack", user), value, via="slack", reason=reason)
+        outcome = await slack.approval_service().vote(
+            decision_id, Voter("slack", user), value, via="slack", reason=reason
+        )
     except NotAllowed as exc:
         await slack.ephemeral(where.channel, user, _not_an_approver(exc))
         return
@@ -141,7 +143,7 @@ async def _vote(
     # Counted, more approvals needed: say so, and show the votes on the message clicked.
     await slack.ephemeral(where.channel, user, outcome.message)
     if where.channel and where.ts:
-        decision, votes = await slack.approvals.get(decision_id)
+        decision, votes = await slack.approval_service().get(decision_id)
         await slack.update(Post(where.channel, where.ts), slack.render(DecisionView.of(decision, votes)))
 
 

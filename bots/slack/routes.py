@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from slack_sdk.signature import SignatureVerifier
 
 from bots.slack.channel import SlackChannel
 from bots.slack.dispatch import BadPayload, dispatch
@@ -32,7 +33,7 @@ async def interactions(request: Request) -> Response:
             status_code=404,
         )
     body = await request.body()
-    if not _signed(slack, body, request):
+    if not _signed(slack.verifier, body, request):
         return JSONResponse({"detail": "invalid Slack signature"}, status_code=401)
     try:
         payload = parse_payload(body)
@@ -55,11 +56,11 @@ def parse_payload(body: bytes) -> dict:
     return payload
 
 
-def _signed(slack: SlackChannel, body: bytes, request: Request) -> bool:
+def _signed(verifier: SignatureVerifier, body: bytes, request: Request) -> bool:
     timestamp = request.headers.get("x-slack-request-timestamp")
     signature = request.headers.get("x-slack-signature")
     try:
-        valid = slack.verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
+        valid = verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
     except (ValueError, TypeError):  # a timestamp that is not a number, a body that is not UTF-8
         valid = False
     if not valid:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import SessionDep, get_state, require_person
+from service.api.params import Offset, UtcDateTime, refuse_nul
 from service.audit import service as audit_service
 
-router = APIRouter(prefix="/api", tags=["audit"], dependencies=[Depends(require_person)])
+router = APIRouter(prefix="/api", tags=["audit"], dependencies=[Depends(refuse_nul), Depends(require_person)])
 
 
 @router.get("/audit")
@@ -23,11 +23,11 @@ async def audit(
     server: str | None = None,
     tool: str | None = None,
     verdict: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDateTime | None = None,
+    until: UtcDateTime | None = None,
     format: Literal["json", "jsonl", "csv"] = "json",
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ):
     """Newest first as JSON (paginated); `jsonl` and `csv` stream the whole filtered history, oldest first."""
     flt = audit_service.AuditFilter(grant, server, tool, verdict, since, until)

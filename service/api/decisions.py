@@ -12,12 +12,12 @@ carries the status code the single-decision route would have answered.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.api.deps import PersonDep, StateDep, require_person
+from service.api.params import Offset, UtcDateTime, refuse_nul
 from service.approvals.schemas import (
     MAX_BULK,
     BulkVoteRequest,
@@ -29,7 +29,9 @@ from service.approvals.schemas import (
 )
 from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
 
-router = APIRouter(prefix="/api/decisions", tags=["decisions"], dependencies=[Depends(require_person)])
+router = APIRouter(
+    prefix="/api/decisions", tags=["decisions"], dependencies=[Depends(refuse_nul), Depends(require_person)]
+)
 
 
 def _service(state: StateDep) -> ApprovalService:
@@ -48,10 +50,10 @@ async def list_decisions(
     server: str | None = None,
     tool: str | None = None,
     grant: str | None = None,
-    since: datetime | None = Query(None, description="created at or after (ISO 8601)"),
-    until: datetime | None = Query(None, description="created before (ISO 8601)"),
+    since: UtcDateTime | None = Query(None, description="created at or after (ISO 8601)"),
+    until: UtcDateTime | None = Query(None, description="created before (ISO 8601)"),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> DecisionPage:
     """Newest first."""
     query = DecisionQuery(

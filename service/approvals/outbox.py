@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
-from bots.base import Channel
+from bots.base import Channel, is_message_kind
 from service.approvals.schemas import DecisionView
 from service.db import session_scope
 from service.models import Decision, OutboxMessage, Vote
@@ -91,7 +92,7 @@ class OutboxWorker:
             batch = await self._read(leased, leased_at)
             for message in batch.messages:
                 if batch.superseded(message):
-                    batch.finish(message.id, attempts=message.attempts + 1, sent_at=self.clock())
+                    batch.finish(message, attempts=message.attempts + 1, sent_at=self.clock())
                     continue
                 await self._deliver(message, batch)
                 if self.clock() - batch.leased_at >= FLUSH_AFTER_S:
@@ -102,23 +103,24 @@ class OutboxWorker:
     async def _lease_due(self, now: float) -> list[int]:
         """Take up to `batch` due rows for this worker: FOR UPDATE SKIP LOCKED, so replicas split them."""
         async with session_scope(self.sessions) as session:
-            ids = list(
-                await session.scalars(
-                    select(OutboxMessage.id)
+            ids = [
+                _stored_id(message_id)
+                for message_id in await session.scalars(
+                    select(col(OutboxMessage.id))
                     .where(
-                        OutboxMessage.sent_at.is_(None),
-                        OutboxMessage.failed_at.is_(None),
-                        OutboxMessage.next_attempt_at <= now,
-                        or_(OutboxMessage.leased_until.is_(None), OutboxMessage.leased_until < now),
+                        col(OutboxMessage.sent_at).is_(None),
+                        col(OutboxMessage.failed_at).is_(None),
+                        col(OutboxMessage.next_attempt_at) <= now,
+                        or_(col(OutboxMessage.leased_until).is_(None), col(OutboxMessage.leased_until) < now),
                     )
-                    .order_by(OutboxMessage.id)
+                    .order_by(col(OutboxMessage.id))
                     .limit(self.batch)
                     .with_for_update(skip_locked=True)
                 )
-            )
+            ]
             if ids:
                 await session.execute(
-                    update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(leased_until=now + LEASE_S)
+                    update(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).values(leased_until=now + LEASE_S)
                 )
             return ids
 
@@ -127,18 +129,22 @@ class OutboxWorker:
         async with self.sessions() as session:
             messages = list(
                 await session.scalars(
-                    select(OutboxMessage).where(OutboxMessage.id.in_(message_ids)).order_by(OutboxMessage.id)
+                    select(OutboxMessage).where(col(OutboxMessage.id).in_(message_ids)).order_by(col(OutboxMessage.id))
                 )
             )
             decision_ids = {m.decision_id for m in messages}
-            decisions = {d.id: d for d in await session.scalars(select(Decision).where(Decision.id.in_(decision_ids)))}
+            decisions = {
+                d.id: d for d in await session.scalars(select(Decision).where(col(Decision.id).in_(decision_ids)))
+            }
             votes: dict[str, list[Vote]] = {}
-            for vote in await session.scalars(select(Vote).where(Vote.decision_id.in_(decision_ids)).order_by(Vote.id)):
+            for vote in await session.scalars(
+                select(Vote).where(col(Vote.decision_id).in_(decision_ids)).order_by(col(Vote.id))
+            ):
                 votes.setdefault(vote.decision_id, []).append(vote)
             refs = await session.execute(
-                select(OutboxMessage.decision_id, OutboxMessage.channel, OutboxMessage.channel_ref).where(
-                    OutboxMessage.decision_id.in_(decision_ids), OutboxMessage.kind == "request"
-                )
+                select(
+                    col(OutboxMessage.decision_id), col(OutboxMessage.channel), col(OutboxMessage.channel_ref)
+                ).where(col(OutboxMessage.decision_id).in_(decision_ids), col(OutboxMessage.kind) == "request")
             )
             return _Batch(messages, decisions, votes, {(d, c): ref for d, c, ref in refs}, leased_at)
 
@@ -147,6 +153,11 @@ class OutboxWorker:
         ref = batch.refs.get((decision.id, message.channel)) if message.kind != "request" else None
         channel = self.channels.get(message.channel)
         now = self.clock()
+        kind = message.kind
+        if not is_message_kind(kind):
+            logger.error("decision %s: outbox row %s has an unknown kind %r; not sent", decision.id, message.id, kind)
+            batch.finish(message, failed_at=now, last_error=f"unknown message kind {kind!r}")
+            return
         if channel is None:
             logger.error(
                 "decision %s: channel %r is not configured on this gateway; its %s is not sent",
@@ -154,11 +165,11 @@ class OutboxWorker:
                 message.channel,
                 message.kind,
             )
-            batch.finish(message.id, failed_at=now, last_error=f"channel {message.channel!r} not configured")
+            batch.finish(message, failed_at=now, last_error=f"channel {message.channel!r} not configured")
             return
         try:
             view = DecisionView.of(decision, batch.votes.get(decision.id, []))
-            new_ref = await channel.deliver(message.kind, view, ref)
+            new_ref = await channel.deliver(kind, view, ref)
         except Exception as exc:
             attempts = message.attempts + 1
             error = f"{type(exc).__name__}: {exc}"[:500]
@@ -166,7 +177,7 @@ class OutboxWorker:
                 logger.error(
                     "decision %s: %s %s failed for good: %s", decision.id, message.channel, message.kind, error
                 )
-                batch.finish(message.id, attempts=attempts, failed_at=now, last_error=error)
+                batch.finish(message, attempts=attempts, failed_at=now, last_error=error)
             else:
                 delay = min(self.retry_base * 2.0 ** (attempts - 1), MAX_BACKOFF_S)
                 logger.warning(
@@ -179,12 +190,12 @@ class OutboxWorker:
                     error,
                 )
                 batch.finish(
-                    message.id, attempts=attempts, next_attempt_at=now + delay, leased_until=None, last_error=error
+                    message, attempts=attempts, next_attempt_at=now + delay, leased_until=None, last_error=error
                 )
             return
         if message.kind == "request":  # an update later in this batch edits what was just posted
             batch.refs[(decision.id, message.channel)] = new_ref
-        batch.finish(message.id, attempts=message.attempts + 1, sent_at=now, channel_ref=new_ref)
+        batch.finish(message, attempts=message.attempts + 1, sent_at=now, channel_ref=new_ref)
 
     async def _flush(self, batch: _Batch) -> None:
         """Record how the delivered rows went, in one transaction (an UPDATE by primary key per kind of ending)."""
@@ -205,10 +216,10 @@ class _Batch:
     leased_at: float
     finished: list[dict[str, Any]] = field(default_factory=list)
     """Endings not written yet (`_flush`): sent, retry later, or failed for good."""
-    _last_updates: dict[tuple[str, str], int] | None = None
+    _last_updates: dict[tuple[str, str], int | None] | None = None
 
-    def finish(self, message_id: int, **values: Any) -> None:
-        self.finished.append({"id": message_id, **values})
+    def finish(self, message: OutboxMessage, **values: Any) -> None:
+        self.finished.append({"id": _stored_id(message.id), **values})
 
     def superseded(self, message: OutboxMessage) -> bool:
         """An update followed, in this batch, by another update of the same decision on the same channel.
@@ -221,6 +232,13 @@ class _Batch:
         if self._last_updates is None:
             self._last_updates = {(m.decision_id, m.channel): m.id for m in self.messages if m.kind == "update"}
         return self._last_updates[(message.decision_id, message.channel)] != message.id
+
+
+def _stored_id(message_id: int | None) -> int:
+    """The id of a row read back from the outbox table (the model leaves it optional for rows not inserted yet)."""
+    if message_id is None:
+        raise ValueError("an outbox row read from the database has no id")
+    return message_id
 
 
 async def until_quiet(max_wait: float = MAX_DEFER_S) -> None:

@@ -7,8 +7,9 @@ so they re-read their rows: notifications are not durable, and one sent while th
 down would otherwise be missed until the bus's periodic poll.
 
 Openings are announced too (`open <id> <expires_at> <remind_at>`, see `announce_opened`): every replica
-sets the decision's timers, so its timeout fires on time even if the replica that opened it dies; a plain id
-(a decision left `pending`) drops them. The timers' sweep stays the safety net for a missed notification.
+sets the decision's timers, so its timeout fires on time even if the replica that opened it dies. A pending
+decision that changes (its agent stopped waiting) is announced the same way; a plain id (a decision that ended,
+or whose claim changed) drops them. The timers' sweep stays the safety net for a missed notification.
 """
 
 from __future__ import annotations
@@ -91,5 +92,6 @@ class PgDecisionListener:
         except ValueError:
             logger.warning("decision listener: malformed opening %r ignored (the sweep covers it)", announcement)
             return
+        self.bus.publish(decision_id)  # a pending decision that changed (an agent stopped waiting) wakes its calls
         if self.timers is not None:
             self.timers.keep(decision_id, due, remind)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.approvals.service import VoteResult, iso
+from service.approvals.service import LAPSED, VoteResult, iso
 from service.models import Decision, Vote
 
 
@@ -68,6 +68,18 @@ class DecisionView(BaseModel):
         default=None, description="an earlier approved run of this call that may have run (its outcome is unknown)"
     )
     votes: list[VoteView] = []
+    agent_stopped_waiting_at: str | None = Field(
+        default=None, description="pending: when the last call waiting on it went away (cancelled, stream closed)"
+    )
+    rejoin_by: str | None = Field(
+        default=None,
+        description="pending, the agent cancelled: it ends cancelled then, unless the same call comes again before",
+    )
+    collect_by: str | None = Field(
+        default=None, description="ended: its ending waits until then for the call; an approval not collected lapses"
+    )
+    lapsed: bool = Field(default=False, description="approved, but no call collected it within claim_within: not run")
+    state: str = Field(default="", description="where the decision stands, in words")
 
     @classmethod
     def of(cls, decision: Decision, votes: list[Vote] | None = None) -> DecisionView:
@@ -94,7 +106,7 @@ class DecisionView(BaseModel):
             decided_by=decision.decided_by,
             decided_via=decision.decided_via,
             reason=decision.decision_reason,
-            released=decision.status == "approved" and decision.claimed_at is not None,
+            released=decision.status == "approved" and decision.claimed_at is not None and decision.outcome != LAPSED,
             execution=(
                 ExecutionView(
                     outcome=decision.outcome, detail=decision.outcome_detail, duration_ms=decision.duration_ms
@@ -107,7 +119,35 @@ class DecisionView(BaseModel):
                 VoteView(approver=v.approver, value=v.value, via=v.via, reason=v.reason, at=iso(v.at))
                 for v in votes or []
             ],
+            agent_stopped_waiting_at=_iso_or_none(decision.withdrawn_at) if decision.status == "pending" else None,
+            rejoin_by=_iso_or_none(decision.rejoin_by) if decision.status == "pending" else None,
+            collect_by=_iso_or_none(decision.collect_by) if decision.status != "pending" else None,
+            lapsed=decision.outcome == LAPSED,
+            state=state_of(decision),
         )
+
+
+def state_of(decision: Decision) -> str:
+    """A decision's standing in words: its status, and whether an agent still waits or may still collect it."""
+    if decision.status == "pending":
+        if decision.withdrawn_at is None:
+            return "pending"
+        if decision.rejoin_by is not None:
+            return (
+                f"pending; the agent stopped waiting (it cancelled its call): ends cancelled at "
+                f"{iso(decision.rejoin_by)} unless the same call comes again"
+            )
+        return "pending; the agent stopped waiting (its connection closed): an approval waits for the same call again"
+    if decision.status == "approved":
+        if decision.outcome == LAPSED:
+            return f"approved, lapsed: no call collected it by {iso(decision.collect_by or 0)}; it was not run"
+        if decision.claimed_at is None and decision.collect_by is not None:
+            return f"approved; waiting for the agent to call again (until {iso(decision.collect_by)})"
+    return decision.status
+
+
+def _iso_or_none(ts: float | None) -> str | None:
+    return iso(ts) if ts is not None else None
 
 
 class DecisionPage(BaseModel):

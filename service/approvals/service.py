@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 PENDING = "pending"
 UNKNOWN = "unknown"
 """The outcome of a call that was sent upstream by a process that stopped before it learned the answer."""
+LAPSED = "lapsed"
+"""The outcome of an approval no call collected within the rule's `claim_within`: it never ran."""
 ENDINGS = ("approved", "denied", "expired", "cancelled")
 STATUSES = (PENDING, *ENDINGS)
 LOCAL_OPERATOR = "local-operator"
@@ -63,9 +65,6 @@ LOCAL_OPERATOR = "local-operator"
 Status = Literal["approved", "denied", "expired", "cancelled"]
 CLAIM_LEASE_S = 15.0
 """How long a claim of an approved call outlives its holder's last renewal (`HOLDGATE_CLAIM_LEASE_S`)."""
-CLAIM_WITHIN_S = 600.0
-"""How long a retry of a finished approved call gets its stored result (and a call that may have run says so).
-The rule's `approval.claim_within` replaces it where compiled (`ApprovalGate._earlier_run`)."""
 RESULT_LIMIT_BYTES = 64 * 1024
 """The largest result kept for a retry; past it, the retry is told the call ran and how it ended."""
 FINISHED = ("ok", "tool_error")
@@ -218,12 +217,16 @@ class ApprovalService:
     """This process's name on the claims it holds: new at every start, so a restarted process does not renew
     the claims of its previous life (they expire and are reconciled like a dead peer's)."""
     lease_s: float = CLAIM_LEASE_S
+    audit_event: Callable[[Decision, str, str], None] = field(default=lambda _decision, _verdict, _reason: None)
+    """Audits what happens to a decision with no call there to report it: (decision, verdict, reason) — an
+    approval that lapsed, a withdrawn wait that ended cancelled."""
 
     def __post_init__(self) -> None:
         self._handed: dict[str, Decision] = {}
         self._committing: dict[str, asyncio.Future[None]] = {}
         """Endings claimed for a call here whose transaction has not reported its commit yet."""
         self._claims: GroupCommit[str, Decision | None] = GroupCommit(self._claim_batch)
+        self._background: set[asyncio.Task[Any]] = set()
         self._executions: GroupCommit[_Execution, None] = GroupCommit(self._record_execution_batch)
         self._sendings: GroupCommit[str, bool] = GroupCommit(self._mark_sending_batch)
         self._running: set[str] = set()
@@ -246,26 +249,14 @@ class ApprovalService:
         """The decision this call waits on: an unclaimed one for the same call, or a new one.
 
         "The same call" is the approval's binding: grant, server, tool, canonical arguments and
-        policy version; `args_sha256` is `canonical_sha256(arguments)`, which the caller already has.
+        policy version; `args_sha256` is `args_digest(key, arguments)`, which the caller already has.
         Returns (decision, created). `previous_attempt`: an earlier approved run of this call that may have run
         (see `earlier_run`); a new decision says so to its approvers.
         """
         spec = verdict.approval or ApprovalSpec(approvers=())
         now = self.clock()
         async with session_scope(self.sessions) as session:
-            existing = await session.scalar(
-                select(Decision)
-                .where(
-                    Decision.grant == grant,
-                    Decision.server == server,
-                    Decision.tool == tool,
-                    Decision.args_sha256 == args_sha256,
-                    Decision.policy_version == policy_version,
-                    Decision.claimed_at.is_(None),
-                )
-                .order_by(Decision.created_at.desc())
-                .limit(1)
-            )
+            existing = await self._joinable(session, grant, server, tool, args_sha256, policy_version, now)
             if existing is not None:
                 return existing, False
             decision = Decision(
@@ -284,6 +275,8 @@ class ApprovalService:
                 slack_channel=spec.slack_channel,
                 quorum=spec.quorum,
                 on_timeout=spec.on_timeout,
+                claim_within_s=spec.claim_within_seconds,
+                rejoin_within_s=spec.rejoin_within_seconds,
                 created_at=now,
                 expires_at=now + spec.timeout_seconds,
                 remind_at=(
@@ -309,6 +302,51 @@ class ApprovalService:
         self._notify(decision)
         return decision, True
 
+    async def _joinable(
+        self,
+        session: AsyncSession,
+        grant: str,
+        server: str,
+        tool: str,
+        args_sha256: str,
+        policy_version: str,
+        now: float,
+    ) -> Decision | None:
+        """The newest decision of the same call that a call may still wait on, or None (then a new one opens).
+
+        Pending, or ended and uncollected within its `collect_by` (an approval not collected in time has lapsed).
+        A pending decision whose agent stopped waiting is taken back by this call (its rejoin deadline goes), by a
+        compare-and-set against the timer that would end it: if the timer won, the next match is looked for.
+        """
+        while True:
+            found = await session.scalar(
+                select(Decision)
+                .where(
+                    Decision.grant == grant,
+                    Decision.server == server,
+                    Decision.tool == tool,
+                    Decision.args_sha256 == args_sha256,
+                    Decision.policy_version == policy_version,
+                    Decision.claimed_at.is_(None),
+                    or_(Decision.status == PENDING, Decision.collect_by > now),
+                )
+                .order_by(Decision.created_at.desc())
+                .limit(1)
+            )
+            if found is None or found.status != PENDING or found.withdrawn_at is None:
+                return found
+            rejoined = await session.scalars(
+                update(Decision)
+                .where(Decision.id == found.id, Decision.status == PENDING)
+                .values(withdrawn_at=None, rejoin_by=None)
+                .returning(Decision),
+                execution_options=_RETURNING_ROWS,
+            )
+            decision = rejoined.one_or_none()
+            if decision is not None:
+                logger.info("decision %s: the agent called again and waits on it", decision.id)
+                return decision
+
     # -- the one status change --------------------------------------------------------------------
 
     async def transition(
@@ -321,22 +359,31 @@ class ApprovalService:
         reason: str | None = None,
         session: AsyncSession | None = None,
         due_only: bool = False,
+        rejoin_due: bool = False,
     ) -> Decision:
         """Move a pending decision to `status`, once. Raises AlreadyDecided / UnknownDecision.
 
         With `session`, runs inside the caller's transaction (a vote that completes a quorum) and
         leaves commit and notification to the caller. `due_only` (timeouts) only fires when the
-        decision's `expires_at` has passed, so an early or stale timer changes nothing.
+        decision's `expires_at` has passed, so an early or stale timer changes nothing; `rejoin_due`
+        likewise only once the agent that stopped waiting is past its `rejoin_by` (and has not come back).
         """
         if session is None:
             async with session_scope(self.sessions) as own:
                 decision = await self.transition(
-                    decision_id, status, by=by, via=via, reason=reason, session=own, due_only=due_only
+                    decision_id,
+                    status,
+                    by=by,
+                    via=via,
+                    reason=reason,
+                    session=own,
+                    due_only=due_only,
+                    rejoin_due=rejoin_due,
                 )
             self._notify(decision)
             return decision
         won = await self.transition_many(
-            session, [decision_id], status, by=by, via=via, reason=reason, due_only=due_only
+            session, [decision_id], status, by=by, via=via, reason=reason, due_only=due_only, rejoin_due=rejoin_due
         )
         if decision_id in won:
             return won[decision_id]
@@ -353,6 +400,7 @@ class ApprovalService:
         via: str,
         reason: str | None = None,
         due_only: bool = False,
+        rejoin_due: bool = False,
     ) -> dict[str, Decision]:
         """The only writer of a decision's status: one compare-and-set for all of `decision_ids`.
 
@@ -365,6 +413,8 @@ class ApprovalService:
         conditions = [Decision.id.in_(decision_ids), Decision.status == PENDING]
         if due_only:
             conditions.append(Decision.expires_at <= now)
+        if rejoin_due:
+            conditions.append(Decision.rejoin_by <= now)
         values: dict[str, Any] = {
             "status": status,
             "decided_at": now,
@@ -372,6 +422,8 @@ class ApprovalService:
             "decided_via": via,
             "decision_reason": reason,
         }
+        if status != "cancelled":  # the ending waits this long for a call to collect it (an approval then lapses)
+            values["collect_by"] = now + Decision.claim_within_s
         waited = set() if status == "cancelled" else {i for i in decision_ids if self.local_waiters(i)}
         if status == "cancelled":
             values["claimed_at"] = now  # nobody is left to take a cancelled call's ending
@@ -643,6 +695,140 @@ class ApprovalService:
             )
             return list(rows)
 
+    # -- waits withdrawn, approvals that lapse ----------------------------------------------------
+
+    async def withdraw(self, decision_id: str, *, cancelled: bool) -> Decision | None:
+        """The last call waiting on a pending decision went away; the decision stays pending ("the agent
+        stopped waiting"). `cancelled` (the client cancelled its request): it ends `cancelled` at `rejoin_by`
+        unless the same call comes again before. Otherwise (the client's stream closed, which is no cancel on
+        2025-11-25) it waits for its people as before. Returns the decision, or None when it was not pending."""
+        now = self.clock()
+        values: dict[str, Any] = {"withdrawn_at": now}
+        if cancelled:
+            values["rejoin_by"] = now + Decision.rejoin_within_s
+        async with session_scope(self.sessions) as session:
+            decision = (
+                await session.scalars(
+                    update(Decision)
+                    .where(Decision.id == decision_id, Decision.status == PENDING)
+                    .values(**values)
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
+                )
+            ).one_or_none()
+            if decision is not None:
+                # No channel update: channels treat an `update` as the ending (email mails one follow-up only).
+                # Announced as still pending (with its deadlines), so no replica drops its timers as for an ending.
+                await announce_opened(session, [decision])
+        if decision is not None:
+            logger.info(
+                "decision %s: the agent stopped waiting (%s)%s",
+                decision.id,
+                "cancelled its call" if cancelled else "its stream closed",
+                f"; it ends cancelled at {iso(decision.rejoin_by)} unless the call comes again"
+                if decision.rejoin_by is not None
+                else "",
+            )
+            self._notify(decision)
+        return decision
+
+    async def end_unrejoined(self, decision_id: str) -> Decision | None:
+        """A withdrawn wait that nobody took back within `rejoin_within`: the decision ends `cancelled`."""
+        try:
+            decision = await self.transition(
+                decision_id,
+                "cancelled",
+                by="client",
+                via="mcp",
+                reason="the agent stopped waiting and did not call again in time",
+                rejoin_due=True,
+            )
+        except ApprovalError:
+            return None  # decided meanwhile, taken back by a retry, or not due yet: nothing to do
+        self.audit_event(decision, "cancelled", decision.decision_reason or "")
+        return decision
+
+    async def give_back_ending(self, decision_id: str) -> bool:
+        """An ending claimed for a call that went away before using it (its client left, or the service is
+        restarting): unclaimed again at once, so the same call coming back within `collect_by` collects it.
+        Nothing ran; an approval is never spent on nobody."""
+        self._running.discard(decision_id)
+        given = await self._give_back([Decision.id == decision_id], "its call went away before running")
+        return bool(given)
+
+    def give_back_ending_later(self, decision_id: str) -> None:
+        """`give_back_ending` from code that cannot wait (a cancelled task, a listener)."""
+        task = asyncio.get_running_loop().create_task(
+            self._give_back_ending_logged(decision_id), name=f"give-back:{decision_id}"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _give_back_ending_logged(self, decision_id: str) -> None:
+        try:
+            await self.give_back_ending(decision_id)
+        except Exception:  # the claim stays: fail closed (the call does not run), and say so
+            logger.exception("decision %s: could not give back the ending of a call that went away", decision_id)
+
+    async def lapse(self, decision_id: str) -> Decision | None:
+        """An approval no call collected by `collect_by` lapses: it can never run (outcome `lapsed`); the same
+        call again opens a new decision. A compare-and-set against `claim`, so the approval runs or lapses, once."""
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            decision = (
+                await session.scalars(
+                    update(Decision)
+                    .where(
+                        Decision.id == decision_id,
+                        Decision.status == "approved",
+                        Decision.claimed_at.is_(None),
+                        Decision.collect_by <= now,
+                    )
+                    .values(
+                        claimed_at=now,
+                        outcome=LAPSED,
+                        outcome_detail="no call collected the approval in time; it was not run",
+                        outcome_at=now,
+                    )
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
+                )
+            ).one_or_none()
+            if decision is None:
+                return None
+            await self._enqueue(session, [decision], "update", now)
+            await announce(session, [decision.id])
+        reason = f"approval not collected by {iso(decision.collect_by or now)} (claim_within); the call was not run"
+        logger.info("decision %s: %s", decision.id, reason)
+        self.audit_event(decision, LAPSED, reason)
+        self._notify(decision)
+        return decision
+
+    async def rejoin_due_ids(self) -> list[str]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Decision.id).where(Decision.status == PENDING, Decision.rejoin_by <= self.clock())
+            )
+            return list(rows)
+
+    async def lapse_due_ids(self) -> list[str]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Decision.id).where(
+                    Decision.status == "approved", Decision.claimed_at.is_(None), Decision.collect_by <= self.clock()
+                )
+            )
+            return list(rows)
+
+    async def uncollected(self) -> list[Decision]:
+        """Approved decisions no call has collected yet (their lapse timers, at start-up)."""
+        async with self.sessions() as session:
+            return list(
+                await session.scalars(
+                    select(Decision).where(Decision.status == "approved", Decision.claimed_at.is_(None))
+                )
+            )
+
     async def pending(self) -> list[Decision]:
         async with self.sessions() as session:
             return list(await session.scalars(select(Decision).where(Decision.status == PENDING)))
@@ -675,11 +861,12 @@ class ApprovalService:
     def forget_handoff(self, decision_id: str) -> None:
         """The last call waiting on `decision_id` went away: drop an ending claimed for it, if any.
 
-        That ending stays claimed and its call is not run here (fail closed): the client gave up on it. An
-        approved one is not renewed, so once its lease expires `reconcile` makes it collectable again.
+        Its call is not run; the ending is given back (`give_back_ending`) at once, not at its lease's expiry:
+        the same call coming again collects it.
         """
         if self._handed.pop(decision_id, None) is not None:
             _log_unwaited(decision_id)
+            self.give_back_ending_later(decision_id)
 
     async def _claim_batch(self, decision_ids: Sequence[str]) -> list[Decision | None]:
         """One compare-and-set for every claim of the moment; the winners come back from its RETURNING."""
@@ -693,6 +880,7 @@ class ApprovalService:
                         Decision.id.in_(set(decision_ids)),
                         Decision.status != PENDING,
                         Decision.claimed_at.is_(None),
+                        Decision.collect_by > now,  # an ending not collected in time has lapsed
                     )
                     .values(claimed_at=now, claim_holder=self.holder, lease_until=now + self.lease_s)
                     .returning(Decision),
@@ -745,11 +933,9 @@ class ApprovalService:
         """The claimed call was never sent (the upstream could not be reached, the client left): give the claim
         back, so the next identical call runs it without a second approval."""
         self._running.discard(decision_id)
-        released = await self._give_back(
+        await self._give_back(
             [Decision.id == decision_id, Decision.claim_holder == self.holder], "its call could not be sent"
         )
-        for decision in released:
-            self._notify(decision)
 
     async def record_execution(
         self,
@@ -837,7 +1023,7 @@ class ApprovalService:
         expired = [Decision.status == "approved", Decision.outcome.is_(None), Decision.lease_until < now]
         if decision_ids is not None:
             expired.append(Decision.id.in_(decision_ids))
-        released = await self._give_back(expired, "its holder stopped before sending it")
+        released = await self._give_back(expired, "its holder stopped before sending it", after_crash=True)
         detail = "the gateway process sending this call stopped before its outcome was recorded; it may have run"
         async with session_scope(self.sessions) as session:
             unknown = list(
@@ -854,27 +1040,46 @@ class ApprovalService:
         for decision in unknown:
             logger.warning("decision %s: outcome unknown (%s)", decision.id, detail)
             self._notify(decision)
-        for decision in released:
-            self._notify(decision)
         return Reconciled(released=released, unknown=unknown)
 
-    async def _give_back(self, conditions: list[Any], why: str) -> list[Decision]:
-        """Unclaim approved decisions matching `conditions` whose call was never sent; announced to replicas."""
+    async def _give_back(self, conditions: list[Any], why: str, *, after_crash: bool = False) -> list[Decision]:
+        """The one writer that gives a claim back: the ended decisions matching `conditions` whose call never left
+        (no "sending" mark, no outcome) are unclaimed (no holder, no lease), so the same call coming again within
+        `collect_by` collects the ending; announced to the replicas, and the listeners are told.
+
+        `after_crash` (`reconcile`: the holder died): the lapse deadline is at least `claim_within` from now, so an
+        approval whose holder died close to its `collect_by` does not lapse at once; nobody left it uncollected.
+        """
+        now = self.clock()
+        values: dict[str, Any] = {"claimed_at": None, "claim_holder": None, "lease_until": None}
+        if after_crash:
+            grace = now + Decision.claim_within_s
+            values["collect_by"] = case((Decision.collect_by > grace, Decision.collect_by), else_=grace)
         async with session_scope(self.sessions) as session:
             released = list(
                 await session.scalars(
                     update(Decision)
-                    .where(*conditions, Decision.status == "approved", Decision.sending_at.is_(None))
-                    .values(claimed_at=None, claim_holder=None, lease_until=None)
+                    .where(
+                        *conditions,
+                        Decision.status.in_(("approved", "denied", "expired")),
+                        Decision.claimed_at.is_not(None),
+                        Decision.sending_at.is_(None),
+                        Decision.outcome.is_(None),
+                    )
+                    .values(**values)
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
                 )
             )
             await announce(session, [d.id for d in released])
         for decision in released:
-            logger.warning(
-                "decision %s: its release was given back (%s); the next identical call runs it", decision.id, why
+            logger.log(
+                logging.WARNING if after_crash else logging.INFO,
+                "decision %s: its claim was given back (%s); the same call again collects its ending",
+                decision.id,
+                why,
             )
+            self._notify(decision)
         return released
 
     async def earlier_run(
@@ -895,8 +1100,8 @@ class ApprovalService:
                 .order_by(Decision.created_at.desc())
                 .limit(1)
             )
-        if latest is None or latest.status != "approved" or latest.claimed_at is None:
-            return None
+        if latest is None or latest.status != "approved" or latest.claimed_at is None or latest.outcome == LAPSED:
+            return None  # not approved, not claimed, or lapsed (an approval nobody collected never ran)
         if latest.outcome is not None and (latest.outcome_at or 0) < self.clock() - within_s:
             return None
         return latest
@@ -982,12 +1187,13 @@ class ApprovalService:
             self._handed[decision.id] = decision
         else:
             _log_unwaited(decision.id)
+            self.give_back_ending_later(decision.id)
         if not committing.done():
             committing.set_result(None)
 
 
 def _log_unwaited(decision_id: str) -> None:
-    logger.warning("decision %s ended as its last waiting call went away; the call was not run", decision_id)
+    logger.info("decision %s ended as its last waiting call went away; it waits for the call again", decision_id)
 
 
 DECISIONS_CHANNEL = "holdgate_decisions"
@@ -1004,7 +1210,8 @@ async def announce(session: AsyncSession, decision_ids: Sequence[str]) -> None:
 
 
 OPENED_PREFIX = "open "
-"""NOTIFY payload of an opening: `open <id> <expires_at> <remind_at or ->`, so every replica keeps its timers."""
+"""NOTIFY payload of a decision that is (still) pending: `open <id> <expires_at> <remind_at or ->`, so every replica
+keeps its timers (an opening, or a wait withdrawn)."""
 
 
 async def announce_opened(session: AsyncSession, decisions: Sequence[Decision]) -> None:

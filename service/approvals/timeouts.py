@@ -1,11 +1,13 @@
 """Timeouts and reminders: APScheduler timers for precision, a periodic sweep for correctness.
 
-Each pending decision gets an in-memory date job at `expires_at` (and one at `remind_at`). Timers are
-rebuilt from the database at start-up, set on every replica when one opens a decision (on PostgreSQL,
-`service.approvals.pg_listen`), and a sweep runs right away and then every
-`sweep_interval` seconds, expiring whatever is overdue — including decisions that fell due while
-the service was down, and any a lost timer missed. Timer and sweep both go through
-`ApprovalService.expire`, whose compare-and-set makes the timeout happen once however many race.
+Each pending decision gets an in-memory date job at `expires_at` (and one at `remind_at`, and one at
+`rejoin_by` while its agent has stopped waiting); an approved decision no call has collected gets one at
+`collect_by`, when it lapses. Timers are rebuilt from the database at start-up, the expiry and reminder
+timers are set on every replica when one opens a decision (on PostgreSQL, `service.approvals.pg_listen`),
+and a sweep runs right away and then every `sweep_interval` seconds, doing whatever is overdue — including
+decisions that fell due while the service was down, and any a lost timer missed. Timer and sweep both go
+through the same compare-and-set (`ApprovalService.expire`, `end_unrejoined`, `lapse`), so each happens once
+however many race.
 APScheduler's persistent job stores are deliberately not used (not safe across processes, and they
 drop jobs that fell due during downtime): the database rows are the schedule.
 """
@@ -20,8 +22,11 @@ from datetime import UTC, datetime
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import update
+from sqlmodel import col
 
 from service.approvals.service import ApprovalService
+from service.db import session_scope
 from service.models import Decision
 
 logger = logging.getLogger(__name__)
@@ -53,8 +58,46 @@ class DecisionTimers:
         )
         pending = await self.service.pending()
         for decision in pending:
+            try:
+                self.watch(decision)
+            except Exception as exc:  # one row never stops start-up
+                await self._expire_unschedulable(decision, exc)
+        for decision in await self.service.uncollected():
             self.watch(decision)
         logger.info("timeouts: %d pending decision(s) rescheduled", len(pending))
+
+    async def _expire_unschedulable(self, decision: Decision, error: Exception) -> None:
+        """A pending row whose deadline cannot be scheduled (an absurd `expires_at` or `remind_at`, as
+        older versions wrote before durations were bounded) expires now, whatever its `on_timeout`
+        (fail closed). Its deadline is set to now in the same transaction, so no reader chokes on it later.
+        """
+        logger.warning(
+            "timeouts: decision %s has a deadline that cannot be scheduled (expires_at=%r, remind_at=%r: %s); "
+            "expiring it now",
+            decision.id,
+            decision.expires_at,
+            decision.remind_at,
+            error,
+        )
+        now = self.clock()
+        try:
+            async with session_scope(self.service.sessions) as session:
+                await session.execute(
+                    update(Decision)
+                    .where(col(Decision.id) == decision.id, col(Decision.status) == "pending")
+                    .values(expires_at=now, remind_at=None)
+                )
+                ended = await self.service.transition(
+                    decision.id,
+                    "expired",
+                    by="timeout",
+                    via="timeout",
+                    reason=f"its deadline could not be scheduled ({error}); expired at start-up",
+                    session=session,
+                )
+            self.service._notify(ended)  # committed: the listeners hear of it as of any transition
+        except Exception:  # decided elsewhere meanwhile, or the database refused: the sweep stays the safety net
+            logger.exception("timeouts: could not expire unschedulable decision %s", decision.id)
 
     def shutdown(self) -> None:
         if self.scheduler.running:
@@ -64,10 +107,18 @@ class DecisionTimers:
         """Keep the timers in step with a decision: set while pending, dropped once it ended."""
         if decision.status != "pending":
             self.forget(decision.id)
+            if decision.status == "approved" and decision.claimed_at is None and decision.collect_by is not None:
+                self._at(f"lapse:{decision.id}", decision.collect_by, self.fire_lapse, decision.id)
+            else:
+                self._drop(f"lapse:{decision.id}")
             return
         self._at(f"expire:{decision.id}", decision.expires_at, self.fire_timeout, decision.id)
         if decision.remind_at is not None and decision.reminded_at is None:
             self._at(f"remind:{decision.id}", decision.remind_at, self.fire_reminder, decision.id)
+        if decision.rejoin_by is not None:
+            self._at(f"rejoin:{decision.id}", decision.rejoin_by, self.fire_rejoin, decision.id)
+        else:
+            self._drop(f"rejoin:{decision.id}")
 
     def keep(self, decision_id: str, expires_at: float, remind_at: float | None) -> None:
         """Timers for a decision another replica opened (its announcement), as if opened here."""
@@ -76,9 +127,11 @@ class DecisionTimers:
             self._at(f"remind:{decision_id}", remind_at, self.fire_reminder, decision_id)
 
     def forget(self, decision_id: str) -> None:
-        """Another replica ended the decision: its timers here have nothing left to do."""
+        """The decision ended (here, or on another replica): its timers of a pending decision have nothing left
+        to do. Its lapse timer stays: it is set only here, by `watch`, and stale it changes nothing."""
         self._drop(f"expire:{decision_id}")
         self._drop(f"remind:{decision_id}")
+        self._drop(f"rejoin:{decision_id}")
 
     async def fire_timeout(self, decision_id: str) -> None:
         decision = await self.service.expire(decision_id)
@@ -88,6 +141,14 @@ class DecisionTimers:
     async def fire_reminder(self, decision_id: str) -> None:
         await self.service.remind(decision_id)
 
+    async def fire_rejoin(self, decision_id: str) -> None:
+        """The agent that stopped waiting did not call again within `rejoin_within`: the decision ends cancelled."""
+        await self.service.end_unrejoined(decision_id)
+
+    async def fire_lapse(self, decision_id: str) -> None:
+        """Nobody collected the approval within `claim_within`: it lapses."""
+        await self.service.lapse(decision_id)
+
     async def sweep(self) -> None:
         """Expire the overdue and send due reminders; what the timers should have done, if they did not."""
         try:
@@ -95,6 +156,10 @@ class DecisionTimers:
                 await self.service.expire(decision_id)
             for decision_id in await self.service.reminder_ids_due():
                 await self.service.remind(decision_id)
+            for decision_id in await self.service.rejoin_due_ids():
+                await self.service.end_unrejoined(decision_id)
+            for decision_id in await self.service.lapse_due_ids():
+                await self.service.lapse(decision_id)
         except Exception:  # the next sweep tries again; a timeout is never silently skipped
             logger.exception("timeout sweep failed")
 

@@ -8,11 +8,14 @@ background work on the lifespan's exit stack, and installs the gate as the gatew
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
-from bots.base import Channel
+from bots.base import Channel, ChannelLifecycle
 from bots.console import ConsoleChannel
 from service import metrics
 from service.approvals.bus import DecisionBus
@@ -22,6 +25,8 @@ from service.approvals.outbox import OutboxWorker
 from service.approvals.pg_listen import PgDecisionListener
 from service.approvals.service import ApprovalService
 from service.approvals.timeouts import DecisionTimers
+from service.audit.service import AuditRecord, AuditWriter
+from service.models import Decision
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     )
     service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
     service.local_waiters = bus.waiting
+    service.audit_event = partial(audit_decision_event, state.audit, clock)
     metrics.watch_held_calls(bus.held_calls)
     gate = ApprovalGate(
         service,
@@ -74,9 +80,10 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
         state.policy,
         progress_interval=settings.approval_progress_interval_s,
         hold_bound=settings.approval_hold_s,
+        args_digest=state.audit.args_digest,
     )
     for channel in outbox.channels.values():
-        if hasattr(channel, "start"):
+        if isinstance(channel, ChannelLifecycle):
             await channel.start(service)
             stack.push_async_callback(channel.aclose)
     await timers.start()
@@ -93,6 +100,29 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
         stack.push_async_callback(_stop, task)
     state.core.approvals = gate
     return Approvals(service, bus, timers, outbox, gate)
+
+
+def audit_decision_event(
+    audit: AuditWriter, clock: Callable[[], float], decision: Decision, verdict: str, reason: str
+) -> None:
+    """An audit record for what happened to a decision while no call waited on it (it lapsed, it ended
+    cancelled): the call as the decision keeps it (redacted arguments, the call's own argument hash)."""
+    audit.record(
+        AuditRecord(
+            ts=clock(),
+            grant=decision.grant,
+            server=decision.server,
+            tool=decision.tool,
+            arguments=json.loads(decision.arguments),
+            redact=(),
+            rule=decision.rule,
+            verdict=verdict,
+            reason=reason,
+            outcome=decision.outcome,
+            decision_id=decision.id,
+            args_sha256=decision.args_sha256,
+        )
+    )
 
 
 async def _stop(task: asyncio.Task) -> None:

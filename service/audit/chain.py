@@ -26,10 +26,11 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service.models import AuditChainHead, AuditEvent
 
@@ -56,7 +57,10 @@ def canonical_ts(value: datetime | str) -> str:
 def record_hash(fields: Mapping[str, Any]) -> str:
     """The hash of one record, from its row values or its exported form (`arguments` as text or parsed)."""
     payload = {name: fields.get(name) for name in HASHED_FIELDS}
-    payload["ts"] = canonical_ts(payload["ts"])
+    ts = payload["ts"]
+    if ts is None:  # an export line cut short or edited by hand: name the field, not a NoneType error
+        raise ValueError("a record without its 'ts' (time) cannot be hashed")
+    payload["ts"] = canonical_ts(ts)
     if isinstance(payload["arguments"], str):
         payload["arguments"] = json.loads(payload["arguments"])
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -69,7 +73,10 @@ def row_fields(row: AuditEvent) -> dict[str, Any]:
 
 async def lock_head(session: AsyncSession) -> AuditChainHead:
     """Take the chain lock in this transaction and return the head row (created if missing)."""
-    touched = await session.execute(update(AuditChainHead).where(AuditChainHead.name == CHAIN).values(name=CHAIN))
+    touched = cast(
+        CursorResult[Any],
+        await session.execute(update(AuditChainHead).where(col(AuditChainHead.name) == CHAIN).values(name=CHAIN)),
+    )
     if touched.rowcount == 0:  # a schema made without the migrations (which insert the row)
         session.add(AuditChainHead(name=CHAIN, last_hash=GENESIS, anchor_hash=GENESIS))
         await session.flush()
@@ -234,7 +241,7 @@ async def verify(session: AsyncSession, *, batch: int = 1000) -> ChainReport:
         rows = list(
             (
                 await session.execute(
-                    select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+                    select(AuditEvent).where(col(AuditEvent.id) > last_id).order_by(col(AuditEvent.id)).limit(batch)
                 )
             ).scalars()
         )
@@ -263,7 +270,10 @@ def verify_export(lines: Iterable[str]) -> ChainReport:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"line {number}: not JSON: {exc.msg}") from None
-        verifier.feed(int(record["id"]), record, record.get("hash"))
+        try:
+            verifier.feed(int(record["id"]), record, record.get("hash"))
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}") from None
     return verifier.finish()
 
 
@@ -280,14 +290,14 @@ async def prune(session: AsyncSession, *, before: datetime, now: datetime) -> Pr
     with the ones after it), and the hash of the last record deleted becomes the anchor.
     """
     head = await lock_head(session)
-    boundary = await session.scalar(select(func.min(AuditEvent.id)).where(AuditEvent.ts >= before))
-    query = select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+    boundary = await session.scalar(select(func.min(col(AuditEvent.id))).where(col(AuditEvent.ts) >= before))
+    query = select(col(AuditEvent.id), col(AuditEvent.hash)).order_by(col(AuditEvent.id).desc()).limit(1)
     if boundary is not None:
-        query = query.where(AuditEvent.id < boundary)
+        query = query.where(col(AuditEvent.id) < boundary)
     last = (await session.execute(query)).first()
     if last is None:
         return PruneResult(0, head.anchor_id)
-    result = await session.execute(delete(AuditEvent).where(AuditEvent.id <= last.id))
+    result = cast(CursorResult[Any], await session.execute(delete(AuditEvent).where(col(AuditEvent.id) <= last.id)))
     if last.hash is not None:
         head.anchor_id, head.anchor_hash = last.id, last.hash
     head.pruned_rows += result.rowcount

@@ -5,6 +5,15 @@ a tool call. A background task writes batches; `aclose()` drains what is left, s
 shutdown loses nothing. Arguments are redacted and hashed in the writer, not on the call path.
 Each batch is linked into the hash chain (`service.audit.chain`) in the transaction that writes
 it; with a retention period, the same task prunes the oldest records now and then.
+
+One record can never block the others. Every value is stored in a form each database takes (see
+`service.policy.redaction`: non-finite numbers as marker strings, NUL and lone surrogates escaped,
+names cut to their column with a marker). A batch the database still refuses is written again one
+record at a time; a record that fails on its own is written as a minimal *unrecordable* record
+(grant, server, tool, verdict, rule, outcome, and the error in `detail`; no arguments), counted by
+`holdgate_audit_unrecordable_total`, so the chain stays whole and the next records follow. Only
+when even that minimal record cannot be written (the database is down) is the rest kept in memory
+and retried.
 """
 
 from __future__ import annotations
@@ -21,13 +30,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from service import metrics
 from service.audit import chain
+from service.audit.keys import ArgsDigester
 from service.models import AuditEvent
-from service.policy import canonical_sha256, redact_arguments
+from service.policy.redaction import args_digest, bounded_text, redact_arguments, storable_text
 
 if TYPE_CHECKING:
     from service.gateway.proxy import ToolCall
@@ -58,6 +69,8 @@ class AuditRecord:
     detail: str | None = None
     duration_ms: float | None = None
     decision_id: str | None = None
+    args_sha256: str | None = None
+    """Given when `arguments` are not the call's own (a decision's event, from its redacted copy)."""
 
     @classmethod
     def begin(cls, call: ToolCall, verdict: Verdict, *, ts: float) -> AuditRecord:
@@ -92,23 +105,73 @@ class AuditRecord:
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
-    def to_row(self) -> dict[str, Any]:
-        """The `audit_events` column values (arguments redacted and hashed here, off the call path)."""
-        return dict(
-            ts=datetime.fromtimestamp(self.ts, UTC),
-            grant=self.grant,
-            server=self.server,
-            tool=self.tool,
-            arguments=json.dumps(redact_arguments(self.arguments, self.redact), ensure_ascii=False),
-            args_sha256=canonical_sha256(self.arguments),
-            verdict=self.verdict,
-            rule=self.rule,
-            reason=self.reason,
-            outcome=self.outcome,
-            detail=(self.detail or "")[:2000] or None,
-            duration_ms=self.duration_ms,
-            decision_id=self.decision_id,
+    def to_row(self, key: bytes) -> dict[str, Any]:
+        """The `audit_events` column values (arguments redacted and digested here, off the call path)."""
+        return fit_columns(
+            dict(
+                ts=datetime.fromtimestamp(self.ts, UTC),
+                grant=self.grant,
+                server=self.server,
+                tool=self.tool,
+                arguments=json.dumps(
+                    redact_arguments(self.arguments, self.redact), ensure_ascii=False, allow_nan=False
+                ),
+                args_sha256=self.args_sha256 or args_digest(key, self.arguments),
+                verdict=self.verdict,
+                rule=self.rule,
+                reason=self.reason,
+                outcome=self.outcome,
+                detail=(self.detail or "")[:DETAIL_CHARS] or None,
+                duration_ms=self.duration_ms,
+                decision_id=self.decision_id,
+            )
         )
+
+    def unrecordable_row(self, error: BaseException) -> dict[str, Any]:
+        """The minimal record of a call whose full record could not be stored: who, what, the verdict, why not."""
+        return fit_columns(
+            dict(
+                ts=datetime.fromtimestamp(self.ts, UTC),
+                grant=self.grant,
+                server=self.server,
+                tool=self.tool,
+                arguments="{}",
+                args_sha256="",
+                verdict=self.verdict,
+                rule=self.rule,
+                reason=None,
+                outcome=self.outcome,
+                detail=f"{UNRECORDABLE}: {error_text(error)}; its arguments and detail were not kept",
+                duration_ms=self.duration_ms,
+                decision_id=self.decision_id,
+            )
+        )
+
+
+UNRECORDABLE = "unrecordable call: holdgate could not store this call's full audit record"
+"""How an unrecordable record's `detail` begins (search the audit for it)."""
+DETAIL_CHARS = 2000
+_COLUMN_CHARS: dict[str, int] = {
+    column.name: column.type.length
+    for column in AuditEvent.__table__.columns  # type: ignore[attr-defined]
+    if isinstance(getattr(column.type, "length", None), int)
+}
+
+
+def fit_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """Every text value storable (no NUL, no lone surrogate) and within its column's length."""
+    for name, value in row.items():
+        if isinstance(value, str):
+            limit = _COLUMN_CHARS.get(name)
+            row[name] = bounded_text(value, limit) if limit is not None else storable_text(value)
+    return row
+
+
+def error_text(error: BaseException) -> str:
+    """What went wrong, in one line: the driver's own message, not the statement and its parameters."""
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:300] if lines else 'no message'}"
 
 
 class AuditWriter:
@@ -123,8 +186,11 @@ class AuditWriter:
         retention_days: float | None = None,
         prune_interval: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        args_digest: ArgsDigester | None = None,
     ) -> None:
         self._sessions = sessions
+        self.args_digest = args_digest or ArgsDigester(sessions)
+        """Shared with the approvals, so a decision and its call's audit record carry the same digest."""
         self._flush_interval = flush_interval
         self._batch_size = batch_size
         self.retention_days = retention_days
@@ -136,6 +202,7 @@ class AuditWriter:
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_write_failed = False
 
     def record(self, entry: AuditRecord) -> None:
         """Queue one record; never blocks and never touches the database."""
@@ -146,6 +213,16 @@ class AuditWriter:
         metrics.count_call(entry.server, entry.verdict, entry.outcome, entry.duration_ms)
         if len(self._queue) >= self._batch_size:
             self._wake.set()
+
+    @property
+    def last_write_failed(self) -> bool:
+        """Whether the background task's last attempt to write (or prune) failed; read by /healthz."""
+        return self._last_write_failed
+
+    @property
+    def backlog(self) -> int:
+        """Records queued and not yet written; read by /healthz."""
+        return len(self._queue)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -189,23 +266,81 @@ class AuditWriter:
             self._wake.clear()
             try:
                 await self.flush()
+                self._last_write_failed = False
                 if self.retention_days is not None and time.monotonic() >= self._next_prune:
                     self._next_prune = time.monotonic() + self._prune_interval
                     await self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self._last_write_failed = True
                 logger.exception("audit write failed; will retry")
                 await asyncio.sleep(1)
 
     async def _write(self, batch: Sequence[AuditRecord]) -> None:
+        """Write `batch` in one transaction; if the database refuses it, record by record (`_isolate`)."""
         try:
-            async with self._sessions() as session:
-                await chain.append(session, [entry.to_row() for entry in batch])
-                await session.commit()
+            key = await self.args_digest.key()
+            rows = [self._row(entry, key) for entry in batch]
+            try:
+                await self._append([row for row, _ in rows])
+            except Exception as exc:
+                if len(batch) > 1:
+                    logger.warning(
+                        "audit batch of %d refused (%s); writing it record by record", len(batch), error_text(exc)
+                    )
+            else:
+                _count_unrecordable(sum(replaced for _, replaced in rows))
+                return
         except BaseException:
             self._queue[:0] = batch  # keep them for the next attempt
             raise
+        await self._isolate(batch, rows)
+
+    def _row(self, entry: AuditRecord, key: bytes) -> tuple[dict[str, Any], bool]:
+        """The record's row, or its minimal replacement when its values cannot even be prepared (True)."""
+        try:
+            return entry.to_row(key), False
+        except Exception as exc:
+            return _unrecordable(entry, exc), True
+
+    async def _isolate(self, batch: Sequence[AuditRecord], rows: Sequence[tuple[dict[str, Any], bool]]) -> None:
+        """One record at a time, so a record the database refuses cannot hold back the others."""
+        for index, (entry, (row, replaced)) in enumerate(zip(batch, rows, strict=True)):
+            try:
+                try:
+                    await self._append([row])
+                except Exception as exc:
+                    if replaced:
+                        raise
+                    await self._append([_unrecordable(entry, exc)])
+                    replaced = True
+            except BaseException:  # even the minimal record failed: the database itself is the problem
+                self._queue[:0] = batch[index:]
+                raise
+            _count_unrecordable(replaced)
+
+    async def _append(self, rows: Sequence[dict[str, Any]]) -> None:
+        async with self._sessions() as session:
+            await chain.append(session, [dict(row) for row in rows])
+            await session.commit()
+
+
+def _unrecordable(entry: AuditRecord, error: BaseException) -> dict[str, Any]:
+    logger.error(
+        "audit: the record of a call to %s/%s (grant %s) could not be stored (%s); a minimal record replaces it",
+        storable_text(entry.server)[:200],
+        storable_text(entry.tool)[:200],
+        storable_text(entry.grant)[:200],
+        error_text(error),
+    )
+    return entry.unrecordable_row(error)
+
+
+def _count_unrecordable(written: int) -> None:
+    """Counted once the minimal records are committed (a retry after an outage does not count twice)."""
+    if written:
+        metrics.count_unrecordable(written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,19 +355,19 @@ class AuditFilter:
     until: datetime | None = None
 
 
-def _filtered(query, flt: AuditFilter):
+def _filtered(query: Select[AuditEvent], flt: AuditFilter) -> Select[AuditEvent]:
     for column, value in (
-        (AuditEvent.grant, flt.grant),
-        (AuditEvent.server, flt.server),
-        (AuditEvent.tool, flt.tool),
-        (AuditEvent.verdict, flt.verdict),
+        (col(AuditEvent.grant), flt.grant),
+        (col(AuditEvent.server), flt.server),
+        (col(AuditEvent.tool), flt.tool),
+        (col(AuditEvent.verdict), flt.verdict),
     ):
         if value is not None:
             query = query.where(column == value)
     if flt.since is not None:
-        query = query.where(AuditEvent.ts >= flt.since)
+        query = query.where(col(AuditEvent.ts) >= flt.since)
     if flt.until is not None:
-        query = query.where(AuditEvent.ts < flt.until)
+        query = query.where(col(AuditEvent.ts) < flt.until)
     return query
 
 
@@ -240,7 +375,7 @@ async def list_events(
     session: AsyncSession, *, flt: AuditFilter, limit: int = 100, offset: int = 0
 ) -> list[AuditEvent]:
     """Newest first."""
-    query = _filtered(select(AuditEvent), flt).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
+    query = _filtered(select(AuditEvent), flt).order_by(col(AuditEvent.id).desc()).limit(limit).offset(offset)
     return list((await session.execute(query)).scalars())
 
 
@@ -248,7 +383,12 @@ async def iter_events(session: AsyncSession, *, flt: AuditFilter, batch: int = 1
     """Oldest first, streamed in batches for export."""
     last_id = 0
     while True:
-        query = _filtered(select(AuditEvent), flt).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+        query = (
+            _filtered(select(AuditEvent), flt)
+            .where(col(AuditEvent.id) > last_id)
+            .order_by(col(AuditEvent.id))
+            .limit(batch)
+        )
         rows = list((await session.execute(query)).scalars())
         if not rows:
             return

@@ -1,4 +1,8 @@
-"""Tool risk catalogs (`config/catalog/*.json`): how risky each tool of a known server is.
+"""Tool risk catalogs: how risky each tool of a known server is.
+
+holdgate ships catalogs for the servers its docs use (`service/catalog/shipped/`, package data, so an
+installed holdgate has them); a config directory's `catalog/*.json` come first and a file there with
+a shipped file's name replaces it. Without a `catalog/` directory the shipped catalogs still apply.
 
 Advice for people — the Slack message, the dashboard, `policy init` — never a policy: the policy file
 alone decides. The format is documented in `config/catalog/README.md`. A catalog applies to an
@@ -18,6 +22,9 @@ from service.configfile import load_json, validation_error_to_config_error
 
 Risk = Literal["read", "write", "destructive"]
 Level = Literal["low", "medium", "high"]
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+"""The catalogs that come with holdgate (package data: found from a source tree and an installed package)."""
 
 
 class _ToolIn(pydantic.BaseModel):
@@ -61,11 +68,13 @@ class Catalogs:
         self.catalogs = catalogs
 
     @classmethod
-    def load(cls, directory: Path) -> Catalogs:
-        """Read `directory/*.json`; a malformed catalog is a ConfigError naming the file and place."""
-        if not directory.is_dir():
-            return cls([])
-        return cls([load_catalog(path) for path in sorted(directory.glob("*.json"))])
+    def load(cls, directory: Path, *, shipped: Path = SHIPPED_DIR) -> Catalogs:
+        """Read `directory/*.json` (if it exists), then the shipped catalogs not replaced by a file of
+        the same name there; a malformed catalog is a ConfigError naming the file and place."""
+        own = sorted(directory.glob("*.json")) if directory.is_dir() else []
+        replaced = {path.name for path in own}
+        builtin = [path for path in sorted(shipped.glob("*.json")) if path.name not in replaced]
+        return cls([load_catalog(path) for path in [*own, *builtin]])
 
     def risk(self, server: str, tool: str, *, server_info_name: str | None = None) -> ToolRisk | None:
         for catalog in self._for(server, server_info_name):

@@ -6,11 +6,22 @@ per process when unset: sessions then end on restart and are not shared between 
 holds the person, the sha256 of their token and a CSRF token. Every request checks that the policy
 still declares that person with that token, so removing a token from the policy signs them out.
 Every form and every fetch POST carries the CSRF token; it is compared in constant time.
+
+Sign-out revokes: the cookie also holds a random session id, and signing out records it in
+`dashboard_signouts` until the cookie would have expired, so a copy of the cookie stops working on
+every replica (cookies from before session ids existed are treated as signed out).
+
+Sign-in is throttled: 5 refused attempts within 5 minutes from one client address, or with tokens
+that begin with the same 8 characters, make further attempts answer 429 with `Retry-After` until the
+oldest of them is 5 minutes old. Failures are counted in the database (`dashboard_signin_failures`),
+so the limit holds across replicas; attempts refused by the throttle are not counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,8 +29,13 @@ from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
 
 from service.api.deps import get_state
+from service.db import session_scope
+from service.models import DashboardSignInFailure, DashboardSignOut
 
 if TYPE_CHECKING:
     from service.app import AppState
@@ -27,6 +43,9 @@ if TYPE_CHECKING:
 COOKIE = "holdgate_session"
 MAX_AGE_S = 12 * 3600
 CSRF_HEADER = "x-csrf-token"
+SIGN_IN_FAILURES = 5
+SIGN_IN_WINDOW_S = 300
+TOKEN_PREFIX_CHARS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +55,8 @@ class Viewer:
     person: str | None
     csrf: str
     token_sha256: str | None = None
+    session_id: str | None = None
+    """Random per sign-in; what sign-out revokes."""
 
 
 def _serializer(state: AppState) -> URLSafeTimedSerializer:
@@ -47,8 +68,8 @@ def _serializer(state: AppState) -> URLSafeTimedSerializer:
     return serializer
 
 
-def read_session(request: Request) -> Viewer:
-    """The session in the request's cookie; an anonymous one (fresh CSRF token) when missing or invalid."""
+async def read_session(request: Request) -> Viewer:
+    """The session in the request's cookie; an anonymous one (fresh CSRF token) when missing, invalid or signed out."""
     state = get_state(request)
     raw = request.cookies.get(COOKIE)
     data: dict[str, Any] = {}
@@ -58,16 +79,93 @@ def read_session(request: Request) -> Viewer:
         except BadSignature:
             data = {}
     csrf = data.get("c") or secrets.token_urlsafe(24)
-    person, digest = data.get("p"), data.get("t")
-    if person and digest and state.policy.current.person_for_token_sha256(digest) == person:
-        return Viewer(person, csrf, digest)
+    person, digest, session_id = data.get("p"), data.get("t"), data.get("s")
+    if (
+        person
+        and digest
+        and session_id
+        and state.policy.current.person_for_token_sha256(digest) == person
+        and not await _signed_out(state, session_id)
+    ):
+        return Viewer(person, csrf, digest, session_id)
     return Viewer(None, csrf)
+
+
+def new_session(person: str, token_sha256: str) -> Viewer:
+    """A signed-in session: a new session id and a new CSRF token."""
+    return Viewer(person, secrets.token_urlsafe(24), token_sha256, secrets.token_urlsafe(18))
+
+
+async def _signed_out(state: AppState, session_id: str) -> bool:
+    async with state.sessions() as session:
+        return await session.get(DashboardSignOut, session_id) is not None
+
+
+async def sign_out(state: AppState, viewer: Viewer) -> None:
+    """Revoke `viewer`'s session on every replica until its cookie would have expired (and forget expired ones)."""
+    if viewer.session_id is None:
+        return
+    now = state.core.clock()
+    async with session_scope(state.sessions) as session:
+        await session.execute(delete(DashboardSignOut).where(col(DashboardSignOut.expires_at) < now))
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        await session.execute(
+            insert(DashboardSignOut)
+            .values(session_id=viewer.session_id, expires_at=now + MAX_AGE_S)
+            .on_conflict_do_nothing()  # signed out twice at once (two tabs)
+        )
+
+
+def sign_in_keys(request: Request, token: str) -> list[str]:
+    """What a sign-in attempt counts against: the client's address, and the token's first characters.
+
+    The prefix is kept as a hash (a mistyped real token is not stored, even in part). A load balancer
+    in front must pass the client's address (uvicorn reads X-Forwarded-For from trusted proxies,
+    FORWARDED_ALLOW_IPS), or every client counts as one.
+    """
+    keys = [f"address:{request.client.host if request.client else 'unknown'}"[:100]]
+    if token:
+        keys.append("token:" + hashlib.sha256(token[:TOKEN_PREFIX_CHARS].encode()).hexdigest()[:32])
+    return keys
+
+
+async def sign_in_wait(state: AppState, keys: list[str]) -> int | None:
+    """Whole seconds until a sign-in under `keys` may be tried again, or None when it may be tried now."""
+    now = state.core.clock()
+    async with state.sessions() as session:
+        rows = await session.execute(
+            select(col(DashboardSignInFailure.key), col(DashboardSignInFailure.at)).where(
+                col(DashboardSignInFailure.key).in_(keys), col(DashboardSignInFailure.at) > now - SIGN_IN_WINDOW_S
+            )
+        )
+    times: dict[str, list[float]] = {}
+    for key, at in rows:
+        times.setdefault(key, []).append(at)
+    waits = [
+        # allowed again once all but SIGN_IN_FAILURES - 1 of the failures in the window have left it
+        sorted(ats)[len(ats) - SIGN_IN_FAILURES] + SIGN_IN_WINDOW_S - now
+        for ats in times.values()
+        if len(ats) >= SIGN_IN_FAILURES
+    ]
+    return max(1, math.ceil(max(waits))) if waits else None
+
+
+async def record_sign_in_failure(state: AppState, keys: list[str]) -> None:
+    """Count a refused sign-in against each of `keys` (and drop failures that have left every window)."""
+    now = state.core.clock()
+    async with session_scope(state.sessions) as session:
+        await session.execute(
+            delete(DashboardSignInFailure).where(col(DashboardSignInFailure.at) <= now - SIGN_IN_WINDOW_S)
+        )
+        session.add_all(DashboardSignInFailure(key=key, at=now) for key in keys)
 
 
 def write_session(request: Request, response: Response, viewer: Viewer) -> None:
     """Store `viewer` in the response's cookie (HttpOnly, SameSite=Lax, Secure behind https)."""
     state = get_state(request)
-    value = _serializer(state).dumps({"p": viewer.person, "t": viewer.token_sha256, "c": viewer.csrf})
+    value = _serializer(state).dumps(
+        {"p": viewer.person, "t": viewer.token_sha256, "c": viewer.csrf, "s": viewer.session_id}
+    )
     public = state.settings.public_url or ""
     response.set_cookie(
         COOKIE,
@@ -91,9 +189,9 @@ def safe_next(target: str | None) -> str:
     return "/"
 
 
-def require_viewer(request: Request) -> Viewer:
+async def require_viewer(request: Request) -> Viewer:
     """A signed-in person, or a redirect to /login that comes back here afterwards."""
-    viewer = read_session(request)
+    viewer = await read_session(request)
     if viewer.person is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise HTTPException(status_code=303, headers={"Location": f"/login?next={quote(target, safe='')}"})

@@ -67,7 +67,7 @@ def calls_over_time(
     body: list[str] = []
     for i, bucket in enumerate(counts):
         x = PAD_LEFT + i * bar_w
-        y = HEIGHT - PAD_BOTTOM
+        y = float(HEIGHT - PAD_BOTTOM)
         start = since + timedelta(seconds=i * step)
         for verdict, n in sorted(bucket.items()):
             h = n / peak * plot_h

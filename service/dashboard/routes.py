@@ -18,14 +18,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.templating import Jinja2Templates
 
 from service.api.deps import get_state
+from service.api.params import MAX_OFFSET, as_utc, refuse_nul
 from service.approvals.schemas import DecisionView
 from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
 from service.audit import service as audit_service
@@ -35,12 +36,18 @@ from service.dashboard.auth import (
     Viewer,
     ViewerDep,
     csrf_ok,
+    new_session,
     read_session,
+    record_sign_in_failure,
     safe_next,
+    sign_in_keys,
+    sign_in_wait,
+    sign_out,
     write_session,
 )
 from service.dashboard.live import LiveFeed
 from service.grants.service import token_sha256
+from service.models import AuditEvent, Decision, Vote
 from service.policy import explain
 
 logger = logging.getLogger(__name__)
@@ -48,7 +55,7 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(refuse_nul)])
 VERDICTS = ("allowed", "approved", "denied", "rate_limited", "pending", "expired", "cancelled")
 PAGE = 100
 
@@ -120,35 +127,47 @@ async def static(name: str) -> FileResponse:
 
 
 @router.get("/login")
-async def login_page(request: Request, next: str = "/") -> HTMLResponse:
-    viewer = read_session(request)
+async def login_page(request: Request, next: str = "/") -> Response:
+    viewer = await read_session(request)
     if viewer.person is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
+    response: Response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
     write_session(request, response, viewer)  # the anonymous session carries the sign-in form's CSRF token
     return response
 
 
 @router.post("/login")
-async def login(request: Request) -> HTMLResponse:
-    viewer = read_session(request)
+async def login(request: Request) -> Response:
+    state = get_state(request)
+    viewer = await read_session(request)
     form = await request.form()
     target = safe_next(str(form.get("next") or "/"))
+    response: Response
     if not csrf_ok(viewer, str(form.get("csrf") or "")):
         response = _render(request, viewer, "login.html", 403, next=target, error="The form expired: try again.")
         write_session(request, response, viewer)
         return response
     token = str(form.get("token") or "").strip()
+    keys = sign_in_keys(request, token)
+    wait = await sign_in_wait(state, keys)
+    if wait is not None:  # even a right token: the throttle would mean nothing otherwise
+        logger.warning("dashboard sign-in throttled from %s", request.client.host if request.client else "?")
+        error = f"Too many failed sign-ins: try again in {wait} s."
+        response = _render(request, viewer, "login.html", 429, next=target, error=error)
+        response.headers["retry-after"] = str(wait)
+        write_session(request, response, viewer)
+        return response
     digest = token_sha256(token) if token else ""
-    person = get_state(request).policy.current.person_for_token_sha256(digest) if token else None
+    person = state.policy.current.person_for_token_sha256(digest) if token else None
     if person is None:
         logger.warning("dashboard sign-in refused from %s", request.client.host if request.client else "?")
+        await record_sign_in_failure(state, keys)
         response = _render(
             request, viewer, "login.html", 401, next=target, error="That token belongs to no person in the policy."
         )
         write_session(request, response, viewer)
         return response
-    signed_in = Viewer(person, secrets.token_urlsafe(24), digest)  # a new CSRF token with the new session
+    signed_in = new_session(person, digest)
     response = RedirectResponse(target, status_code=303)
     write_session(request, response, signed_in)
     logger.info("dashboard: %s signed in", person)
@@ -157,6 +176,8 @@ async def login(request: Request) -> HTMLResponse:
 
 @router.post("/logout")
 async def logout(request: Request, viewer: CsrfViewerDep) -> RedirectResponse:
+    """Sign out: this session's cookie stops working everywhere, copies of it included."""
+    await sign_out(get_state(request), viewer)
     response = RedirectResponse("/login", status_code=303)
     write_session(request, response, Viewer(None, secrets.token_urlsafe(24)))
     return response
@@ -215,14 +236,19 @@ async def pending_fragment(request: Request, viewer: ViewerDep) -> HTMLResponse:
 
 @router.post("/decisions/{decision_id}/{value}")
 async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewerDep):
-    if value not in ("approve", "deny"):
+    choice: Literal["approve", "deny"]
+    if value == "approve":
+        choice = "approve"
+    elif value == "deny":
+        choice = "deny"
+    else:
         raise HTTPException(status_code=404)
     form = await request.form()
     reason = str(form.get("reason") or "") or None
     wants_json = "application/json" in request.headers.get("accept", "")
     try:
         outcome = await _approvals(request).vote(
-            decision_id, Voter("person", viewer.person or ""), value, via="dashboard", reason=reason
+            decision_id, Voter("person", viewer.person or ""), choice, via="dashboard", reason=reason
         )
     except ApprovalError as exc:
         if wants_json:
@@ -266,7 +292,10 @@ def _when(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise HTTPException(status_code=422, detail=f"not a time: {value!r} (use 2026-11-24T12:00)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return as_utc(parsed)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -286,9 +315,11 @@ class HistoryFilter:
         q = request.query_params
         tab = q.get("tab", "decisions")
         try:
-            offset = max(0, int(q.get("offset", "0") or 0))
+            offset = int(q.get("offset", "0") or 0)
         except ValueError:
-            offset = 0
+            offset = -1
+        if not 0 <= offset <= MAX_OFFSET:
+            raise HTTPException(status_code=422, detail=f"offset must be a whole number from 0 to {MAX_OFFSET:,}")
         return cls(
             tab=tab if tab in ("decisions", "calls") else "decisions",
             **{name: (q.get(name) or "").strip() for name in ("status", "grant", "server", "tool", "approver")},
@@ -331,26 +362,32 @@ async def history(request: Request, viewer: ViewerDep) -> HTMLResponse:
     now = datetime.fromtimestamp(state.core.clock(), UTC)
     until = _when(flt.until) or now
     since = _when(flt.since) or until - timedelta(hours=24)
+    events: list[AuditEvent] = []  # the calls tab
+    decisions: list[Decision] = []  # the decisions tab
+    total: int | None = None
+    votes: dict[str, list[Vote]] = {}
     async with state.sessions() as session:
         if flt.tab == "calls":
-            rows = await audit_service.list_events(session, flt=flt.calls(), limit=PAGE, offset=flt.offset)
-            total = None
-            votes: dict[str, list] = {}
+            events = await audit_service.list_events(session, flt=flt.calls(), limit=PAGE, offset=flt.offset)
         else:
-            rows, total = await queries.list_decisions(session, flt.decisions(), limit=PAGE, offset=flt.offset)
-            votes = await queries.votes_of(session, [row.id for row in rows])
+            decisions, total = await queries.list_decisions(session, flt.decisions(), limit=PAGE, offset=flt.offset)
+            votes = await queries.votes_of(session, [decision.id for decision in decisions])
         series = await queries.call_series(
             session, since=since, until=until, server=flt.server or None, grant=flt.grant or None
         )
         durations = await queries.decision_times(session, flt.decisions())
-    views = [DecisionView.of(row, votes.get(row.id, [])) for row in rows] if flt.tab == "decisions" else []
-    decided_in = {row.id: row.decided_at - row.created_at for row in rows if getattr(row, "decided_at", None)}
+    views = [DecisionView.of(decision, votes.get(decision.id, [])) for decision in decisions]
+    decided_in = {
+        decision.id: decision.decided_at - decision.created_at
+        for decision in decisions
+        if decision.decided_at is not None
+    }
     return _render(
         request,
         viewer,
         "history.html",
         flt=flt,
-        rows=rows,
+        rows=events,
         views=views,
         decided_in=decided_in,
         total=total,
@@ -394,6 +431,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
     if format not in ("csv", "jsonl"):
         raise HTTPException(status_code=422, detail="format is csv or jsonl")
     flt = HistoryFilter.of(request)
+    calls, decisions = flt.calls(), flt.decisions()  # a bad filter answers 422 here, before the stream starts
     sessions = get_state(request).sessions
 
     async def body() -> AsyncIterator[str]:
@@ -401,7 +439,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
             if flt.tab == "calls":
                 if format == "csv":
                     yield audit_service.csv_header()
-                async for event in audit_service.iter_events(session, flt=flt.calls()):
+                async for event in audit_service.iter_events(session, flt=calls):
                     yield audit_service.to_csv(event) if format == "csv" else audit_service.to_jsonl(event)
                 return
             if format == "csv":
@@ -409,7 +447,7 @@ async def export(request: Request, viewer: ViewerDep, format: str = "csv") -> St
                 csv.writer(buffer).writerow(DECISION_CSV)
                 yield buffer.getvalue()
             batch: list = []
-            async for row in queries.iter_decisions(session, flt.decisions()):
+            async for row in queries.iter_decisions(session, decisions):
                 batch.append(row)
                 if len(batch) >= 200:
                     for line in await _export_lines(session, batch, format):
@@ -518,6 +556,33 @@ def _hints_text(tool: Any) -> str:
     return ", ".join(parts) or "none set"
 
 
+MAX_EXPLAIN_DEPTH = 100
+"""How deeply the explain form's arguments may nest: redaction and hashing walk them recursively."""
+
+
+def _explain_arguments(text: str) -> dict[str, Any] | None:
+    """The explain form's arguments (a JSON object, or None when empty); ValueError saying what is wrong."""
+    if not text.strip():
+        return None
+    too_deep = ValueError(f"arguments nested deeper than {MAX_EXPLAIN_DEPTH} levels")
+    try:
+        arguments = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    if not isinstance(arguments, dict):
+        raise ValueError("arguments must be a JSON object")
+    level: list[Any] = [arguments]
+    for _ in range(MAX_EXPLAIN_DEPTH):
+        level = [child for value in level if isinstance(value, dict | list) for child in _children(value)]
+        if not level:
+            return arguments
+    raise too_deep
+
+
+def _children(value: dict[str, Any] | list[Any]) -> list[Any]:
+    return list(value.values()) if isinstance(value, dict) else value
+
+
 @router.get("/rules")
 async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
     state = get_state(request)
@@ -559,9 +624,7 @@ async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
     form = {k: q.get(k, "") for k in ("server", "tool", "grant", "args")}
     if form["server"] and form["tool"]:
         try:
-            arguments = json.loads(form["args"]) if form["args"].strip() else None
-            if arguments is not None and not isinstance(arguments, dict):
-                raise ValueError("arguments must be a JSON object")
+            arguments = _explain_arguments(form["args"])
             explained = explain(policy, form["grant"] or None, form["server"], form["tool"], arguments)
         except ValueError as exc:  # JSONDecodeError included
             explained = f"cannot explain: {exc}"

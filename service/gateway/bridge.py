@@ -24,9 +24,9 @@ from typing import Any
 
 import anyio
 import httpx2
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
+from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
     MCP_NAME_HEADER,
@@ -39,6 +39,8 @@ from mcp.shared.inbound import (
 )
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import (
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
     PARSE_ERROR,
     PROTOCOL_VERSION_META_KEY,
     ErrorData,
@@ -48,13 +50,16 @@ from mcp_types import (
     JSONRPCRequest,
     JSONRPCResponse,
     RequestId,
+    jsonrpc_message_adapter,
 )
 
-from service.gateway.upstream_http import mcp_http_client
+from service.gateway.upstream_http import KeepAliveTransport, mcp_http_client
 
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "HOLDGATE_TOKEN"
+ERROR_TEXT_LIMIT = 2000
+"""Characters of an HTTP error's text the bridge passes on (a proxy's error page can be long)."""
 
 
 class BridgeError(RuntimeError):
@@ -147,8 +152,63 @@ def _auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+class ErrorTextTransport(httpx2.AsyncBaseTransport):
+    """Keeps the text of an HTTP error that is not a JSON-RPC error, so that the client can show it.
+
+    The SDK's transport shows a JSON-RPC error found in an error response's body; any other body (a
+    reverse proxy's page, a framework's `{"detail": …}`) becomes a bare "Not Found" or "Server returned
+    an error response". This turns such an answer to a POST into a JSON-RPC error that names the HTTP
+    status and carries the text, and says the same on stderr.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        if response.status_code < 400 or request.method != "POST":
+            return response
+        try:
+            body = await response.aread()
+        finally:
+            await response.aclose()
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+        status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+        error = _jsonrpc_error_in(body)
+        if error is not None:
+            logger.error("holdgate answered %s: %s", status, error.error.message)
+            return httpx2.Response(response.status_code, headers=headers, content=body, request=request)
+        text = body.decode("utf-8", errors="replace").strip()[:ERROR_TEXT_LIMIT]
+        logger.error("holdgate answered %s: %s", status, text or "(no text)")
+        code = METHOD_NOT_FOUND if response.status_code == 404 else INTERNAL_ERROR
+        message = f"holdgate answered {status}: {text}" if text else f"holdgate answered {status}"
+        headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+        return httpx2.Response(
+            response.status_code,
+            headers=[*headers, ("content-type", "application/json")],
+            json={"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+_BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+"""Headers of the body as it came, which no longer hold for the body the bridge passes on."""
+
+
+def _jsonrpc_error_in(body: bytes) -> JSONRPCError | None:
+    try:
+        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
+    except ValueError:
+        return None
+    return message if isinstance(message, JSONRPCError) else None
+
+
 async def _log_refusals(response: httpx2.Response) -> None:
-    """Say on stderr why holdgate refused, since the client only shows a generic error."""
+    """Point at the token when holdgate refuses it (the refusal's own text reaches the client and stderr
+    through `ErrorTextTransport`)."""
     if response.status_code in (401, 403):
         logger.error(
             "holdgate refused the grant token (HTTP %s): check --token or %s",
@@ -158,9 +218,9 @@ async def _log_refusals(response: httpx2.Response) -> None:
 
 
 async def _relay_client_to_server(
-    stdin: ObjectReceiveStream[SessionMessage | Exception],
-    stdout: ObjectSendStream[SessionMessage],
-    http: ObjectSendStream[SessionMessage],
+    stdin: ReadStream[SessionMessage | Exception],
+    stdout: WriteStream[SessionMessage],
+    http: WriteStream[SessionMessage],
     stamper: HeaderStamper,
 ) -> None:
     """stdin → HTTP, until the client closes stdin (its way of stopping a stdio server)."""
@@ -176,8 +236,8 @@ async def _relay_client_to_server(
 
 
 async def _relay_server_to_client(
-    http: ObjectReceiveStream[SessionMessage | Exception],
-    stdout: ObjectSendStream[SessionMessage],
+    http: ReadStream[SessionMessage | Exception],
+    stdout: WriteStream[SessionMessage],
     stamper: HeaderStamper,
 ) -> None:
     """HTTP → stdout, for as long as the HTTP transport runs."""
@@ -202,7 +262,11 @@ async def run_bridge(url: str, token: str | None) -> None:
             # stdio_server waits for its stdout writer, which ends only when `stdout` is closed.
             async with (
                 stdout,
-                mcp_http_client(headers, event_hooks={"response": [_log_refusals]}) as client,
+                mcp_http_client(
+                    headers,
+                    event_hooks={"response": [_log_refusals]},
+                    transport=ErrorTextTransport(KeepAliveTransport()),
+                ) as client,
                 streamable_http_client(url, http_client=client) as (http_read, http_write),
                 anyio.create_task_group() as tg,
             ):

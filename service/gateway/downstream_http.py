@@ -19,6 +19,8 @@ malformed or refused requests, resumable sessions with an event store) goes to t
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from uuid import uuid4
@@ -26,7 +28,7 @@ from uuid import uuid4
 import anyio
 import pydantic_core
 from anyio.streams.memory import MemoryObjectReceiveStream
-from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext, authorization_context
 from mcp.server.streamable_http import (
     MCP_SESSION_ID_HEADER,
     REQUEST_CANCELLED,
@@ -40,6 +42,8 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
     DEFAULT_NEGOTIATED_VERSION,
     INTERNAL_ERROR,
+    INVALID_REQUEST,
+    ErrorData,
     JSONRPCError,
     JSONRPCRequest,
     JSONRPCResponse,
@@ -49,6 +53,8 @@ from pydantic import ValidationError
 from sse_starlette.event import ServerSentEvent
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
+
+from service.gateway.sessions import Refusal, SessionBudget
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +77,9 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
     async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         message = await self._plain_request(request)
         if message is None:
+            if (duplicate := await self._in_flight_already(request)) is not None:
+                await self._refuse_duplicate(duplicate, scope, receive, send)
+                return
             # Starlette keeps the body it read, so the SDK parses the same bytes and answers as it always does.
             await super()._handle_post_request(scope, request, receive, send)
             return
@@ -101,10 +110,54 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             return None
         return message
 
+    async def _in_flight_already(self, request: Request) -> JSONRPCRequest | None:
+        """The POST's request if its id is one this session is still answering (for the SDK's own path)."""
+        if not self._request_streams:
+            return None  # nothing in flight: no need to parse the body a second time
+        try:
+            message = jsonrpc_message_adapter.validate_python(pydantic_core.from_json(await request.body()))
+        except (ValueError, ValidationError):
+            return None  # the SDK answers a malformed body itself
+        if isinstance(message, JSONRPCRequest) and str(message.id) in self._request_streams:
+            return message
+        return None
+
+    async def _refuse_duplicate(self, message: JSONRPCRequest, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a request that reuses the id of one still in flight, leaving that one alone.
+
+        Responses find their request by id (the SDK keys each request's stream by `str(id)`), so taking the
+        second would leave the first without an answer for ever. The error carries the duplicate's id and goes
+        on the duplicate's own POST, so a client that reads each POST's answer sees it on the right request.
+        """
+        logger.warning("session %s: refused a request reusing in-flight id %.80r", self.mcp_session_id, message.id)
+        error = JSONRPCError(
+            jsonrpc="2.0",
+            id=message.id,
+            error=ErrorData(
+                code=INVALID_REQUEST,
+                message=f"request id {message.id!r} is already in flight in this session: "
+                "each request needs an id of its own until it is answered",
+            ),
+        )
+        await self._create_json_response(error, HTTPStatus.BAD_REQUEST)(scope, receive, send)
+
     async def _answer(
         self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send
     ) -> None:
+        watch = StreamWatch()
+        request.scope[STREAM_WATCH_KEY] = watch  # the handler's ctx.request is this request
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_watch_disconnect, receive, watch)
+            await self._answer_watched(message, scope, request, receive, send, watch)
+            tasks.cancel_scope.cancel()
+
+    async def _answer_watched(
+        self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send, watch: StreamWatch
+    ) -> None:
         request_id = str(message.id)
+        if request_id in self._request_streams:  # checked and taken with no await between: one of two racing wins
+            await self._refuse_duplicate(message, scope, receive, send)
+            return
         protocol_version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER, DEFAULT_NEGOTIATED_VERSION)
         streams = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
         self._request_streams[request_id] = streams
@@ -117,16 +170,20 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             try:
                 first = await self._next_message(reader)
             except (anyio.EndOfStream, anyio.ClosedResourceError):
-                # The session was terminated with this request in flight: there is no answer to wait for.
+                # The session was terminated (DELETE, idle close, shutdown) with this request in flight: there
+                # is no answer to wait for. The session is gone, which the spec says with a 404 (the client
+                # starts a new session and calls again); it is not a fault of the server's.
                 response = self._create_error_response(
-                    "Session terminated before the request completed", HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR
+                    "the session was closed before this request completed: start a new session and call again",
+                    HTTPStatus.NOT_FOUND,
+                    INVALID_REQUEST,
                 )
                 await response(scope, receive, send)
                 return
             if first is not None and _is_answer(first) and not _is_cancellation(first):
                 await self._create_json_response(first.message)(scope, receive, send)
             else:
-                await self._stream(first, reader, receive, send)
+                await self._stream(first, reader, watch, send)
         finally:
             await self._clean_up_memory_streams(request_id)
 
@@ -140,7 +197,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
         self,
         first: EventMessage | None,
         reader: MemoryObjectReceiveStream[EventMessage],
-        receive: Receive,
+        watch: StreamWatch,
         send: Send,
     ) -> None:
         """Answer as SSE: `first` (or a ping), then every message until the response or the session's end."""
@@ -149,7 +206,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             headers.append((MCP_SESSION_ID_HEADER.encode(), self.mcp_session_id.encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+            tasks.start_soon(_cancel_on_close, watch, tasks.cancel_scope)
             event = first
             try:
                 while event is None or not _is_answer(event):
@@ -178,24 +235,96 @@ def _is_cancellation(event: EventMessage) -> bool:
     return isinstance(event.message, JSONRPCError) and event.message.error.code == REQUEST_CANCELLED
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    """Stop streaming when the client goes away (the request body was read already)."""
+STREAM_WATCH_KEY = "holdgate.stream_watch"
+"""Where a request answered by `DeferredChoiceTransport` keeps its `StreamWatch` (the ASGI scope)."""
+
+
+class StreamWatch:
+    """Whether the client closed a request's HTTP exchange before its answer was sent.
+
+    On 2025-11-25 a closed stream is not a cancellation (the request goes on in the session), but a
+    stream of this transport cannot be resumed (no event store), so nobody can ever read the answer:
+    a held call learns it here and is not run for nobody (`service.approvals.hold`).
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._callbacks: list[Callable[[], object]] = []
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Call `callback` when the client goes away (at once if it has already gone)."""
+        if self.closed:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def close(self) -> None:
+        self.closed = True
+        for callback in self._callbacks:
+            callback()
+        self._callbacks.clear()
+
+
+def stream_watch(request: Request | None) -> StreamWatch | None:
+    """The request's `StreamWatch`, or None when the request is not watched (no way to know; resumable)."""
+    return request.scope.get(STREAM_WATCH_KEY) if request is not None else None
+
+
+async def _watch_disconnect(receive: Receive, watch: StreamWatch) -> None:
+    """Tell the watch when the client goes away (the request body was read already)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    watch.close()
+
+
+async def _cancel_on_close(watch: StreamWatch, scope: anyio.CancelScope) -> None:
+    """Stop streaming when the client goes away."""
+    closed = anyio.Event()
+    watch.on_close(closed.set)
+    await closed.wait()
     scope.cancel()
 
 
 class GatewaySessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, with `DeferredChoiceTransport` for every new session."""
+    """The SDK's session manager, with `DeferredChoiceTransport` for every new session and a shared budget.
 
-    def __init__(self, *args: Any, defer_s: float, **kwargs: Any) -> None:
+    Every server's manager admits new sessions through one `SessionBudget` (`HOLDGATE_MAX_SESSIONS`,
+    `HOLDGATE_MAX_SESSIONS_PER_GRANT`) instead of the SDK's per-manager count, and answers a refusal
+    with the limit's name; a session's slot is given back when the SDK discards it, however it ended.
+    Idle sessions are closed by the SDK (`session_idle_timeout`, `HOLDGATE_SESSION_IDLE_S`), which
+    unwinds the session's connection and with it its upstream session and stdio child.
+    """
+
+    def __init__(self, *args: Any, defer_s: float, budget: SessionBudget, **kwargs: Any) -> None:
+        kwargs["max_sessions"] = None  # the budget counts, across every server's manager
         super().__init__(*args, **kwargs)
         self.defer_s = defer_s
+        self.budget = budget
+
+    async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if MCP_SESSION_ID_HEADER.lower().encode() in (key for key, _ in scope["headers"]):
+            await super()._handle_stateful_request(scope, receive, send)
+            return
+        # A request that opens a session: the SDK's new-session branch (mcp 2.3.0), with the budget's answer.
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        async with self._session_creation_lock:
+            admitted = self._admit_grant_session(requestor)
+        if isinstance(admitted, Refusal):
+            logger.warning("Refusing a new session: %s", admitted.message)
+            await admitted.response()(scope, receive, send)
+            return
+        await self._serve_opening_request(admitted, scope, receive, send)
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-        # The SDK's own `_admit_session` (mcp 2.3.0), with this module's transport class.
-        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
-            return None
+        admitted = self._admit_grant_session(requestor)
+        return None if isinstance(admitted, Refusal) else admitted
+
+    def _admit_grant_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | Refusal:
+        """The SDK's own `_admit_session` (mcp 2.3.0), with this module's transport class and the shared budget.
+
+        The requestor's client id is the grant (`transports.McpEndpoint` makes it so).
+        """
         transport = DeferredChoiceTransport(
             mcp_session_id=uuid4().hex,
             is_json_response_enabled=self.json_response,
@@ -207,7 +336,20 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
         )
         session_id = transport.mcp_session_id
         assert session_id is not None
+        grant = requestor["client_id"] if requestor is not None else ""
+        refusal = self.budget.admit(session_id, grant, lambda: _idle_deadline(transport))
+        if refusal is not None:
+            return refusal
         if requestor is not None:
             self._session_owners[session_id] = requestor
         self._server_instances[session_id] = transport
         return transport
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        self.budget.release(session_id)
+        await super()._discard_session(session_id, transport)
+
+
+def _idle_deadline(transport: StreamableHTTPServerTransport) -> float:
+    scope = transport.idle_scope
+    return scope.deadline if scope is not None else math.inf

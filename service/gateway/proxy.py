@@ -15,29 +15,68 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
+from annotated_types import MaxLen
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from pydantic import BaseModel
+from sqlmodel import SQLModel
 
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.servers import ServerSpec
+from service.gateway.spares import SpareUpstream
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
+from service.models import AuditEvent, Decision
 from service.policy import Policy, Verdict
 from service.policy import limits as rate_limits
 
 logger = logging.getLogger(__name__)
 
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
 GRANT_SCOPE_KEY = "holdgate.grant"
 _LINK_STATE_KEY = "holdgate.link"
+
+
+def _max_length(model: type[SQLModel], field: str) -> int:
+    """The `max_length` a model gives a text field: its column's length."""
+    return next(item.max_length for item in model.model_fields[field].metadata if isinstance(item, MaxLen))
+
+
+TOOL_NAME_MAX = min(_max_length(AuditEvent, "tool"), _max_length(Decision, "tool"))
+"""The longest tool name the audit and the decisions can hold (their columns; 200)."""
+_UNSTORABLE = frozenset({"Cc", "Cs"})
+"""Unicode categories refused in a tool name: control characters (NUL, line breaks, escapes) and lone
+surrogates, which no database text column stores and no log or page shows as written."""
+
+
+def tool_name_problem(name: str) -> str | None:
+    """Why holdgate refuses `name` at the edge, or None when it is a name it can hold, show and audit."""
+    if not name:
+        return "the tool name is empty"
+    if len(name) > TOOL_NAME_MAX:
+        return f"the tool name is {len(name)} characters long (at most {TOOL_NAME_MAX})"
+    bad = next((c for c in name if unicodedata.category(c) in _UNSTORABLE), None)
+    if bad is not None:
+        kind = "a control character" if unicodedata.category(bad) == "Cc" else "an unpaired surrogate"
+        return f"the tool name contains U+{ord(bad):04X}, {kind}"
+    return None
+
+
+def storable_tool_name(name: str) -> str:
+    """`name` as the audit records a refused call: control characters escaped, cut to the column's length."""
+    shown = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _UNSTORABLE else c for c in name)
+    return shown if len(shown) <= TOOL_NAME_MAX else shown[: TOOL_NAME_MAX - 1] + "…"
 
 
 class PolicySource(Protocol):
@@ -55,8 +94,9 @@ class ApprovalHold(Protocol):
     has claimed the single execution of the decision; the gateway then forwards the call, marking
     it `sending` right before it leaves (False: the claim was lost, do not send), hands back with
     `unsent` a claim whose call never left, and reports the upstream outcome with `executed`. A
-    cancelled client raises out of `hold` after the decision was marked cancelled. `replayed`: a
-    retry of a call that already ran on its approval gets that run's `result` again.
+    cancelled client raises out of `hold`; its decision stays pending for the rule's `rejoin_within`
+    (the same call again joins it). `replayed`: a retry of a call that already ran on its approval
+    gets that run's `result` again.
     """
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome: ...
@@ -81,7 +121,8 @@ class HoldOutcome:
     """How a held call ended: `approved` (run it now) or why not, in words for the agent."""
 
     decision_id: str
-    ending: str  # approved | denied | expired | cancelled | pending | replayed | ran | may_have_run | running
+    ending: str  # approved | denied | expired | cancelled | pending | already_released | withdrawn | restarting
+    # | replayed | ran | may_have_run | running (a retry of a call already released: `ApprovalGate._earlier_run`)
     message: str = ""
     result: dict[str, Any] | None = None
     """`replayed`: the stored result of the run this call's approval already had."""
@@ -95,6 +136,15 @@ class ToolCall:
     server: str
     tool: str
     arguments: dict[str, Any]
+    """What the policy, the audit and the approval see (`{}` when the request had none)."""
+    arguments_absent: bool = False
+    """The request had no `arguments` at all: forwarded without them, as `{}` is forwarded as `{}`.
+    Upstreams built on the TypeScript SDK 1.x tell the two apart (one of them is -32602)."""
+
+    @property
+    def forwarded_arguments(self) -> dict[str, Any] | None:
+        """The arguments exactly as the client sent them."""
+        return None if self.arguments_absent else self.arguments
 
 
 @dataclass
@@ -125,10 +175,10 @@ def grant_of(ctx: ServerRequestContext) -> str:
 def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
     """The progress token the client sent with this request, if any."""
     meta = ctx.meta or {}
-    token = meta.get("progress_token")
+    token: object = meta.get("progress_token")
     if token is None:
         token = meta.get("progressToken")
-    return token
+    return token if isinstance(token, (str, int)) else None
 
 
 def claim_lost_message(decision_id: str, tool: str) -> str:
@@ -153,6 +203,8 @@ class ServerProxy:
         self.info: UpstreamInfo | None = None
         self._shared: UpstreamClient | None = None
         self._shared_lock = asyncio.Lock()
+        self.spare: SpareUpstream | None = None
+        """A started upstream for the next new session (stdio servers; set by the app, `spares.py`)."""
         self.server: Server[Any] = self._build_server()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -164,6 +216,11 @@ class ServerProxy:
         except UpstreamUnavailable as exc:
             logger.warning("%s (will retry on first use)", exc.error.message)
         self.server = self._build_server()
+
+    @property
+    def upstream_connected(self) -> bool:
+        """Whether the shared upstream session (opened at start-up, reopened on use) is connected now."""
+        return self.info is not None and self._shared is not None and self._shared.alive
 
     async def aclose(self) -> None:
         if self._shared is not None:
@@ -242,7 +299,7 @@ class ServerProxy:
     ) -> types.ListToolsResult:
         grant = grant_of(ctx)
         upstream, _ = await self.upstream_for(ctx)
-        result = await call_upstream(upstream, lambda s: s.list_tools(params=params))
+        result = await call_upstream(upstream, lambda s: s.list_tools(params=upstream.params_for(params)))
         policy = self.core.policy.current
         tools = []
         for tool in result.tools:
@@ -257,10 +314,24 @@ class ServerProxy:
     async def call_tool(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
-        call = ToolCall(grant=grant_of(ctx), server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
+        call = ToolCall(
+            grant=grant_of(ctx),
+            server=self.name,
+            tool=params.name,
+            arguments=dict(params.arguments or {}),
+            arguments_absent=params.arguments is None,
+        )
         started = time.perf_counter()
-        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool)
-        record = AuditRecord.begin(call, verdict, ts=self.core.clock())
+        now = self.core.clock()
+        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
+        record = AuditRecord.begin(call, verdict, ts=now)
+
+        if (problem := tool_name_problem(call.tool)) is not None:
+            # Refused before the policy acts (no rate counter, no decision, no upstream), and audited as
+            # refused under a name the audit can hold; the arguments keep the redaction the policy gives.
+            refused = replace(record, tool=storable_tool_name(call.tool))
+            self.core.audit.record(refused.finish("denied", reason=f"refused at the edge: {problem}", started=started))
+            raise MCPError(code=INVALID_PARAMS, message=f"holdgate refused the call: {problem}")
 
         if verdict.action == "deny":
             reason = verdict.reason or "not allowed by policy"
@@ -277,7 +348,7 @@ class ServerProxy:
                     record.finish("rate_limited", reason=f"counter {limited.counter}", started=started)
                 )
                 return tool_error(
-                    f"holdgate rate limit: counter '{limited.counter}' is exhausted for this window "
+                    f"holdgate rate limit: counter '{limited.counter}' has had its most calls for the window "
                     f"(rule {verdict.rule}); retry_after={retry:g} seconds"
                 )
 
@@ -338,7 +409,7 @@ class ServerProxy:
                     )
                 sent = True
             with _active(link, ctx):
-                result = await upstream.call_tool(call.tool, call.arguments, progress)
+                result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
         except UpstreamUnavailable as exc:
             await self._finish(record, verdict_label, "upstream_failure", str(exc), started, sent=sent)
             raise
@@ -385,11 +456,11 @@ class ServerProxy:
 
     async def list_resources(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resources(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resources(params=upstream.params_for(params)))
 
     async def list_resource_templates(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=params))
+        return await call_upstream(upstream, lambda s: s.list_resource_templates(params=upstream.params_for(params)))
 
     async def read_resource(self, ctx, params: types.ReadResourceRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -406,7 +477,7 @@ class ServerProxy:
 
     async def list_prompts(self, ctx, params):
         upstream, _ = await self.upstream_for(ctx)
-        return await call_upstream(upstream, lambda s: s.list_prompts(params=params))
+        return await call_upstream(upstream, lambda s: s.list_prompts(params=upstream.params_for(params)))
 
     async def get_prompt(self, ctx, params: types.GetPromptRequestParams):
         upstream, link = await self.upstream_for(ctx)
@@ -415,7 +486,7 @@ class ServerProxy:
 
     async def complete(self, ctx, params: types.CompleteRequestParams):
         upstream, _ = await self.upstream_for(ctx)
-        request = types.CompleteRequest(params=params)
+        request = types.CompleteRequest(params=upstream.params_for(params))
         return await call_upstream(upstream, lambda s: s.send_request(request, types.CompleteResult))
 
     async def set_logging_level(self, ctx, params: types.SetLevelRequestParams):
@@ -475,14 +546,17 @@ class DownstreamLink:
                     await self._client.aclose()
                     logger.info("upstream %s: restarting after it went away", self.proxy.name)
                 self._client = None
-                client = UpstreamClient(
-                    self.proxy.spec,
-                    listener=self,
-                    config_dir=self.proxy.core.config_dir,
-                    connect_timeout=self.proxy.core.connect_timeout,
-                    connections=self.proxy.core.upstream_connections,
-                )
-                await client.start()
+                spare = self.proxy.spare
+                client = await spare.take(self) if spare is not None else None
+                if client is None:
+                    client = UpstreamClient(
+                        self.proxy.spec,
+                        listener=self,
+                        config_dir=self.proxy.core.config_dir,
+                        connect_timeout=self.proxy.core.connect_timeout,
+                        connections=self.proxy.core.upstream_connections,
+                    )
+                    await client.start()
                 self._client = client
             return self._client
 
@@ -496,7 +570,7 @@ class DownstreamLink:
     def _route(self) -> ServerRequestContext | None:
         return self.in_flight[-1] if self.in_flight else None
 
-    async def _ask_client(self, request: Any, result_type: type) -> Any:
+    async def _ask_client(self, request: types.ServerRequest, result_type: type[ResultT]) -> ResultT | types.ErrorData:
         ctx = self._route()
         try:
             if ctx is not None:

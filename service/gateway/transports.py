@@ -11,18 +11,26 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import INVALID_REQUEST, METHOD_NOT_FOUND
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
+from service import metrics
 from service.gateway.downstream_http import GatewaySessionManager
 from service.gateway.proxy import GRANT_SCOPE_KEY, ServerProxy
+from service.gateway.sessions import SessionBudget
 from service.grants.service import ANONYMOUS_DEV_GRANT, GrantResolver
 from service.settings import Settings, is_loopback_host
 
 logger = logging.getLogger(__name__)
+
+GRANT_LOOKUP_RETRY_AFTER_S = 5
+"""Retry-After of a request refused because the grant lookup failed (the database was out of reach)."""
 
 
 def security_settings(settings: Settings) -> TransportSecuritySettings:
@@ -40,12 +48,14 @@ def security_settings(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def build_manager(proxy: ServerProxy, settings: Settings) -> GatewaySessionManager:
+def build_manager(proxy: ServerProxy, settings: Settings, budget: SessionBudget) -> GatewaySessionManager:
     return GatewaySessionManager(
         app=proxy.server,
         security_settings=security_settings(settings),
         max_request_body_size=settings.max_request_body_bytes,
+        session_idle_timeout=settings.session_idle_s,
         defer_s=settings.stream_keepalive_s,
+        budget=budget,
     )
 
 
@@ -56,6 +66,13 @@ class McpEndpoint:
         self.resolver = resolver
         self.settings = settings
         self.managers: dict[str, GatewaySessionManager] = {}
+        self.budget = SessionBudget(
+            max_sessions=settings.max_sessions,
+            max_per_grant=settings.max_sessions_per_grant,
+            idle_s=settings.session_idle_s,
+        )
+        """The open sessions of every server's manager (`HOLDGATE_MAX_SESSIONS`, `..._PER_GRANT`)."""
+        metrics.watch_open_sessions(lambda: self.budget.open)
         self.known: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,24 +84,53 @@ class McpEndpoint:
             path = path[len(root) :]
         name = path.strip("/")
         if name not in self.known or "/" in name:
-            await _json(send, 404, {"error": "unknown_server", "message": f"no MCP server named {name!r}"})
+            await self._unknown_server(name, scope, send)
             return
         manager = self.managers.get(name)
         if manager is None:
-            await _json(send, 503, {"error": "starting", "message": "the gateway is still starting"})
+            await _refuse(send, 503, "starting", "the gateway is still starting: try again in a moment")
             return
-        grant = await self._authenticate(scope)
+        try:
+            grant = await self._authenticate(scope)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # Under load (the database's connections, or the process's file descriptors, all taken) the
+            # grant lookup fails: say so, as a refusal the client can retry, never as a 500.
+            logger.warning("grant lookup failed, refusing the request with 503: %s: %s", type(exc).__name__, exc)
+            await _refuse(
+                send,
+                503,
+                "database_unavailable",
+                f"holdgate cannot check the token now ({type(exc).__name__} from its database); try again shortly",
+                headers={"retry-after": str(GRANT_LOOKUP_RETRY_AFTER_S)},
+            )
+            return
         if grant is None:
-            await _json(
+            await _refuse(
                 send,
                 401,
-                {"error": "unauthorized", "message": "a valid 'Authorization: Bearer <token>' is required"},
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' is required",
                 headers={"www-authenticate": 'Bearer realm="holdgate"'},
             )
             return
         scope[GRANT_SCOPE_KEY] = grant
         scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=grant, scopes=[]))
         await manager.handle_request(scope, receive, send)
+
+    async def _unknown_server(self, name: str, scope: Scope, send: Send) -> None:
+        """404 for a name servers.json does not have; the names it has, to a caller who may use them.
+
+        The list goes only to an authenticated caller (a grant token, or the loopback dev grant), so that
+        nobody without a token learns what sits behind the gateway.
+        """
+        shown = name if len(name) <= 100 else name[:100] + "…"  # the path is the caller's: bounded in the answer
+        message = f"no MCP server named {shown!r} on this holdgate"
+        data: dict[str, Any] = {}
+        if await self._authenticate(scope) is not None:
+            names = sorted(self.known)
+            data["servers"] = names
+            message += f"; its servers: {', '.join(names)}" if names else "; it has no servers configured"
+        await _refuse(send, 404, "unknown_server", message, data=data)
 
     async def _authenticate(self, scope: Scope) -> str | None:
         headers = _headers(scope)
@@ -102,6 +148,22 @@ class McpEndpoint:
 
 def _headers(scope: Scope) -> Mapping[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+async def _refuse(
+    send: Send,
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    data: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """An HTTP error whose body is a JSON-RPC error: MCP clients show its message (the SDKs read such a body
+    at any status), where a body of another shape leaves them only a generic "Not Found" or "error"."""
+    code = METHOD_NOT_FOUND if status == 404 else INVALID_REQUEST
+    error = {"code": code, "message": message, "data": {"reason": reason, **(data or {})}}
+    await _json(send, status, {"jsonrpc": "2.0", "id": None, "error": error}, headers)
 
 
 async def _json(send: Send, status: int, body: dict, headers: Mapping[str, str] | None = None) -> None:

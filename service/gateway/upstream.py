@@ -22,14 +22,22 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 import httpx2
 import mcp_types as types
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientRequestContext
-from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from service import __version__
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
@@ -47,6 +55,14 @@ from service.gateway.upstream_http import mcp_http_client
 logger = logging.getLogger(__name__)
 
 CLIENT_INFO = types.Implementation(name="holdgate", version=__version__)
+
+ENVELOPE_META_KEYS = frozenset(
+    {PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY}
+)
+"""The 2026-07-28 per-request envelope in `_meta`: it describes the downstream client's request to holdgate,
+and a handshake-era (2025) upstream session refuses any request that carries it."""
+
+P = TypeVar("P", bound=types.RequestParams)
 
 
 class UpstreamUnavailable(MCPError):
@@ -140,6 +156,8 @@ class UpstreamClient:
 
     async def start(self) -> UpstreamInfo:
         """Connect and initialize; raises `UpstreamUnavailable` with the reason on failure."""
+        if (missing := self._missing_command()) is not None:
+            raise UpstreamUnavailable(self.name, missing)
         self._task = asyncio.create_task(self._run(), name=f"upstream:{self.name}")
         try:
             await asyncio.wait_for(self._ready.wait(), self._connect_timeout)
@@ -151,6 +169,21 @@ class UpstreamClient:
             await self.aclose()
             raise UpstreamUnavailable(self.name, _describe(self._error))
         return self.info
+
+    def _missing_command(self) -> str | None:
+        """Why a stdio server's command cannot be started, in words that name it and where it is configured.
+
+        Without this the reason is the OS's "[Errno 2] No such file or directory" from deep in the SDK.
+        """
+        spec = self.spec
+        if not isinstance(spec, StdioServerSpec):
+            return None
+        command = resolve_command(spec.command, spec.cwd, self._config_dir)
+        if shutil.which(command, path=spec.env.get("PATH")) is not None:
+            return None
+        where = f" (resolved to {command})" if command != spec.command else " (searched PATH)"
+        problem = "is not executable" if os.path.exists(command) else "was not found"
+        return f"its command {spec.command!r}{where} {problem}: check servers.json, mcpServers.{self.name}.command"
 
     async def aclose(self) -> None:
         """Close the session and, for stdio, end the child process."""
@@ -222,14 +255,46 @@ class UpstreamClient:
 
     # -- calls ------------------------------------------------------------------------------------
 
+    @overload
+    def params_for(self, params: P) -> P: ...
+
+    @overload
+    def params_for(self, params: None) -> None: ...
+
+    def params_for(self, params: P | None) -> P | None:
+        """A downstream request's `params` as this upstream's era takes them.
+
+        A 2026-era client's request carries the envelope (`ENVELOPE_META_KEYS`); the upstream session is
+        a handshake-era one (holdgate's client initializes), which refuses it, so the envelope stays
+        here. The rest of `_meta` (a progress token, a related task) goes on.
+        """
+        if params is None or not params.meta:
+            return params
+        if self.info is not None and self.info.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return params
+        meta = {key: value for key, value in params.meta.items() if key not in ENVELOPE_META_KEYS}
+        if len(meta) == len(params.meta):
+            return params
+        return params.model_copy(update={"meta": meta or None})
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None, progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
         """One `tools/call`, its `CallToolResult` as JSON (a proxy passes results through untouched).
 
+        `arguments` go as given: None sends none, `{}` sends `{}` (TypeScript SDK 1.x servers refuse a
+        call without `arguments` to a tool that has an input schema, even an empty one).
+
         On a 2025-era HTTP session the request goes straight over the session's connections
         (`upstream_direct`); otherwise, and when the upstream redirects it, through the SDK's client.
+        The result is a handshake-era one, so it is complete: it says so (`resultType`), as a 2026-era
+        client must be told; the downstream's serialisation drops the key for a 2025-era client.
         """
+        return {**await self._call_tool(name, arguments, progress), "resultType": "complete"}
+
+    async def _call_tool(
+        self, name: str, arguments: dict[str, Any] | None, progress: ProgressCallback | None
+    ) -> dict[str, Any]:
         direct = self._direct
         if direct is not None:
             try:
@@ -239,7 +304,7 @@ class UpstreamClient:
                 raise UpstreamUnavailable(self.name, exc.why) from exc
             except NotDirect as exc:
                 logger.info("upstream %s redirected a call (%s): sending it through the SDK's client", self.name, exc)
-        request = types.CallToolRequest(params=types.CallToolRequestParams(name=name, arguments=arguments or None))
+        request = types.CallToolRequest(params=types.CallToolRequestParams(name=name, arguments=arguments))
         result = await call_upstream(
             self, lambda session: session.send_request(request, types.CallToolResult, progress_callback=progress)
         )
@@ -255,20 +320,20 @@ class UpstreamClient:
     # Callbacks from the SDK: forward to the listener, or refuse when nobody listens.
 
     async def _on_elicit(
-        self, _ctx: ClientRequestContext, params: types.ElicitRequestParams
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
         if self.listener is None:
             return _no_client(self.name, "elicitation")
         return await self.listener.on_elicit(params)
 
     async def _on_sampling(
-        self, _ctx: ClientRequestContext, params: types.CreateMessageRequestParams
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData:
         if self.listener is None:
             return _no_client(self.name, "sampling")
         return await self.listener.on_sampling(params)
 
-    async def _on_list_roots(self, _ctx: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
+    async def _on_list_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
         if self.listener is None:
             return types.ListRootsResult(roots=[])
         return await self.listener.on_list_roots()

@@ -29,7 +29,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from mcp.client.streamable_http import (
 )
 from mcp.shared._compat import resync_tracer
 from mcp.shared._context_streams import create_context_streams
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.inbound import MCP_NAME_HEADER, MCP_PROTOCOL_VERSION_HEADER, encode_header_value
 from mcp.shared.message import SessionMessage
 from mcp_types import (
@@ -65,7 +66,8 @@ from service.gateway.upstream_http import drain_and_release, proxy_for, tls_cont
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+ProgressCallback = ProgressFnT
+"""The SDK's progress callback (named parameters: progress, total, message), so one callback serves both clients."""
 
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=300.0)
 """The SDK client's own: 30 s to connect, 300 s between bytes of an answer."""
@@ -165,7 +167,7 @@ class DirectToolCalls:
         """
         request_id = f"holdgate-{next(self._ids)}"  # a string: never one of the SDK session's integer ids
         params: dict[str, Any] = {"name": name}
-        if arguments:
+        if arguments is not None:  # `{}` too: exactly what the client sent
             params["arguments"] = arguments
         if progress is not None:
             params["_meta"] = {"progressToken": request_id}
@@ -402,7 +404,11 @@ class _EventFields:
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self.event, self.data, self.id, self.retry, self.size = "", [], None, None, 0
+        self.event = ""
+        self.data: list[str] = []
+        self.id: str | None = None
+        self.retry: int | None = None
+        self.size = 0
 
     def check(self, pending: int = 0) -> None:
         """Refuse an event (with the line still being read) over the size limit."""

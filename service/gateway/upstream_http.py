@@ -126,7 +126,9 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
 @functools.cache
 def proxy_for(scheme: str, host: str) -> str | None:
     """The proxy HTTP(S)_PROXY / NO_PROXY name for this origin, read once (httpx2 honours them too)."""
-    if urllib.request.proxy_bypass_environment(host):
+    # proxy_bypass_environment is public but missing from typeshed; it reads NO_PROXY only, unlike proxy_bypass,
+    # which on macOS and Windows also consults the system settings the rest of the gateway (httpx2) ignores.
+    if urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     return urllib.request.getproxies_environment().get(scheme)
 
@@ -143,25 +145,31 @@ def _mapped_errors(request: httpx2.Request, *, read: bool) -> Iterator[None]:
     except aiohttp.ClientConnectorError as exc:
         raise httpx2.ConnectError(str(exc), request=request) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        kind = httpx2.ReadTimeout if read else httpx2.ConnectTimeout
-        raise kind(str(exc) or "timed out", request=request) from exc
+        timeout = httpx2.ReadTimeout if read else httpx2.ConnectTimeout
+        raise timeout(str(exc) or "timed out", request=request) from exc
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
         raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:
-        kind = httpx2.ReadError if read else httpx2.ConnectError
-        raise kind(str(exc), request=request) from exc
+        failure = httpx2.ReadError if read else httpx2.ConnectError
+        raise failure(str(exc), request=request) from exc
 
 
-def mcp_http_client(headers: dict[str, str], *, event_hooks: dict[str, list] | None = None) -> httpx2.AsyncClient:
+def mcp_http_client(
+    headers: dict[str, str],
+    *,
+    event_hooks: dict[str, list] | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> httpx2.AsyncClient:
     """The client for one Streamable HTTP MCP session (its connections are reused across calls).
 
     The gateway uses it for its upstreams, the stdio bridge for its hop to the gateway. The caller
     closes it with the session: the SDK leaves a client it was given open. Timeouts are the SDK's own
-    defaults: 30 s to connect or write, 300 s between bytes of a response stream.
+    defaults: 30 s to connect or write, 300 s between bytes of a response stream. `transport` (the bridge's)
+    wraps a `KeepAliveTransport`.
     """
     return httpx2.AsyncClient(
         headers=headers,
         timeout=httpx2.Timeout(30.0, read=300.0),
-        transport=KeepAliveTransport(),
+        transport=transport or KeepAliveTransport(),
         event_hooks=event_hooks,
     )

@@ -12,9 +12,11 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from service.models import Grant, utcnow
 
@@ -37,7 +39,7 @@ async def create_grant(session: AsyncSession, *, name: str) -> tuple[Grant, str]
         raise GrantError(f"grant name {name!r} must match {NAME_PATTERN.pattern}")
     if name == ANONYMOUS_DEV_GRANT:
         raise GrantError(f"{ANONYMOUS_DEV_GRANT!r} is reserved")
-    existing = await session.execute(select(Grant).where(Grant.name == name))
+    existing = await session.execute(select(Grant).where(col(Grant.name) == name))
     if existing.scalar_one_or_none() is not None:
         raise GrantError(f"grant {name!r} already exists")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -48,12 +50,17 @@ async def create_grant(session: AsyncSession, *, name: str) -> tuple[Grant, str]
 
 
 async def list_grants(session: AsyncSession) -> list[Grant]:
-    return list((await session.execute(select(Grant).order_by(Grant.name))).scalars())
+    return list((await session.execute(select(Grant).order_by(col(Grant.name)))).scalars())
 
 
 async def revoke_grant(session: AsyncSession, *, name: str) -> bool:
-    result = await session.execute(
-        update(Grant).where(Grant.name == name, Grant.revoked_at.is_(None)).values(revoked_at=utcnow())
+    # An UPDATE without RETURNING gives a CursorResult (with `rowcount`); Session.execute is typed for
+    # every statement, so SQLAlchemy's own advice is this cast (its 2.0.44 changelog).
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(Grant).where(col(Grant.name) == name, col(Grant.revoked_at).is_(None)).values(revoked_at=utcnow())
+        ),
     )
     return result.rowcount == 1
 
@@ -81,7 +88,7 @@ class GrantResolver:
             return cached[0]
         async with self._sessions() as session:
             row = await session.execute(
-                select(Grant.name).where(Grant.token_sha256 == digest, Grant.revoked_at.is_(None))
+                select(col(Grant.name)).where(col(Grant.token_sha256) == digest, col(Grant.revoked_at).is_(None))
             )
             name = row.scalar_one_or_none()
         if len(self._cache) > 10_000:

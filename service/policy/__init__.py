@@ -1,9 +1,10 @@
 """Policy: which tool calls are allowed, denied, rate-limited or held for approval.
 
 `load_policy(path)` reads `config/policy.json` once into an immutable `Policy`;
-`policy.evaluate(grant, server, tool)` answers with a `Verdict` (cached, no I/O);
+`policy.evaluate(grant, server, tool, arguments, now=...)` answers with a `Verdict` (cached, no
+I/O; a rule's `cases` read the arguments through CEL conditions, `service.policy.conditions`);
 `service.policy.limits.consume` counts calls against the verdict's `Limit`s in the database;
-`redact_arguments` / `canonical_sha256` prepare arguments for the audit and for binding approvals;
+`redact_arguments` / `args_digest` prepare arguments for the audit and for binding approvals;
 `explain` says in words why a call gets its verdict. The file format is in `rules.py`, the key
 patterns and their specificity order in `patterns.py`.
 """
@@ -12,7 +13,7 @@ from service.policy.compiler import load_policy
 from service.policy.engine import Policy
 from service.policy.explain import explain
 from service.policy.limits import LimitOutcome, consume, prune
-from service.policy.redaction import canonical_json, canonical_sha256, redact_arguments
+from service.policy.redaction import args_digest, canonical_json, redact_arguments
 from service.policy.verdict import ApprovalSpec, Approver, Limit, Verdict
 
 __all__ = [
@@ -22,8 +23,8 @@ __all__ = [
     "LimitOutcome",
     "Policy",
     "Verdict",
+    "args_digest",
     "canonical_json",
-    "canonical_sha256",
     "consume",
     "explain",
     "load_policy",

@@ -67,8 +67,9 @@ def init(
     """Connect to a server, list its tools, and write a starter policy by risk.
 
     Read-only tools are allowed, writes rate-limited, destructive tools (and any the catalog rates
-    high risk) require approval; everything else is denied by default. Risk comes from
-    config/catalog/ first, then the tools' readOnlyHint/destructiveHint annotations.
+    high risk) and tools nothing describes require approval; everything else is denied by default.
+    Risk comes from <config>/catalog/ and holdgate's shipped catalogs first, then the tools'
+    readOnlyHint/destructiveHint annotations.
     """
     import asyncio
     import tempfile
@@ -97,6 +98,12 @@ def init(
         load_policy(check)
     for c in classes:
         typer.echo(f"  {c.action:<16} {c.tool}  [{c.describe()}]", err=True)
+    if unknown := policy_init.unclassified(classes):
+        typer.echo(
+            f"warning: {len(unknown)} tool(s) have neither a catalog entry nor annotations, so they require "
+            f"approval: {', '.join(unknown)}. Add them to a catalog in {config_dir / 'catalog'} or edit the rules.",
+            err=True,
+        )
     if to_stdout:
         typer.echo(text, nl=False)
         return

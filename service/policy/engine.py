@@ -8,16 +8,21 @@ Order of evaluation for one call:
 "Most specific" is defined in `service.policy.patterns`. Everything is built once at load
 (`service.policy.compiler`); each verdict is a shared frozen object, and answers are cached per
 (grant, server, tool) in a bounded dict — the policy is immutable, so the cache never goes stale.
+A rule with `cases` reads the call's arguments: the cache then holds the rule, never a verdict, and
+its cases (CEL, compiled at load) are evaluated on every call; the first true one decides, none
+true leaves the rule's own verdict, and a case that cannot be evaluated denies the call.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from service.policy.conditions import CallVariables, Condition, ConditionFailed, call_variables
 from service.policy.patterns import ANY, STAR, GlobSet, KeyPattern, key_regex, server_regex, tool_regex
 from service.policy.verdict import Approver, Verdict
 
@@ -33,17 +38,71 @@ NAME_TOO_LONG = Verdict(
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledCase:
+    """One of a rule's `cases`: the verdict it gives when its condition is true for a call."""
+
+    condition: Condition
+    verdict: Verdict
+    location: str
+    """Where it sits in the file: `tools.cancel-async-job.cases[0]`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseOutcome:
+    """How a call fared against one case (for `explain`): True, False, or why it could not be known."""
+
+    case: CompiledCase
+    outcome: bool | ConditionFailed
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRule:
-    """One rule key with the verdict it gives; `location` is where it sits in the file."""
+    """One rule key with the verdict it gives; `location` is where it sits in the file.
+
+    `verdict` is the rule's own; with `cases`, it applies only to calls that no case matches."""
 
     pattern: KeyPattern
     verdict: Verdict
     layer: str
     location: str
+    cases: tuple[CompiledCase, ...] = ()
 
     @property
     def key(self) -> str:
         return self.pattern.key
+
+    def decide(
+        self, arguments: Mapping[str, Any], grant: str, server: str, tool: str, now: float
+    ) -> tuple[Verdict, list[CaseOutcome]]:
+        """The verdict for one call of a rule with cases, and each case's outcome up to the one that decided."""
+        variables = call_variables(arguments, tool=tool, server=server, grant=grant, now=now)
+        if isinstance(variables, ConditionFailed):
+            return self._failed(self.verdict.rule, variables), []
+        return self._first_true(variables)
+
+    def _first_true(self, variables: CallVariables) -> tuple[Verdict, list[CaseOutcome]]:
+        seen: list[CaseOutcome] = []
+        for case in self.cases:
+            outcome = case.condition.evaluate(variables)
+            seen.append(CaseOutcome(case, outcome))
+            if outcome is True:
+                return case.verdict, seen
+            if outcome is not False:
+                return self._failed(case.verdict.rule, outcome), seen
+        return self.verdict, seen
+
+    def _failed(self, label: str, failure: ConditionFailed) -> Verdict:
+        """Fail closed: deny, saying which condition and why (the reason reaches the agent and the audit).
+
+        A case that cannot be decided does not fall through to the next: what it would have decided
+        is unknown, so nothing after it can be trusted."""
+        return Verdict(
+            action="deny",
+            rule=label,
+            reason=f"{failure.reason}, so the call is denied",
+            hide=self.verdict.hide,
+            redact=self.verdict.redact,
+        )
 
 
 class RuleSet:
@@ -160,26 +219,48 @@ class Policy:
         self.rule_count = rule_count
         self.people: dict[str, Approver] = dict(people or {})
         self._people_by_token = {digest: person for person in self.people.values() for digest in person.token_sha256s}
-        self._cache: dict[tuple[str, str, str], Verdict] = {}
+        self._cache: dict[tuple[str, str, str], Verdict | CompiledRule] = {}
         self._cache_size = cache_size
 
     def __repr__(self) -> str:
         return f"Policy(path={str(self.path)!r}, version={self.version!r}, rules={self.rule_count})"
 
-    def evaluate(self, grant: str, server: str, tool: str) -> Verdict:
-        """The verdict for a call of `tool` on `server` by `grant`."""
+    def evaluate(
+        self,
+        grant: str,
+        server: str,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        now: float | None = None,
+    ) -> Verdict:
+        """The verdict for a call of `tool` on `server` by `grant` with these `arguments`.
+
+        A call passes its arguments (`{}` when it has none) and the gateway's clock as `now`: a rule
+        with `cases` evaluates them. `arguments=None` asks about the tool, not a call (tools/list, the
+        dashboard's table): a rule with cases then answers with its own keys.
+        """
+        found = self._lookup(grant, server, tool)
+        if isinstance(found, Verdict):
+            return found
+        if arguments is None:
+            return found.verdict
+        return found.decide(arguments, grant, server, tool, time.time() if now is None else now)[0]
+
+    def _lookup(self, grant: str, server: str, tool: str) -> Verdict | CompiledRule:
+        """The deciding verdict, or the deciding rule when its cases must see the call (never a cached verdict)."""
         key = (grant, server, tool)
-        verdict = self._cache.get(key)
-        if verdict is not None:
-            return verdict
+        found = self._cache.get(key)
+        if found is not None:
+            return found
         if len(server) > MAX_NAME_LENGTH or len(tool) > MAX_NAME_LENGTH:
             return NAME_TOO_LONG
-        verdict = self._decide(grant, server, tool)
+        found = self._decide(grant, server, tool)
         if self._cache_size:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()  # cheaper than LRU bookkeeping; refills from the hot names
-            self._cache[key] = verdict
-        return verdict
+            self._cache[key] = found
+        return found
 
     def person_for_token_sha256(self, digest: str) -> str | None:
         """The declared person whose API token hashes to `digest` (the REST API's and dashboard's login)."""
@@ -187,13 +268,18 @@ class Policy:
         return person.name if person is not None else None
 
     def visible(self, grant: str, server: str, tool: str) -> bool:
-        """Whether tools/list shows this tool to this grant (`list_tools`: callable | all)."""
-        verdict = self.evaluate(grant, server, tool)
+        """Whether tools/list shows this tool to this grant (`list_tools`: callable | all).
+
+        A rule with cases is callable if its own action or any case's is not deny: some calls go through."""
+        found = self._lookup(grant, server, tool)
+        verdict = found if isinstance(found, Verdict) else found.verdict
         if verdict.hide:
             return False
-        return self.list_tools == "all" or verdict.action != "deny"
+        if self.list_tools == "all" or verdict.action != "deny":
+            return True
+        return isinstance(found, CompiledRule) and any(case.verdict.action != "deny" for case in found.cases)
 
-    def _decide(self, grant: str, server: str, tool: str) -> Verdict:
+    def _decide(self, grant: str, server: str, tool: str) -> Verdict | CompiledRule:
         hidden = self.hide.best(server, tool)
         if hidden is not None:
             return hidden.verdict
@@ -201,10 +287,10 @@ class Policy:
         if layer is not None:
             rule = layer.rules.best(server, tool)
             if rule is not None:
-                return rule.verdict
+                return rule if rule.cases else rule.verdict
         rule = self.rules.best(server, tool)
         if rule is not None:
-            return rule.verdict
+            return rule if rule.cases else rule.verdict
         if layer is not None and layer.default is not None:
             return layer.default
         return self.default

@@ -1,25 +1,34 @@
 """`explain`: a person-readable account of how the policy decides one call.
 
-Names the rule that decides and why it beats every other key that also matched, then the action,
-reason, limits, approval and, if arguments are given, what the audit will record for them.
+Names the rule that decides and why it beats every other key that also matched, the case that
+decided (for a rule with `cases`, given arguments), then the action, reason, limits, approval and,
+if arguments are given, what the audit will record for them.
 Slow on purpose (it looks at every rule); the gateway uses `Policy.evaluate`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from service.policy.engine import Candidate, Policy
+from service.policy.conditions import ConditionFailed
+from service.policy.engine import Candidate, CompiledRule, Policy
 from service.policy.patterns import KeyPattern
-from service.policy.redaction import canonical_sha256, redact_arguments
+from service.policy.redaction import redact_arguments
 from service.policy.verdict import Verdict
+
+DIGEST_NOT_SHOWN = (
+    "HMAC-SHA256 of the unredacted arguments under the service's key; not computed here, or this page would let "
+    "anyone test guesses of a redacted value against the digest the audit shows"
+)
 
 
 def explain(policy: Policy, grant: str | None, server: str, tool: str, args: dict[str, Any] | None = None) -> str:
     """The explanation as text, several lines."""
     grant_name = grant or ""
-    verdict = policy.evaluate(grant_name, server, tool)
+    now = time.time()
+    verdict = policy.evaluate(grant_name, server, tool, args, now=now)
     candidates = list(policy.candidates(grant_name, server, tool))
     winner = candidates[0]
     lines = [
@@ -32,12 +41,44 @@ def explain(policy: Policy, grant: str | None, server: str, tool: str, args: dic
     if losers:
         lines.append("other matches, and why they lose:")
         lines.extend(f"  - {_name(c)}: {_why_loses(winner, c)}" for c in losers)
+    if winner.rule is not None and winner.rule.cases:
+        lines += _case_lines(winner.rule, args, grant_name, server, tool, now)
     lines += _verdict_lines(policy, verdict, grant_name, server, tool)
     if args is not None:
         redacted = redact_arguments(args, verdict.redact)
         lines.append(f"arguments as the audit records them: {json.dumps(redacted, ensure_ascii=False, sort_keys=True)}")
-        lines.append(f"arguments sha256 (binds an approval to this call): {canonical_sha256(args)}")
+        lines.append(f"arguments digest (binds an approval to this call): {DIGEST_NOT_SHOWN}")
     return "\n".join(lines)
+
+
+def _case_lines(
+    rule: CompiledRule, args: dict[str, Any] | None, grant: str, server: str, tool: str, now: float
+) -> list[str]:
+    """Each case with its condition and, given arguments, how the call fared, up to the one that decided."""
+    lines = ["cases (the first whose `when` is true decides; if none is, the rule's own keys do):"]
+    if args is None:
+        lines.extend(f"  - {c.location}: when {c.condition.source} -> {c.verdict.action}" for c in rule.cases)
+        lines.append("  (no --args given: cases are not evaluated; shown below is the rule's own verdict)")
+        return lines
+    verdict, outcomes = rule.decide(args, grant, server, tool, now)
+    answers = {id(o.case): o.outcome for o in outcomes}
+    for case in rule.cases:
+        outcome = answers.get(id(case))
+        if outcome is None:
+            said = "not reached" if outcomes else "not evaluated"
+        elif isinstance(outcome, ConditionFailed):
+            said = f"could not be evaluated: {outcome.reason}"
+        else:
+            said = "true" if outcome else "false"
+        lines.append(f"  - {case.location}: when {case.condition.source} -> {case.verdict.action}: {said}")
+    decided = next((o.case for o in outcomes if o.outcome is True), None)
+    if decided is not None:
+        lines.append(f"decided by case: {decided.location} ({decided.verdict.action})")
+    elif verdict is not rule.verdict:
+        lines.append("decided by case: none; a case could not be evaluated, so the call is denied (fails closed)")
+    else:
+        lines.append("decided by case: none is true, so the rule's own keys decide")
+    return lines
 
 
 def _grant_text(policy: Policy, grant: str | None) -> str:

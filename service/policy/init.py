@@ -1,13 +1,16 @@
 """`policy init`: a starter policy for one upstream server, written from its tools' risk.
 
 Connects to the server as `servers.json` describes it, lists its tools, and classifies each one:
-the risk catalogs in `config/catalog/` first (people wrote those), then the tool's own MCP
-annotations (`readOnlyHint`, `destructiveHint`), and a tool that says nothing counts as a write.
+the risk catalogs first (the config dir's `catalog/`, then the ones holdgate ships; people wrote
+those), then the tool's own MCP annotations (`readOnlyHint`, `destructiveHint`).
 
     read         -> allow
     write        -> allow, rate-limited (30 a minute per grant unless told otherwise)
     destructive  -> require_approval
     catalog level "high" (e.g. a read that returns secrets) -> require_approval
+    unknown      -> require_approval: nothing says what the tool does (fail closed), with a warning
+
+`readOnlyHint: false` without `destructiveHint` is destructive: that is the MCP spec's default.
 
 The policy's default stays `deny`, so a tool the server adds later is refused until someone
 writes a rule for it. This module writes nothing to disk; the CLI does.
@@ -29,6 +32,7 @@ from service.gateway.servers import load_servers
 from service.gateway.upstream import UpstreamClient, UpstreamInfo
 
 Action = Literal["allow", "rate_limit", "require_approval"]
+UNKNOWN_SOURCE = "no catalog entry or annotations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,7 @@ class ToolClass:
     """How one tool was classified, and from what."""
 
     tool: str
-    risk: Literal["read", "write", "destructive"]
+    risk: Literal["read", "write", "destructive", "unknown"]
     action: Action
     source: str
     note: str | None = None
@@ -46,10 +50,13 @@ class ToolClass:
         return f"{text}: {self.note}" if self.note else text
 
 
+_ACTION_OF_RISK: dict[str, Action] = {"read": "allow", "write": "rate_limit", "destructive": "require_approval"}
+
+
 def classify(tool: types.Tool, catalog: ToolRisk | None) -> ToolClass:
-    """The catalog's word if it has one, else the tool's annotations, else 'write'."""
+    """The catalog's word if it has one, else the tool's annotations, else 'unknown' (needs approval)."""
     if catalog is not None:
-        action: Action = {"read": "allow", "write": "rate_limit", "destructive": "require_approval"}[catalog.risk]
+        action: Action = _ACTION_OF_RISK[catalog.risk]
         if catalog.level == "high":
             action = "require_approval"
         source = f"catalog {catalog.catalog}, {catalog.level} risk"
@@ -59,9 +66,17 @@ def classify(tool: types.Tool, catalog: ToolRisk | None) -> ToolClass:
         return ToolClass(tool.name, "read", "allow", "annotations: readOnlyHint")
     if hints is not None and hints.destructive_hint:
         return ToolClass(tool.name, "destructive", "require_approval", "annotations: destructiveHint")
-    if hints is not None and (hints.read_only_hint is False or hints.destructive_hint is False):
+    if hints is not None and hints.destructive_hint is False:
         return ToolClass(tool.name, "write", "rate_limit", "annotations: not read-only, not destructive")
-    return ToolClass(tool.name, "write", "rate_limit", "no catalog entry or annotations: treated as a write")
+    if hints is not None and hints.read_only_hint is False:
+        source = "annotations: not read-only, destructiveHint unset (the MCP default is destructive)"
+        return ToolClass(tool.name, "destructive", "require_approval", source)
+    return ToolClass(tool.name, "unknown", "require_approval", UNKNOWN_SOURCE)
+
+
+def unclassified(classes: list[ToolClass]) -> list[str]:
+    """Tools nothing described (no catalog entry, no annotations): the starter policy holds them for approval."""
+    return [c.tool for c in classes if c.risk == "unknown"]
 
 
 def starter_policy(
@@ -78,7 +93,11 @@ def starter_policy(
         else:
             rule |= {
                 "action": "require_approval",
-                "reason": f"{c.tool} is {c.risk}" + (f": {c.note}" if c.note else "") + "; a person confirms it first.",
+                "reason": (
+                    f"nothing says what {c.tool} does (no catalog entry, no annotations); a person confirms it first."
+                    if c.risk == "unknown"
+                    else f"{c.tool} is {c.risk}" + (f": {c.note}" if c.note else "") + "; a person confirms it first."
+                ),
                 "approval": {"channels": ["console"], "timeout": "15m", "on_timeout": "deny"},
             }
         tools[f"{server}/{c.tool}"] = rule
@@ -86,7 +105,8 @@ def starter_policy(
         "version": "1",
         "description": (
             f"Starter policy for server '{server}', written by holdgate {__version__} policy init on "
-            f"{datetime.now(UTC):%Y-%m-%d}: reads allowed, writes rate-limited, destructive tools need approval. "
+            f"{datetime.now(UTC):%Y-%m-%d}: reads allowed, writes rate-limited, destructive tools "
+            "and tools nothing describes need approval. "
             "Edit from here; `holdgate policy explain` says what each rule does."
         ),
         "default": "deny",

@@ -1,40 +1,68 @@
-"""Rate limits: consume fixed-window counters in the database, all or nothing, race-free.
+"""Rate limits: sliding windows kept in the database, all or nothing, race-free across replicas.
 
-A window of `w` seconds starts at `floor(now / w) * w`. Each limit is one atomic conditional
-upsert on `rate_counters`:
+The guarantee: a limit `{max, window}` lets at most `max` calls through in any span of `window`
+seconds, wherever the span starts (no fixed windows, so no burst of 2 x max around a boundary).
 
-    INSERT ... VALUES (counter, scope_key, window_start, w, 1)
-    ON CONFLICT (counter, scope_key, window_start)
-    DO UPDATE SET count = rate_counters.count + 1 WHERE rate_counters.count < :max
-    RETURNING count
+The scheme is exact, not an approximation: each (counter, scope key) keeps the times of its last
+`max` calls in a ring of `max` slots (`rate_counter_calls`), and its `rate_counters` row says which
+slot holds the oldest of them (`next_slot`). A call is allowed iff that oldest time is at least
+`window` seconds ago (or the slot is still empty); it then takes the slot. So every allowed call
+has at most `max - 1` allowed calls in the `window` seconds before it, and a key never holds more
+than `max` rows. `retry_after` is the time until that oldest call leaves the window.
 
-so the check and the increment are one statement (no read-modify-write; PostgreSQL locks the row
-and re-checks the WHERE on its latest version, SQLite runs writers one at a time). All limits of a
-call run in one transaction: if any returns no row, the transaction is rolled back and no counter
-moves. Limits are applied in (counter, scope) order so that concurrent transactions lock rows in
-the same order and cannot deadlock. `now` is passed in (unix seconds) so tests own the clock.
+Two statements per call, each covering all of the call's limits, in one transaction:
+
+  1. a multi-row upsert of the keys' rows that advances each `next_slot` and returns the slot to
+     use. On PostgreSQL it takes the rows' locks, held to the end of the transaction, so callers of
+     one key (from any process) go one at a time; SQLite runs writers one at a time anyway;
+  2. a multi-row conditional upsert of those slots: `... DO UPDATE SET at = :now WHERE at <= :now -
+     window`. A key with no row back has its oldest call still inside the window: that limit is full.
+
+If any limit is full the transaction is rolled back, so no key moves (all or nothing). Limits are
+applied in (counter, scope key) order so that concurrent transactions lock rows in the same order
+and cannot deadlock. A key whose `max` changed (a policy reload) has its ring rebuilt from the
+newest calls it holds, so the new `max` holds at once. `now` is passed in (unix seconds), so tests
+own the clock.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, and_, case, delete, insert, select, tuple_, update
+from sqlalchemy import inspect as inspect_model
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
-from service.models import RateCounter
+from service.models import RateCounter, RateCounterCall
 from service.policy.verdict import Limit
 
 GLOBAL_SCOPE_KEY = "*"
-PRUNE_AFTER_SECONDS = 86400
+
+
+def _table_of(model: type) -> Table:
+    """The model's Core table (SQLModel declares no `__table__` for type checkers)."""
+    table: object = inspect_model(model).local_table
+    assert isinstance(table, Table)
+    return table
+
+
+_KEYS = _table_of(RateCounter)
+_CALLS = _table_of(RateCounterCall)
+_UPSERTS: dict[str, Callable[[Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class LimitOutcome:
-    """`allowed`, or which counter refused and when its window ends (None: never, max is 0)."""
+    """`allowed`, or which counter refused and how long until it has room (None: never, max is 0)."""
 
     allowed: bool
     counter: str | None = None
@@ -42,10 +70,6 @@ class LimitOutcome:
 
 
 ALLOWED = LimitOutcome(allowed=True)
-
-
-def window_start(now: float, window_seconds: int) -> int:
-    return math.floor(now / window_seconds) * window_seconds
 
 
 def scope_key(limit: Limit, grant: str) -> str:
@@ -61,66 +85,174 @@ async def consume(
     for limit in limits:
         if limit.max <= 0:  # static config: refuse without touching the database
             return LimitOutcome(allowed=False, counter=limit.counter, retry_after=None)
-    ordered = sorted(limits, key=lambda limit: (limit.counter, scope_key(limit, grant)))
+    keyed = sorted(((limit, scope_key(limit, grant)) for limit in limits), key=lambda pair: (pair[0].counter, pair[1]))
     try:
         async with factory() as session, session.begin():
-            insert = _insert_for(session)
-            for limit in ordered:
-                start = window_start(now, limit.window_seconds)
-                result = await session.execute(_upsert(insert, limit, scope_key(limit, grant), start))
-                if result.first() is None:
-                    raise _Full(limit, start)  # leaving the block rolls every increment back
-    except _Full as full:
+            await _take_slots(session, keyed, now)
+    except _Full as full:  # leaving the block rolled every slot taken back
         return LimitOutcome(
             allowed=False,
             counter=full.limit.counter,
-            retry_after=_round_up(full.start + full.limit.window_seconds - now),
+            retry_after=_round_up(full.oldest + full.limit.window_seconds - now),
         )
     return ALLOWED
 
 
 async def prune(factory: async_sessionmaker[AsyncSession], now: float) -> int:
-    """Delete windows that ended more than a day ago; returns how many rows went."""
-    cutoff = math.floor(now) - PRUNE_AFTER_SECONDS
+    """Delete the keys (and their calls) whose newest call left its window; returns how many keys went.
+
+    Only calls outside every window go, so pruning never changes an answer. Keys first, then their
+    calls: the same lock order as `consume`, so the two never deadlock.
+    """
     async with factory() as session, session.begin():
-        result = await session.execute(
-            delete(RateCounter).where(RateCounter.window_start + RateCounter.window_seconds < cutoff)
+        gone = list(
+            await session.execute(
+                delete(RateCounter)
+                .where(col(RateCounter.last_at) + col(RateCounter.window_seconds) <= now)
+                .returning(col(RateCounter.counter), col(RateCounter.scope_key))
+            )
         )
-    return result.rowcount or 0
+        if gone:
+            await session.execute(
+                delete(RateCounterCall).where(
+                    tuple_(RateCounterCall.counter, RateCounterCall.scope_key).in_([tuple(row) for row in gone])
+                )
+            )
+    return len(gone)
 
 
 class _Full(Exception):
     """Internal: a limit had no room; raised to roll the transaction back."""
 
-    def __init__(self, limit: Limit, start: int) -> None:
+    def __init__(self, limit: Limit, oldest: float) -> None:
         super().__init__(limit.counter)
         self.limit = limit
-        self.start = start
+        self.oldest = oldest
 
 
-def _insert_for(session: AsyncSession):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
+async def _take_slots(session: AsyncSession, keyed: Sequence[tuple[Limit, str]], now: float) -> None:
+    """Statements 1 and 2 of the module docstring, each one statement for all the call's limits (rows
+    in (counter, scope key) order, which is the order PostgreSQL locks them in); raises _Full.
 
-
-def _upsert(insert, limit: Limit, key: str, start: int):
-    table = RateCounter.__table__
-    stmt = insert(table).values(
-        counter=limit.counter,
-        scope_key=key,
-        window_start=start,
-        window_seconds=limit.window_seconds,
-        count=1,
+    Both are fixed statements executed with one parameter set per limit, which SQLAlchemy sends as
+    one multi-row INSERT ("insertmanyvalues") and compiles once: a statement built with the rows in
+    it would be compiled again for every call."""
+    statements = _statements(session)
+    advanced = await session.execute(
+        statements.advance,
+        [
+            {
+                "counter": limit.counter,
+                "scope_key": key,
+                "window_seconds": limit.window_seconds,
+                "size": limit.max,
+                "next_slot": 1 % limit.max,
+                "last_at": now,
+            }
+            for limit, key in keyed
+        ],
     )
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.counter, table.c.scope_key, table.c.window_start],
-        set_={"count": table.c.count + 1},
-        where=table.c.count < limit.max,
-    ).returning(table.c.count)
+    next_slots = {(row.counter, row.scope_key): (row.next_slot, row.size) for row in advanced}
+    slots: list[int] = []
+    for limit, key in keyed:
+        next_slot, size = next_slots[(limit.counter, key)]
+        slots.append((next_slot - 1) % limit.max if size == limit.max else await _resize(session, limit, key))
+    taken = await session.execute(
+        statements.take,
+        [
+            {
+                "counter": limit.counter,
+                "scope_key": key,
+                "slot": slot,
+                "at": now,
+                "window_seconds": limit.window_seconds,
+            }
+            for (limit, key), slot in zip(keyed, slots, strict=True)
+        ],
+    )
+    got = {(row.counter, row.scope_key) for row in taken}
+    for (limit, key), slot in zip(keyed, slots, strict=True):
+        if (limit.counter, key) not in got:
+            oldest = await session.scalar(
+                select(_CALLS.c.at).where(
+                    _CALLS.c.counter == limit.counter, _CALLS.c.scope_key == key, _CALLS.c.slot == slot
+                )
+            )
+            raise _Full(limit, float(oldest if oldest is not None else now))
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The two statements of a call, built once per dialect."""
+
+    advance: Any
+    take: Any
+
+
+@functools.cache
+def _statements_for(dialect: str) -> _Statements:
+    upsert = _UPSERTS[dialect]
+    # 1. create each key's row (slot 0 taken), or advance its `next_slot` past the slot this call
+    # takes; a key whose `size` is not the limit's `max` does not advance (the caller `_resize`s it)
+    keys = upsert(_KEYS)
+    new = keys.excluded
+    advance = keys.on_conflict_do_update(
+        index_elements=[_KEYS.c.counter, _KEYS.c.scope_key],
+        set_={
+            "next_slot": case((_KEYS.c.size == new.size, (_KEYS.c.next_slot + 1) % new.size), else_=_KEYS.c.next_slot),
+            "window_seconds": new.window_seconds,
+            "last_at": case((_KEYS.c.last_at < new.last_at, new.last_at), else_=_KEYS.c.last_at),
+        },
+    ).returning(_KEYS.c.counter, _KEYS.c.scope_key, _KEYS.c.next_slot, _KEYS.c.size)
+    # 2. take the slot if the call in it has left the window (`now - window`, as this limit has it now)
+    calls = upsert(_CALLS)
+    new = calls.excluded
+    take = calls.on_conflict_do_update(
+        index_elements=[_CALLS.c.counter, _CALLS.c.scope_key, _CALLS.c.slot],
+        set_={"at": new.at, "window_seconds": new.window_seconds},
+        where=_CALLS.c.at <= new.at - new.window_seconds,
+    ).returning(_CALLS.c.counter, _CALLS.c.scope_key)
+    return _Statements(advance, take)
+
+
+def _statements(session: AsyncSession) -> _Statements:
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise RuntimeError(f"rate limits need SQLite or PostgreSQL, not {dialect}")
+    return _statements_for(dialect)
+
+
+async def _resize(session: AsyncSession, limit: Limit, key: str) -> int:
+    """The limit's `max` changed: keep the newest `max` calls, oldest in slot 0; returns the slot to take.
+
+    Runs under the key's row lock (taken by `_advance`). With `max` calls kept the slot to take is
+    0, the oldest of them; with fewer, the first empty slot."""
+    of_key = and_(_CALLS.c.counter == limit.counter, _CALLS.c.scope_key == key)
+    stored: list[float] = list((await session.scalars(select(_CALLS.c.at).where(of_key))).all())
+    times = sorted(stored, reverse=True)[: limit.max]
+    times.reverse()
+    await session.execute(delete(_CALLS).where(of_key))
+    if times:
+        await session.execute(
+            insert(_CALLS),
+            [
+                {
+                    "counter": limit.counter,
+                    "scope_key": key,
+                    "slot": i,
+                    "at": at,
+                    "window_seconds": limit.window_seconds,
+                }
+                for i, at in enumerate(times)
+            ],
+        )
+    slot = len(times) % limit.max
+    await session.execute(
+        update(_KEYS)
+        .where(_KEYS.c.counter == limit.counter, _KEYS.c.scope_key == key)
+        .values(size=limit.max, next_slot=(slot + 1) % limit.max)
+    )
+    return slot
 
 
 def _round_up(seconds: float) -> float:

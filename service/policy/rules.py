@@ -9,7 +9,7 @@ Compatibility: a PolicyLayer policy loads unchanged. A rule under `tools` withou
 `allow`; its `limits` are `{counter, window, max, scope}`; PolicyLayer's top-level `hide` list
 (hidden from tools/list and denied) and `all_tools.limits` (limits on every call) are honoured.
 PolicyLayer's argument conditions (`require`, `deny_if`) are not implemented by holdgate, so a
-non-empty one is refused at load rather than silently ignored.
+non-empty one is refused at load rather than silently ignored; holdgate's own are `cases` (CEL).
 """
 
 from __future__ import annotations
@@ -33,9 +33,18 @@ _SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
+MAX_DURATION_SECONDS = 30 * 86400
+"""Longest duration a policy may give anything (approval timeouts, claim and rejoin windows,
+reminders, rate-limit windows): 30 days. Far beyond any sensible hold, and far inside what
+datetimes and timers can represent, so an absurd value is refused at load instead of failing a
+held call (or start-up) later."""
+MAX_LIMIT_MAX = 100_000
+"""Largest `max` of a rate limit: a sliding limit keeps one row per call in its window, so `max`
+bounds the rows one counter key holds."""
+
 
 def parse_duration(value: Any) -> float:
-    """`"30s"`, `"15m"`, `"2h"`, `"1d"` or a positive number of seconds -> seconds."""
+    """`"30s"`, `"15m"`, `"2h"`, `"1d"` or a positive number of seconds -> seconds, at most 30 days."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like '30s', '15m', '2h', '1d' or a number of seconds")
     if isinstance(value, int | float):
@@ -49,6 +58,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError("expected a duration like '30s', '15m', '2h', '1d' or a number of seconds")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be more than 0 seconds (got {value!r})")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"duration must be at most 30d ({MAX_DURATION_SECONDS} seconds), got {value!r}")
     return seconds
 
 
@@ -58,7 +69,9 @@ def parse_window(value: Any) -> int:
         return WINDOW_NAMES[value]
     try:
         seconds = parse_duration(value)
-    except ValueError:
+    except ValueError as exc:
+        if "at most" in str(exc):
+            raise ValueError(f"window must be at most 30d ({MAX_DURATION_SECONDS} seconds), got {value!r}") from None
         raise ValueError(
             f"invalid window {value!r}; use second, minute, hour, day or a whole number of seconds"
         ) from None
@@ -77,11 +90,11 @@ class _Model(BaseModel):
 
 
 class LimitIn(_Model):
-    """One fixed-window counter: at most `max` calls per `window`, per grant or across all grants."""
+    """One sliding-window counter: at most `max` calls in any span of `window`, per grant or across all grants."""
 
     counter: str = Field(min_length=1, max_length=200)
     window: Window
-    max: int = Field(ge=0)
+    max: int = Field(ge=0, le=MAX_LIMIT_MAX)
     scope: Scope = "grant"
 
 
@@ -89,7 +102,7 @@ class RateLimitIn(_Model):
     """Shorthand for one limit whose counter is named `<rule>_rate`, after the rule as verdicts name it:
     `delete_rate` for `tools.delete`, `grants.ci-bot.tools.delete_rate` for a grant's override."""
 
-    max: int = Field(ge=0)
+    max: int = Field(ge=0, le=MAX_LIMIT_MAX)
     window: Window
     scope: Scope = "grant"
 
@@ -104,19 +117,44 @@ def _rate_limit_string(value: Any) -> Any:
     return value
 
 
+_CONSOLE_ONLY: list[Channel] = ["console"]
+
+
 class ApprovalIn(_Model):
     """Who may approve, where they are asked, and what happens if nobody answers."""
 
     approvers: list[str] | None = None
-    channels: list[Channel] = Field(default_factory=lambda: ["console"], min_length=1)
+    channels: list[Channel] = Field(default_factory=lambda: _CONSOLE_ONLY.copy(), min_length=1)
     timeout: Duration = 15 * 60
     on_timeout: Literal["deny", "approve"] = "deny"
     quorum: int = Field(default=1, ge=1)
     remind_before: Duration | None = None
+    claim_within: Duration = Field(
+        default=10 * 60,
+        description="An approval that no call collects within this time of being given lapses.",
+    )
+    rejoin_within: Duration = Field(
+        default=2 * 60,
+        description="A client that stopped waiting may call again within this time and join the same decision.",
+    )
     slack_channel: str | None = Field(
         default=None,
         description="Slack channel (C0123ABC or #name) for the request; without it, approvers get a DM.",
     )
+
+
+class CaseIn(_Model):
+    """One of a rule's `cases`: when the CEL expression `when` is true for a call, this case decides it
+    (the first true case of the list; none true: the rule's own keys). `when` sees `args`, `tool`,
+    `server`, `grant` and `now` (see `service.policy.conditions`); it is compiled at load."""
+
+    when: str = Field(min_length=1)
+    action: Action | None = None
+    reason: str | None = None
+    approval: ApprovalIn | None = None
+    limits: list[LimitIn] = Field(default_factory=list)
+    hide: bool = False
+    description: str | None = None
 
 
 class RuleIn(_Model):
@@ -129,6 +167,7 @@ class RuleIn(_Model):
     rate_limit: Annotated[RateLimitIn | None, BeforeValidator(_rate_limit_string)] = None
     redact: list[RedactPath] = Field(default_factory=list)
     approval: ApprovalIn | None = None
+    cases: list[CaseIn] = Field(default_factory=list)
     description: str | None = None
     require: list[Any] = Field(default_factory=list)
     deny_if: list[Any] = Field(default_factory=list)
@@ -138,8 +177,9 @@ class RuleIn(_Model):
     def _no_conditions(cls, value: list[Any]) -> list[Any]:
         if value:
             raise ValueError(
-                "argument conditions are not supported by holdgate; refusing to load rather than "
-                "ignore them (use action deny or require_approval for this tool instead)"
+                "PolicyLayer's argument conditions are not supported by holdgate; refusing to load rather "
+                "than ignore them (write them as `cases` with a CEL `when`, e.g. "
+                '[{"when": "args.jobId.startsWith(\'prod-\')", "action": "deny"}])'
             )
         return value
 

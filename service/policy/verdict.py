@@ -13,7 +13,7 @@ ActionName = Literal["allow", "deny", "require_approval"]
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """At most `max` calls per fixed window of `window_seconds`, counted per grant or globally."""
+    """At most `max` calls in any span of `window_seconds` (sliding), counted per grant or globally."""
 
     counter: str
     window_seconds: int
@@ -22,7 +22,7 @@ class Limit:
 
     def describe(self) -> str:
         per = "per grant" if self.scope == "grant" else "across all grants"
-        return f"{self.counter}: at most {self.max} per {format_seconds(self.window_seconds)}, {per}"
+        return f"{self.counter}: at most {self.max} in any {format_seconds(self.window_seconds)}, {per}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,11 @@ class ApprovalSpec:
     quorum: int = 1
     remind_before_seconds: float | None = None
     slack_channel: str | None = None
+    claim_within_seconds: float = 10 * 60
+    """An approval that no call collects within this time of being given lapses (`approval.claim_within`)."""
+    rejoin_within_seconds: float = 2 * 60
+    """How long a decision whose caller stopped waiting stays open for the same call to join it
+    again (`approval.rejoin_within`)."""
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"

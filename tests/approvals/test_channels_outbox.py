@@ -128,6 +128,44 @@ async def test_by_default_the_console_channel_prints_the_commands_that_decide(tm
     assert f"holdgate deny {decision.id} --reason" in caplog.text
 
 
+async def test_a_row_of_an_unknown_kind_fails_for_good_saying_why_and_reaches_no_channel(tmp_path):
+    """The approvals service writes only the kinds channels render, but a row from another version of holdgate
+    or a hand-edited database must not be handed to a channel as if it were one of them."""
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.models import OutboxMessage
+
+    channel = RecordingChannel()
+    async with (
+        channel_gateway(tmp_path, channel) as gw,
+        gw.session("jobs") as session,
+    ):
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "kind-1"}))
+        [decision] = await wait_for_decisions(gw)
+        await channel.wait_for(1)
+        async with session_scope(gw.state.sessions) as db:
+            row = OutboxMessage(
+                decision_id=decision.id, channel="console", kind="digest", created_at=0.0, next_attempt_at=0.0
+            )
+            db.add(row)
+            await db.flush()
+            row_id = row.id
+        for _ in range(500):
+            async with gw.state.sessions() as db:
+                stored = await db.scalar(select(OutboxMessage).where(OutboxMessage.id == row_id))
+            if stored is not None and (stored.failed_at or stored.sent_at):
+                break
+            await asyncio.sleep(0.02)
+        kinds = [kind for kind, _, _ in channel.delivered]  # before the cancelled call's own update
+        call.cancel()
+
+    assert stored is not None
+    assert stored.failed_at is not None and stored.sent_at is None
+    assert stored.last_error == "unknown message kind 'digest'"
+    assert kinds == ["request"]
+
+
 class GatedChannel(RecordingChannel):
     """A channel whose first request delivery waits for `gate`, holding the outbox worker inside it."""
 

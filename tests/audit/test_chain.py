@@ -95,6 +95,25 @@ async def test_an_untouched_chain_verifies_and_so_does_its_export(sqlite_db):
     assert chain.verify_export(lines).ok
 
 
+async def test_an_export_line_without_its_time_is_named_not_a_crash(sqlite_db, tmp_path):
+    """A hand-edited export that lost `ts`: a clear error with the line, and the CLI exits 2 saying so."""
+    url, _ = sqlite_db
+    await write(url, [record(i) for i in range(2)])
+    lines = await export(url)
+    cut = json.loads(lines[1])
+    del cut["ts"]
+    lines[1] = json.dumps(cut)
+
+    with pytest.raises(ValueError, match=r"line 2: .*'ts'"):
+        chain.verify_export(lines)
+
+    (tmp_path / "cut.jsonl").write_text("".join(line.rstrip("\n") + "\n" for line in lines))
+    result = CliRunner().invoke(app, ["audit", "verify", "--file", str(tmp_path / "cut.jsonl")])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert "line 2: a record without its 'ts'" in said
+
+
 async def test_an_edited_row_is_named(sqlite_db):
     url, path = sqlite_db
     await write(url, [record(i) for i in range(4)])

@@ -21,9 +21,11 @@ import uvicorn
 from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.session import ClientRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import ElicitRequestParams, ElicitResult
+from mcp_types import METHOD_NOT_FOUND, ElicitRequestParams, ElicitResult
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
+
+from tests.support.harness import run_gateway, time_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-bridge-test"
@@ -196,11 +198,31 @@ async def test_refused_token_is_explained_on_stderr_without_the_token(tmp_path: 
                 stdio_client(bridge_params(upstream.url, "wrong-token"), errlog=err) as (read, write),
                 ClientSession(read, write) as session,
             ):
-                with anyio.fail_after(30), pytest.raises(MCPError):
+                with anyio.fail_after(30), pytest.raises(MCPError) as refused:
                     await session.initialize()
+    # The body is not a JSON-RPC error: its text still reaches the client, with the status.
+    assert refused.value.error.message == 'holdgate answered HTTP 401 Unauthorized: {"detail":"invalid grant token"}'
     stderr = errlog.read_text()
     assert "holdgate refused the grant token (HTTP 401)" in stderr
+    assert "invalid grant token" in stderr
     assert "wrong-token" not in stderr
+
+
+async def test_a_wrong_server_name_is_named_with_the_servers_there_are(tmp_path: Path) -> None:
+    errlog = tmp_path / "bridge.err"
+    async with run_gateway(
+        tmp_path, policy={"version": "1", "default": "allow"}, servers={"time": time_server()}
+    ) as gw:
+        with errlog.open("w") as err:
+            async with (
+                stdio_client(bridge_params(gw.mcp_url("tme"), gw.tokens["agent"]), errlog=err) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                with anyio.fail_after(30), pytest.raises(MCPError) as refused:
+                    await session.initialize()
+    assert refused.value.error.code == METHOD_NOT_FOUND
+    assert refused.value.error.message == "no MCP server named 'tme' on this holdgate; its servers: time"
+    assert "holdgate answered HTTP 404 Not Found: no MCP server named 'tme'" in errlog.read_text()
 
 
 async def test_a_line_that_is_not_json_rpc_gets_a_parse_error(tmp_path: Path) -> None:

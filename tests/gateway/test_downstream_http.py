@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.approvals.support import approval_policy
+from tests.approvals.support import approval_policy, wait_for_decisions
 from tests.support.harness import (
     WIRE_HEADERS,
     Gateway,
@@ -89,6 +90,31 @@ async def test_a_held_call_silent_past_the_keepalive_gets_a_pinged_stream_then_i
     result = json.loads(data)
     assert result["id"] == 2 and result["result"]["isError"] is True
     assert "approval" in result["result"]["content"][0]["text"]
+
+
+async def test_a_call_in_flight_when_its_session_is_closed_is_told_so_not_given_a_500(tmp_path):
+    async with (
+        run_gateway(
+            tmp_path, policy=approval_policy(), servers=servers(tmp_path), stream_keepalive_s=30, approval_hold_s=30
+        ) as gw,
+        httpx2.AsyncClient(
+            headers={**WIRE_HEADERS, "Authorization": f"Bearer {gw.tokens['agent']}"}, timeout=30
+        ) as http,
+    ):
+        url = gw.mcp_url("jobs")
+        opened = await http.post(url, json=wire_initialize())
+        http.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        call = wire_request(2, "tools/call", {"name": "cancel-async-job", "arguments": {"jobId": "job-1"}})
+        held = asyncio.create_task(http.post(url, json=call))  # held: nothing is sent within the keep-alive
+        await wait_for_decisions(gw, 1)
+        closed = await http.delete(url)
+        answer = await asyncio.wait_for(held, 20)
+
+    assert closed.status_code == 200
+    assert answer.status_code == 404, answer.text
+    error = answer.json()["error"]
+    assert "session was closed before this request completed" in error["message"]
 
 
 @asynccontextmanager

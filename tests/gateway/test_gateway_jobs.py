@@ -46,7 +46,7 @@ async def test_policylayer_example_allows_30_a_minute_and_refuses_the_31st(tmp_p
         other = await session.call_tool("list-async-jobs", {})
     assert refused.is_error
     assert "cancel-async-job_rate" in text_of(refused)
-    assert "retry_after=50 seconds" in text_of(refused)
+    assert "retry_after=60 seconds" in text_of(refused)  # sliding: until the first of the 30 leaves the window
     assert other.is_error and "denied" in text_of(other)
     ran = [c for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job"]
     assert len(ran) == 30, "the refused call must not reach the upstream"
@@ -120,9 +120,18 @@ async def test_http_edge_rejects_unknown_servers_missing_tokens_and_bad_json(tmp
         auth = {**headers, "Authorization": f"Bearer {gw.tokens['agent']}"}
         async with httpx2.AsyncClient(timeout=30) as http:
             unknown = await http.post(f"{gw.url}/mcp/nope", headers=auth, json=init)
-            assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_server"
+            assert unknown.status_code == 404 and unknown.json()["error"]["data"]["reason"] == "unknown_server"
+            assert unknown.json()["error"] == {
+                "code": -32601,
+                "message": "no MCP server named 'nope' on this holdgate; its servers: jobs",
+                "data": {"reason": "unknown_server", "servers": ["jobs"]},
+            }
+            anonymous = await http.post(f"{gw.url}/mcp/nope", headers=headers, json=init)
+            assert anonymous.status_code == 404 and "servers" not in anonymous.json()["error"]["data"], (
+                "no list of what sits behind the gateway without a token"
+            )
             missing = await http.post(gw.mcp_url("jobs"), headers=headers, json=init)
-            assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+            assert missing.status_code == 401 and missing.json()["error"]["data"]["reason"] == "unauthorized"
             wrong = await http.post(
                 gw.mcp_url("jobs"), headers={**headers, "Authorization": "Bearer hg_forged"}, json=init
             )

@@ -9,44 +9,23 @@ test_http_upstream.py.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
-import httpx2
 import pytest
 from mcp import MCPError
 
 from service.gateway.upstream_direct import SseEvent, sse_events
-from tests.support.harness import ROOT, audit_events, free_port, run_gateway, text_of
+from tests.support.harness import audit_events, free_port, run_gateway, text_of
+from tests.support.sdk_upstream import http_peer, sdk_upstream_command
 
 POLICY = {"version": "1", "default": "allow"}
 
 
-@contextlib.asynccontextmanager
-async def sdk_upstream(mode: str) -> AsyncIterator[str]:
+def sdk_upstream(mode: str) -> contextlib.AbstractAsyncContextManager[str]:
     """tests/support/sdk_upstream.py in `mode` (json | resumable); yields its MCP URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.sdk_upstream", str(port), mode],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        async with httpx2.AsyncClient() as http:
-            for _ in range(200):
-                with contextlib.suppress(httpx2.HTTPError):
-                    await http.get(url)
-                    break
-                await asyncio.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+    return http_peer(sdk_upstream_command(port, mode), port)
 
 
 async def test_plain_json_answers_pass_through_and_the_sdk_client_is_not_used(tmp_path):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from service.configfile import ConfigError
-from service.policy import Limit, Policy, canonical_json, canonical_sha256, explain, load_policy, redact_arguments
+from service.policy import Limit, Policy, args_digest, canonical_json, explain, load_policy, redact_arguments
 from service.policy.engine import MAX_NAME_LENGTH
 from service.policy.redaction import REDACTED
 
@@ -410,6 +410,8 @@ def test_require_approval_with_approval_block(tmp_path):
                         "on_timeout": "approve",
                         "quorum": 2,
                         "remind_before": "5m",
+                        "claim_within": "1h",
+                        "rejoin_within": 90,
                     },
                 },
                 "implicit": {"approval": {"approvers": ["group:all"]}},
@@ -427,6 +429,7 @@ def test_require_approval_with_approval_block(tmp_path):
     assert spec.on_timeout == "approve"
     assert spec.quorum == 2
     assert spec.remind_before_seconds == 300
+    assert (spec.claim_within_seconds, spec.rejoin_within_seconds) == (3600, 90)
 
     # an approval block without an action means require_approval (fail closed)
     implicit = policy.evaluate("g", "jobs", "implicit")
@@ -437,6 +440,9 @@ def test_require_approval_with_approval_block(tmp_path):
     plain = policy.evaluate("g", "jobs", "plain").approval
     assert [a.name for a in plain.approvers] == ["alice", "bob", "carol"]
     assert (plain.quorum, plain.timeout_seconds, plain.on_timeout, plain.channels) == (1, 900, "deny", ("console",))
+    # an approval not collected lapses after 10 minutes; a caller that stopped waiting may rejoin for 2
+    for spec in (plain, implicit.approval):
+        assert (spec.claim_within_seconds, spec.rejoin_within_seconds) == (600, 120)
 
 
 def test_require_approval_without_people_means_the_local_operator(tmp_path):
@@ -586,17 +592,21 @@ def test_redact_arguments_nested_path():
     assert redact_arguments(args, ["auth"]) == {"auth": REDACTED, "x": 1}
 
 
-def test_canonical_sha256_is_stable_across_key_order():
+def test_args_digest_is_stable_across_key_order():
     one = {"b": 1, "a": {"y": [1, 2, {"q": "é", "p": None}], "x": True}}
     two = {"a": {"x": True, "y": [1, 2, {"p": None, "q": "é"}]}, "b": 1}
     assert canonical_json(one) == '{"a":{"x":true,"y":[1,2,{"p":null,"q":"é"}]},"b":1}'
-    assert canonical_sha256(one) == canonical_sha256(two)
-    assert len(canonical_sha256(one)) == 64
-    assert canonical_sha256({"a": [1, 2]}) != canonical_sha256({"a": [2, 1]})  # list order matters
-    assert canonical_sha256({"a": 1}) != canonical_sha256({"a": "1"})
-    assert canonical_sha256(None) == canonical_sha256({})
+
+    def digest(args):
+        return args_digest(b"k" * 32, args)
+
+    assert digest(one) == digest(two)
+    assert len(digest(one)) == 64
+    assert digest({"a": [1, 2]}) != digest({"a": [2, 1]})  # list order matters
+    assert digest({"a": 1}) != digest({"a": "1"})
+    assert digest(None) == digest({})
     # the hash is of the real arguments, not the redacted ones
-    assert canonical_sha256({"token": "a"}) != canonical_sha256({"token": "b"})
+    assert digest({"token": "a"}) != digest({"token": "b"})
 
 
 # -- explain ----------------------------------------------------------------------------------------
@@ -612,4 +622,4 @@ def test_explain_names_the_deciding_rule_and_the_losers(tmp_path):
     assert "'jobs/cancel-*' names the server exactly" in text
     assert "action: deny" in text and "reason: no" in text
     assert '"token": "[redacted]"' in text
-    assert canonical_sha256({"jobId": "1", "token": "t"}) in text
+    assert "arguments digest (binds an approval to this call): HMAC-SHA256" in text

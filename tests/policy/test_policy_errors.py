@@ -288,6 +288,51 @@ def test_bad_approvals(tmp_path, policy, location, message):
     assert message in error.message
 
 
+@pytest.mark.parametrize("field", ["timeout", "remind_before", "claim_within", "rejoin_within"])
+@pytest.mark.parametrize("value", ["99999999d", "31d", 30 * 86400 + 1, "721h"])
+def test_approval_durations_are_bounded(tmp_path, field, value):
+    """A duration past 30 days is refused at load (it used to pass, then fail the held call with
+    "year out of range" and stop the service from starting)."""
+    approval = {"timeout": "30d", field: value} if field != "timeout" else {field: value}
+    error = error_for(tmp_path, rule(approval=approval))
+    assert error.location == f"tools.x.approval.{field}"
+    assert "duration must be at most 30d (2592000 seconds)" in error.message
+    assert repr(value) in error.message
+
+
+@pytest.mark.parametrize("field", ["claim_within", "rejoin_within"])
+@pytest.mark.parametrize(("value", "message"), [("5x", "invalid duration '5x'"), (0, "more than 0 seconds")])
+def test_claim_and_rejoin_windows_are_validated_like_timeout(tmp_path, field, value, message):
+    error = error_for(tmp_path, rule(approval={field: value}))
+    assert error.location == f"tools.x.approval.{field}"
+    assert message in error.message
+
+
+def test_thirty_days_is_accepted(tmp_path):
+    path = tmp_path / "policy.json"
+    approval = {"timeout": "30d", "remind_before": "29d", "claim_within": "720h", "rejoin_within": 2592000}
+    path.write_text(json.dumps(rule(approval=approval)))
+    spec = load_policy(path).evaluate("g", "s", "x").approval
+    assert spec is not None
+    assert spec.timeout_seconds == spec.claim_within_seconds == spec.rejoin_within_seconds == 30 * 86400
+
+
+@pytest.mark.parametrize(
+    ("limit", "location", "message"),
+    [
+        ({"counter": "c", "window": "31d", "max": 1}, "tools.x.limits[0].window", "window must be at most 30d"),
+        ({"counter": "c", "window": 10**12, "max": 1}, "tools.x.limits[0].window", "window must be at most 30d"),
+        ({"counter": "c", "window": "minute", "max": 100_001}, "tools.x.limits[0].max", "less than or equal to 100000"),
+    ],
+)
+def test_rate_limits_are_bounded(tmp_path, limit, location, message):
+    error = error_for(tmp_path, rule(limits=[limit]))
+    assert error.location == location
+    assert message in error.message
+    shorthand = error_for(tmp_path, rule(rate_limit={"max": limit["max"], "window": limit["window"]}))
+    assert shorthand.location == location.replace("limits[0]", "rate_limit")
+
+
 def test_quorum_counts_distinct_people(tmp_path):
     policy = {
         "people": {"alice": {"slack": "U0ALICE"}},
@@ -302,3 +347,18 @@ def test_config_error_survives_pickling(tmp_path):
     error = error_for(tmp_path, rule(action="alow"))
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.file, copy.location, copy.message) == (error.file, error.location, error.message)
+
+
+def test_policy_check_refuses_an_absurd_timeout_naming_file_place_and_bound(tmp_path):
+    """The issue's reproduction: `timeout: 99999999d` passed `policy check`, then broke held calls."""
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(rule(action="require_approval", approval={"timeout": "99999999d"})))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: tools.x.approval.timeout: duration must be at most 30d (2592000 seconds), got '99999999d'" in (
+        result.output
+    )

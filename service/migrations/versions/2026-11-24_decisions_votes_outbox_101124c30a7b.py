@@ -6,7 +6,7 @@ Create Date: 2026-11-24 13:46:47.922290
 """
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "101124c30a7b"

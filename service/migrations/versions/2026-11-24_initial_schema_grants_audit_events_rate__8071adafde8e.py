@@ -6,7 +6,7 @@ Create Date: 2026-11-24 13:18:18.659618
 """
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "8071adafde8e"

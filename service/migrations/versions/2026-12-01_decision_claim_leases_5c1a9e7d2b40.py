@@ -1,16 +1,16 @@
 """decisions: the release as a lease (holder, lease expiry, sending mark, stored result)
 
 Revision ID: 5c1a9e7d2b40
-Revises: fa44a1489a07
+Revises: 5b1d2c7e9a40
 Create Date: 2026-12-01 21:10:00
 """
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "5c1a9e7d2b40"
-down_revision = "fa44a1489a07"
+down_revision = "5b1d2c7e9a40"
 branch_labels = None
 depends_on = None
 
