@@ -29,6 +29,7 @@ statements per decision; every decision in a batch is judged by the same rules (
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -38,11 +39,12 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import case, func, insert, or_, select, text, update
+from sqlalchemy import CursorResult, case, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from service import metrics
 from service.approvals.batching import GroupCommit
@@ -219,7 +221,7 @@ class ApprovalService:
     lease_s: float = CLAIM_LEASE_S
     audit_event: Callable[[Decision, str, str], None] = field(default=lambda _decision, _verdict, _reason: None)
     """Audits what happens to a decision with no call there to report it: (decision, verdict, reason) — an
-    approval that lapsed, a withdrawn wait that ended cancelled."""
+    approval that lapsed, a withdrawn wait that ended cancelled, a call whose sender died (outcome unknown)."""
 
     def __post_init__(self) -> None:
         self._handed: dict[str, Decision] = {}
@@ -322,22 +324,22 @@ class ApprovalService:
             found = await session.scalar(
                 select(Decision)
                 .where(
-                    Decision.grant == grant,
-                    Decision.server == server,
-                    Decision.tool == tool,
-                    Decision.args_sha256 == args_sha256,
-                    Decision.policy_version == policy_version,
-                    Decision.claimed_at.is_(None),
-                    or_(Decision.status == PENDING, Decision.collect_by > now),
+                    col(Decision.grant) == grant,
+                    col(Decision.server) == server,
+                    col(Decision.tool) == tool,
+                    col(Decision.args_sha256) == args_sha256,
+                    col(Decision.policy_version) == policy_version,
+                    col(Decision.claimed_at).is_(None),
+                    or_(col(Decision.status) == PENDING, col(Decision.collect_by) > now),
                 )
-                .order_by(Decision.created_at.desc())
+                .order_by(col(Decision.created_at).desc())
                 .limit(1)
             )
             if found is None or found.status != PENDING or found.withdrawn_at is None:
                 return found
             rejoined = await session.scalars(
                 update(Decision)
-                .where(Decision.id == found.id, Decision.status == PENDING)
+                .where(col(Decision.id) == found.id, col(Decision.status) == PENDING)
                 .values(withdrawn_at=None, rejoin_by=None)
                 .returning(Decision),
                 execution_options=_RETURNING_ROWS,
@@ -410,11 +412,11 @@ class ApprovalService:
         if not decision_ids:
             return {}
         now = self.clock()
-        conditions = [Decision.id.in_(decision_ids), Decision.status == PENDING]
+        conditions = [col(Decision.id).in_(decision_ids), col(Decision.status) == PENDING]
         if due_only:
-            conditions.append(Decision.expires_at <= now)
+            conditions.append(col(Decision.expires_at) <= now)
         if rejoin_due:
-            conditions.append(Decision.rejoin_by <= now)
+            conditions.append(col(Decision.rejoin_by) <= now)
         values: dict[str, Any] = {
             "status": status,
             "decided_at": now,
@@ -423,15 +425,17 @@ class ApprovalService:
             "decision_reason": reason,
         }
         if status != "cancelled":  # the ending waits this long for a call to collect it (an approval then lapses)
-            values["collect_by"] = now + Decision.claim_within_s
+            values["collect_by"] = now + col(Decision.claim_within_s)
         waited = set() if status == "cancelled" else {i for i in decision_ids if self.local_waiters(i)}
         if status == "cancelled":
             values["claimed_at"] = now  # nobody is left to take a cancelled call's ending
         elif waited:
             # A call here waits on it: the ending is claimed for that call now, and `claim` hands it over.
-            values["claimed_at"] = case((Decision.id.in_(waited), now), else_=Decision.claimed_at)
-            values["claim_holder"] = case((Decision.id.in_(waited), self.holder), else_=Decision.claim_holder)
-            values["lease_until"] = case((Decision.id.in_(waited), now + self.lease_s), else_=Decision.lease_until)
+            values["claimed_at"] = case((col(Decision.id).in_(waited), now), else_=col(Decision.claimed_at))
+            values["claim_holder"] = case((col(Decision.id).in_(waited), self.holder), else_=col(Decision.claim_holder))
+            values["lease_until"] = case(
+                (col(Decision.id).in_(waited), now + self.lease_s), else_=col(Decision.lease_until)
+            )
         won = list(
             await session.scalars(
                 update(Decision).where(*conditions).values(**values).returning(Decision),
@@ -477,6 +481,7 @@ class ApprovalService:
                 "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, result.message
             )
             raise result.refusal
+        assert result.decision is not None  # only a refused vote may come without its decision
         return VoteOutcome(result.decision, result.result == "decided", result.message)
 
     async def vote_many(
@@ -535,7 +540,9 @@ class ApprovalService:
             prior: dict[str, list[Vote]] = {}
             pending = [d.id for d in found.values() if d.status == PENDING]
             if pending:
-                for row in await session.scalars(select(Vote).where(Vote.decision_id.in_(pending)).order_by(Vote.id)):
+                for row in await session.scalars(
+                    select(Vote).where(col(Vote.decision_id).in_(pending)).order_by(col(Vote.id))
+                ):
                     prior.setdefault(row.decision_id, []).append(row)
             judged = {i: self._judge(i, found.get(i), prior.get(i, []), voter, value) for i in ids}
             votes = [
@@ -569,14 +576,17 @@ class ApprovalService:
         """
         if session.get_bind().dialect.name == "sqlite":
             rows = await session.scalars(
-                update(Decision).where(Decision.id.in_(ids)).values(status=Decision.status).returning(Decision),
+                update(Decision)
+                .where(col(Decision.id).in_(ids))
+                .values(status=col(Decision.status))
+                .returning(Decision),
                 execution_options=_RETURNING_ROWS,
             )
             return {decision.id: decision for decision in rows}
         rows = await session.scalars(
             select(Decision)
-            .where(Decision.id.in_(ids))
-            .order_by(Decision.id)
+            .where(col(Decision.id).in_(ids))
+            .order_by(col(Decision.id))
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -627,7 +637,7 @@ class ApprovalService:
         async with session_scope(self.sessions) as session:
             # SKIP LOCKED: when replicas sweep together, each overdue row is handled by one of them.
             decision = await session.scalar(
-                select(Decision).where(Decision.id == decision_id).with_for_update(skip_locked=True)
+                select(Decision).where(col(Decision.id) == decision_id).with_for_update(skip_locked=True)
             )
             if decision is None or decision.status != PENDING:
                 return None
@@ -661,7 +671,9 @@ class ApprovalService:
     async def overdue_ids(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(Decision.status == PENDING, Decision.expires_at <= self.clock())
+                select(col(Decision.id)).where(
+                    col(Decision.status) == PENDING, col(Decision.expires_at) <= self.clock()
+                )
             )
             return list(rows)
 
@@ -669,15 +681,19 @@ class ApprovalService:
         """Send the reminder once (compare-and-set on `reminded_at`)."""
         now = self.clock()
         async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(Decision)
-                .where(
-                    Decision.id == decision_id,
-                    Decision.status == PENDING,
-                    Decision.remind_at <= now,
-                    Decision.reminded_at.is_(None),
-                )
-                .values(reminded_at=now)
+            # An UPDATE without RETURNING gives a CursorResult (with `rowcount`); `execute` is typed for any statement.
+            result = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(Decision)
+                    .where(
+                        col(Decision.id) == decision_id,
+                        col(Decision.status) == PENDING,
+                        col(Decision.remind_at) <= now,
+                        col(Decision.reminded_at).is_(None),
+                    )
+                    .values(reminded_at=now)
+                ),
             )
             if result.rowcount != 1:
                 return False
@@ -689,8 +705,10 @@ class ApprovalService:
     async def reminder_ids_due(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(
-                    Decision.status == PENDING, Decision.remind_at <= self.clock(), Decision.reminded_at.is_(None)
+                select(col(Decision.id)).where(
+                    col(Decision.status) == PENDING,
+                    col(Decision.remind_at) <= self.clock(),
+                    col(Decision.reminded_at).is_(None),
                 )
             )
             return list(rows)
@@ -705,12 +723,12 @@ class ApprovalService:
         now = self.clock()
         values: dict[str, Any] = {"withdrawn_at": now}
         if cancelled:
-            values["rejoin_by"] = now + Decision.rejoin_within_s
+            values["rejoin_by"] = now + col(Decision.rejoin_within_s)
         async with session_scope(self.sessions) as session:
             decision = (
                 await session.scalars(
                     update(Decision)
-                    .where(Decision.id == decision_id, Decision.status == PENDING)
+                    .where(col(Decision.id) == decision_id, col(Decision.status) == PENDING)
                     .values(**values)
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
@@ -753,7 +771,7 @@ class ApprovalService:
         restarting): unclaimed again at once, so the same call coming back within `collect_by` collects it.
         Nothing ran; an approval is never spent on nobody."""
         self._running.discard(decision_id)
-        given = await self._give_back([Decision.id == decision_id], "its call went away before running")
+        given = await self._give_back([col(Decision.id) == decision_id], "its call went away before running")
         return bool(given)
 
     def give_back_ending_later(self, decision_id: str) -> None:
@@ -779,10 +797,10 @@ class ApprovalService:
                 await session.scalars(
                     update(Decision)
                     .where(
-                        Decision.id == decision_id,
-                        Decision.status == "approved",
-                        Decision.claimed_at.is_(None),
-                        Decision.collect_by <= now,
+                        col(Decision.id) == decision_id,
+                        col(Decision.status) == "approved",
+                        col(Decision.claimed_at).is_(None),
+                        col(Decision.collect_by) <= now,
                     )
                     .values(
                         claimed_at=now,
@@ -807,15 +825,17 @@ class ApprovalService:
     async def rejoin_due_ids(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(Decision.status == PENDING, Decision.rejoin_by <= self.clock())
+                select(col(Decision.id)).where(col(Decision.status) == PENDING, col(Decision.rejoin_by) <= self.clock())
             )
             return list(rows)
 
     async def lapse_due_ids(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(
-                    Decision.status == "approved", Decision.claimed_at.is_(None), Decision.collect_by <= self.clock()
+                select(col(Decision.id)).where(
+                    col(Decision.status) == "approved",
+                    col(Decision.claimed_at).is_(None),
+                    col(Decision.collect_by) <= self.clock(),
                 )
             )
             return list(rows)
@@ -825,13 +845,13 @@ class ApprovalService:
         async with self.sessions() as session:
             return list(
                 await session.scalars(
-                    select(Decision).where(Decision.status == "approved", Decision.claimed_at.is_(None))
+                    select(Decision).where(col(Decision.status) == "approved", col(Decision.claimed_at).is_(None))
                 )
             )
 
     async def pending(self) -> list[Decision]:
         async with self.sessions() as session:
-            return list(await session.scalars(select(Decision).where(Decision.status == PENDING)))
+            return list(await session.scalars(select(Decision).where(col(Decision.status) == PENDING)))
 
     # -- release ----------------------------------------------------------------------------------
 
@@ -877,10 +897,10 @@ class ApprovalService:
                 for d in await session.scalars(
                     update(Decision)
                     .where(
-                        Decision.id.in_(set(decision_ids)),
-                        Decision.status != PENDING,
-                        Decision.claimed_at.is_(None),
-                        Decision.collect_by > now,  # an ending not collected in time has lapsed
+                        col(Decision.id).in_(set(decision_ids)),
+                        col(Decision.status) != PENDING,
+                        col(Decision.claimed_at).is_(None),
+                        col(Decision.collect_by) > now,  # an ending not collected in time has lapsed
                     )
                     .values(claimed_at=now, claim_holder=self.holder, lease_until=now + self.lease_s)
                     .returning(Decision),
@@ -912,14 +932,14 @@ class ApprovalService:
                 await session.scalars(
                     update(Decision)
                     .where(
-                        Decision.id.in_(set(decision_ids)),
-                        Decision.status == "approved",
-                        Decision.claim_holder == self.holder,
-                        Decision.sending_at.is_(None),
-                        Decision.outcome.is_(None),
+                        col(Decision.id).in_(set(decision_ids)),
+                        col(Decision.status) == "approved",
+                        col(Decision.claim_holder) == self.holder,
+                        col(Decision.sending_at).is_(None),
+                        col(Decision.outcome).is_(None),
                     )
                     .values(sending_at=now, lease_until=now + self.lease_s)
-                    .returning(Decision.id),
+                    .returning(col(Decision.id)),
                     execution_options={"synchronize_session": False},
                 )
             )
@@ -934,7 +954,7 @@ class ApprovalService:
         back, so the next identical call runs it without a second approval."""
         self._running.discard(decision_id)
         await self._give_back(
-            [Decision.id == decision_id, Decision.claim_holder == self.holder], "its call could not be sent"
+            [col(Decision.id) == decision_id, col(Decision.claim_holder) == self.holder], "its call could not be sent"
         )
 
     async def record_execution(
@@ -969,16 +989,16 @@ class ApprovalService:
             first.setdefault(execution.decision_id, execution)
 
         def by_id(column: str) -> Any:
-            return case({i: getattr(e, column) for i, e in first.items()}, value=Decision.id)
+            return case({i: getattr(e, column) for i, e in first.items()}, value=col(Decision.id))
 
         async with session_scope(self.sessions) as session:
             recorded = list(
                 await session.scalars(
                     update(Decision)
                     .where(
-                        Decision.id.in_(first),
-                        Decision.status == "approved",
-                        or_(Decision.outcome.is_(None), Decision.outcome == UNKNOWN),
+                        col(Decision.id).in_(first),
+                        col(Decision.status) == "approved",
+                        or_(col(Decision.outcome).is_(None), col(Decision.outcome) == UNKNOWN),
                     )
                     .values(
                         outcome=by_id("outcome"),
@@ -1006,10 +1026,17 @@ class ApprovalService:
             return 0
         now = self.clock()
         async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(Decision)
-                .where(Decision.id.in_(running), Decision.claim_holder == self.holder, Decision.outcome.is_(None))
-                .values(lease_until=now + self.lease_s)
+            result = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(Decision)
+                    .where(
+                        col(Decision.id).in_(running),
+                        col(Decision.claim_holder) == self.holder,
+                        col(Decision.outcome).is_(None),
+                    )
+                    .values(lease_until=now + self.lease_s)
+                ),
             )
         return int(result.rowcount or 0)
 
@@ -1017,19 +1044,19 @@ class ApprovalService:
         """Settle approved claims whose holder stopped renewing (all, or `decision_ids`), once across replicas.
 
         No "sending" mark: the call never left, so the claim is given back (approved, uncollected). A "sending"
-        mark and no outcome: `outcome: unknown`, shown everywhere, and the caller audits it.
+        mark and no outcome: `outcome: unknown`, shown everywhere and audited (`audit_event`).
         """
         now = self.clock()
-        expired = [Decision.status == "approved", Decision.outcome.is_(None), Decision.lease_until < now]
+        expired = [col(Decision.status) == "approved", col(Decision.outcome).is_(None), col(Decision.lease_until) < now]
         if decision_ids is not None:
-            expired.append(Decision.id.in_(decision_ids))
+            expired.append(col(Decision.id).in_(decision_ids))
         released = await self._give_back(expired, "its holder stopped before sending it", after_crash=True)
         detail = "the gateway process sending this call stopped before its outcome was recorded; it may have run"
         async with session_scope(self.sessions) as session:
             unknown = list(
                 await session.scalars(
                     update(Decision)
-                    .where(*expired, Decision.sending_at.is_not(None))
+                    .where(*expired, col(Decision.sending_at).is_not(None))
                     .values(outcome=UNKNOWN, outcome_detail=detail, outcome_at=now, lease_until=None)
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
@@ -1039,6 +1066,8 @@ class ApprovalService:
             await announce(session, [d.id for d in unknown])
         for decision in unknown:
             logger.warning("decision %s: outcome unknown (%s)", decision.id, detail)
+            # Audited here: the record of the process that sent the call died with it.
+            self.audit_event(decision, "approved", "outcome unknown")
             self._notify(decision)
         return Reconciled(released=released, unknown=unknown)
 
@@ -1053,18 +1082,18 @@ class ApprovalService:
         now = self.clock()
         values: dict[str, Any] = {"claimed_at": None, "claim_holder": None, "lease_until": None}
         if after_crash:
-            grace = now + Decision.claim_within_s
-            values["collect_by"] = case((Decision.collect_by > grace, Decision.collect_by), else_=grace)
+            grace = now + col(Decision.claim_within_s)
+            values["collect_by"] = case((col(Decision.collect_by) > grace, col(Decision.collect_by)), else_=grace)
         async with session_scope(self.sessions) as session:
             released = list(
                 await session.scalars(
                     update(Decision)
                     .where(
                         *conditions,
-                        Decision.status.in_(("approved", "denied", "expired")),
-                        Decision.claimed_at.is_not(None),
-                        Decision.sending_at.is_(None),
-                        Decision.outcome.is_(None),
+                        col(Decision.status).in_(("approved", "denied", "expired")),
+                        col(Decision.claimed_at).is_not(None),
+                        col(Decision.sending_at).is_(None),
+                        col(Decision.outcome).is_(None),
                     )
                     .values(**values)
                     .returning(Decision),
@@ -1091,13 +1120,13 @@ class ApprovalService:
             latest = await session.scalar(
                 select(Decision)
                 .where(
-                    Decision.grant == grant,
-                    Decision.server == server,
-                    Decision.tool == tool,
-                    Decision.args_sha256 == args_sha256,
-                    Decision.policy_version == policy_version,
+                    col(Decision.grant) == grant,
+                    col(Decision.server) == server,
+                    col(Decision.tool) == tool,
+                    col(Decision.args_sha256) == args_sha256,
+                    col(Decision.policy_version) == policy_version,
                 )
-                .order_by(Decision.created_at.desc())
+                .order_by(col(Decision.created_at).desc())
                 .limit(1)
             )
         if latest is None or latest.status != "approved" or latest.claimed_at is None or latest.outcome == LAPSED:
@@ -1115,12 +1144,16 @@ class ApprovalService:
     async def get(self, decision_id: str) -> tuple[Decision, list[Vote]]:
         async with self.sessions() as session:
             decision = await self._load(session, decision_id)
-            votes = await session.scalars(select(Vote).where(Vote.decision_id == decision_id).order_by(Vote.id))
+            votes = await session.scalars(
+                select(Vote).where(col(Vote.decision_id) == decision_id).order_by(col(Vote.id))
+            )
             return decision, list(votes)
 
     async def status_of(self, decision_ids: Sequence[str]) -> dict[str, str]:
         async with self.sessions() as session:
-            rows = await session.execute(select(Decision.id, Decision.status).where(Decision.id.in_(decision_ids)))
+            rows = await session.execute(
+                select(col(Decision.id), col(Decision.status)).where(col(Decision.id).in_(decision_ids))
+            )
             return {decision_id: status for decision_id, status in rows}
 
     async def list(self, query: DecisionQuery) -> tuple[list[Decision], int]:
@@ -1130,23 +1163,23 @@ class ApprovalService:
             rows = await session.scalars(
                 select(Decision)
                 .where(*conditions)
-                .order_by(Decision.created_at.desc(), Decision.id)
+                .order_by(col(Decision.created_at).desc(), col(Decision.id))
                 .limit(query.limit)
                 .offset(query.offset)
             )
             return list(rows), int(total or 0)
 
-    async def pending_ids(self, query: DecisionQuery) -> list[str]:
+    async def pending_ids(self, query: DecisionQuery) -> builtins.list[str]:
         """Pending decisions matching `query`'s filters (its status is ignored), oldest first, up to `query.limit`.
 
         What a bulk vote by filter acts on: the oldest first, so a capped batch takes the ones closest to expiring.
         """
-        conditions = [*_conditions(replace(query, status=None)), Decision.status == PENDING]
+        conditions = [*_conditions(replace(query, status=None)), col(Decision.status) == PENDING]
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id)
+                select(col(Decision.id))
                 .where(*conditions)
-                .order_by(Decision.created_at, Decision.id)
+                .order_by(col(Decision.created_at), col(Decision.id))
                 .limit(query.limit)
                 .offset(query.offset)
             )
@@ -1271,17 +1304,17 @@ def _conditions(query: DecisionQuery) -> list[Any]:
     """`query`'s filters as SQL conditions on decisions."""
     conditions = []
     if query.status:
-        conditions.append(Decision.status == query.status)
+        conditions.append(col(Decision.status) == query.status)
     if query.server:
-        conditions.append(Decision.server == query.server)
+        conditions.append(col(Decision.server) == query.server)
     if query.tool:
-        conditions.append(Decision.tool == query.tool)
+        conditions.append(col(Decision.tool) == query.tool)
     if query.grant:
-        conditions.append(Decision.grant == query.grant)
+        conditions.append(col(Decision.grant) == query.grant)
     if query.since is not None:
-        conditions.append(Decision.created_at >= query.since)
+        conditions.append(col(Decision.created_at) >= query.since)
     if query.until is not None:
-        conditions.append(Decision.created_at < query.until)
+        conditions.append(col(Decision.created_at) < query.until)
     return conditions
 
 

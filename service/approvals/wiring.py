@@ -91,7 +91,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     background = [
         ("outbox", outbox.run()),
         ("decision-poll", bus.poll(service.status_of, settings.approval_poll_interval_s)),
-        ("claim-leases", ClaimLeases(service, state.audit).run()),  # its first tick reconciles at start-up
+        ("claim-leases", ClaimLeases(service).run()),  # its first tick reconciles at start-up
     ]
     if state.engine.dialect.name == "postgresql":
         background.append(("decision-listen", PgDecisionListener(settings.effective_database_url, bus, timers).run()))
@@ -106,7 +106,8 @@ def audit_decision_event(
     audit: AuditWriter, clock: Callable[[], float], decision: Decision, verdict: str, reason: str
 ) -> None:
     """An audit record for what happened to a decision while no call waited on it (it lapsed, it ended
-    cancelled): the call as the decision keeps it (redacted arguments, the call's own argument hash)."""
+    cancelled, its sender died: outcome unknown): the call as the decision keeps it (redacted arguments, the
+    call's own argument hash)."""
     audit.record(
         AuditRecord(
             ts=clock(),
@@ -119,6 +120,7 @@ def audit_decision_event(
             verdict=verdict,
             reason=reason,
             outcome=decision.outcome,
+            detail=decision.outcome_detail,
             decision_id=decision.id,
             args_sha256=decision.args_sha256,
         )

@@ -6,19 +6,28 @@ simply no longer renewing. Real SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 from sqlalchemy import select
 
 from service import db
+from service.approvals.bus import DecisionBus
 from service.approvals.leases import ClaimLeases
+from service.approvals.pg_listen import PgDecisionListener
 from service.approvals.service import RESULT_LIMIT_BYTES, ApprovalService
+from service.approvals.timeouts import DecisionTimers
+from service.approvals.wiring import audit_decision_event
 from service.audit.service import AuditWriter
 from service.models import AuditEvent, Decision
-from service.policy import ApprovalSpec, Approver, Verdict, canonical_sha256
+from service.policy import ApprovalSpec, Approver, Verdict
+from service.policy.redaction import args_digest
 
 ARGS = {"jobId": "j-1"}
+KEY = b"test-args-digest-key"
 VERDICT = Verdict(
     action="require_approval", rule="cancel-async-job", approval=ApprovalSpec(approvers=(Approver(name="alice"),))
 )
@@ -55,7 +64,7 @@ def call() -> dict:
         server="jobs",
         tool="cancel-async-job",
         arguments=ARGS,
-        args_sha256=canonical_sha256(ARGS),
+        args_sha256=args_digest(KEY, ARGS),
         policy_version="v1",
     )
 
@@ -91,12 +100,13 @@ async def test_a_claim_whose_holder_died_while_sending_is_outcome_unknown_and_au
     clock = Clock()
     dead, survivor = processes(sessions, clock)
     audit = AuditWriter(sessions, clock=clock)
+    survivor.audit_event = partial(audit_decision_event, audit, clock)
     decision = await approved(dead)
     await dead.claim(decision.id)
     assert await dead.mark_sending(decision.id)
 
     clock.now += 16
-    reconciled = await ClaimLeases(survivor, audit).tick()
+    reconciled = await ClaimLeases(survivor).tick()
     assert [d.id for d in reconciled.unknown] == [decision.id] and reconciled.released == []
     await audit.flush()
     row = await survivor.load(decision.id)
@@ -104,7 +114,7 @@ async def test_a_claim_whose_holder_died_while_sending_is_outcome_unknown_and_au
     async with sessions() as session:
         events = list(await session.scalars(select(AuditEvent).where(AuditEvent.decision_id == decision.id)))
     assert [(e.verdict, e.outcome, e.reason) for e in events] == [("approved", "unknown", "outcome unknown")]
-    assert (await ClaimLeases(survivor, audit).tick()).unknown == [], "reconciled once"
+    assert (await ClaimLeases(survivor).tick()).unknown == [], "reconciled once"
 
     retry = await earlier(survivor)
     assert retry is not None and retry.outcome == "unknown"
@@ -165,3 +175,83 @@ async def test_a_call_that_never_left_gives_its_claim_back_at_once(sessions):
     await service.release_unsent(decision.id)
     assert await earlier(service) is None
     assert await service.claim(decision.id) is not None, "the same approval runs the next identical call"
+
+
+# -- leases and lapse together (issue 14's two halves) ------------------------------------------------------------
+
+
+async def test_a_claim_given_back_after_its_holder_died_near_collect_by_does_not_lapse_at_once(sessions):
+    clock = Clock()
+    dead, survivor = processes(sessions, clock)
+    decision = await approved(dead)
+    assert decision.collect_by == clock.now + 600
+    clock.now += 590  # claimed 10 s before the approval would have lapsed
+    assert await dead.claim(decision.id) is not None
+
+    clock.now += 16  # the holder died; its lease ran out after collect_by
+    reconciled = await survivor.reconcile()
+    assert [d.id for d in reconciled.released] == [decision.id]
+    row = await survivor.load(decision.id)
+    assert row.collect_by == clock.now + 600, "a crash gives the approval a fresh claim_within"
+    assert row.claimed_at is None and row.claim_holder is None and row.lease_until is None
+    assert await survivor.lapse(decision.id) is None, "not lapsed: nobody left it uncollected"
+    assert await survivor.claim(decision.id) is not None, "the retry collects it"
+
+
+async def test_a_lapsed_approval_never_counts_as_an_earlier_run(sessions):
+    clock = Clock()
+    service, _ = processes(sessions, clock)
+    decision = await approved(service)
+    clock.now += 601
+    lapsed = await service.lapse(decision.id)
+    assert lapsed is not None and lapsed.outcome == "lapsed" and lapsed.outcome_at == clock.now
+    assert await earlier(service) is None, "a lapsed approval never ran: no replay, no 'may have run'"
+    fresh, created = await service.open_or_join(**call(), verdict=VERDICT)
+    assert created and fresh.previous_attempt is None
+    assert "may have run" not in (fresh.reason or "")
+
+
+async def test_an_ending_given_back_for_a_call_that_went_away_clears_its_lease_but_a_sent_one_stays(sessions):
+    clock = Clock()
+    service, peer = processes(sessions, clock)
+    decision = await approved(service)
+    assert await service.claim(decision.id) is not None
+    assert await service.give_back_ending(decision.id)
+    row = await service.load(decision.id)
+    assert (row.claimed_at, row.claim_holder, row.lease_until) == (None, None, None)
+    assert row.collect_by == decision.collect_by, "a call that went away keeps the deadline it had"
+    assert await service.renew_leases() == 0
+
+    assert await peer.claim(decision.id) is not None
+    assert await peer.mark_sending(decision.id)
+    assert not await peer.give_back_ending(decision.id), "a call that left for the upstream is never given back"
+    assert (await peer.load(decision.id)).claim_holder == peer.holder
+
+
+async def test_a_withdrawn_wait_is_announced_as_still_pending_so_every_replica_keeps_its_expiry_timer(postgres_url):
+    engine = db.create_engine(postgres_url)
+    await db.upgrade(engine)
+    clock = Clock()
+    service = ApprovalService(db.session_factory(engine), clock=clock)
+    timers = DecisionTimers(service, clock=clock, sweep_interval=3600)
+    bus = DecisionBus()
+    listener = PgDecisionListener(postgres_url, bus, timers)
+    await timers.start()
+    task = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        decision, _ = await service.open_or_join(**call(), verdict=VERDICT)  # timers set from its announcement
+        for _ in range(100):
+            if timers.scheduler.get_job(f"expire:{decision.id}") is not None:
+                break
+            await asyncio.sleep(0.05)
+        with bus.subscribe(decision.id) as changed:
+            assert await service.withdraw(decision.id, cancelled=True) is not None
+            await asyncio.wait_for(changed.wait(), 10)  # the announcement of the withdrawal arrived
+        assert timers.scheduler.get_job(f"expire:{decision.id}") is not None, "still pending: it still expires"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        timers.shutdown()
+        await engine.dispose()

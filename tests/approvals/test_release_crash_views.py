@@ -15,7 +15,6 @@ from mcp import MCPError
 
 from service.approvals.service import ApprovalService
 from service.models import Decision
-from service.policy import canonical_sha256
 from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
 from tests.dashboard.support import browser, sign_in
 from tests.gateway.test_http_upstream import EverythingHttp
@@ -38,7 +37,7 @@ async def claimed_by_a_process_that_dies(gw, clock: Clock, *, sending: bool) -> 
         server="jobs",
         tool="cancel-async-job",
         arguments=ARGS,
-        args_sha256=canonical_sha256(ARGS),
+        args_sha256=await gw.state.audit.args_digest.digest(ARGS),  # the gateway's keyed digest
         verdict=policy.evaluate("agent", "jobs", "cancel-async-job"),
         policy_version=policy.version,
     )
