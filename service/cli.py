@@ -224,7 +224,7 @@ def decisions_list(
         status = v.status + (
             ", lapsed" if v.lapsed else ", agent stopped waiting" if v.agent_stopped_waiting_at else ""
         )
-        outcome = v.execution.outcome if v.execution and not v.lapsed else ""
+        outcome = v.execution.outcome if v.execution else ""  # "lapsed" too: never cut, like the id
         if outcome == "unknown":
             outcome = "UNKNOWN"
             table.caption = (

@@ -166,7 +166,8 @@ class Decision(SQLModel, table=True):
     duration_ms: float | None = None
     # Waits that are withdrawn and approvals that lapse (service.approvals.hold): how long, per the rule, an ending
     # waits to be collected (`claim_within`) and a withdrawn wait to be rejoined (`rejoin_within`); the deadline of
-    # each (`collect_by` from the ending, `rejoin_by` from a client's cancel); when the last waiting call went away.
+    # each (`collect_by` from the ending, renewed when a crash gave the claim back; `rejoin_by` from a client's
+    # cancel); when the last waiting call went away.
     claim_within_s: float = 600.0
     rejoin_within_s: float = 120.0
     collect_by: float | None = None
