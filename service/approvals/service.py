@@ -16,7 +16,8 @@ The claim of an approved call is a lease (`claim_holder`, `lease_until`) that th
 the call runs (`renew_leases`, from `service.approvals.leases`). `mark_sending` records, by
 compare-and-set on the lease, the moment the call leaves for the upstream; `record_execution` keeps its
 outcome and (bounded) result. When a holder dies, `reconcile` (any replica, on its lease tick) gives an
-expired claim with no "sending" mark back (approved and uncollected: the next identical call runs it),
+expired claim with no "sending" mark back (approved and uncollected, for `claim_within` at least: the next
+identical call runs it; `_give_back` is the one writer of a give-back),
 and marks one with "sending" but no outcome `outcome: unknown` (it may have run; only a new approval runs
 it again). `earlier_run` is what a retry of a claimed call finds: its stored result, its run in flight,
 or word that it may have run.
