@@ -218,13 +218,54 @@ def decisions_list(
     table.add_column("id", no_wrap=True)  # copied into `holdgate approve ID`: never wrapped
     for header in ("status", "grant", "call", "created", "expires", "decided by"):
         table.add_column(header)
+    table.add_column("outcome", no_wrap=True)
     for v in views:
         call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
         status = v.status + (
             ", lapsed" if v.lapsed else ", agent stopped waiting" if v.agent_stopped_waiting_at else ""
         )
-        table.add_row(v.id, status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "")
+        outcome = v.execution.outcome if v.execution else ""  # "lapsed" too: never cut, like the id
+        if outcome == "unknown":
+            outcome = "UNKNOWN"
+            table.caption = (
+                "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
+            )
+        table.add_row(v.id, status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "", outcome)
     console.print(table)
+
+
+@decisions_app.command("show")
+def decisions_show(
+    decision_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+) -> None:
+    """One decision, with its votes and how its released call went (exit 1 for an unknown id)."""
+    from service.approvals.schemas import DecisionView
+    from service.approvals.service import ApprovalError
+
+    try:
+        decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id))
+    except ApprovalError as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    view = DecisionView.of(decision, votes)
+    if as_json:
+        _json_dump(view.model_dump())
+        return
+    print(f"{view.id}: {view.status} — {view.server}/{view.tool} {json.dumps(view.arguments, ensure_ascii=False)}")
+    print(f"  grant {view.grant}, rule {view.rule}, created {view.created_at}, expires {view.expires_at}")
+    if view.decided_at:
+        print(f"  {view.status} by {view.decided_by} via {view.decided_via} at {view.decided_at}: {view.reason or ''}")
+    if view.previous_attempt:
+        print(f"  previous attempt {view.previous_attempt} may have run (outcome unknown)")
+    if view.lapsed:
+        print(f"  not run: {view.state}")
+    elif view.execution is None:
+        print("  released, no outcome yet" if view.released else f"  not run ({view.state})")
+    elif view.execution.outcome == "unknown":
+        print(f"  outcome UNKNOWN: it may have run — {view.execution.detail}")
+    else:
+        print(f"  ran: {view.execution.outcome}" + (f" — {view.execution.detail}" if view.execution.detail else ""))
 
 
 ServerOption = Annotated[str | None, typer.Option(help="With --all-pending: only calls to this server.")]

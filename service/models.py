@@ -134,6 +134,7 @@ class Decision(SQLModel, table=True):
         Index("ix_decisions_call", "grant", "server", "tool", "args_sha256"),
         Index("ix_decisions_created", "created_at"),
         Index("ix_decisions_collect_by", "status", "collect_by"),  # endings nobody collected in time (lapse)
+        Index("ix_decisions_lease", "status", "lease_until"),  # reconciliation of expired claims (leases)
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -165,12 +166,21 @@ class Decision(SQLModel, table=True):
     duration_ms: float | None = None
     # Waits that are withdrawn and approvals that lapse (service.approvals.hold): how long, per the rule, an ending
     # waits to be collected (`claim_within`) and a withdrawn wait to be rejoined (`rejoin_within`); the deadline of
-    # each (`collect_by` from the ending, `rejoin_by` from a client's cancel); when the last waiting call went away.
+    # each (`collect_by` from the ending, renewed when a crash gave the claim back; `rejoin_by` from a client's
+    # cancel); when the last waiting call went away.
     claim_within_s: float = 600.0
     rejoin_within_s: float = 120.0
     collect_by: float | None = None
     withdrawn_at: float | None = None
     rejoin_by: float | None = None
+    # The release as a lease (service.approvals.leases): which process holds the claim of an approved call and until
+    # when, the moment its call left for the upstream ("sending"), and what the run returned, for a retry that lost it.
+    claim_holder: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+    sending_at: float | None = None
+    outcome_at: float | None = None
+    result: str | None = Field(default=None, sa_column=Column(Text), description="the run's result JSON, bounded")
+    previous_attempt: str | None = Field(default=None, max_length=64, description="an earlier run that may have run")
 
 
 class Vote(SQLModel, table=True):

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     approval_poll_interval_s: float = Field(
         default=1.0, description="How often held calls look for decisions taken in another process (CLI, replicas)."
     )
+    claim_lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long the claim of an approved call outlives its replica: a call claimed by a replica that "
+        "died is given back (not sent yet) or marked outcome unknown (sent) this long after its last renewal.",
+    )
     outbox_poll_interval_s: float = 1.0
     outbox_max_attempts: int = 10
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")

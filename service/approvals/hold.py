@@ -19,19 +19,28 @@ never run for a client that has gone, and its approval is never spent on nobody:
   same call again (an approval, within `claim_within`, then it lapses);
 - the service stops → every held call is answered at once "holdgate is restarting; call again to join
   d_…", its decision stays pending, and a retry after the restart joins it.
+
+A retry of a call whose approved release was already claimed never runs it again on that approval
+(`_earlier_run`): it waits for a run in flight, gets the stored result of a finished one (within the rule's
+`claim_within`), or is told that the run may have happened, and a new decision asks the approvers again,
+saying so. An approval that lapsed never ran: the same call again simply asks anew.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from service.approvals.bus import DecisionBus
-from service.approvals.service import ApprovalService, approvers_of, iso
+from service.approvals.service import FINISHED, RESULT_LIMIT_BYTES, ApprovalService, approvers_of, iso
 from service.gateway.downstream_http import stream_watch
 from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall, progress_token_of
 from service.models import Decision
+from service.policy import ApprovalSpec
 from service.policy.redaction import bounded_text, storable_text
 
 if TYPE_CHECKING:
@@ -81,6 +90,9 @@ class ApprovalGate:
             self.bus.publish(decision_id)
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome:
+        earlier = await self._earlier_run(call, verdict, ctx)
+        if earlier is not None:
+            return earlier
         decision = await self._open(call, verdict)
         token = progress_token_of(ctx)
         stream = stream_watch(ctx.request)
@@ -130,16 +142,84 @@ class ApprovalGate:
                     self.service.forget_handoff(decision.id)
         return self._ending(ended, mine)
 
-    async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
-        stored = storable_text(detail) if detail is not None else None
-        await self.service.record_execution(decision_id, outcome=outcome, detail=stored, duration_ms=duration_ms)
+    async def sending(self, decision_id: str) -> bool:
+        return await self.service.mark_sending(decision_id)
 
-    async def _open(self, call: ToolCall, verdict: Verdict) -> Decision:
-        # Two identical calls arriving together must share one decision, not ask people twice.
+    async def unsent(self, decision_id: str) -> None:
+        await self.service.release_unsent(decision_id)
+
+    async def executed(
+        self,
+        decision_id: str,
+        *,
+        outcome: str,
+        detail: str | None,
+        duration_ms: float,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        stored = storable_text(detail) if detail is not None else None
+        await self.service.record_execution(
+            decision_id, outcome=outcome, detail=stored, duration_ms=duration_ms, result=result
+        )
+
+    async def _earlier_run(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome | None:
+        """A retry of a call whose approved release was claimed: what it gets instead of a second run.
+
+        A run in flight (here, on another replica, or by a holder whose lease has not expired yet) is waited
+        for, like a pending decision; a finished one's stored result is given again; one that may have run
+        (outcome unknown, or sent and failed) is not run again on that approval: the retry is told so, and a
+        new decision asks the approvers, naming the earlier attempt.
+        """
+        within = (verdict.approval or ApprovalSpec(approvers=())).claim_within_seconds  # the rule's claim_within
+        grant, server, tool, digest = await self._binding(call)
+        token = progress_token_of(ctx)
+        stream = stream_watch(ctx.request)
+        loop = asyncio.get_running_loop()
+        started = reported = loop.time()
+        deadline = started + self.hold_bound if token is None else math.inf
+        while True:
+            async with self._db_slots:
+                earlier = await self.service.earlier_run(
+                    grant=grant,
+                    server=server,
+                    tool=tool,
+                    args_sha256=digest,
+                    policy_version=self.policy.current.version,
+                    within_s=within,
+                )
+            if earlier is None:
+                return None
+            if earlier.outcome in FINISHED:
+                if earlier.result is not None:
+                    return HoldOutcome(earlier.id, "replayed", result=json.loads(earlier.result))
+                return _outcome(earlier, "ran", ran_message(earlier))
+            if earlier.outcome is not None:
+                decision = await self._open(call, verdict, previous_attempt=earlier)
+                return _outcome(earlier, "may_have_run", may_have_run_message(earlier, decision))
+            # In flight: its outcome, or its lease's expiry (then `ClaimLeases` reconciles it), wakes us.
+            if self.closing or (stream is not None and stream.closed):  # stopping, or nobody reads the answer
+                ending = "restarting" if self.closing else "withdrawn"
+                return _outcome(earlier, ending, running_message(earlier, restarting=self.closing))
+            with self.bus.subscribe(earlier.id) as changed:  # a closed stream is seen within a second
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return _outcome(earlier, "running", running_message(earlier))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            if token is not None and loop.time() - reported >= self.progress_interval:
+                reported = loop.time()
+                await ctx.session.report_progress(reported - started, None, running_message(earlier))
+
+    async def _binding(self, call: ToolCall) -> tuple[str, str, str, str]:
+        """The call as the decisions table keys it: grant, server, tool (bounded as the table holds them: a
+        256-character or NUL-bearing tool name still opens one) and the keyed digest of its arguments."""
         digest = await self.args_digest.digest(call.arguments)
-        # Names as the decisions table holds them (a 256-character or NUL-bearing tool name still opens one).
         grant, server, tool = (bounded_text(name, NAME_CHARS) for name in (call.grant, call.server, call.tool))
-        key = (grant, server, tool, digest)
+        return grant, server, tool, digest
+
+    async def _open(self, call: ToolCall, verdict: Verdict, previous_attempt: Decision | None = None) -> Decision:
+        # Two identical calls arriving together must share one decision, not ask people twice.
+        key = grant, server, tool, digest = await self._binding(call)
         lock, users = self._open_locks.get(key, (asyncio.Lock(), 0))
         self._open_locks[key] = (lock, users + 1)
         try:
@@ -152,6 +232,7 @@ class ApprovalGate:
                     args_sha256=digest,
                     verdict=verdict,
                     policy_version=self.policy.current.version,
+                    previous_attempt=previous_attempt,
                 )
         finally:
             lock, users = self._open_locks[key]
@@ -260,6 +341,37 @@ def withdrawn_message(decision: Decision) -> str:
     return (
         f"holdgate: the client's stream closed before decision {decision.id} ended; the call was not run. "
         f"Call {decision.tool} again with the same arguments to collect it."
+    )
+
+
+def ran_message(decision: Decision) -> str:
+    return (
+        f"holdgate: {decision.server}/{decision.tool} already ran once on approval {decision.id} "
+        f"(outcome {decision.outcome} at {iso(decision.outcome_at or decision.claimed_at or 0)}); its result was "
+        f"over {RESULT_LIMIT_BYTES // 1024} KiB, too large to keep, so it cannot be given again. The call was not "
+        "run again."
+    )
+
+
+def may_have_run_message(earlier: Decision, decision: Decision) -> str:
+    how = (
+        "its outcome is unknown (the gateway process sending it stopped)"
+        if earlier.outcome == "unknown"
+        else f"it ended {earlier.outcome}"
+    )
+    return (
+        f"holdgate: the approved call of decision {earlier.id} ({earlier.server}/{earlier.tool}) may have run: it "
+        f"was sent upstream and {how}. It was not run again. A new approval was requested as decision {decision.id}, "
+        f"telling {approver_names(decision)} that {earlier.id} may have run; call {earlier.tool} again with the same "
+        "arguments to wait for it."
+    )
+
+
+def running_message(decision: Decision, *, restarting: bool = False) -> str:
+    who = "holdgate is restarting" if restarting else "holdgate"
+    return (
+        f"{who}: the approved call of decision {decision.id} ({decision.server}/{decision.tool}) is running; it "
+        f"was not run a second time. Call {decision.tool} again with the same arguments for its result."
     )
 
 

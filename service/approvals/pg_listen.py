@@ -5,18 +5,27 @@ so every replica hears of a decision when it commits. This listener holds one as
 per process (outside the pool), LISTENs first, and after every (re)connect wakes all local waiters
 so they re-read their rows: notifications are not durable, and one sent while the connection was
 down would otherwise be missed until the bus's periodic poll.
+
+Openings are announced too (`open <id> <expires_at> <remind_at>`, see `announce_opened`): every replica
+sets the decision's timers, so its timeout fires on time even if the replica that opened it dies. A pending
+decision that changes (its agent stopped waiting) is announced the same way; a plain id (a decision that ended,
+or whose claim changed) drops them. The timers' sweep stays the safety net for a missed notification.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 from service.approvals.bus import DecisionBus
-from service.approvals.service import DECISIONS_CHANNEL
+from service.approvals.service import DECISIONS_CHANNEL, OPENED_PREFIX
+
+if TYPE_CHECKING:
+    from service.approvals.timeouts import DecisionTimers
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +38,10 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 class PgDecisionListener:
-    def __init__(self, database_url: str, bus: DecisionBus) -> None:
+    def __init__(self, database_url: str, bus: DecisionBus, timers: DecisionTimers | None = None) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self.bus = bus
+        self.timers = timers
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -68,4 +78,20 @@ class PgDecisionListener:
         raise OSError("LISTEN connection lost")
 
     def _on_notify(self, _connection, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(OPENED_PREFIX):
+            self._on_opened(payload[len(OPENED_PREFIX) :])
+            return
         self.bus.publish(payload)
+        if self.timers is not None:
+            self.timers.forget(payload)
+
+    def _on_opened(self, announcement: str) -> None:
+        try:
+            decision_id, expires_at, remind_at = announcement.split(" ")
+            due, remind = float(expires_at), None if remind_at == "-" else float(remind_at)
+        except ValueError:
+            logger.warning("decision listener: malformed opening %r ignored (the sweep covers it)", announcement)
+            return
+        self.bus.publish(decision_id)  # a pending decision that changed (an agent stopped waiting) wakes its calls
+        if self.timers is not None:
+            self.timers.keep(decision_id, due, remind)

@@ -23,7 +23,10 @@ class VoteView(BaseModel):
 
 
 class ExecutionView(BaseModel):
-    outcome: str
+    outcome: str = Field(
+        description="ok | tool_error | upstream_failure | protocol_error | cancelled | unknown (sent by a gateway "
+        "process that stopped before the answer: it may have run)"
+    )
     detail: str | None = None
     duration_ms: float | None = None
 
@@ -61,6 +64,9 @@ class DecisionView(BaseModel):
     reason: str | None = Field(default=None, description="the approver's reason, or why it timed out")
     released: bool = Field(description="an approved call was handed to the upstream")
     execution: ExecutionView | None = None
+    previous_attempt: str | None = Field(
+        default=None, description="an earlier approved run of this call that may have run (its outcome is unknown)"
+    )
     votes: list[VoteView] = []
     agent_stopped_waiting_at: str | None = Field(
         default=None, description="pending: when the last call waiting on it went away (cancelled, stream closed)"
@@ -100,7 +106,7 @@ class DecisionView(BaseModel):
             decided_by=decision.decided_by,
             decided_via=decision.decided_via,
             reason=decision.decision_reason,
-            released=decision.status == "approved" and decision.claimed_at is not None,
+            released=decision.status == "approved" and decision.claimed_at is not None and decision.outcome != LAPSED,
             execution=(
                 ExecutionView(
                     outcome=decision.outcome, detail=decision.outcome_detail, duration_ms=decision.duration_ms
@@ -108,6 +114,7 @@ class DecisionView(BaseModel):
                 if decision.outcome
                 else None
             ),
+            previous_attempt=decision.previous_attempt,
             votes=[
                 VoteView(approver=v.approver, value=v.value, via=v.via, reason=v.reason, at=iso(v.at))
                 for v in votes or []

@@ -12,6 +12,16 @@ only the call that wins it may run. A denied or expired decision's ending is cla
 by the call that reports it, so a retry of the same call gets that ending once and a later retry
 opens a new decision.
 
+The claim of an approved call is a lease (`claim_holder`, `lease_until`) that this process renews while
+the call runs (`renew_leases`, from `service.approvals.leases`). `mark_sending` records, by
+compare-and-set on the lease, the moment the call leaves for the upstream; `record_execution` keeps its
+outcome and (bounded) result. When a holder dies, `reconcile` (any replica, on its lease tick) gives an
+expired claim with no "sending" mark back (approved and uncollected, for `claim_within` at least: the next
+identical call runs it; `_give_back` is the one writer of a give-back),
+and marks one with "sending" but no outcome `outcome: unknown` (it may have run; only a new approval runs
+it again). `earlier_run` is what a retry of a claimed call finds: its stored result, its run in flight,
+or word that it may have run.
+
 Votes are counted in batches (`vote_many`; `vote` is a batch of one), so approving thousands of held
 calls at once costs a few set-based statements per chunk of `VOTE_CHUNK` decisions, not a dozen
 statements per decision; every decision in a batch is judged by the same rules (`_judge`).
@@ -20,18 +30,22 @@ statements per decision; every decision in a batch is judged by the same rules (
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import case, func, insert, or_, select, text, update
+from sqlalchemy import CursorResult, case, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from service import metrics
 from service.approvals.batching import GroupCommit
@@ -42,6 +56,8 @@ from service.policy import ApprovalSpec, Approver, Verdict, redact_arguments
 logger = logging.getLogger(__name__)
 
 PENDING = "pending"
+UNKNOWN = "unknown"
+"""The outcome of a call that was sent upstream by a process that stopped before it learned the answer."""
 LAPSED = "lapsed"
 """The outcome of an approval no call collected within the rule's `claim_within`: it never ran."""
 ENDINGS = ("approved", "denied", "expired", "cancelled")
@@ -50,6 +66,13 @@ LOCAL_OPERATOR = "local-operator"
 """Who decides from the CLI: whoever can reach the database is the gateway's operator."""
 
 Status = Literal["approved", "denied", "expired", "cancelled"]
+CLAIM_LEASE_S = 15.0
+"""How long a claim of an approved call outlives its holder's last renewal (`HOLDGATE_CLAIM_LEASE_S`)."""
+RESULT_LIMIT_BYTES = 64 * 1024
+"""The largest result kept for a retry; past it, the retry is told the call ran and how it ended."""
+FINISHED = ("ok", "tool_error")
+"""Outcomes of a run the upstream answered: their result is kept for a retry. Any other outcome (unknown,
+upstream_failure, protocol_error, cancelled) means the call was sent and may have run."""
 HANDOFF_WAIT_S = 5.0
 """How long a call woken before the deciding transaction reported its commit waits for its hand-over."""
 VoteValue = Literal["approve", "deny"]
@@ -165,6 +188,23 @@ class _Ballot:
         return VoteResult(decision_id, "recorded", message, current)
 
 
+@dataclass(frozen=True, slots=True)
+class _Execution:
+    decision_id: str
+    outcome: str
+    detail: str | None
+    duration_ms: float
+    result: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What `reconcile` settled: claims given back (collectable again) and calls of unknown outcome."""
+
+    released: list[Decision]
+    unknown: list[Decision]
+
+
 @dataclass
 class ApprovalService:
     """Every read and write of decisions, votes and their outbox rows."""
@@ -176,9 +216,13 @@ class ApprovalService:
     local_waiters: Callable[[str], int] = field(default=lambda _decision_id: 0)
     """How many held calls in this process wait on a decision (the bus): an ending decided here is claimed
     for one of them in the deciding transaction and handed over (`claim`), a transaction saved per release."""
+    holder: str = field(default_factory=lambda: new_holder_id())
+    """This process's name on the claims it holds: new at every start, so a restarted process does not renew
+    the claims of its previous life (they expire and are reconciled like a dead peer's)."""
+    lease_s: float = CLAIM_LEASE_S
     audit_event: Callable[[Decision, str, str], None] = field(default=lambda _decision, _verdict, _reason: None)
     """Audits what happens to a decision with no call there to report it: (decision, verdict, reason) — an
-    approval that lapsed, a withdrawn wait that ended cancelled."""
+    approval that lapsed, a withdrawn wait that ended cancelled, a call whose sender died (outcome unknown)."""
 
     def __post_init__(self) -> None:
         self._handed: dict[str, Decision] = {}
@@ -186,9 +230,10 @@ class ApprovalService:
         """Endings claimed for a call here whose transaction has not reported its commit yet."""
         self._claims: GroupCommit[str, Decision | None] = GroupCommit(self._claim_batch)
         self._background: set[asyncio.Task[Any]] = set()
-        self._executions: GroupCommit[tuple[str, str, str | None, float], None] = GroupCommit(
-            self._record_execution_batch
-        )
+        self._executions: GroupCommit[_Execution, None] = GroupCommit(self._record_execution_batch)
+        self._sendings: GroupCommit[str, bool] = GroupCommit(self._mark_sending_batch)
+        self._running: set[str] = set()
+        """Approved calls this process claimed and has not finished: the leases `renew_leases` keeps alive."""
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -202,12 +247,14 @@ class ApprovalService:
         args_sha256: str,
         verdict: Verdict,
         policy_version: str,
+        previous_attempt: Decision | None = None,
     ) -> tuple[Decision, bool]:
         """The decision this call waits on: an unclaimed one for the same call, or a new one.
 
         "The same call" is the approval's binding: grant, server, tool, canonical arguments and
         policy version; `args_sha256` is `args_digest(key, arguments)`, which the caller already has.
-        Returns (decision, created).
+        Returns (decision, created). `previous_attempt`: an earlier approved run of this call that may have run
+        (see `earlier_run`); a new decision says so to its approvers.
         """
         spec = verdict.approval or ApprovalSpec(approvers=())
         now = self.clock()
@@ -224,7 +271,8 @@ class ApprovalService:
                 args_sha256=args_sha256,
                 policy_version=policy_version,
                 rule=verdict.rule,
-                reason=verdict.reason,
+                reason=_with_previous_attempt(verdict.reason, previous_attempt),
+                previous_attempt=previous_attempt.id if previous_attempt is not None else None,
                 approvers=json.dumps([_approver_json(a) for a in spec.approvers]),
                 channels=",".join(spec.channels),
                 slack_channel=spec.slack_channel,
@@ -243,6 +291,7 @@ class ApprovalService:
             session.add(decision)
             await session.flush()
             await self._enqueue(session, [decision], "request", now)
+            await announce_opened(session, [decision])
         logger.info(
             "decision %s opened: %s/%s for grant %s (rule %s), expires %s",
             decision.id,
@@ -276,22 +325,22 @@ class ApprovalService:
             found = await session.scalar(
                 select(Decision)
                 .where(
-                    Decision.grant == grant,
-                    Decision.server == server,
-                    Decision.tool == tool,
-                    Decision.args_sha256 == args_sha256,
-                    Decision.policy_version == policy_version,
-                    Decision.claimed_at.is_(None),
-                    or_(Decision.status == PENDING, Decision.collect_by > now),
+                    col(Decision.grant) == grant,
+                    col(Decision.server) == server,
+                    col(Decision.tool) == tool,
+                    col(Decision.args_sha256) == args_sha256,
+                    col(Decision.policy_version) == policy_version,
+                    col(Decision.claimed_at).is_(None),
+                    or_(col(Decision.status) == PENDING, col(Decision.collect_by) > now),
                 )
-                .order_by(Decision.created_at.desc())
+                .order_by(col(Decision.created_at).desc())
                 .limit(1)
             )
             if found is None or found.status != PENDING or found.withdrawn_at is None:
                 return found
             rejoined = await session.scalars(
                 update(Decision)
-                .where(Decision.id == found.id, Decision.status == PENDING)
+                .where(col(Decision.id) == found.id, col(Decision.status) == PENDING)
                 .values(withdrawn_at=None, rejoin_by=None)
                 .returning(Decision),
                 execution_options=_RETURNING_ROWS,
@@ -364,11 +413,11 @@ class ApprovalService:
         if not decision_ids:
             return {}
         now = self.clock()
-        conditions = [Decision.id.in_(decision_ids), Decision.status == PENDING]
+        conditions = [col(Decision.id).in_(decision_ids), col(Decision.status) == PENDING]
         if due_only:
-            conditions.append(Decision.expires_at <= now)
+            conditions.append(col(Decision.expires_at) <= now)
         if rejoin_due:
-            conditions.append(Decision.rejoin_by <= now)
+            conditions.append(col(Decision.rejoin_by) <= now)
         values: dict[str, Any] = {
             "status": status,
             "decided_at": now,
@@ -377,13 +426,17 @@ class ApprovalService:
             "decision_reason": reason,
         }
         if status != "cancelled":  # the ending waits this long for a call to collect it (an approval then lapses)
-            values["collect_by"] = now + Decision.claim_within_s
+            values["collect_by"] = now + col(Decision.claim_within_s)
         waited = set() if status == "cancelled" else {i for i in decision_ids if self.local_waiters(i)}
         if status == "cancelled":
             values["claimed_at"] = now  # nobody is left to take a cancelled call's ending
         elif waited:
             # A call here waits on it: the ending is claimed for that call now, and `claim` hands it over.
-            values["claimed_at"] = case((Decision.id.in_(waited), now), else_=Decision.claimed_at)
+            values["claimed_at"] = case((col(Decision.id).in_(waited), now), else_=col(Decision.claimed_at))
+            values["claim_holder"] = case((col(Decision.id).in_(waited), self.holder), else_=col(Decision.claim_holder))
+            values["lease_until"] = case(
+                (col(Decision.id).in_(waited), now + self.lease_s), else_=col(Decision.lease_until)
+            )
         won = list(
             await session.scalars(
                 update(Decision).where(*conditions).values(**values).returning(Decision),
@@ -429,6 +482,7 @@ class ApprovalService:
                 "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, result.message
             )
             raise result.refusal
+        assert result.decision is not None  # only a refused vote may come without its decision
         return VoteOutcome(result.decision, result.result == "decided", result.message)
 
     async def vote_many(
@@ -487,7 +541,9 @@ class ApprovalService:
             prior: dict[str, list[Vote]] = {}
             pending = [d.id for d in found.values() if d.status == PENDING]
             if pending:
-                for row in await session.scalars(select(Vote).where(Vote.decision_id.in_(pending)).order_by(Vote.id)):
+                for row in await session.scalars(
+                    select(Vote).where(col(Vote.decision_id).in_(pending)).order_by(col(Vote.id))
+                ):
                     prior.setdefault(row.decision_id, []).append(row)
             judged = {i: self._judge(i, found.get(i), prior.get(i, []), voter, value) for i in ids}
             votes = [
@@ -521,14 +577,17 @@ class ApprovalService:
         """
         if session.get_bind().dialect.name == "sqlite":
             rows = await session.scalars(
-                update(Decision).where(Decision.id.in_(ids)).values(status=Decision.status).returning(Decision),
+                update(Decision)
+                .where(col(Decision.id).in_(ids))
+                .values(status=col(Decision.status))
+                .returning(Decision),
                 execution_options=_RETURNING_ROWS,
             )
             return {decision.id: decision for decision in rows}
         rows = await session.scalars(
             select(Decision)
-            .where(Decision.id.in_(ids))
-            .order_by(Decision.id)
+            .where(col(Decision.id).in_(ids))
+            .order_by(col(Decision.id))
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -579,7 +638,7 @@ class ApprovalService:
         async with session_scope(self.sessions) as session:
             # SKIP LOCKED: when replicas sweep together, each overdue row is handled by one of them.
             decision = await session.scalar(
-                select(Decision).where(Decision.id == decision_id).with_for_update(skip_locked=True)
+                select(Decision).where(col(Decision.id) == decision_id).with_for_update(skip_locked=True)
             )
             if decision is None or decision.status != PENDING:
                 return None
@@ -613,7 +672,9 @@ class ApprovalService:
     async def overdue_ids(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(Decision.status == PENDING, Decision.expires_at <= self.clock())
+                select(col(Decision.id)).where(
+                    col(Decision.status) == PENDING, col(Decision.expires_at) <= self.clock()
+                )
             )
             return list(rows)
 
@@ -621,15 +682,19 @@ class ApprovalService:
         """Send the reminder once (compare-and-set on `reminded_at`)."""
         now = self.clock()
         async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(Decision)
-                .where(
-                    Decision.id == decision_id,
-                    Decision.status == PENDING,
-                    Decision.remind_at <= now,
-                    Decision.reminded_at.is_(None),
-                )
-                .values(reminded_at=now)
+            # An UPDATE without RETURNING gives a CursorResult (with `rowcount`); `execute` is typed for any statement.
+            result = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(Decision)
+                    .where(
+                        col(Decision.id) == decision_id,
+                        col(Decision.status) == PENDING,
+                        col(Decision.remind_at) <= now,
+                        col(Decision.reminded_at).is_(None),
+                    )
+                    .values(reminded_at=now)
+                ),
             )
             if result.rowcount != 1:
                 return False
@@ -641,8 +706,10 @@ class ApprovalService:
     async def reminder_ids_due(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(
-                    Decision.status == PENDING, Decision.remind_at <= self.clock(), Decision.reminded_at.is_(None)
+                select(col(Decision.id)).where(
+                    col(Decision.status) == PENDING,
+                    col(Decision.remind_at) <= self.clock(),
+                    col(Decision.reminded_at).is_(None),
                 )
             )
             return list(rows)
@@ -657,12 +724,12 @@ class ApprovalService:
         now = self.clock()
         values: dict[str, Any] = {"withdrawn_at": now}
         if cancelled:
-            values["rejoin_by"] = now + Decision.rejoin_within_s
+            values["rejoin_by"] = now + col(Decision.rejoin_within_s)
         async with session_scope(self.sessions) as session:
             decision = (
                 await session.scalars(
                     update(Decision)
-                    .where(Decision.id == decision_id, Decision.status == PENDING)
+                    .where(col(Decision.id) == decision_id, col(Decision.status) == PENDING)
                     .values(**values)
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
@@ -670,7 +737,8 @@ class ApprovalService:
             ).one_or_none()
             if decision is not None:
                 # No channel update: channels treat an `update` as the ending (email mails one follow-up only).
-                await announce(session, [decision.id])
+                # Announced as still pending (with its deadlines), so no replica drops its timers as for an ending.
+                await announce_opened(session, [decision])
         if decision is not None:
             logger.info(
                 "decision %s: the agent stopped waiting (%s)%s",
@@ -701,28 +769,11 @@ class ApprovalService:
 
     async def give_back_ending(self, decision_id: str) -> bool:
         """An ending claimed for a call that went away before using it (its client left, or the service is
-        restarting): unclaimed again, so the same call coming back within `collect_by` collects it. Nothing
-        ran; an approval is never spent on nobody."""
-        async with session_scope(self.sessions) as session:
-            result = await session.execute(
-                update(Decision)
-                .where(
-                    Decision.id == decision_id,
-                    Decision.status.in_(("approved", "denied", "expired")),
-                    Decision.claimed_at.is_not(None),
-                    Decision.outcome.is_(None),
-                )
-                .values(claimed_at=None)
-            )
-            if result.rowcount == 1:
-                await announce(session, [decision_id])
-        given = result.rowcount == 1
-        if given:
-            logger.info(
-                "decision %s: its call went away before running; the ending waits for the call again", decision_id
-            )
-            self._notify(await self.load(decision_id))
-        return given
+        restarting): unclaimed again at once, so the same call coming back within `collect_by` collects it.
+        Nothing ran; an approval is never spent on nobody."""
+        self._running.discard(decision_id)
+        given = await self._give_back([col(Decision.id) == decision_id], "its call went away before running")
+        return bool(given)
 
     def give_back_ending_later(self, decision_id: str) -> None:
         """`give_back_ending` from code that cannot wait (a cancelled task, a listener)."""
@@ -747,15 +798,16 @@ class ApprovalService:
                 await session.scalars(
                     update(Decision)
                     .where(
-                        Decision.id == decision_id,
-                        Decision.status == "approved",
-                        Decision.claimed_at.is_(None),
-                        Decision.collect_by <= now,
+                        col(Decision.id) == decision_id,
+                        col(Decision.status) == "approved",
+                        col(Decision.claimed_at).is_(None),
+                        col(Decision.collect_by) <= now,
                     )
                     .values(
                         claimed_at=now,
                         outcome=LAPSED,
                         outcome_detail="no call collected the approval in time; it was not run",
+                        outcome_at=now,
                     )
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
@@ -774,15 +826,17 @@ class ApprovalService:
     async def rejoin_due_ids(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(Decision.status == PENDING, Decision.rejoin_by <= self.clock())
+                select(col(Decision.id)).where(col(Decision.status) == PENDING, col(Decision.rejoin_by) <= self.clock())
             )
             return list(rows)
 
     async def lapse_due_ids(self) -> list[str]:
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id).where(
-                    Decision.status == "approved", Decision.claimed_at.is_(None), Decision.collect_by <= self.clock()
+                select(col(Decision.id)).where(
+                    col(Decision.status) == "approved",
+                    col(Decision.claimed_at).is_(None),
+                    col(Decision.collect_by) <= self.clock(),
                 )
             )
             return list(rows)
@@ -792,13 +846,13 @@ class ApprovalService:
         async with self.sessions() as session:
             return list(
                 await session.scalars(
-                    select(Decision).where(Decision.status == "approved", Decision.claimed_at.is_(None))
+                    select(Decision).where(col(Decision.status) == "approved", col(Decision.claimed_at).is_(None))
                 )
             )
 
     async def pending(self) -> list[Decision]:
         async with self.sessions() as session:
-            return list(await session.scalars(select(Decision).where(Decision.status == PENDING)))
+            return list(await session.scalars(select(Decision).where(col(Decision.status) == PENDING)))
 
     # -- release ----------------------------------------------------------------------------------
 
@@ -807,25 +861,29 @@ class ApprovalService:
 
         An ending decided in this process while the call waited was claimed for it in that transaction:
         the first waiter to ask takes it from memory. Other claims that arrive together (a bulk approval
-        decided elsewhere waking many held calls) share one transaction.
+        decided elsewhere waking many held calls) share one transaction. The claim of an approved call is a
+        lease of this process, renewed until its outcome is recorded (`record_execution`) or it is handed back
+        (`release_unsent`).
         """
         handed = self._handed.pop(decision_id, None)
-        if handed is not None:
-            return handed
-        committing = self._committing.get(decision_id)
-        if committing is not None:  # decided here, for this call: another wake-up (NOTIFY, poll) came first
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(committing), HANDOFF_WAIT_S)
-            if (handed := self._handed.pop(decision_id, None)) is not None:
-                return handed
-            if self._committing.get(decision_id) is committing:
-                del self._committing[decision_id]  # rolled back: the database decides below
-        return await self._claims.submit(decision_id)
+        if handed is None:
+            committing = self._committing.get(decision_id)
+            if committing is not None:  # decided here, for this call: another wake-up (NOTIFY, poll) came first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(committing), HANDOFF_WAIT_S)
+                handed = self._handed.pop(decision_id, None)
+                if handed is None and self._committing.get(decision_id) is committing:
+                    del self._committing[decision_id]  # rolled back: the database decides below
+        claimed = handed if handed is not None else await self._claims.submit(decision_id)
+        if claimed is not None and claimed.status == "approved":
+            self._running.add(decision_id)
+        return claimed
 
     def forget_handoff(self, decision_id: str) -> None:
         """The last call waiting on `decision_id` went away: drop an ending claimed for it, if any.
 
-        Its call is not run; the ending is given back (`give_back_ending`): the same call coming again collects it.
+        Its call is not run; the ending is given back (`give_back_ending`) at once, not at its lease's expiry:
+        the same call coming again collects it.
         """
         if self._handed.pop(decision_id, None) is not None:
             _log_unwaited(decision_id)
@@ -840,12 +898,12 @@ class ApprovalService:
                 for d in await session.scalars(
                     update(Decision)
                     .where(
-                        Decision.id.in_(set(decision_ids)),
-                        Decision.status != PENDING,
-                        Decision.claimed_at.is_(None),
-                        Decision.collect_by > now,  # an ending not collected in time has lapsed
+                        col(Decision.id).in_(set(decision_ids)),
+                        col(Decision.status) != PENDING,
+                        col(Decision.claimed_at).is_(None),
+                        col(Decision.collect_by) > now,  # an ending not collected in time has lapsed
                     )
-                    .values(claimed_at=now)
+                    .values(claimed_at=now, claim_holder=self.holder, lease_until=now + self.lease_s)
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
                 )
@@ -855,26 +913,102 @@ class ApprovalService:
             answers.append(rows.pop(decision_id, None))
         return answers
 
-    async def record_execution(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None:
-        """How the released call went upstream (once; channels show it on the request)."""
-        await self._executions.submit((decision_id, outcome, detail, duration_ms))
+    async def mark_sending(self, decision_id: str) -> bool:
+        """Record, durably, that the claimed call leaves for the upstream now; False if this process lost its claim.
 
-    async def _record_execution_batch(self, executions: Sequence[tuple[str, str, str | None, float]]) -> list[None]:
-        """Every execution of the moment in one UPDATE (CASE on the id), once per decision (`outcome IS NULL`)."""
+        The last step before the send, after the upstream session is ready. A compare-and-set on the lease: it
+        and `reconcile` exclude each other, so a claim given back after a lapse is never also sent from here.
+        The marks of calls released together share one transaction (a bulk approval releases thousands).
+        """
+        if await self._sendings.submit(decision_id):
+            return True
+        self._running.discard(decision_id)
+        logger.warning("decision %s: this process no longer holds its release; the call was not sent", decision_id)
+        return False
+
+    async def _mark_sending_batch(self, decision_ids: Sequence[str]) -> list[bool]:
         now = self.clock()
-        first: dict[str, tuple[str, str | None, float]] = {}
-        for decision_id, outcome, detail, duration_ms in executions:
-            first.setdefault(decision_id, (outcome, detail, duration_ms))
+        async with session_scope(self.sessions) as session:
+            marked = set(
+                await session.scalars(
+                    update(Decision)
+                    .where(
+                        col(Decision.id).in_(set(decision_ids)),
+                        col(Decision.status) == "approved",
+                        col(Decision.claim_holder) == self.holder,
+                        col(Decision.sending_at).is_(None),
+                        col(Decision.outcome).is_(None),
+                    )
+                    .values(sending_at=now, lease_until=now + self.lease_s)
+                    .returning(col(Decision.id)),
+                    execution_options={"synchronize_session": False},
+                )
+            )
+        answers = []
+        for decision_id in decision_ids:  # one mark per decision, even if asked twice in a batch
+            answers.append(decision_id in marked)
+            marked.discard(decision_id)
+        return answers
 
-        def by_id(index: int) -> Any:
-            return case({decision_id: values[index] for decision_id, values in first.items()}, value=Decision.id)
+    async def release_unsent(self, decision_id: str) -> None:
+        """The claimed call was never sent (the upstream could not be reached, the client left): give the claim
+        back, so the next identical call runs it without a second approval."""
+        self._running.discard(decision_id)
+        await self._give_back(
+            [col(Decision.id) == decision_id, col(Decision.claim_holder) == self.holder], "its call could not be sent"
+        )
+
+    async def record_execution(
+        self,
+        decision_id: str,
+        *,
+        outcome: str,
+        detail: str | None,
+        duration_ms: float,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        """How the released call went upstream (once; channels show it on the request), and its result for a
+        retry that lost the answer (kept up to `RESULT_LIMIT_BYTES`)."""
+        stored = None
+        if result is not None and outcome in FINISHED:
+            stored = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+            if len(stored.encode()) > RESULT_LIMIT_BYTES:
+                stored = None
+        try:
+            await self._executions.submit(_Execution(decision_id, outcome, detail, duration_ms, stored))
+        finally:
+            self._running.discard(decision_id)
+
+    async def _record_execution_batch(self, executions: Sequence[_Execution]) -> list[None]:
+        """Every execution of the moment in one UPDATE (CASE on the id), once per decision.
+
+        An outcome replaces only none or `unknown` (a holder thought dead that did finish knows better).
+        """
+        now = self.clock()
+        first: dict[str, _Execution] = {}
+        for execution in executions:
+            first.setdefault(execution.decision_id, execution)
+
+        def by_id(column: str) -> Any:
+            return case({i: getattr(e, column) for i, e in first.items()}, value=col(Decision.id))
 
         async with session_scope(self.sessions) as session:
             recorded = list(
                 await session.scalars(
                     update(Decision)
-                    .where(Decision.id.in_(first), Decision.status == "approved", Decision.outcome.is_(None))
-                    .values(outcome=by_id(0), outcome_detail=by_id(1), duration_ms=by_id(2))
+                    .where(
+                        col(Decision.id).in_(first),
+                        col(Decision.status) == "approved",
+                        or_(col(Decision.outcome).is_(None), col(Decision.outcome) == UNKNOWN),
+                    )
+                    .values(
+                        outcome=by_id("outcome"),
+                        outcome_detail=by_id("detail"),
+                        duration_ms=by_id("duration_ms"),
+                        result=by_id("result"),
+                        outcome_at=now,
+                        lease_until=None,
+                    )
                     .returning(Decision),
                     execution_options=_RETURNING_ROWS,
                 )
@@ -883,6 +1017,124 @@ class ApprovalService:
         for decision in recorded:
             self._notify(decision)
         return [None] * len(executions)
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    async def renew_leases(self) -> int:
+        """Extend the lease of every call this process is running; how many it still holds."""
+        running = list(self._running)
+        if not running:
+            return 0
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            result = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(Decision)
+                    .where(
+                        col(Decision.id).in_(running),
+                        col(Decision.claim_holder) == self.holder,
+                        col(Decision.outcome).is_(None),
+                    )
+                    .values(lease_until=now + self.lease_s)
+                ),
+            )
+        return int(result.rowcount or 0)
+
+    async def reconcile(self, decision_ids: Sequence[str] | None = None) -> Reconciled:
+        """Settle approved claims whose holder stopped renewing (all, or `decision_ids`), once across replicas.
+
+        No "sending" mark: the call never left, so the claim is given back (approved, uncollected). A "sending"
+        mark and no outcome: `outcome: unknown`, shown everywhere and audited (`audit_event`).
+        """
+        now = self.clock()
+        expired = [col(Decision.status) == "approved", col(Decision.outcome).is_(None), col(Decision.lease_until) < now]
+        if decision_ids is not None:
+            expired.append(col(Decision.id).in_(decision_ids))
+        released = await self._give_back(expired, "its holder stopped before sending it", after_crash=True)
+        detail = "the gateway process sending this call stopped before its outcome was recorded; it may have run"
+        async with session_scope(self.sessions) as session:
+            unknown = list(
+                await session.scalars(
+                    update(Decision)
+                    .where(*expired, col(Decision.sending_at).is_not(None))
+                    .values(outcome=UNKNOWN, outcome_detail=detail, outcome_at=now, lease_until=None)
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
+                )
+            )
+            await self._enqueue(session, unknown, "update", now)
+            await announce(session, [d.id for d in unknown])
+        for decision in unknown:
+            logger.warning("decision %s: outcome unknown (%s)", decision.id, detail)
+            # Audited here: the record of the process that sent the call died with it.
+            self.audit_event(decision, "approved", "outcome unknown")
+            self._notify(decision)
+        return Reconciled(released=released, unknown=unknown)
+
+    async def _give_back(self, conditions: list[Any], why: str, *, after_crash: bool = False) -> list[Decision]:
+        """The one writer that gives a claim back: the ended decisions matching `conditions` whose call never left
+        (no "sending" mark, no outcome) are unclaimed (no holder, no lease), so the same call coming again within
+        `collect_by` collects the ending; announced to the replicas, and the listeners are told.
+
+        `after_crash` (`reconcile`: the holder died): the lapse deadline is at least `claim_within` from now, so an
+        approval whose holder died close to its `collect_by` does not lapse at once; nobody left it uncollected.
+        """
+        now = self.clock()
+        values: dict[str, Any] = {"claimed_at": None, "claim_holder": None, "lease_until": None}
+        if after_crash:
+            grace = now + col(Decision.claim_within_s)
+            values["collect_by"] = case((col(Decision.collect_by) > grace, col(Decision.collect_by)), else_=grace)
+        async with session_scope(self.sessions) as session:
+            released = list(
+                await session.scalars(
+                    update(Decision)
+                    .where(
+                        *conditions,
+                        col(Decision.status).in_(("approved", "denied", "expired")),
+                        col(Decision.claimed_at).is_not(None),
+                        col(Decision.sending_at).is_(None),
+                        col(Decision.outcome).is_(None),
+                    )
+                    .values(**values)
+                    .returning(Decision),
+                    execution_options=_RETURNING_ROWS,
+                )
+            )
+            await announce(session, [d.id for d in released])
+        for decision in released:
+            logger.log(
+                logging.WARNING if after_crash else logging.INFO,
+                "decision %s: its claim was given back (%s); the same call again collects its ending",
+                decision.id,
+                why,
+            )
+            self._notify(decision)
+        return released
+
+    async def earlier_run(
+        self, *, grant: str, server: str, tool: str, args_sha256: str, policy_version: str, within_s: float
+    ) -> Decision | None:
+        """The newest decision of this call, if it is an approved one whose release was claimed (running, finished
+        within `within_s`, or of unknown outcome within `within_s`): what a retry of the call must not run again."""
+        async with self.sessions() as session:
+            latest = await session.scalar(
+                select(Decision)
+                .where(
+                    col(Decision.grant) == grant,
+                    col(Decision.server) == server,
+                    col(Decision.tool) == tool,
+                    col(Decision.args_sha256) == args_sha256,
+                    col(Decision.policy_version) == policy_version,
+                )
+                .order_by(col(Decision.created_at).desc())
+                .limit(1)
+            )
+        if latest is None or latest.status != "approved" or latest.claimed_at is None or latest.outcome == LAPSED:
+            return None  # not approved, not claimed, or lapsed (an approval nobody collected never ran)
+        if latest.outcome is not None and (latest.outcome_at or 0) < self.clock() - within_s:
+            return None
+        return latest
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -893,12 +1145,16 @@ class ApprovalService:
     async def get(self, decision_id: str) -> tuple[Decision, list[Vote]]:
         async with self.sessions() as session:
             decision = await self._load(session, decision_id)
-            votes = await session.scalars(select(Vote).where(Vote.decision_id == decision_id).order_by(Vote.id))
+            votes = await session.scalars(
+                select(Vote).where(col(Vote.decision_id) == decision_id).order_by(col(Vote.id))
+            )
             return decision, list(votes)
 
     async def status_of(self, decision_ids: Sequence[str]) -> dict[str, str]:
         async with self.sessions() as session:
-            rows = await session.execute(select(Decision.id, Decision.status).where(Decision.id.in_(decision_ids)))
+            rows = await session.execute(
+                select(col(Decision.id), col(Decision.status)).where(col(Decision.id).in_(decision_ids))
+            )
             return {decision_id: status for decision_id, status in rows}
 
     async def list(self, query: DecisionQuery) -> tuple[list[Decision], int]:
@@ -908,23 +1164,23 @@ class ApprovalService:
             rows = await session.scalars(
                 select(Decision)
                 .where(*conditions)
-                .order_by(Decision.created_at.desc(), Decision.id)
+                .order_by(col(Decision.created_at).desc(), col(Decision.id))
                 .limit(query.limit)
                 .offset(query.offset)
             )
             return list(rows), int(total or 0)
 
-    async def pending_ids(self, query: DecisionQuery) -> list[str]:
+    async def pending_ids(self, query: DecisionQuery) -> builtins.list[str]:
         """Pending decisions matching `query`'s filters (its status is ignored), oldest first, up to `query.limit`.
 
         What a bulk vote by filter acts on: the oldest first, so a capped batch takes the ones closest to expiring.
         """
-        conditions = [*_conditions(replace(query, status=None)), Decision.status == PENDING]
+        conditions = [*_conditions(replace(query, status=None)), col(Decision.status) == PENDING]
         async with self.sessions() as session:
             rows = await session.scalars(
-                select(Decision.id)
+                select(col(Decision.id))
                 .where(*conditions)
-                .order_by(Decision.created_at, Decision.id)
+                .order_by(col(Decision.created_at), col(Decision.id))
                 .limit(query.limit)
                 .offset(query.offset)
             )
@@ -987,6 +1243,46 @@ async def announce(session: AsyncSession, decision_ids: Sequence[str]) -> None:
         )
 
 
+OPENED_PREFIX = "open "
+"""NOTIFY payload of a decision that is (still) pending: `open <id> <expires_at> <remind_at or ->`, so every replica
+keeps its timers (an opening, or a wait withdrawn)."""
+
+
+async def announce_opened(session: AsyncSession, decisions: Sequence[Decision]) -> None:
+    """Tell other replicas (on PostgreSQL) of new decisions and when they fall due; sent when the transaction commits.
+
+    Every replica then sets the timers, so a timeout fires on time even when the replica that opened it died.
+    """
+    if decisions and session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            [
+                {
+                    "channel": DECISIONS_CHANNEL,
+                    "payload": f"{OPENED_PREFIX}{d.id} {d.expires_at!r} "
+                    + (repr(d.remind_at) if d.remind_at is not None and d.reminded_at is None else "-"),
+                }
+                for d in decisions
+            ],
+        )
+
+
+def _with_previous_attempt(reason: str | None, previous: Decision | None) -> str | None:
+    """The rule's reason, preceded (for the approvers) by a warning that an earlier approved run may have run."""
+    if previous is None:
+        return reason
+    warning = (
+        f"previous attempt {previous.id} may have run (outcome {previous.outcome}): approve only if running it "
+        "again is intended"
+    )
+    return f"{warning}. {reason}" if reason else warning
+
+
+def new_holder_id() -> str:
+    """A claim holder's name: host, process id and a random part (a process id is reused after a restart)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 def new_decision_id() -> str:
     """Random and unguessable (not the JSON-RPC id, which restarts per session)."""
     return "d_" + secrets.token_urlsafe(15)
@@ -1009,17 +1305,17 @@ def _conditions(query: DecisionQuery) -> list[Any]:
     """`query`'s filters as SQL conditions on decisions."""
     conditions = []
     if query.status:
-        conditions.append(Decision.status == query.status)
+        conditions.append(col(Decision.status) == query.status)
     if query.server:
-        conditions.append(Decision.server == query.server)
+        conditions.append(col(Decision.server) == query.server)
     if query.tool:
-        conditions.append(Decision.tool == query.tool)
+        conditions.append(col(Decision.tool) == query.tool)
     if query.grant:
-        conditions.append(Decision.grant == query.grant)
+        conditions.append(col(Decision.grant) == query.grant)
     if query.since is not None:
-        conditions.append(Decision.created_at >= query.since)
+        conditions.append(col(Decision.created_at) >= query.since)
     if query.until is not None:
-        conditions.append(Decision.created_at < query.until)
+        conditions.append(col(Decision.created_at) < query.until)
     return conditions
 
 

@@ -2,10 +2,12 @@
 
 Each pending decision gets an in-memory date job at `expires_at` (and one at `remind_at`, and one at
 `rejoin_by` while its agent has stopped waiting); an approved decision no call has collected gets one at
-`collect_by`, when it lapses. Timers are rebuilt from the database at start-up, and a sweep runs right
-away and then every `sweep_interval` seconds, doing whatever is overdue — including decisions that fell
-due while the service was down, and any a lost timer missed. Timer and sweep both go through the same
-compare-and-set (`ApprovalService.expire`, `end_unrejoined`, `lapse`), so each happens once however many race.
+`collect_by`, when it lapses. Timers are rebuilt from the database at start-up, the expiry and reminder
+timers are set on every replica when one opens a decision (on PostgreSQL, `service.approvals.pg_listen`),
+and a sweep runs right away and then every `sweep_interval` seconds, doing whatever is overdue — including
+decisions that fell due while the service was down, and any a lost timer missed. Timer and sweep both go
+through the same compare-and-set (`ApprovalService.expire`, `end_unrejoined`, `lapse`), so each happens once
+however many race.
 APScheduler's persistent job stores are deliberately not used (not safe across processes, and they
 drop jobs that fell due during downtime): the database rows are the schedule.
 """
@@ -104,9 +106,7 @@ class DecisionTimers:
     def watch(self, decision: Decision) -> None:
         """Keep the timers in step with a decision: set while pending, dropped once it ended."""
         if decision.status != "pending":
-            self._drop(f"expire:{decision.id}")
-            self._drop(f"remind:{decision.id}")
-            self._drop(f"rejoin:{decision.id}")
+            self.forget(decision.id)
             if decision.status == "approved" and decision.claimed_at is None and decision.collect_by is not None:
                 self._at(f"lapse:{decision.id}", decision.collect_by, self.fire_lapse, decision.id)
             else:
@@ -119,6 +119,19 @@ class DecisionTimers:
             self._at(f"rejoin:{decision.id}", decision.rejoin_by, self.fire_rejoin, decision.id)
         else:
             self._drop(f"rejoin:{decision.id}")
+
+    def keep(self, decision_id: str, expires_at: float, remind_at: float | None) -> None:
+        """Timers for a decision another replica opened (its announcement), as if opened here."""
+        self._at(f"expire:{decision_id}", expires_at, self.fire_timeout, decision_id)
+        if remind_at is not None:
+            self._at(f"remind:{decision_id}", remind_at, self.fire_reminder, decision_id)
+
+    def forget(self, decision_id: str) -> None:
+        """The decision ended (here, or on another replica): its timers of a pending decision have nothing left
+        to do. Its lapse timer stays: it is set only here, by `watch`, and stale it changes nothing."""
+        self._drop(f"expire:{decision_id}")
+        self._drop(f"remind:{decision_id}")
+        self._drop(f"rejoin:{decision_id}")
 
     async def fire_timeout(self, decision_id: str) -> None:
         decision = await self.service.expire(decision_id)

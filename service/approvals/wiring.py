@@ -20,6 +20,7 @@ from bots.console import ConsoleChannel
 from service import metrics
 from service.approvals.bus import DecisionBus
 from service.approvals.hold import ApprovalGate
+from service.approvals.leases import ClaimLeases
 from service.approvals.outbox import OutboxWorker
 from service.approvals.pg_listen import PgDecisionListener
 from service.approvals.service import ApprovalService
@@ -58,7 +59,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
 async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     settings = state.settings
     clock = state.core.clock
-    service = ApprovalService(state.sessions, clock=clock)
+    service = ApprovalService(state.sessions, clock=clock, lease_s=settings.claim_lease_s)
     bus = DecisionBus()
     timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approval_sweep_interval_s)
     outbox = OutboxWorker(
@@ -90,9 +91,10 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     background = [
         ("outbox", outbox.run()),
         ("decision-poll", bus.poll(service.status_of, settings.approval_poll_interval_s)),
+        ("claim-leases", ClaimLeases(service).run()),  # its first tick reconciles at start-up
     ]
     if state.engine.dialect.name == "postgresql":
-        background.append(("decision-listen", PgDecisionListener(settings.effective_database_url, bus).run()))
+        background.append(("decision-listen", PgDecisionListener(settings.effective_database_url, bus, timers).run()))
     for name, work in background:
         task = asyncio.create_task(work, name=name)
         stack.push_async_callback(_stop, task)
@@ -104,7 +106,8 @@ def audit_decision_event(
     audit: AuditWriter, clock: Callable[[], float], decision: Decision, verdict: str, reason: str
 ) -> None:
     """An audit record for what happened to a decision while no call waited on it (it lapsed, it ended
-    cancelled): the call as the decision keeps it (redacted arguments, the call's own argument hash)."""
+    cancelled, its sender died: outcome unknown): the call as the decision keeps it (redacted arguments, the
+    call's own argument hash)."""
     audit.record(
         AuditRecord(
             ts=clock(),
@@ -117,6 +120,7 @@ def audit_decision_event(
             verdict=verdict,
             reason=reason,
             outcome=decision.outcome,
+            detail=decision.outcome_detail,
             decision_id=decision.id,
             args_sha256=decision.args_sha256,
         )

@@ -91,14 +91,29 @@ class ApprovalHold(Protocol):
 
     `hold` returns once the call's decision has ended, or when the call is to be answered with
     "approval pending" (no progress token, bound reached). It returns `approved` only after it
-    has claimed the single execution of the decision; the gateway then forwards the call and
-    reports the upstream outcome with `executed`. A cancelled client raises out of `hold`; its
-    decision stays pending for the rule's `rejoin_within` (the same call again joins it).
+    has claimed the single execution of the decision; the gateway then forwards the call, marking
+    it `sending` right before it leaves (False: the claim was lost, do not send), hands back with
+    `unsent` a claim whose call never left, and reports the upstream outcome with `executed`. A
+    cancelled client raises out of `hold`; its decision stays pending for the rule's `rejoin_within`
+    (the same call again joins it). `replayed`: a retry of a call that already ran on its approval
+    gets that run's `result` again.
     """
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome: ...
 
-    async def executed(self, decision_id: str, *, outcome: str, detail: str | None, duration_ms: float) -> None: ...
+    async def sending(self, decision_id: str) -> bool: ...
+
+    async def unsent(self, decision_id: str) -> None: ...
+
+    async def executed(
+        self,
+        decision_id: str,
+        *,
+        outcome: str,
+        detail: str | None,
+        duration_ms: float,
+        result: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +122,10 @@ class HoldOutcome:
 
     decision_id: str
     ending: str  # approved | denied | expired | cancelled | pending | already_released | withdrawn | restarting
+    # | replayed | ran | may_have_run | running (a retry of a call already released: `ApprovalGate._earlier_run`)
     message: str = ""
+    result: dict[str, Any] | None = None
+    """`replayed`: the stored result of the run this call's approval already had."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +179,14 @@ def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
     if token is None:
         token = meta.get("progressToken")
     return token if isinstance(token, (str, int)) else None
+
+
+def claim_lost_message(decision_id: str, tool: str) -> str:
+    return (
+        f"holdgate: the release of decision {decision_id} lapsed on this gateway replica before the call was sent "
+        f"(it could not renew its claim); the call was not run. Call {tool} again with the same arguments: the "
+        "approval stays and runs it once."
+    )
 
 
 def tool_error(text: str) -> types.CallToolResult:
@@ -345,6 +371,11 @@ class ServerProxy:
         except asyncio.CancelledError:
             self.core.audit.record(record.finish("cancelled", outcome="cancelled", started=started))
             raise
+        if held.ending == "replayed" and held.result is not None:
+            self.core.audit.record(
+                record.finish("approved", outcome="replayed", decision_id=held.decision_id, started=started)
+            )
+            return held.result
         if held.ending != "approved":
             self.core.audit.record(
                 record.finish(held.ending, reason=held.message, decision_id=held.decision_id, started=started)
@@ -367,33 +398,59 @@ class ServerProxy:
 
         # Progress is asked of the upstream only when the client asked for it: there is nobody else to tell.
         progress = forward_progress if progress_token_of(ctx) is not None else None
+        sent = record.decision_id is None  # a released decision's call is "sent" once marked so, just below
         try:
-            upstream, link = await self.upstream_for(ctx)
+            upstream, link = await self.upstream_for(ctx)  # opens a session's upstream: before the "sending" mark
+            if not sent and self.core.approvals is not None and record.decision_id is not None:
+                if not await asyncio.shield(self.core.approvals.sending(record.decision_id)):
+                    self.core.audit.record(record.finish(verdict_label, outcome="claim_lost", started=started))
+                    return tool_error(claim_lost_message(record.decision_id, call.tool)).model_dump(
+                        by_alias=True, mode="json", exclude_none=True
+                    )
+                sent = True
             with _active(link, ctx):
                 result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
         except UpstreamUnavailable as exc:
-            await self._finish(record, verdict_label, "upstream_failure", str(exc), started)
+            await self._finish(record, verdict_label, "upstream_failure", str(exc), started, sent=sent)
             raise
         except MCPError as exc:
-            await self._finish(record, verdict_label, "protocol_error", str(exc), started)
+            await self._finish(record, verdict_label, "protocol_error", str(exc), started, sent=sent)
             raise
         except asyncio.CancelledError:
-            await self._finish(record, verdict_label, "cancelled", None, started)
+            await self._finish(record, verdict_label, "cancelled", None, started, sent=sent)
             raise
         outcome = "tool_error" if result.get("isError") is True else "ok"
-        await self._finish(record, verdict_label, outcome, None, started)
+        await self._finish(record, verdict_label, outcome, None, started, result=result)
         return result  # JSON: the runner validates it for the client's protocol version as it writes it
 
     async def _finish(
-        self, record: AuditRecord, verdict: str, outcome: str, detail: str | None, started: float
+        self,
+        record: AuditRecord,
+        verdict: str,
+        outcome: str,
+        detail: str | None,
+        started: float,
+        *,
+        sent: bool = True,
+        result: dict[str, Any] | None = None,
     ) -> None:
-        """Audit a forwarded call; a released decision also learns how its execution went."""
+        """Audit a forwarded call; a released decision also learns how its execution went (and its result), or,
+        when its call never left, gets its claim back for the next identical call."""
+        if not sent:
+            detail = f"{detail or outcome}; not sent: the approval stays for the same call again"
         finished = record.finish(verdict, outcome=outcome, detail=detail, started=started)
         self.core.audit.record(finished)
         if record.decision_id is not None and self.core.approvals is not None:
+            if not sent:
+                await asyncio.shield(self.core.approvals.unsent(record.decision_id))
+                return
             await asyncio.shield(
                 self.core.approvals.executed(
-                    record.decision_id, outcome=outcome, detail=detail, duration_ms=finished.duration_ms or 0
+                    record.decision_id,
+                    outcome=outcome,
+                    detail=detail,
+                    duration_ms=finished.duration_ms or 0,
+                    result=result,
                 )
             )
 

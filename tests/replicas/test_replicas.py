@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx2
@@ -173,7 +174,7 @@ async def test_approves_on_one_replica_racing_denies_on_the_other_end_each_decis
 
 
 async def test_killing_a_replica_with_held_calls_loses_no_decision(tmp_path, postgres_url):
-    policy = approval_policy(timeout="3s")
+    policy = approval_policy(timeout="8s")  # "keep" must be approved before it times out, on a loaded machine too
     env = {"HOLDGATE_APPROVAL_HOLD_S": "0.3", "HOLDGATE_APPROVAL_SWEEP_INTERVAL_S": "0.2"}
     async with two_replicas(tmp_path, postgres_url, policy, **env) as (a, b):
         async with a.session("jobs") as session:
@@ -185,7 +186,7 @@ async def test_killing_a_replica_with_held_calls_loses_no_decision(tmp_path, pos
         await api(b, "POST", f"/api/decisions/{by_job['keep']['id']}/approve", "bob")
         async with b.session("jobs") as session:
             released = await session.call_tool("cancel-async-job", {"jobId": "keep"})
-            for _ in range(100):  # "lapse" times out on b's sweep, 3 s after it was opened
+            for _ in range(150):  # "lapse" times out on b (its timer, from A's announcement), 8 s after it opened
                 lapsed = (await api(b, "GET", f"/api/decisions/{by_job['lapse']['id']}", "bob")).json()
                 if lapsed["status"] != "pending":
                     break
@@ -209,3 +210,23 @@ async def test_a_rate_limit_is_shared_by_both_replicas(tmp_path, postgres_url):
         results = await asyncio.gather(*(s.call_tool("list-async-jobs", {}) for s in [on_a, on_b] * 4))
     allowed = [r for r in results if "rate limit" not in text_of(r)]
     assert len(allowed) == 5, "together the replicas allow exactly max calls in the window"
+
+
+async def test_a_decision_opened_on_a_replica_that_died_times_out_on_the_other_by_its_timer(tmp_path, postgres_url):
+    """Openings are announced: the survivor keeps the timer, so the timeout does not wait for its sweep (2 min)."""
+    policy = approval_policy(timeout="5s")
+    env = {"HOLDGATE_APPROVAL_HOLD_S": "0.2", "HOLDGATE_APPROVAL_SWEEP_INTERVAL_S": "120"}
+    async with two_replicas(tmp_path, postgres_url, policy, **env) as (a, b):
+        async with a.session("jobs") as session:
+            assert "approval pending" in text_of(await session.call_tool("cancel-async-job", {"jobId": "orphan"}))
+        os.kill(a.pid, signal.SIGKILL)
+        [decision] = await pending_on(b, 1)
+        for _ in range(300):
+            view = (await api(b, "GET", f"/api/decisions/{decision['id']}", "bob")).json()
+            if view["status"] != "pending":
+                break
+            await asyncio.sleep(0.1)
+    assert view["status"] == "expired" and view["decided_by"] == "timeout"
+    assert datetime.fromisoformat(view["decided_at"]) - datetime.fromisoformat(view["expires_at"]) <= timedelta(
+        seconds=2
+    ), "fired by B's timer at the deadline, not by a sweep"
