@@ -325,11 +325,7 @@ class ApprovalService:
             found = await session.scalar(
                 select(Decision)
                 .where(
-                    col(Decision.grant) == grant,
-                    col(Decision.server) == server,
-                    col(Decision.tool) == tool,
-                    col(Decision.args_sha256) == args_sha256,
-                    col(Decision.policy_version) == policy_version,
+                    *_same_call(grant, server, tool, args_sha256, policy_version),
                     col(Decision.claimed_at).is_(None),
                     or_(col(Decision.status) == PENDING, col(Decision.collect_by) > now),
                 )
@@ -1121,11 +1117,7 @@ class ApprovalService:
             latest = await session.scalar(
                 select(Decision)
                 .where(
-                    col(Decision.grant) == grant,
-                    col(Decision.server) == server,
-                    col(Decision.tool) == tool,
-                    col(Decision.args_sha256) == args_sha256,
-                    col(Decision.policy_version) == policy_version,
+                    *_same_call(grant, server, tool, args_sha256, policy_version),
                 )
                 .order_by(col(Decision.created_at).desc())
                 .limit(1)
@@ -1281,6 +1273,17 @@ def _with_previous_attempt(reason: str | None, previous: Decision | None) -> str
 def new_holder_id() -> str:
     """A claim holder's name: host, process id and a random part (a process id is reused after a restart)."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _same_call(grant: str, server: str, tool: str, args_sha256: str, policy_version: str) -> list[Any]:
+    """The conditions that bind a decision to one call: an approval is for exactly this call."""
+    return [
+        col(Decision.grant) == grant,
+        col(Decision.server) == server,
+        col(Decision.tool) == tool,
+        col(Decision.args_sha256) == args_sha256,
+        col(Decision.policy_version) == policy_version,
+    ]
 
 
 def new_decision_id() -> str:

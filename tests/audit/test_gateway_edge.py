@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
@@ -21,25 +19,12 @@ from service.settings import get_settings
 from tests.approvals.support import api, approval_policy, wait_for_decisions
 from tests.dashboard.support import browser, sign_in
 from tests.support.harness import (
-    WIRE_HEADERS,
     Gateway,
     audit_events,
     run_gateway,
     servers,
     text_of,
-    wire_initialize,
 )
-
-
-@asynccontextmanager
-async def wire(gw: Gateway) -> AsyncIterator[httpx2.AsyncClient]:
-    """An initialized 2025-11-25 session spoken by hand, so the body goes on the wire exactly as written."""
-    headers = {**WIRE_HEADERS, "Authorization": f"Bearer {gw.tokens['agent']}"}
-    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
-        opened = await http.post(gw.mcp_url("jobs"), json=wire_initialize())
-        http.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
-        await http.post(gw.mcp_url("jobs"), json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-        yield http
 
 
 async def call_raw(http: httpx2.AsyncClient, gw: Gateway, request_id: int, name: str, arguments: str) -> dict[str, Any]:
@@ -77,7 +62,7 @@ async def holdgate_cli(tmp_path, database: dict[str, Any], monkeypatch, *args: s
 async def test_a_call_with_1e400_is_audited_and_the_service_keeps_auditing(tmp_path, database, monkeypatch):
     policy = {"version": "1", "default": "allow"}
     async with run_gateway(tmp_path, policy=policy, servers=servers(tmp_path), **database) as gw:
-        async with wire(gw) as http:
+        async with gw.wire("jobs") as http:
             await call_raw(http, gw, 2, "cancel-async-job", '{"jobId": "job-1", "amount": 1e400, "ratio": NaN}')
             await call_raw(http, gw, 3, "cancel-async-job", '{"jobId": "job-2", "note": "a\\u0000b"}')
         async with gw.session("jobs") as session:
@@ -106,7 +91,7 @@ async def test_held_calls_with_unstorable_arguments_open_decisions_and_an_overlo
     policy["tools"]["*"] = {"action": "require_approval", "approval": {"approvers": ["group:ops"], "timeout": "15m"}}
     long_tool = "cancel-" + "x" * 249  # 256 characters: the decisions' tool column holds 200
     async with run_gateway(tmp_path, policy=policy, servers=servers(tmp_path), approval_hold_s=0.3, **database) as gw:
-        async with wire(gw) as http:
+        async with gw.wire("jobs") as http:
             odd = '{"jobId": "job-1", "amount": 1e400, "ratio": NaN, "note": "a\\u0000b", "token": "abc"}'
             first = await call_raw(http, gw, 2, "cancel-async-job", odd)
             again = await call_raw(http, gw, 3, "cancel-async-job", odd)

@@ -14,13 +14,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.approvals.support import approval_policy, wait_for_decisions
 from tests.support.harness import (
-    WIRE_HEADERS,
     Gateway,
     everything_server,
     run_gateway,
     servers,
     time_server,
-    wire_initialize,
     wire_request,
 )
 
@@ -71,14 +69,9 @@ async def test_a_held_call_silent_past_the_keepalive_gets_a_pinged_stream_then_i
             stream_keepalive_s=0.1,
             approval_hold_s=0.5,
         ) as gw,
-        httpx2.AsyncClient(
-            headers={**WIRE_HEADERS, "Authorization": f"Bearer {gw.tokens['agent']}"}, timeout=30
-        ) as http,
+        gw.wire("jobs") as http,
     ):
         url = gw.mcp_url("jobs")
-        opened = await http.post(url, json=wire_initialize())
-        http.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
-        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         # No progress token: the call waits for a person without a word until the hold bound (0.5 s).
         call = wire_request(2, "tools/call", {"name": "cancel-async-job", "arguments": {"jobId": "job-1"}})
         answer = await http.post(url, json=call)
@@ -97,14 +90,9 @@ async def test_a_call_in_flight_when_its_session_is_closed_is_told_so_not_given_
         run_gateway(
             tmp_path, policy=approval_policy(), servers=servers(tmp_path), stream_keepalive_s=30, approval_hold_s=30
         ) as gw,
-        httpx2.AsyncClient(
-            headers={**WIRE_HEADERS, "Authorization": f"Bearer {gw.tokens['agent']}"}, timeout=30
-        ) as http,
+        gw.wire("jobs") as http,
     ):
         url = gw.mcp_url("jobs")
-        opened = await http.post(url, json=wire_initialize())
-        http.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
-        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         call = wire_request(2, "tools/call", {"name": "cancel-async-job", "arguments": {"jobId": "job-1"}})
         held = asyncio.create_task(http.post(url, json=call))  # held: nothing is sent within the keep-alive
         await wait_for_decisions(gw, 1)

@@ -117,6 +117,17 @@ class Gateway:
             yield session
 
     @asynccontextmanager
+    async def wire(self, server: str, grant: str = "agent") -> AsyncIterator[httpx2.AsyncClient]:
+        """An initialized 2025-11-25 session spoken by hand (the body goes on the wire exactly as written);
+        the client's requests carry the token and the session id."""
+        headers = {**WIRE_HEADERS, "Authorization": f"Bearer {self.tokens[grant]}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            opened = await http.post(self.mcp_url(server), json=wire_initialize())
+            http.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+            await http.post(self.mcp_url(server), json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            yield http
+
+    @asynccontextmanager
     async def modern(self, server: str, grant: str = "agent", **kwargs: Any) -> AsyncIterator[Client]:
         """A 2026-07-28 era client (stateless requests, server/discover)."""
         headers = {"Authorization": f"Bearer {self.tokens[grant]}"}
