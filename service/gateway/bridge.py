@@ -153,7 +153,8 @@ def _auth_headers(token: str | None) -> dict[str, str]:
 
 
 class ErrorTextTransport(httpx2.AsyncBaseTransport):
-    """Keeps the text of an HTTP error that is not a JSON-RPC error, so that the client can show it.
+    """Keeps the text of an HTTP error that is not a JSON-RPC error, so that the client can show it; answers
+    a POST that cannot reach holdgate at all with a JSON-RPC error saying so.
 
     The SDK's transport shows a JSON-RPC error found in an error response's body; any other body (a
     reverse proxy's page, a framework's `{"detail": …}`) becomes a bare "Not Found" or "Server returned
@@ -165,7 +166,18 @@ class ErrorTextTransport(httpx2.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self._inner.handle_async_request(request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx2.TransportError as exc:
+            if request.method != "POST":
+                raise
+            # Holdgate is not there (not started, restarting, wrong port): answer the client's request with
+            # that, at once, instead of leaving it to its own timeout; the next request tries again.
+            where = str(request.url)
+            logger.error("cannot reach holdgate at %s: %s", where, exc)
+            message = f"cannot reach holdgate at {where}: {exc or type(exc).__name__}"
+            error = {"code": INTERNAL_ERROR, "message": message}
+            return httpx2.Response(502, json={"jsonrpc": "2.0", "id": None, "error": error}, request=request)
         if response.status_code < 400 or request.method != "POST":
             return response
         try:
@@ -253,7 +265,9 @@ async def run_bridge(url: str, token: str | None) -> None:
     """Relay MCP between this process's stdio and holdgate's Streamable HTTP endpoint at `url`.
 
     Returns when the client closes stdin. The token falls back to the `HOLDGATE_TOKEN` environment
-    variable. Raises BridgeError when holdgate cannot be reached or the connection breaks.
+    variable. A request that cannot reach holdgate is answered with an error saying so (the bridge goes
+    on, so the next request works once holdgate is back); raises BridgeError when the transport fails
+    in any other way.
     """
     headers = _auth_headers(token)
     logger.info("bridging stdio to %s", url)
