@@ -176,8 +176,8 @@ class ErrorTextTransport(httpx2.AsyncBaseTransport):
             where = str(request.url)
             logger.error("cannot reach holdgate at %s: %s", where, exc)
             message = f"cannot reach holdgate at {where}: {exc or type(exc).__name__}"
-            error = {"code": INTERNAL_ERROR, "message": message}
-            return httpx2.Response(502, json={"jsonrpc": "2.0", "id": None, "error": error}, request=request)
+            unreachable = {"code": INTERNAL_ERROR, "message": message}
+            return httpx2.Response(502, json={"jsonrpc": "2.0", "id": None, "error": unreachable}, request=request)
         if response.status_code < 400 or request.method != "POST":
             return response
         try:
