@@ -29,6 +29,7 @@ from tests.support.harness import (
     run_gateway,
     servers,
     text_of,
+    wire_answer,
     wire_initialize,
     wire_request,
 )
@@ -174,7 +175,7 @@ async def test_a_client_whose_stream_closes_mid_hold_is_not_run_and_its_retry_co
     assert "holdgate" not in retry.text, "the retry collected the approval and ran"
     # Within claim_within, the same call again is taken to be the same call (the crash half of issue 14): it gets
     # the stored result of the run, and is neither run again nor asked anew.
-    assert again.json()["result"] == retry.json()["result"], "a second retry gets the run's result again"
+    assert wire_answer(again)["result"] == wire_answer(retry)["result"], "a second retry gets the run's result again"
     assert cancelled_jobs(tmp_path) == ["gone"]
     assert sent == 1, "the approvers were asked once"
 

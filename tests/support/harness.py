@@ -87,6 +87,15 @@ def wire_initialize(request_id: int = 1) -> dict[str, Any]:
     return wire_request(request_id, "initialize", hello)
 
 
+def wire_answer(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC answer to a POST, whichever way the server chose to send it: a plain JSON body, or a
+    stream (when anything came first, or nothing came within the keep-alive) whose last event is the answer."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        events = [line.removeprefix("data:").strip() for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads(events[-1])
+    return response.json()
+
+
 def write_config(config_dir: Path, *, policy: dict[str, Any], servers: dict[str, Any]) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "policy.json").write_text(json.dumps(policy, indent=2))
