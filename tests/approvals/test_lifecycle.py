@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import anyio
-import httpx2
 import pytest
 from sqlalchemy import func, select
 
@@ -21,7 +20,6 @@ from tests.approvals.support import api, approval_policy, decisions, wait_for_de
 from tests.dashboard.support import browser, sign_in
 from tests.support.harness import (
     ROOT,
-    WIRE_HEADERS,
     Clock,
     Gateway,
     audit_events,
@@ -30,7 +28,6 @@ from tests.support.harness import (
     servers,
     text_of,
     wire_answer,
-    wire_initialize,
     wire_request,
 )
 
@@ -128,13 +125,6 @@ async def test_an_approval_collected_in_time_runs_once_and_no_longer_lapses(tmp_
     assert cancelled_jobs(tmp_path) == ["in-time"]
 
 
-async def _wire_session(http: httpx2.AsyncClient, url: str) -> None:
-    """Open a 2025-11-25 session on `http` (its headers then carry the session id)."""
-    opened = await http.post(url, json=wire_initialize())
-    http.headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
-    await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-
 async def test_a_client_whose_stream_closes_mid_hold_is_not_run_and_its_retry_collects_the_approval_once(
     tmp_path, database
 ):
@@ -147,12 +137,9 @@ async def test_a_client_whose_stream_closes_mid_hold_is_not_run_and_its_retry_co
             stream_keepalive_s=0.1,
             **database,
         ) as gw,
-        httpx2.AsyncClient(
-            headers={**WIRE_HEADERS, "Authorization": f"Bearer {gw.tokens['agent']}"}, timeout=30
-        ) as http,
+        gw.wire("jobs") as http,
     ):
         url = gw.mcp_url("jobs")
-        await _wire_session(http, url)
         # A client with no progress token gives up on its request (a 60 s limit, a killed process): the HTTP
         # exchange closes with no answer and no cancellation, which on 2025-11-25 is not a cancel.
         call = {"name": "cancel-async-job", "arguments": {"jobId": "gone"}}
