@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Section = TypeVar("Section", bound=BaseModel)
+
+DEFAULT_CHANNELS = ("bots.console", "bots.slack", "bots.email")
+"""The channel modules the service loads (`service.approvals.channels`): a new channel is one line here."""
 
 
 class Settings(BaseSettings):
@@ -126,7 +132,18 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = 10
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
 
-    # Channels (later issues)
+    # Channels
+    channels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CHANNELS),
+        description="The channel modules to load, as a JSON list of module names; each exposes a `plugin` "
+        "(service.approvals.channels.ChannelPlugin). Add your own package's module to add a channel.",
+    )
+    channel_settings: dict[str, BaseModel] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="Channel settings sections given in code (tests), by channel name; a channel not named "
+        "here reads its own section from the environment (see `section`).",
+    )
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
@@ -176,6 +193,16 @@ class Settings(BaseSettings):
                 "HOLDGATE_SLACK_SIGNING_SECRET (HTTP, /slack/interactions) or HOLDGATE_SLACK_APP_TOKEN (Socket Mode)"
             )
         return self
+
+    def section(self, name: str, kind: type[Section]) -> Section:
+        """A channel's settings section: the one given in `channel_settings`, else `kind()`, which reads its
+        own `HOLDGATE_<CHANNEL>_*` variables (a pydantic-settings class in the channel's folder)."""
+        given = self.channel_settings.get(name)
+        if given is None:
+            return kind()
+        if not isinstance(given, kind):
+            raise TypeError(f"channel_settings[{name!r}] is a {type(given).__name__}, not a {kind.__name__}")
+        return given
 
     @property
     def policy_path(self) -> Path:
