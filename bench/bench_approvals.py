@@ -267,7 +267,12 @@ async def holdgate(workdir: Path, upstream_url: str, timeout_s: float) -> AsyncI
         "HOLDGATE_CONFIG_DIR": str(config),
         "HOLDGATE_DATA_DIR": str(workdir / "data"),
         "HOLDGATE_APPROVAL_HOLD_S": "600",
+        "HOLDGATE_MAX_SESSIONS_PER_GRANT": "64",  # --sessions of one grant (the default cap is 10)
+        "HOLDGATE_MAX_SESSIONS": "64",
     }
+    subprocess.run(
+        [str(HOLDGATE), "db", "upgrade"], env=env, cwd=workdir, capture_output=True, check=True
+    )  # the CLI refuses a missing database
     token = (
         subprocess.run(
             [str(HOLDGATE), "grant", "create", GRANT], env=env, cwd=workdir, capture_output=True, text=True, check=True

@@ -79,12 +79,16 @@ async def throughput(url: str, token: str | None, sessions: int, seconds: float)
 
     async def worker(ready: asyncio.Barrier) -> None:
         nonlocal done
-        async with session(url, token) as s:
-            await s.call_tool("echo", {"message": "warm-up"})
-            await ready.wait()
-            while not stop.is_set():
-                await s.call_tool("echo", {"message": "load"})
-                done += 1
+        try:
+            async with session(url, token) as s:
+                await s.call_tool("echo", {"message": "warm-up"})
+                await ready.wait()
+                while not stop.is_set():
+                    await s.call_tool("echo", {"message": "load"})
+                    done += 1
+        except BaseException:
+            await ready.abort()  # a session that fails (refused, cut) stops the bench instead of hanging it
+            raise
 
     ready = asyncio.Barrier(sessions + 1)
     tasks = [asyncio.create_task(worker(ready)) for _ in range(sessions)]
@@ -107,7 +111,7 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
-def start_holdgate(tmp: Path, upstream_url: str, port: int) -> tuple[subprocess.Popen, str]:
+def start_holdgate(tmp: Path, upstream_url: str, port: int, sessions: int) -> tuple[subprocess.Popen, str]:
     config = tmp / "config"
     config.mkdir()
     policy = {
@@ -117,7 +121,17 @@ def start_holdgate(tmp: Path, upstream_url: str, port: int) -> tuple[subprocess.
     }
     (config / "policy.json").write_text(json.dumps(policy))
     (config / "servers.json").write_text(json.dumps({"mcpServers": {"everything": {"url": upstream_url}}}))
-    env = {**os.environ, "HOLDGATE_CONFIG_DIR": str(config), "HOLDGATE_DATA_DIR": str(tmp / "data")}
+    env = {
+        **os.environ,
+        "HOLDGATE_CONFIG_DIR": str(config),
+        "HOLDGATE_DATA_DIR": str(tmp / "data"),
+        # The throughput stage opens --sessions sessions of one grant; the default cap is 10 per grant.
+        "HOLDGATE_MAX_SESSIONS_PER_GRANT": str(sessions),
+        "HOLDGATE_MAX_SESSIONS": str(max(sessions, 40)),
+    }
+    subprocess.run(
+        [str(HOLDGATE), "db", "upgrade"], env=env, capture_output=True, check=True
+    )  # the CLI refuses a missing database
     token = (
         subprocess.run([str(HOLDGATE), "grant", "create", "bench"], env=env, capture_output=True, text=True, check=True)
         .stdout.strip()
@@ -142,7 +156,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     with tempfile.TemporaryDirectory() as scratch:
         upstream_url = f"http://127.0.0.1:{up_port}/mcp"
-        gateway, token = start_holdgate(Path(scratch), upstream_url, gw_port)
+        gateway, token = start_holdgate(Path(scratch), upstream_url, gw_port, args.sessions + 2)
         try:
             await wait_http(f"http://127.0.0.1:{up_port}/")
             await wait_http(f"http://127.0.0.1:{gw_port}/healthz")

@@ -115,6 +115,9 @@ class Holdgate:
         )
 
     def _grant(self, name: str) -> str:
+        subprocess.run(
+            [str(HOLDGATE), "db", "upgrade"], env=self.env, capture_output=True, check=True
+        )  # the CLI refuses a missing database
         created = subprocess.run(
             [str(HOLDGATE), "grant", "create", name], env=self.env, capture_output=True, text=True, check=True
         )
