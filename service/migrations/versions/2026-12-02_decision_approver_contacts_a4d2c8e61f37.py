@@ -61,7 +61,7 @@ def _rewrite(convert: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
             return
         changed = []
         for decision_id, stored in rows:
-            rewritten = json.dumps([convert(approver) for approver in json.loads(stored)])
+            rewritten = json.dumps([convert(approver) for approver in json.loads(str(stored))])
             if rewritten != stored:
                 changed.append({"row_id": decision_id, "approvers": rewritten})
         if changed:
