@@ -14,8 +14,6 @@ from service.approvals.errors import (
     ReasonRequired,
     UnknownDecision,
 )
-from service.approvals.leases import CLAIM_LEASE_S
-from service.approvals.notices import DECISIONS_CHANNEL, OPENED_PREFIX
 from service.approvals.queries import DecisionQuery, decision_conditions, decision_page
 from service.approvals.release import FINISHED, RESULT_LIMIT_BYTES, Reconciled
 from service.approvals.schemas import DecisionView
@@ -25,13 +23,10 @@ from service.approvals.timestamps import iso
 from service.approvals.votes import LOCAL_OPERATOR, VoteOutcome, Voter, VoteResult, VoteValue
 
 __all__ = [
-    "CLAIM_LEASE_S",
-    "DECISIONS_CHANNEL",
     "ENDINGS",
     "FINISHED",
     "LAPSED",
     "LOCAL_OPERATOR",
-    "OPENED_PREFIX",
     "PENDING",
     "RESULT_LIMIT_BYTES",
     "STATUSES",

@@ -154,3 +154,11 @@ async def test_the_migration_rewrites_stored_approvers_by_channel_and_back(engin
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync: command.downgrade(db._alembic_config(sync), BEFORE))
     assert await stored() == legacy
+
+
+def test_the_package_exports_what_it_lists():
+    import service.approvals
+
+    exported = {name for name in dir(service.approvals) if not name.startswith("_")}
+    modules = {name for name in exported if type(getattr(service.approvals, name)).__name__ == "module"}
+    assert sorted(service.approvals.__all__) == sorted(exported - modules)
