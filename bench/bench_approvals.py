@@ -118,7 +118,7 @@ class Probe:
     def instrument(self, engine: Any) -> None:
         from sqlalchemy import event
 
-        from service.approvals.service import ApprovalService
+        from service.approvals import ApprovalService
 
         probe, notify, claim = self, ApprovalService._notify, ApprovalService.claim
 

@@ -186,7 +186,7 @@ def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> 
     """Run `work(approval_service)` against the configured database, as the local operator."""
     import time
 
-    from service.approvals.service import ApprovalService
+    from service.approvals import ApprovalService
 
     return db.run_offline(
         settings.effective_database_url,
@@ -205,8 +205,8 @@ def decisions_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """Decisions, newest first."""
+    from service.approvals import DecisionQuery
     from service.approvals.schemas import DecisionView
-    from service.approvals.service import DecisionQuery
 
     query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
     rows, total = _with_approvals(_settings(), lambda service: service.list(query))
@@ -240,8 +240,8 @@ def decisions_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
 ) -> None:
     """One decision, with its votes and how its released call went (exit 1 for an unknown id)."""
+    from service.approvals import ApprovalError
     from service.approvals.schemas import DecisionView
-    from service.approvals.service import ApprovalError
 
     try:
         decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id))
@@ -325,7 +325,7 @@ def _decide_cli(
 
 
 def _decide(decision_id: str, value: str, reason: str | None) -> None:
-    from service.approvals.service import ApprovalError, Voter
+    from service.approvals import ApprovalError, Voter
 
     async def vote(service):
         return await service.vote(decision_id, Voter("operator", "local-operator"), value, via="cli", reason=reason)
@@ -342,7 +342,7 @@ def _decide_many(
     ids: list[str], value: str, reason: str | None, *, server: str | None, tool: str | None, grant: str | None
 ) -> None:
     """Vote on `ids`, or (none given) on the pending decisions matching the filters; exit 1 if any was refused."""
-    from service.approvals.service import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
+    from service.approvals import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
 
     async def vote(service):
         targets = ids or await service.pending_ids(

@@ -31,8 +31,8 @@ from bots.email.links import Action, LinkClaim, LinkSigner
 from bots.email.mailer import Mailer, SmtpConfig
 from bots.email.messages import Links, followup_message, request_message
 from bots.email.routes import DECIDE_PREFIX, hide_link_tokens_in_access_log
+from service.approvals import ApprovalService
 from service.approvals.schemas import DecisionView
-from service.approvals.service import ApprovalService
 from service.models import OutboxMessage
 from service.settings import Settings
 

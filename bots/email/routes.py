@@ -26,8 +26,7 @@ from fastapi.responses import HTMLResponse
 
 from bots.email.links import BadLink, ExpiredLink, LinkClaim, LinkSigner
 from bots.email.messages import TEMPLATES, arguments_text, ending
-from service.approvals.schemas import DecisionView
-from service.approvals.service import (
+from service.approvals import (
     AlreadyDecided,
     ApprovalError,
     ApprovalService,
@@ -36,6 +35,7 @@ from service.approvals.service import (
     UnknownDecision,
     Voter,
 )
+from service.approvals.schemas import DecisionView
 from service.models import Vote
 
 logger = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.base import MessageKind
 from bots.slack import blocks
+from service.approvals import ApprovalService
 from service.approvals.schemas import DecisionView
-from service.approvals.service import ApprovalService
 from service.catalog import Catalogs, ToolRisk
 from service.settings import Settings
 

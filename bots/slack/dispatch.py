@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 from bots.slack import blocks
 from bots.slack.channel import Post, SlackChannel
+from service.approvals import PENDING, ApprovalError, NotAllowed, Voter
 from service.approvals.schemas import DecisionView
-from service.approvals.service import PENDING, ApprovalError, NotAllowed, Voter
 
 logger = logging.getLogger("holdgate.slack")
 

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.api.deps import PersonDep, StateDep, require_person
 from service.api.params import Offset, UtcDateTime, refuse_nul
+from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
 from service.approvals.schemas import (
     MAX_BULK,
     BulkVoteRequest,
@@ -27,7 +28,6 @@ from service.approvals.schemas import (
     VoteRequest,
     VoteResponse,
 )
-from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
 
 router = APIRouter(
     prefix="/api/decisions", tags=["decisions"], dependencies=[Depends(refuse_nul), Depends(require_person)]

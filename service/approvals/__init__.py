@@ -1,0 +1,55 @@
+"""The approvals domain: decisions on held calls, the votes that end them, and the release of the one call
+an approval is for.
+
+Outside code (the gateway, the REST API, the dashboard, the CLI, the channels) imports these names from here,
+not from the modules inside; `service.approvals.service` explains how `ApprovalService` is put together.
+"""
+
+from service.approvals.approvers import ApproverRecord, approver_json, approvers_of
+from service.approvals.errors import (
+    AlreadyDecided,
+    AlreadyVoted,
+    ApprovalError,
+    NotAllowed,
+    ReasonRequired,
+    UnknownDecision,
+)
+from service.approvals.queries import DecisionQuery, decision_conditions, decision_page
+from service.approvals.release import FINISHED, RESULT_LIMIT_BYTES, Reconciled
+from service.approvals.schemas import DecisionView
+from service.approvals.service import ApprovalService
+from service.approvals.states import ENDINGS, LAPSED, PENDING, STATUSES, UNKNOWN, Status
+from service.approvals.timestamps import iso
+from service.approvals.votes import LOCAL_OPERATOR, VoteOutcome, Voter, VoteResult, VoteValue
+
+__all__ = [
+    "ENDINGS",
+    "FINISHED",
+    "LAPSED",
+    "LOCAL_OPERATOR",
+    "PENDING",
+    "RESULT_LIMIT_BYTES",
+    "STATUSES",
+    "UNKNOWN",
+    "AlreadyDecided",
+    "AlreadyVoted",
+    "ApprovalError",
+    "ApprovalService",
+    "ApproverRecord",
+    "DecisionQuery",
+    "DecisionView",
+    "NotAllowed",
+    "ReasonRequired",
+    "Reconciled",
+    "Status",
+    "UnknownDecision",
+    "VoteOutcome",
+    "VoteResult",
+    "VoteValue",
+    "Voter",
+    "approver_json",
+    "approvers_of",
+    "decision_conditions",
+    "decision_page",
+    "iso",
+]

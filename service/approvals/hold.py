@@ -35,8 +35,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+from service.approvals import FINISHED, RESULT_LIMIT_BYTES, ApprovalService, approvers_of, iso
 from service.approvals.bus import DecisionBus
-from service.approvals.service import FINISHED, RESULT_LIMIT_BYTES, ApprovalService, approvers_of, iso
 from service.gateway.downstream_http import stream_watch
 from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall, progress_token_of
 from service.models import Decision

@@ -2,19 +2,34 @@
 
 Every `interval` (a third of the lease), each process renews the leases of the calls it is running and
 reconciles every expired one (`ApprovalService.reconcile`), its own previous life's and dead peers' alike:
-a process's identity is new at each start, so "what I held when I died" is found the same way as what a dead
-peer held — by a lease nobody renewed. The first tick runs at start-up. Calls of unknown outcome get their
-audit record from `reconcile` ("outcome unknown"), since the record of the process that sent them died with it.
+a process's identity is new at each start (`new_holder_id`), so "what I held when I died" is found the same
+way as what a dead peer held — by a lease nobody renewed. The first tick runs at start-up. Calls of unknown
+outcome get their audit record from `reconcile` ("outcome unknown"), since the record of the process that sent
+them died with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING
 
-from service.approvals.service import ApprovalService, Reconciled
+if TYPE_CHECKING:
+    from service.approvals.release import Reconciled
+    from service.approvals.service import ApprovalService
 
 logger = logging.getLogger(__name__)
+
+CLAIM_LEASE_S = 15.0
+"""How long a claim of an approved call outlives its holder's last renewal (`HOLDGATE_CLAIM_LEASE_S`)."""
+
+
+def new_holder_id() -> str:
+    """A claim holder's name: host, process id and a random part (a process id is reused after a restart)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class ClaimLeases:

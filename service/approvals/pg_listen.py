@@ -22,7 +22,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from service.approvals.bus import DecisionBus
-from service.approvals.service import DECISIONS_CHANNEL, OPENED_PREFIX
+from service.approvals.notices import DECISIONS_CHANNEL, OPENED_PREFIX
 
 if TYPE_CHECKING:
     from service.approvals.timeouts import DecisionTimers

@@ -10,7 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.approvals.service import LAPSED, VoteResult, iso
+from service.approvals.approvers import approvers_of
+from service.approvals.states import LAPSED
+from service.approvals.timestamps import iso
+from service.approvals.votes import VoteResult
 from service.models import Decision, Vote
 
 
@@ -94,8 +97,13 @@ class DecisionView(BaseModel):
             policy_version=decision.policy_version,
             rule=decision.rule,
             rule_reason=decision.reason,
-            approvers=[a["name"] for a in json.loads(decision.approvers)],
-            approver_details=[ApproverView(**a) for a in json.loads(decision.approvers)],
+            approvers=[a["name"] for a in approvers_of(decision)],
+            approver_details=[
+                ApproverView(
+                    name=a["name"], slack_ids=a["contacts"].get("slack", []), emails=a["contacts"].get("email", [])
+                )
+                for a in approvers_of(decision)
+            ],
             quorum=decision.quorum,
             channels=[c for c in decision.channels.split(",") if c],
             slack_channel=decision.slack_channel,

@@ -1,77 +1,37 @@
 """What the dashboard reads from the database, beyond what `ApprovalService` and the audit service offer.
 
-Read-only: filtering decisions by approver, a decision's notifications and audit records, counts
-per tool, and the raw series behind the plots. Nothing here writes; votes go through
+Read-only: pages and exports of decisions (filtered by the approvals domain's own `DecisionQuery`, so a
+filter means here what it means in the REST API and the CLI), a decision's notifications and audit records,
+counts per tool, and the raw series behind the plots. Nothing here writes; votes go through
 `ApprovalService.vote` like every other channel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service.approvals import DecisionQuery, decision_conditions, decision_page
 from service.models import AuditEvent, Decision, OutboxMessage, Vote
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionFilter:
-    """History filters for decisions; times are unix seconds on `created_at`."""
-
-    status: str | None = None
-    grant: str | None = None
-    server: str | None = None
-    tool: str | None = None
-    approver: str | None = None
-    since: float | None = None
-    until: float | None = None
-
-
-def _decision_conditions(flt: DecisionFilter) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    for column, value in (
-        (col(Decision.status), flt.status),
-        (col(Decision.grant), flt.grant),
-        (col(Decision.server), flt.server),
-        (col(Decision.tool), flt.tool),
-    ):
-        if value:
-            conditions.append(column == value)
-    if flt.approver:
-        voted = select(col(Vote.decision_id)).where(col(Vote.approver) == flt.approver)
-        conditions.append(or_(col(Decision.decided_by) == flt.approver, col(Decision.id).in_(voted)))
-    if flt.since is not None:
-        conditions.append(col(Decision.created_at) >= flt.since)
-    if flt.until is not None:
-        conditions.append(col(Decision.created_at) < flt.until)
-    return conditions
-
-
 async def list_decisions(
-    session: AsyncSession, flt: DecisionFilter, *, limit: int = 100, offset: int = 0
+    session: AsyncSession, flt: DecisionQuery, *, limit: int = 100, offset: int = 0
 ) -> tuple[list[Decision], int]:
-    """Newest first, with the total that matches."""
-    conditions = _decision_conditions(flt)
-    total = await session.scalar(select(func.count()).select_from(Decision).where(*conditions))
-    rows = await session.scalars(
-        select(Decision)
-        .where(*conditions)
-        .order_by(col(Decision.created_at).desc(), col(Decision.id))
-        .limit(limit)
-        .offset(offset)
-    )
-    return list(rows), int(total or 0)
+    """Newest first, with the total that matches (`flt`'s own limit and offset are replaced by these)."""
+    return await decision_page(session, replace(flt, limit=limit, offset=offset))
 
 
-async def iter_decisions(session: AsyncSession, flt: DecisionFilter, *, batch: int = 500):
+async def iter_decisions(session: AsyncSession, flt: DecisionQuery, *, batch: int = 500):
     """Every matching decision, oldest first, in batches (export)."""
     offset = 0
-    conditions = _decision_conditions(flt)
+    conditions = decision_conditions(flt)
     while True:
         rows = list(
             await session.scalars(
@@ -188,10 +148,10 @@ async def call_series(
     return [(ts, verdict) for ts, verdict in rows]
 
 
-async def decision_times(session: AsyncSession, flt: DecisionFilter) -> list[float]:
+async def decision_times(session: AsyncSession, flt: DecisionQuery) -> list[float]:
     """Seconds from request to decision, for decisions a person or a timeout ended (not cancelled)."""
     conditions = [
-        *_decision_conditions(flt),
+        *decision_conditions(flt),
         col(Decision.decided_at).is_not(None),
         col(Decision.status) != "cancelled",
     ]

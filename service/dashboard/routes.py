@@ -27,8 +27,8 @@ from starlette.templating import Jinja2Templates
 
 from service.api.deps import get_state
 from service.api.params import MAX_OFFSET, as_utc, refuse_nul
+from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
 from service.approvals.schemas import DecisionView
-from service.approvals.service import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
 from service.audit import service as audit_service
 from service.dashboard import plots, queries
 from service.dashboard.auth import (
@@ -332,9 +332,9 @@ class HistoryFilter:
         data = {k: v for k, v in {**self.__dict__, **changes}.items() if v not in ("", 0, None)}
         return urlencode(data)
 
-    def decisions(self) -> queries.DecisionFilter:
+    def decisions(self) -> DecisionQuery:
         since, until = _when(self.since), _when(self.until)
-        return queries.DecisionFilter(
+        return DecisionQuery(
             status=self.status or None,
             grant=self.grant or None,
             server=self.server or None,

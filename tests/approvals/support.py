@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx2
 
+from service.approvals import DecisionQuery
 from service.approvals.schemas import DecisionView
-from service.approvals.service import DecisionQuery
 from tests.support.harness import Gateway
 
 PERSON_TOKENS = {"alice": "alice-token-1", "bob": "bob-token-2", "carol": "carol-token-3", "agent": "agent-person-4"}

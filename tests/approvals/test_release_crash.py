@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from service import db
+from service.approvals import RESULT_LIMIT_BYTES, ApprovalService
 from service.approvals.bus import DecisionBus
 from service.approvals.leases import ClaimLeases
 from service.approvals.pg_listen import PgDecisionListener
-from service.approvals.service import RESULT_LIMIT_BYTES, ApprovalService
 from service.approvals.timeouts import DecisionTimers
 from service.approvals.wiring import audit_decision_event
 from service.audit.service import AuditWriter

@@ -13,7 +13,7 @@ import time
 import pytest
 from mcp import MCPError
 
-from service.approvals.service import ApprovalService
+from service.approvals import ApprovalService
 from service.models import Decision
 from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
 from tests.dashboard.support import browser, sign_in

@@ -1,0 +1,331 @@
+"""Votes: who may vote on a decision, how one vote is judged, and how a quorum ends the decision.
+
+`eligible_approver` is the one pre-vote check: unknown decision, already decided, not an approver (or the call's
+own grant), already voted. `vote`/`vote_many` apply it under a lock, then count; `check_vote` applies it without
+changing anything, for a channel that wants to know before it shows or accepts a vote (Slack's deny modal, the
+email confirmation page). A deny needs a reason; one deny ends the decision, and `quorum` distinct approvals
+approve it.
+
+Votes are counted in batches (`vote_many`; `vote` is a batch of one), so approving thousands of held calls at
+once costs a few set-based statements per chunk of `VOTE_CHUNK` decisions, not a dozen statements per decision;
+every decision in a batch is judged by the same rules (`judge`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from service.approvals.approvers import ApproverRecord, approvers_of, reaches
+from service.approvals.core import RETURNING_ROWS
+from service.approvals.errors import (
+    AlreadyDecided,
+    AlreadyVoted,
+    ApprovalError,
+    NotAllowed,
+    ReasonRequired,
+    UnknownDecision,
+)
+from service.approvals.states import PENDING, Status, Transitions
+from service.db import session_scope
+from service.models import Decision, Vote
+
+logger = logging.getLogger(__name__)
+
+LOCAL_OPERATOR = "local-operator"
+"""Who decides from the CLI: whoever can reach the database is the gateway's operator."""
+VoteValue = Literal["approve", "deny"]
+VOTE_CHUNK = 2500
+"""Decisions voted on in one transaction. Each chunk's commit releases its held calls at once, and that work
+slows every statement of the next chunk (each waits its turn on the busy event loop): approving 5,000 took
+3–4.5 s in chunks of 500, under 1 s in chunks of 2,500. A chunk holds SQLite's write lock ~0.2 s (2 cores),
+which timers and other votes can wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    """Who is voting, as the entry point verified them.
+
+    `kind` is `person` (a declared person: API or dashboard token; `value` is their name), `operator` (the CLI),
+    or the name of the channel that recognised them (`slack`, `email`, …; `value` is their id there, matched
+    against the decision's approvers' contacts on that channel).
+    """
+
+    kind: str
+    value: str
+
+    def describe(self) -> str:
+        return self.value if self.kind in ("person", "operator") else f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class VoteOutcome:
+    """What a vote did: counted and maybe decided; `message` is for the person who voted."""
+
+    decision: Decision
+    decided: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    """What one vote of a batch did, per decision: `decided`, `recorded` (the quorum is not reached yet) or
+    `refused` — then `refusal` is the error `vote()` raises for it, and nothing changed for that decision."""
+
+    decision_id: str
+    result: Literal["decided", "recorded", "refused"]
+    message: str
+    decision: Decision | None = None
+    refusal: ApprovalError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ballot:
+    """How `judge` ruled one vote: refused, or the approver to record and, when it ends the decision, by whom."""
+
+    refusal: ApprovalError | None = None
+    approver: str | None = None
+    ending_by: str | None = None
+    remaining: int = 0
+
+    def result(self, decision_id: str, ended: Decision | None, current: Decision | None) -> VoteResult:
+        if self.refusal is not None:
+            return VoteResult(decision_id, "refused", self.refusal.message, current, self.refusal)
+        if ended is not None:
+            return VoteResult(decision_id, "decided", f"{decision_id} {ended.status} by {ended.decided_by}", ended)
+        message = f"approval by {self.approver} recorded; {self.remaining} more needed"
+        return VoteResult(decision_id, "recorded", message, current)
+
+
+def approver_name(decision: Decision, voter: Voter) -> str:
+    """The approver this voter is for `decision`, or NotAllowed."""
+    if voter.kind == "operator":
+        return LOCAL_OPERATOR
+    if voter.kind == "person" and voter.value == decision.grant:
+        raise NotAllowed(f"{voter.value} is the grant that made this call and cannot approve it")
+    for approver in approvers_of(decision):
+        if _is(approver, voter):
+            if approver["name"] == decision.grant:
+                raise NotAllowed(f"{approver['name']} is the grant that made this call and cannot approve it")
+            return approver["name"]
+    raise NotAllowed(f"{voter.describe()} is not an approver of {decision.id}")
+
+
+def _is(approver: ApproverRecord, voter: Voter) -> bool:
+    """A person by their declared name; anyone else by their id on the channel they voted from."""
+    if voter.kind == "person":
+        return approver["name"] == voter.value
+    return reaches(approver, voter.kind, voter.value)
+
+
+def eligible_approver(decision_id: str, decision: Decision | None, prior: Sequence[Vote], voter: Voter) -> str:
+    """The approver `voter` may vote as on this decision, given its votes so far; else the refusal, raised.
+
+    Unknown, already decided, not an approver (or the call's own grant), already voted.
+    """
+    if decision is None:
+        raise UnknownDecision(f"no decision {decision_id}")
+    if decision.status != PENDING:
+        raise AlreadyDecided(decision)
+    approver = approver_name(decision, voter)
+    if any(vote.approver == approver for vote in prior):
+        raise AlreadyVoted(f"{approver} has already voted on {decision_id}")
+    return approver
+
+
+def judge(decision_id: str, decision: Decision | None, prior: list[Vote], voter: Voter, value: VoteValue) -> Ballot:
+    """The rules of one vote, given the locked decision and its votes so far (oldest first).
+
+    Refused when `eligible_approver` refuses. Otherwise the vote counts; a deny ends the decision, and so does the
+    approval that reaches the quorum.
+    """
+    try:
+        approver = eligible_approver(decision_id, decision, prior, voter)
+    except ApprovalError as exc:
+        return Ballot(refusal=exc)
+    assert decision is not None  # eligible_approver refuses an unknown decision
+    if value == "deny":
+        return Ballot(approver=approver, ending_by=approver)
+    approvals = [vote.approver for vote in prior if vote.value == "approve"] + [approver]
+    if len(approvals) >= decision.quorum:
+        return Ballot(approver=approver, ending_by=", ".join(approvals))
+    return Ballot(approver=approver, remaining=decision.quorum - len(approvals))
+
+
+def _required_reason(value: VoteValue | None, reason: str | None) -> str | None:
+    """The reason as recorded (stripped; empty is none); a deny without one is refused."""
+    reason = (reason or "").strip() or None
+    if value == "deny" and reason is None:
+        raise ReasonRequired("a reason is required to deny")
+    return reason
+
+
+class Votes(Transitions):
+    """Voting on decisions: one (`vote`), many at once (`vote_many`), or only asking (`check_vote`)."""
+
+    def approver_name(self, decision: Decision, voter: Voter) -> str:
+        """The approver this voter is for `decision`, or NotAllowed."""
+        return approver_name(decision, voter)
+
+    async def check_vote(
+        self, decision_id: str, voter: Voter, value: VoteValue | None = None, *, reason: str | None = None
+    ) -> Decision:
+        """The decision, if `voter` may vote on it now; else the error `vote` would raise. Changes nothing.
+
+        What a channel calls before it shows or accepts a vote. `value` (optional): a deny without a `reason` is
+        refused too. Not a promise: the vote is judged again, under a lock, when it is cast.
+        """
+        _required_reason(value, reason)
+        async with self.sessions() as session:
+            decision = await session.get(Decision, decision_id, populate_existing=True)
+            prior: list[Vote] = []
+            if decision is not None and decision.status == PENDING:
+                prior = list(
+                    await session.scalars(
+                        select(Vote).where(col(Vote.decision_id) == decision_id).order_by(col(Vote.id))
+                    )
+                )
+        eligible_approver(decision_id, decision, prior, voter)
+        assert decision is not None  # eligible_approver refuses an unknown decision
+        return decision
+
+    async def vote(
+        self,
+        decision_id: str,
+        voter: Voter,
+        value: VoteValue,
+        *,
+        via: str,
+        reason: str | None = None,
+    ) -> VoteOutcome:
+        """Record a person's vote; one deny ends the decision, `quorum` distinct approvals approve it.
+
+        Refused (logged, nothing changes): unknown decision, already decided, a voter who is not
+        an approver of this decision, the call's own grant, a person voting twice, a deny without
+        a reason.
+        """
+        try:
+            [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason)
+        except ApprovalError as exc:
+            logger.warning("vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc)
+            raise
+        if result.refusal is not None:
+            logger.warning(
+                "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, result.message
+            )
+            raise result.refusal
+        assert result.decision is not None  # only a refused vote may come without its decision
+        return VoteOutcome(result.decision, result.result == "decided", result.message)
+
+    async def vote_many(
+        self,
+        decision_ids: Sequence[str],
+        voter: Voter,
+        value: VoteValue,
+        *,
+        via: str,
+        reason: str | None = None,
+    ) -> list[VoteResult]:
+        """One person's vote on many decisions (a bulk approval), by the same rules as `vote`, per decision.
+
+        Set-based, in transactions of `VOTE_CHUNK` decisions: lock and read the decisions and their
+        votes, insert the new votes in one statement, and end the decisions that reach their quorum
+        (or are denied) through `transition_many`. Returns one result per distinct id, in order.
+        Raises ReasonRequired (a deny without a reason) before anything is read.
+        """
+        reason = _required_reason(value, reason)
+        ids = list(dict.fromkeys(decision_ids))
+        results: list[VoteResult] = []
+        for start in range(0, len(ids), VOTE_CHUNK):
+            results += await self._vote_chunk(ids[start : start + VOTE_CHUNK], voter, value, via=via, reason=reason)
+        refused = [r for r in results if r.refusal is not None]
+        if len(ids) > 1:
+            decided = sum(r.result == "decided" for r in results)
+            logger.info(
+                "bulk %s by %s via %s: %d decision(s), %d decided, %d refused%s",
+                value,
+                voter.describe(),
+                via,
+                len(ids),
+                decided,
+                len(refused),
+                f" (e.g. {refused[0].decision_id}: {refused[0].message})" if refused else "",
+            )
+        return results
+
+    async def _vote_chunk(
+        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+    ) -> list[VoteResult]:
+        """One transaction of `vote_many`; a vote raced by the same person's identical vote is re-judged once."""
+        try:
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+        except IntegrityError:  # the same person voting on a decision twice at the same instant
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+
+    async def _vote_chunk_once(
+        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+    ) -> list[VoteResult]:
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            found = await self._lock_for_votes(session, ids)
+            prior: dict[str, list[Vote]] = {}
+            pending = [d.id for d in found.values() if d.status == PENDING]
+            if pending:
+                for row in await session.scalars(
+                    select(Vote).where(col(Vote.decision_id).in_(pending)).order_by(col(Vote.id))
+                ):
+                    prior.setdefault(row.decision_id, []).append(row)
+            judged = {i: judge(i, found.get(i), prior.get(i, []), voter, value) for i in ids}
+            votes = [
+                {"decision_id": i, "approver": j.approver, "value": value, "via": via, "reason": reason, "at": now}
+                for i, j in judged.items()
+                if j.approver is not None
+            ]
+            if votes:
+                await session.execute(insert(Vote), votes)
+            endings: dict[str, list[str]] = {}  # decided_by -> ids; one compare-and-set per distinct "by"
+            for decision_id, j in judged.items():
+                if j.ending_by is not None:
+                    endings.setdefault(j.ending_by, []).append(decision_id)
+            status: Status = "denied" if value == "deny" else "approved"
+            ended: dict[str, Decision] = {}
+            for by, group in endings.items():
+                ended |= await self.transition_many(session, group, status, by=by, via=via, reason=reason)
+            if len(ended) != sum(map(len, endings.values())):
+                raise RuntimeError("a locked pending decision was decided by someone else")  # rolls back the chunk
+        for decision in ended.values():
+            self._notify(decision)
+        return [judged[i].result(i, ended.get(i), found.get(i)) for i in ids]
+
+    async def _lock_for_votes(self, session: AsyncSession, ids: list[str]) -> dict[str, Decision]:
+        """Read `ids` locked against other voters, so quorums are counted one vote after another.
+
+        PostgreSQL: `FOR UPDATE` in id order (two bulk voters lock in the same order, never deadlock).
+        SQLite has no row locks: an `UPDATE … RETURNING` that writes nothing new takes the database's
+        write lock and reads the rows in one statement (reading first would let another writer slip
+        in and make our later write fail).
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            rows = await session.scalars(
+                update(Decision)
+                .where(col(Decision.id).in_(ids))
+                .values(status=col(Decision.status))
+                .returning(Decision),
+                execution_options=RETURNING_ROWS,
+            )
+            return {decision.id: decision for decision in rows}
+        rows = await session.scalars(
+            select(Decision)
+            .where(col(Decision.id).in_(ids))
+            .order_by(col(Decision.id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return {decision.id: decision for decision in rows}
