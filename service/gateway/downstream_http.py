@@ -244,7 +244,7 @@ class StreamWatch:
 
     On 2025-11-25 a closed stream is not a cancellation (the request goes on in the session), but a
     stream of this transport cannot be resumed (no event store), so nobody can ever read the answer:
-    a held call learns it here and is not run for nobody (`service.approvals.hold`).
+    a held call learns it here and is not run for nobody (`service.gateway.hold`).
     """
 
     def __init__(self) -> None:
