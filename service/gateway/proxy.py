@@ -35,6 +35,7 @@ from sqlmodel import SQLModel
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.calls import ToolCall
 from service.gateway.hold import ApprovalGate, progress_token_of
+from service.gateway.mcp_compat import session_connection
 from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
@@ -172,7 +173,7 @@ class ServerProxy:
 
     async def upstream_for(self, ctx: ServerRequestContext) -> tuple[UpstreamClient, DownstreamLink | None]:
         """The upstream session that belongs to this request's downstream session."""
-        connection = getattr(ctx.session, "_connection", None)  # SDK keeps the Connection private
+        connection = session_connection(ctx.session)
         if connection is None or connection.session_id is None:
             return await self.shared_upstream(), None
         link = connection.state.get(_LINK_STATE_KEY)
