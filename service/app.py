@@ -34,6 +34,7 @@ from service.audit.service import AuditWriter
 from service.catalog import Catalogs
 from service.configfile import ConfigError
 from service.dashboard import router as dashboard_router
+from service.gateway.hold import ApprovalGate
 from service.gateway.proxy import GatewayCore, ServerProxy
 from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
 from service.gateway.spares import SpareUpstream
@@ -112,9 +113,14 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             state.audit.start()
             stack.push_async_callback(state.audit.aclose)
             state.approvals = await start_approvals(state, stack)
+            state.core.approvals = ApprovalGate(
+                state.approvals.holding,
+                progress_interval=settings.approval_progress_interval_s,
+                hold_bound=settings.approval_hold_s,
+            )
             await _start_gateway(state, stack)
             # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
-            stack.callback(state.approvals.gate.begin_shutdown)
+            stack.callback(state.approvals.holding.begin_shutdown)
             _answer_held_calls_on_stop_signal(state, stack)
             _watch_policy(state, stack)
             _watch_servers(state, stack)
@@ -217,7 +223,7 @@ def _answer_held_calls_on_stop_signal(state: AppState, stack: AsyncExitStack) ->
 
     def stop(sig: signal.Signals, previous: Any) -> None:
         if state.approvals is not None:
-            state.approvals.gate.begin_shutdown()
+            state.approvals.holding.begin_shutdown()
         if callable(previous):
             previous(sig, None)
         else:  # nobody else handles it: the default action, once our part is done

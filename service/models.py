@@ -164,7 +164,7 @@ class Decision(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=32)
     outcome_detail: str | None = Field(default=None, sa_column=Column(Text))
     duration_ms: float | None = None
-    # Waits that are withdrawn and approvals that lapse (service.approvals.hold): how long, per the rule, an ending
+    # Waits that are withdrawn and approvals that lapse (service.gateway.hold): how long, per the rule, an ending
     # waits to be collected (`claim_within`) and a withdrawn wait to be rejoined (`rejoin_within`); the deadline of
     # each (`collect_by` from the ending, renewed when a crash gave the claim back; `rejoin_by` from a client's
     # cancel); when the last waiting call went away.

@@ -1,8 +1,9 @@
 """Putting the approvals domain together inside the service's lifespan.
 
-`start_approvals` builds the service, the bus, the timers, the outbox worker and the gate, connects
-them (every committed decision change wakes held calls, resets timers and the outbox), starts the
-background work on the lifespan's exit stack, and installs the gate as the gateway's hold point.
+`start_approvals` builds the service, the bus, the timers, the outbox worker and the call holding, connects
+them (every committed decision change wakes held calls, resets timers and the outbox), and starts the
+background work on the lifespan's exit stack. The gateway holds its calls through `Approvals.holding`
+(`service.gateway.hold.ApprovalGate`, built by the app).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bots.base import Channel, ChannelLifecycle
 from bots.console import ConsoleChannel
 from service import metrics
 from service.approvals.bus import DecisionBus
-from service.approvals.hold import ApprovalGate
+from service.approvals.holding import CallHolding
 from service.approvals.leases import ClaimLeases
 from service.approvals.outbox import OutboxWorker
 from service.approvals.pg_listen import PgDecisionListener
@@ -30,7 +31,40 @@ from service.models import Decision
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.app import AppState
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from service.policy.holder import PolicySource
+
+
+class _Clocked(Protocol):
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+
+class ApprovalsHost(Protocol):
+    """What `start_approvals` reads of the app's state (`service.app.AppState`, which approvals must not
+    import: the app is above every domain, the gateway included)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
+
+    @property
+    def policy(self) -> PolicySource: ...
+
+    @property
+    def audit(self) -> AuditWriter: ...
+
+    @property
+    def core(self) -> _Clocked: ...
+
+    @property
+    def channels(self) -> dict[str, Channel] | None: ...
 
 
 @dataclass
@@ -39,7 +73,7 @@ class Approvals:
     bus: DecisionBus
     timers: DecisionTimers
     outbox: OutboxWorker
-    gate: ApprovalGate
+    holding: CallHolding
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -56,7 +90,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
-async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
+async def start_approvals(state: ApprovalsHost, stack: AsyncExitStack) -> Approvals:
     settings = state.settings
     clock = state.core.clock
     service = ApprovalService(state.sessions, clock=clock, lease_s=settings.claim_lease_s)
@@ -74,14 +108,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     service.local_waiters = bus.waiting
     service.audit_event = partial(audit_decision_event, state.audit, clock)
     metrics.watch_held_calls(bus.held_calls)
-    gate = ApprovalGate(
-        service,
-        bus,
-        state.policy,
-        progress_interval=settings.approval_progress_interval_s,
-        hold_bound=settings.approval_hold_s,
-        args_digest=state.audit.args_digest,
-    )
+    holding = CallHolding(service, bus, state.policy, args_digest=state.audit.args_digest)
     for channel in outbox.channels.values():
         if isinstance(channel, ChannelLifecycle):
             await channel.start(service)
@@ -98,8 +125,7 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     for name, work in background:
         task = asyncio.create_task(work, name=name)
         stack.push_async_callback(_stop, task)
-    state.core.approvals = gate
-    return Approvals(service, bus, timers, outbox, gate)
+    return Approvals(service, bus, timers, outbox, holding)
 
 
 def audit_decision_event(

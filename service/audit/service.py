@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,7 +41,6 @@ from service.models import AuditEvent
 from service.policy.redaction import args_digest, bounded_text, redact_arguments, storable_text
 
 if TYPE_CHECKING:
-    from service.gateway.proxy import ToolCall
     from service.policy import Verdict
 
 logger = logging.getLogger(__name__)
@@ -50,6 +49,22 @@ EXPORT_FIELDS = (
     "id", "ts", "grant", "server", "tool", "arguments", "args_sha256", "verdict", "rule", "reason",
     "outcome", "detail", "duration_ms", "decision_id", "prev_hash", "hash",
 )  # fmt: skip
+
+
+class AuditedCall(Protocol):
+    """What the audit reads of a tools/call (the gateway's `ToolCall`; the audit does not import the gateway)."""
+
+    @property
+    def grant(self) -> str: ...
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def tool(self) -> str: ...
+
+    @property
+    def arguments(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +88,7 @@ class AuditRecord:
     """Given when `arguments` are not the call's own (a decision's event, from its redacted copy)."""
 
     @classmethod
-    def begin(cls, call: ToolCall, verdict: Verdict, *, ts: float) -> AuditRecord:
+    def begin(cls, call: AuditedCall, verdict: Verdict, *, ts: float) -> AuditRecord:
         return cls(
             ts=ts,
             grant=call.grant,

@@ -26,7 +26,6 @@ import anyio
 import httpx2
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
-from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
     MCP_NAME_HEADER,
@@ -53,6 +52,7 @@ from mcp_types import (
     jsonrpc_message_adapter,
 )
 
+from service.gateway.mcp_compat import ReadStream, WriteStream
 from service.gateway.upstream_http import KeepAliveTransport, mcp_http_client
 
 logger = logging.getLogger(__name__)

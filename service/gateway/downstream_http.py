@@ -37,7 +37,6 @@ from mcp.server.streamable_http import (
     StreamableHTTPServerTransport,
     check_accept_headers,
 )
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
     DEFAULT_NEGOTIATED_VERSION,
@@ -54,6 +53,7 @@ from sse_starlette.event import ServerSentEvent
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from service.gateway.mcp_compat import SessionManager, SessionTransport
 from service.gateway.sessions import Refusal, SessionBudget
 
 logger = logging.getLogger(__name__)
@@ -67,40 +67,40 @@ _SSE_HEADERS = [
 _PING = b": ping\r\n\r\n"
 
 
-class DeferredChoiceTransport(StreamableHTTPServerTransport):
+class DeferredChoiceTransport(SessionTransport):
     """A session transport that answers in JSON when a request's response is all there is to send."""
 
     def __init__(self, *args: Any, defer_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.defer_s = defer_s
 
-    async def _handle_post_request(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
+    async def handle_post(self, scope: Scope, request: Request, receive: Receive, send: Send) -> None:
         message = await self._plain_request(request)
         if message is None:
             if (duplicate := await self._in_flight_already(request)) is not None:
                 await self._refuse_duplicate(duplicate, scope, receive, send)
                 return
             # Starlette keeps the body it read, so the SDK parses the same bytes and answers as it always does.
-            await super()._handle_post_request(scope, request, receive, send)
+            await self.sdk_handle_post(scope, request, receive, send)
             return
         try:
-            if await self._validate_request_headers(request, send):
+            if await self.validate_request_headers(request, send):
                 await self._answer(message, scope, request, receive, send)
         except Exception as err:  # the SDK's own last resort, kept for the requests taken from it
             logger.exception("Error handling POST request")
-            response = self._create_error_response(
+            response = self.error_response(
                 "Error handling POST request", HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR
             )
             await response(scope, receive, send)
-            if self._read_stream_writer is not None:
-                await self._read_stream_writer.send(Exception(err))
+            if self.session_writer is not None:
+                await self.session_writer.send(Exception(err))
 
     async def _plain_request(self, request: Request) -> JSONRPCRequest | None:
         """The POST's JSON-RPC request when this fast path may answer it, else None."""
-        if self.is_json_response_enabled or self._event_store is not None or self._read_stream_writer is None:
+        if self.is_json_response_enabled or self.resumable or self.session_writer is None:
             return None
         has_json, has_sse = check_accept_headers(request)
-        if not (has_json and has_sse) or not self._check_content_type(request):
+        if not (has_json and has_sse) or not self.has_json_content_type(request):
             return None
         try:
             message = jsonrpc_message_adapter.validate_python(pydantic_core.from_json(await request.body()))
@@ -112,13 +112,13 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
 
     async def _in_flight_already(self, request: Request) -> JSONRPCRequest | None:
         """The POST's request if its id is one this session is still answering (for the SDK's own path)."""
-        if not self._request_streams:
+        if not self.request_streams:
             return None  # nothing in flight: no need to parse the body a second time
         try:
             message = jsonrpc_message_adapter.validate_python(pydantic_core.from_json(await request.body()))
         except (ValueError, ValidationError):
             return None  # the SDK answers a malformed body itself
-        if isinstance(message, JSONRPCRequest) and str(message.id) in self._request_streams:
+        if isinstance(message, JSONRPCRequest) and str(message.id) in self.request_streams:
             return message
         return None
 
@@ -139,7 +139,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
                 "each request needs an id of its own until it is answered",
             ),
         )
-        await self._create_json_response(error, HTTPStatus.BAD_REQUEST)(scope, receive, send)
+        await self.json_response(error, HTTPStatus.BAD_REQUEST)(scope, receive, send)
 
     async def _answer(
         self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send
@@ -155,25 +155,24 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
         self, message: JSONRPCRequest, scope: Scope, request: Request, receive: Receive, send: Send, watch: StreamWatch
     ) -> None:
         request_id = str(message.id)
-        if request_id in self._request_streams:  # checked and taken with no await between: one of two racing wins
+        if request_id in self.request_streams:  # checked and taken with no await between: one of two racing wins
             await self._refuse_duplicate(message, scope, receive, send)
             return
         protocol_version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER, DEFAULT_NEGOTIATED_VERSION)
         streams = anyio.create_memory_object_stream[EventMessage](REQUEST_STREAM_BUFFER_SIZE)
-        self._request_streams[request_id] = streams
+        self.request_streams[request_id] = streams
         reader = streams[1]
         try:
-            assert self._read_stream_writer is not None  # checked by _plain_request
-            await self._read_stream_writer.send(
-                self._create_session_message(message, request, request_id, protocol_version)
-            )
+            writer = self.session_writer
+            assert writer is not None  # checked by _plain_request
+            await writer.send(self.session_message(message, request, request_id, protocol_version))
             try:
                 first = await self._next_message(reader)
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 # The session was terminated (DELETE, idle close, shutdown) with this request in flight: there
                 # is no answer to wait for. The session is gone, which the spec says with a 404 (the client
                 # starts a new session and calls again); it is not a fault of the server's.
-                response = self._create_error_response(
+                response = self.error_response(
                     "the session was closed before this request completed: start a new session and call again",
                     HTTPStatus.NOT_FOUND,
                     INVALID_REQUEST,
@@ -181,11 +180,11 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
                 await response(scope, receive, send)
                 return
             if first is not None and _is_answer(first) and not _is_cancellation(first):
-                await self._create_json_response(first.message)(scope, receive, send)
+                await self.json_response(first.message)(scope, receive, send)
             else:
                 await self._stream(first, reader, watch, send)
         finally:
-            await self._clean_up_memory_streams(request_id)
+            await self.close_request_streams(request_id)
 
     async def _next_message(self, reader: MemoryObjectReceiveStream[EventMessage]) -> EventMessage | None:
         """The request's next outgoing message, or None when `defer_s` passed without one."""
@@ -218,7 +217,7 @@ class DeferredChoiceTransport(StreamableHTTPServerTransport):
             tasks.cancel_scope.cancel()
 
     def _frame(self, event: EventMessage | None) -> bytes:
-        return _PING if event is None else ServerSentEvent(**self._create_event_data(event)).encode()
+        return _PING if event is None else ServerSentEvent(**self.event_data(event)).encode()
 
 
 def _is_answer(event: EventMessage) -> bool:
@@ -244,7 +243,7 @@ class StreamWatch:
 
     On 2025-11-25 a closed stream is not a cancellation (the request goes on in the session), but a
     stream of this transport cannot be resumed (no event store), so nobody can ever read the answer:
-    a held call learns it here and is not run for nobody (`service.approvals.hold`).
+    a held call learns it here and is not run for nobody (`service.gateway.hold`).
     """
 
     def __init__(self) -> None:
@@ -285,7 +284,7 @@ async def _cancel_on_close(watch: StreamWatch, scope: anyio.CancelScope) -> None
     scope.cancel()
 
 
-class GatewaySessionManager(StreamableHTTPSessionManager):
+class GatewaySessionManager(SessionManager):
     """The SDK's session manager, with `DeferredChoiceTransport` for every new session and a shared budget.
 
     Every server's manager admits new sessions through one `SessionBudget` (`HOLDGATE_MAX_SESSIONS`,
@@ -301,22 +300,19 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
         self.defer_s = defer_s
         self.budget = budget
 
-    async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if MCP_SESSION_ID_HEADER.lower().encode() in (key for key, _ in scope["headers"]):
-            await super()._handle_stateful_request(scope, receive, send)
-            return
+    async def open_session(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A request that opens a session: the SDK's new-session branch (mcp 2.3.0), with the budget's answer.
         user = scope.get("user")
         requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
-        async with self._session_creation_lock:
+        async with self.creation_lock:
             admitted = self._admit_grant_session(requestor)
         if isinstance(admitted, Refusal):
             logger.warning("Refusing a new session: %s", admitted.message)
             await admitted.response()(scope, receive, send)
             return
-        await self._serve_opening_request(admitted, scope, receive, send)
+        await self.serve_opening_request(admitted, scope, receive, send)
 
-    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+    def admit(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
         admitted = self._admit_grant_session(requestor)
         return None if isinstance(admitted, Refusal) else admitted
 
@@ -340,14 +336,11 @@ class GatewaySessionManager(StreamableHTTPSessionManager):
         refusal = self.budget.admit(session_id, grant, lambda: _idle_deadline(transport))
         if refusal is not None:
             return refusal
-        if requestor is not None:
-            self._session_owners[session_id] = requestor
-        self._server_instances[session_id] = transport
+        self.register(transport, requestor)
         return transport
 
-    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+    def session_discarded(self, session_id: str) -> None:
         self.budget.release(session_id)
-        await super()._discard_session(session_id, transport)
 
 
 def _idle_deadline(transport: StreamableHTTPServerTransport) -> float:

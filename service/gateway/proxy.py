@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import mcp_types as types
 from annotated_types import MaxLen
@@ -33,12 +33,16 @@ from pydantic import BaseModel
 from sqlmodel import SQLModel
 
 from service.audit.service import AuditRecord, AuditWriter
+from service.gateway.calls import ToolCall
+from service.gateway.hold import ApprovalGate, progress_token_of
+from service.gateway.mcp_compat import session_connection
 from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
 from service.models import AuditEvent, Decision
-from service.policy import Policy, Verdict
+from service.policy import Verdict
 from service.policy import limits as rate_limits
+from service.policy.holder import PolicySource
 
 logger = logging.getLogger(__name__)
 
@@ -79,74 +83,6 @@ def storable_tool_name(name: str) -> str:
     return shown if len(shown) <= TOOL_NAME_MAX else shown[: TOOL_NAME_MAX - 1] + "…"
 
 
-class PolicySource(Protocol):
-    """Where the current compiled policy lives (swapped atomically on reload)."""
-
-    @property
-    def current(self) -> Policy: ...
-
-
-class ApprovalHold(Protocol):
-    """The hold point (approvals domain): keep the call until a person decides, exactly once.
-
-    `hold` returns once the call's decision has ended, or when the call is to be answered with
-    "approval pending" (no progress token, bound reached). It returns `approved` only after it
-    has claimed the single execution of the decision; the gateway then forwards the call, marking
-    it `sending` right before it leaves (False: the claim was lost, do not send), hands back with
-    `unsent` a claim whose call never left, and reports the upstream outcome with `executed`. A
-    cancelled client raises out of `hold`; its decision stays pending for the rule's `rejoin_within`
-    (the same call again joins it). `replayed`: a retry of a call that already ran on its approval
-    gets that run's `result` again.
-    """
-
-    async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome: ...
-
-    async def sending(self, decision_id: str) -> bool: ...
-
-    async def unsent(self, decision_id: str) -> None: ...
-
-    async def executed(
-        self,
-        decision_id: str,
-        *,
-        outcome: str,
-        detail: str | None,
-        duration_ms: float,
-        result: dict[str, Any] | None = None,
-    ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class HoldOutcome:
-    """How a held call ended: `approved` (run it now) or why not, in words for the agent."""
-
-    decision_id: str
-    ending: str  # approved | denied | expired | cancelled | pending | already_released | withdrawn | restarting
-    # | replayed | ran | may_have_run | running (a retry of a call already released: `ApprovalGate._earlier_run`)
-    message: str = ""
-    result: dict[str, Any] | None = None
-    """`replayed`: the stored result of the run this call's approval already had."""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """One tools/call as the gateway sees it."""
-
-    grant: str
-    server: str
-    tool: str
-    arguments: dict[str, Any]
-    """What the policy, the audit and the approval see (`{}` when the request had none)."""
-    arguments_absent: bool = False
-    """The request had no `arguments` at all: forwarded without them, as `{}` is forwarded as `{}`.
-    Upstreams built on the TypeScript SDK 1.x tell the two apart (one of them is -32602)."""
-
-    @property
-    def forwarded_arguments(self) -> dict[str, Any] | None:
-        """The arguments exactly as the client sent them."""
-        return None if self.arguments_absent else self.arguments
-
-
 @dataclass
 class GatewayCore:
     """What every proxy shares: the policy, the rate limiter's store, the audit writer, the clock."""
@@ -158,7 +94,8 @@ class GatewayCore:
     upstream_connections: int
     """Each upstream HTTP session's pool for tools/call (`HOLDGATE_UPSTREAM_CONNECTIONS`)."""
     clock: Callable[[], float] = time.time
-    approvals: ApprovalHold | None = None
+    approvals: ApprovalGate | None = None
+    """The hold point of `require_approval` calls (`service.gateway.hold`); None: no approval flow here."""
     filter_tools: bool = True
     connect_timeout: float = 30.0
 
@@ -170,15 +107,6 @@ def grant_of(ctx: ServerRequestContext) -> str:
     if not grant:  # the edge never lets an unauthenticated request through; fail closed anyway
         raise MCPError(code=INVALID_PARAMS, message="no grant on this request")
     return grant
-
-
-def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
-    """The progress token the client sent with this request, if any."""
-    meta = ctx.meta or {}
-    token: object = meta.get("progress_token")
-    if token is None:
-        token = meta.get("progressToken")
-    return token if isinstance(token, (str, int)) else None
 
 
 def claim_lost_message(decision_id: str, tool: str) -> str:
@@ -245,7 +173,7 @@ class ServerProxy:
 
     async def upstream_for(self, ctx: ServerRequestContext) -> tuple[UpstreamClient, DownstreamLink | None]:
         """The upstream session that belongs to this request's downstream session."""
-        connection = getattr(ctx.session, "_connection", None)  # SDK keeps the Connection private
+        connection = session_connection(ctx.session)
         if connection is None or connection.session_id is None:
             return await self.shared_upstream(), None
         link = connection.state.get(_LINK_STATE_KEY)

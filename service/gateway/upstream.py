@@ -27,7 +27,6 @@ from typing import Any, Protocol, TypeVar, overload
 import httpx2
 import mcp_types as types
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
-from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientRequestContext
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
@@ -40,6 +39,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from service import __version__
+from service.gateway.mcp_compat import TransportStreams, dispatcher_closed
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
 from service.gateway.upstream_direct import (
     DirectToolCalls,
@@ -144,9 +144,7 @@ class UpstreamClient:
         """False once the transport closed (child exited, HTTP session gone) or we closed it."""
         if self._session is None or self._closing.is_set() or self._error is not None:
             return False
-        # The SDK has no public "closed" flag; its dispatcher marks EOF here.
-        dispatcher = getattr(self._session, "_dispatcher", None)
-        return not getattr(dispatcher, "_closed", False)
+        return not dispatcher_closed(self._session)
 
     @property
     def session(self) -> ClientSession:

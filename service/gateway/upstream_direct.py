@@ -38,7 +38,6 @@ import anyio
 import httpx2
 import mcp_types as types
 from mcp import MCPError
-from mcp.client._transport import TransportStreams
 from mcp.client.streamable_http import (
     DEFAULT_MAX_SSE_EVENT_SIZE,
     DEFAULT_RECONNECTION_DELAY_MS,
@@ -46,8 +45,6 @@ from mcp.client.streamable_http import (
     StreamableHTTPTransport,
     StreamWriter,
 )
-from mcp.shared._compat import resync_tracer
-from mcp.shared._context_streams import create_context_streams
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.inbound import MCP_NAME_HEADER, MCP_PROTOCOL_VERSION_HEADER, encode_header_value
 from mcp.shared.message import SessionMessage
@@ -62,6 +59,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from yarl import URL
 
+from service.gateway.mcp_compat import TransportStreams, create_context_streams, resync_tracer
 from service.gateway.upstream_http import drain_and_release, proxy_for, tls_context
 
 logger = logging.getLogger(__name__)

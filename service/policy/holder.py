@@ -9,11 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from service.configfile import ConfigError
 from service.policy import Policy, load_policy
 
 logger = logging.getLogger(__name__)
+
+
+class PolicySource(Protocol):
+    """Where the current compiled policy lives (swapped atomically on reload): a `PolicyHolder`, or a test's."""
+
+    @property
+    def current(self) -> Policy: ...
 
 
 class PolicyHolder:

@@ -183,6 +183,6 @@ async def test_a_session_cannot_be_used_with_another_grants_token(gateway):
     async with gateway.session("everything", grant="agent") as session, httpx2.AsyncClient() as http:
         await session.list_tools()
         manager = gateway.state.endpoint.managers["everything"]
-        (session_id,) = manager._server_instances  # the one live session
+        (session_id,) = manager.sessions  # the one live session
         assert (await attempt(gateway.tokens["agent"], session_id)).status_code == 200
         assert (await attempt(gateway.tokens["other"], session_id)).status_code == 404

@@ -1,12 +1,15 @@
 """The hold point: a `require_approval` call waits here until its decision ends.
 
-`ApprovalGate` is what the gateway calls (`service.gateway.proxy.ApprovalHold`). It opens or joins
-the decision for the call, then waits on the bus:
+`ApprovalGate` is the MCP side of holding a call (`GatewayCore.approvals`); the decision side, with no MCP
+in it, is `service.approvals.holding.CallHolding`: it opens or joins the decision for the call and wakes
+the wait on every change. Here, the gate waits:
 
 - the client sent a progress token → wait as long as the decision takes, reporting progress every
   `progress_interval` seconds ("waiting for approval by ops (decision d_…, expires 12:45:00Z)");
 - no progress token → wait up to `hold_bound` seconds (below the ~60 s most clients allow), then
-  answer "approval pending" with the decision id and expiry; the same call again joins it.
+  answer "approval pending" with the decision id and expiry; the same call again joins it. Meanwhile
+  the transport keeps the client's stream alive with pings (`DeferredChoiceTransport`,
+  `HOLDGATE_STREAM_KEEPALIVE_S`).
 
 A held call costs an asyncio event and a few objects, so thousands can wait at once. A call is
 never run for a client that has gone, and its approval is never spent on nobody:
@@ -15,8 +18,8 @@ never run for a client that has gone, and its approval is never spent on nobody:
   wait, not the request: the decision stays pending ("the agent stopped waiting") for the rule's
   `rejoin_within`; the same call again joins it; after that the decision ends `cancelled`;
 - the client's stream closes on 2025-11-25 (no cancellation there, but a stream of this gateway cannot
-  be resumed) → the call stops waiting and is not run; the decision goes on; its ending waits for the
-  same call again (an approval, within `claim_within`, then it lapses);
+  be resumed: `StreamWatch`) → the call stops waiting and is not run; the decision goes on; its ending
+  waits for the same call again (an approval, within `claim_within`, then it lapses);
 - the service stops → every held call is answered at once "holdgate is restarting; call again to join
   d_…", its decision stays pending, and a retry after the restart joins it.
 
@@ -24,76 +27,63 @@ A retry of a call whose approved release was already claimed never runs it again
 (`_earlier_run`): it waits for a run in flight, gets the stored result of a finished one (within the rule's
 `claim_within`), or is told that the run may have happened, and a new decision asks the approvers again,
 saying so. An approval that lapsed never ran: the same call again simply asks anew.
+
+Every word the agent reads about its held call is written here (`*_message`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from service.approvals import FINISHED, RESULT_LIMIT_BYTES, ApprovalService, approvers_of, iso
-from service.approvals.bus import DecisionBus
+from service.approvals import FINISHED, RESULT_LIMIT_BYTES, approvers_of, iso
+from service.approvals.holding import CallHolding
+from service.gateway.calls import HoldOutcome, ToolCall
 from service.gateway.downstream_http import stream_watch
-from service.gateway.proxy import HoldOutcome, PolicySource, ToolCall, progress_token_of
 from service.models import Decision
 from service.policy import ApprovalSpec
-from service.policy.redaction import bounded_text, storable_text
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
 
-    from service.audit.keys import ArgsDigester
     from service.policy import Verdict
 
-logger = logging.getLogger(__name__)
 
-DB_SLOTS = 8
-"""Held calls that touch the database at once, opening a decision or re-reading one after a wake-up (below
-the pool's 5 + 10 connections): a burst of thousands then queues here, with no deadline, instead of
-waiting for a pooled connection, which gives up after 30 s and fails the call."""
-
-NAME_CHARS: int = Decision.__table__.c.tool.type.length  # type: ignore[attr-defined]
-"""The length of the decisions table's grant, server and tool columns (200)."""
+def progress_token_of(ctx: ServerRequestContext) -> str | int | None:
+    """The progress token the client sent with this request, if any."""
+    meta = ctx.meta or {}
+    token: object = meta.get("progress_token")
+    if token is None:
+        token = meta.get("progressToken")
+    return token if isinstance(token, (str, int)) else None
 
 
 class ApprovalGate:
-    def __init__(
-        self,
-        service: ApprovalService,
-        bus: DecisionBus,
-        policy: PolicySource,
-        *,
-        progress_interval: float,
-        hold_bound: float,
-        args_digest: ArgsDigester,
-    ) -> None:
-        self.service = service
-        self.args_digest = args_digest
-        self.bus = bus
-        self.policy = policy
+    """The hold point (`GatewayCore.approvals`): keep the call until a person decides, exactly once.
+
+    `hold` returns once the call's decision has ended, or when the call is to be answered with
+    "approval pending" (no progress token, bound reached). It returns `approved` only after it
+    has claimed the single execution of the decision; the gateway then forwards the call, marking
+    it `sending` right before it leaves (False: the claim was lost, do not send), hands back with
+    `unsent` a claim whose call never left, and reports the upstream outcome with `executed`. A
+    cancelled client raises out of `hold`; its decision stays pending for the rule's `rejoin_within`
+    (the same call again joins it). `replayed`: a retry of a call that already ran on its approval
+    gets that run's `result` again.
+    """
+
+    def __init__(self, holding: CallHolding, *, progress_interval: float, hold_bound: float) -> None:
+        self.holding = holding
         self.progress_interval = progress_interval
         self.hold_bound = hold_bound
-        self.closing = False
-        self._open_locks: dict[tuple[str, str, str, str], tuple[asyncio.Lock, int]] = {}
-        self._db_slots = asyncio.Semaphore(DB_SLOTS)
-        self._background: set[asyncio.Task[Any]] = set()
-
-    def begin_shutdown(self) -> None:
-        """The service is stopping: answer every held call now ("holdgate is restarting; call again to join
-        d_…") and leave its decision pending, so that the call, made again after the restart, joins it."""
-        self.closing = True
-        for decision_id in self.bus.waiting_ids():
-            self.bus.publish(decision_id)
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome:
         earlier = await self._earlier_run(call, verdict, ctx)
         if earlier is not None:
             return earlier
-        decision = await self._open(call, verdict)
+        holding = self.holding
+        decision = await holding.open(call, verdict)
         token = progress_token_of(ctx)
         stream = stream_watch(ctx.request)
         loop = asyncio.get_running_loop()
@@ -101,18 +91,16 @@ class ApprovalGate:
 
         def leaving() -> bool:
             """Nobody will read this call's answer (its stream closed), or the service is stopping."""
-            return self.closing or (stream is not None and stream.closed)
+            return holding.closing or (stream is not None and stream.closed)
 
-        with self.bus.subscribe(decision.id) as changed:
+        with holding.wait(decision.id) as wait:
             if stream is not None:
-                stream.on_close(changed.set)
+                stream.on_close(wait.wake)
             try:
-                claimed = await self._take(decision.id) if decision.status != "pending" else None
-                while claimed is None:
+                ended = await wait.take() if decision.status != "pending" else None
+                while ended is None:
                     if leaving():
-                        return await self._leave(decision, stream_closed=not self.closing)
-                    # Only the bus wakes a held call (a commit here, LISTEN/NOTIFY, or the bus's poll
-                    # for other processes): waiting costs no database work, however many wait.
+                        return await self._leave(decision, stream_closed=not holding.closing)
                     if token is None:
                         remaining = started + self.hold_bound - loop.time()
                         if remaining <= 0:
@@ -120,33 +108,26 @@ class ApprovalGate:
                         timeout = remaining
                     else:
                         timeout = self.progress_interval
-                    try:
-                        await asyncio.wait_for(changed.wait(), timeout)
-                    except TimeoutError:
+                    if not await wait.woken(timeout):
                         if token is not None:
                             await ctx.session.report_progress(loop.time() - started, None, waiting_message(decision))
                         continue
-                    changed.clear()
                     if not leaving():
-                        claimed = await self._take(decision.id)
-                ended, mine = claimed
-                if mine and leaving():
+                        ended = await wait.take()
+                if ended.claimed and leaving():
                     # Taken for this call, whose client has gone (or which is answered "restarting"): not run.
-                    await self.service.give_back_ending(ended.id)
-                    return await self._leave(ended, stream_closed=not self.closing)
+                    await holding.give_back(ended.decision.id)
+                    return await self._leave(ended.decision, stream_closed=not holding.closing)
             except asyncio.CancelledError:
-                self._withdraw(decision.id)
+                holding.withdraw(decision.id)
                 raise
-            finally:
-                if self.bus.waiting(decision.id) == 1:  # this call is the last one here waiting on it
-                    self.service.forget_handoff(decision.id)
-        return self._ending(ended, mine)
+        return self._ending(ended.decision, ended.claimed)
 
     async def sending(self, decision_id: str) -> bool:
-        return await self.service.mark_sending(decision_id)
+        return await self.holding.sending(decision_id)
 
     async def unsent(self, decision_id: str) -> None:
-        await self.service.release_unsent(decision_id)
+        await self.holding.unsent(decision_id)
 
     async def executed(
         self,
@@ -157,10 +138,7 @@ class ApprovalGate:
         duration_ms: float,
         result: dict[str, Any] | None = None,
     ) -> None:
-        stored = storable_text(detail) if detail is not None else None
-        await self.service.record_execution(
-            decision_id, outcome=outcome, detail=stored, duration_ms=duration_ms, result=result
-        )
+        await self.holding.executed(decision_id, outcome=outcome, detail=detail, duration_ms=duration_ms, result=result)
 
     async def _earlier_run(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome | None:
         """A retry of a call whose approved release was claimed: what it gets instead of a second run.
@@ -170,23 +148,16 @@ class ApprovalGate:
         (outcome unknown, or sent and failed) is not run again on that approval: the retry is told so, and a
         new decision asks the approvers, naming the earlier attempt.
         """
+        holding = self.holding
         within = (verdict.approval or ApprovalSpec(approvers=())).claim_within_seconds  # the rule's claim_within
-        grant, server, tool, digest = await self._binding(call)
+        binding = await holding.binding(call)
         token = progress_token_of(ctx)
         stream = stream_watch(ctx.request)
         loop = asyncio.get_running_loop()
         started = reported = loop.time()
         deadline = started + self.hold_bound if token is None else math.inf
         while True:
-            async with self._db_slots:
-                earlier = await self.service.earlier_run(
-                    grant=grant,
-                    server=server,
-                    tool=tool,
-                    args_sha256=digest,
-                    policy_version=self.policy.current.version,
-                    within_s=within,
-                )
+            earlier = await holding.earlier_run(binding, within_s=within)
             if earlier is None:
                 return None
             if earlier.outcome in FINISHED:
@@ -194,67 +165,19 @@ class ApprovalGate:
                     return HoldOutcome(earlier.id, "replayed", result=json.loads(earlier.result))
                 return _outcome(earlier, "ran", ran_message(earlier))
             if earlier.outcome is not None:
-                decision = await self._open(call, verdict, previous_attempt=earlier)
+                decision = await holding.open(call, verdict, previous_attempt=earlier)
                 return _outcome(earlier, "may_have_run", may_have_run_message(earlier, decision))
             # In flight: its outcome, or its lease's expiry (then `ClaimLeases` reconciles it), wakes us.
-            if self.closing or (stream is not None and stream.closed):  # stopping, or nobody reads the answer
-                ending = "restarting" if self.closing else "withdrawn"
-                return _outcome(earlier, ending, running_message(earlier, restarting=self.closing))
-            with self.bus.subscribe(earlier.id) as changed:  # a closed stream is seen within a second
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return _outcome(earlier, "running", running_message(earlier))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            if holding.closing or (stream is not None and stream.closed):  # stopping, or nobody reads the answer
+                ending = "restarting" if holding.closing else "withdrawn"
+                return _outcome(earlier, ending, running_message(earlier, restarting=holding.closing))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return _outcome(earlier, "running", running_message(earlier))
+            await holding.changed_within(earlier.id, min(remaining, 1.0))  # a closed stream is seen within a second
             if token is not None and loop.time() - reported >= self.progress_interval:
                 reported = loop.time()
                 await ctx.session.report_progress(reported - started, None, running_message(earlier))
-
-    async def _binding(self, call: ToolCall) -> tuple[str, str, str, str]:
-        """The call as the decisions table keys it: grant, server, tool (bounded as the table holds them: a
-        256-character or NUL-bearing tool name still opens one) and the keyed digest of its arguments."""
-        digest = await self.args_digest.digest(call.arguments)
-        grant, server, tool = (bounded_text(name, NAME_CHARS) for name in (call.grant, call.server, call.tool))
-        return grant, server, tool, digest
-
-    async def _open(self, call: ToolCall, verdict: Verdict, previous_attempt: Decision | None = None) -> Decision:
-        # Two identical calls arriving together must share one decision, not ask people twice.
-        key = grant, server, tool, digest = await self._binding(call)
-        lock, users = self._open_locks.get(key, (asyncio.Lock(), 0))
-        self._open_locks[key] = (lock, users + 1)
-        try:
-            async with lock, self._db_slots:
-                decision, _created = await self.service.open_or_join(
-                    grant=grant,
-                    server=server,
-                    tool=tool,
-                    arguments=call.arguments,
-                    args_sha256=digest,
-                    verdict=verdict,
-                    policy_version=self.policy.current.version,
-                    previous_attempt=previous_attempt,
-                )
-        finally:
-            lock, users = self._open_locks[key]
-            if users == 1:
-                del self._open_locks[key]
-            else:
-                self._open_locks[key] = (lock, users - 1)
-        return decision
-
-    async def _take(self, decision_id: str) -> tuple[Decision, bool] | None:
-        """After a wake-up: (the ended decision, whether this call claimed it), or None if still pending.
-
-        One compare-and-set in the common case, shared with the other calls waking at the same moment
-        (group commit); the rarer re-read has bounded concurrency, so a mass wake-up queues here
-        instead of exhausting the connection pool.
-        """
-        claimed = await self.service.claim(decision_id)
-        if claimed is not None:
-            return claimed, True
-        async with self._db_slots:
-            current = await self.service.load(decision_id)
-        return None if current.status == "pending" else (current, False)
 
     def _ending(self, decision: Decision, claimed: bool) -> HoldOutcome:
         """Say what happened to this call's decision."""
@@ -274,25 +197,8 @@ class ApprovalGate:
         (2025-11-25: no cancellation, but nobody can read the answer). The decision goes on."""
         if not stream_closed:
             return _outcome(decision, "restarting", restarting_message(decision))
-        if decision.status == "pending" and self.bus.waiting(decision.id) == 1:
-            await self.service.withdraw(decision.id, cancelled=False)
+        await self.holding.leave(decision)
         return _outcome(decision, "withdrawn", withdrawn_message(decision))
-
-    def _withdraw(self, decision_id: str) -> None:
-        """The client cancelled its request: it withdraws its wait, not the request. The decision stays pending
-        for `rejoin_within` (the same call again joins it), then ends cancelled (in the background: this task is
-        being cancelled). Not while the service is stopping: a restart must not cancel anything."""
-        if self.closing or self.bus.waiting(decision_id) > 1:
-            return
-        task = asyncio.get_running_loop().create_task(self._cancel(decision_id), name=f"withdraw:{decision_id}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _cancel(self, decision_id: str) -> None:
-        try:
-            await self.service.withdraw(decision_id, cancelled=True)
-        except Exception:
-            logger.exception("could not record that the agent stopped waiting on decision %s", decision_id)
 
 
 def approver_names(decision: Decision) -> str:
