@@ -10,7 +10,8 @@ as a task on the channel (`SlackChannel.spawn`), because Slack wants the ack wit
 - Reason modal submitted: an empty reason is refused inside the modal; otherwise vote `deny`.
 
 Who may vote is the approvals service's business (`ApprovalService.vote` refuses non-approvers and
-the call's own grant); here a refusal becomes an ephemeral message to the person who clicked.
+the call's own grant; `check_vote`, before the deny modal, asks the same without voting); here a refusal
+becomes an ephemeral message to the person who clicked.
 This module does not verify signatures: the HTTP edge does, and a Socket Mode connection is
 authenticated by its app token.
 """
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 from bots.slack import blocks
 from bots.slack.channel import Post, SlackChannel
-from service.approvals import PENDING, ApprovalError, NotAllowed, Voter
+from service.approvals import AlreadyDecided, AlreadyVoted, ApprovalError, NotAllowed, Voter
 from service.approvals.schemas import DecisionView
 
 logger = logging.getLogger("holdgate.slack")
@@ -107,11 +108,12 @@ async def _ask_reason(slack: SlackChannel, trigger_id: str, decision_id: str, us
 async def _refusal(slack: SlackChannel, decision_id: str, user: str) -> str | None:
     """Why `user` cannot decide this now, or None (the vote itself still checks everything)."""
     try:
-        decision = await slack.approval_service().load(decision_id)
-        if decision.status != PENDING:
-            by = f" by {decision.decided_by}" if decision.decided_by else ""
-            return f"Already decided: {decision.status}{by}."
-        slack.approval_service().approver_name(decision, Voter("slack", user))
+        await slack.approval_service().check_vote(decision_id, Voter("slack", user))
+    except AlreadyDecided as exc:
+        by = f" by {exc.decision.decided_by}" if exc.decision.decided_by else ""
+        return f"Already decided: {exc.decision.status}{by}."
+    except AlreadyVoted:
+        return None  # the deny is refused when it is cast, saying so
     except NotAllowed as exc:
         logger.warning("Slack user %s is not an approver of %s: %s", user, decision_id, exc)
         return _not_an_approver(exc)
