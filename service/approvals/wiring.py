@@ -1,8 +1,9 @@
-"""Putting the approvals domain together inside the service's lifespan.
+"""Putting the approvals domain together: built with the app, started by its lifespan.
 
-`start_approvals` builds the service, the bus, the timers, the outbox worker and the gate, connects
-them (every committed decision change wakes held calls, resets timers and the outbox), starts the
-background work on the lifespan's exit stack, and installs the gate as the gateway's hold point.
+`build_approvals` builds the service, the bus, the timers, the outbox worker and the gate and connects
+them (every committed decision change wakes held calls, resets timers and the outbox); it runs before
+the server serves, so every route finds approvals ready. `Approvals.start` starts the channels, the
+timers and the background work on the lifespan's exit stack.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots.base import Channel, ChannelLifecycle
 from bots.console import ConsoleChannel
@@ -27,19 +29,43 @@ from service.approvals.service import ApprovalService
 from service.approvals.timeouts import DecisionTimers
 from service.audit.service import AuditRecord, AuditWriter
 from service.models import Decision
+from service.policy.holder import PolicyHolder
 from service.settings import Settings
-
-if TYPE_CHECKING:
-    from service.app import AppState
 
 
 @dataclass
 class Approvals:
+    """The approvals domain of one running gateway, built by `build_approvals`."""
+
     service: ApprovalService
     bus: DecisionBus
     timers: DecisionTimers
     outbox: OutboxWorker
     gate: ApprovalGate
+    poll_interval: float
+    """How often held calls look for decisions taken in another process (`HOLDGATE_APPROVAL_POLL_INTERVAL_S`)."""
+    listen_url: str | None = None
+    """The PostgreSQL database to LISTEN on for decisions taken by other replicas; None on SQLite."""
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Start the channels, the timers and the background work; `stack` stops them."""
+        metrics.watch_held_calls(self.bus.held_calls)
+        for channel in self.outbox.channels.values():
+            if isinstance(channel, ChannelLifecycle):
+                await channel.start(self.service)
+                stack.push_async_callback(channel.aclose)
+        await self.timers.start()
+        stack.callback(self.timers.shutdown)
+        background = [
+            ("outbox", self.outbox.run()),
+            ("decision-poll", self.bus.poll(self.service.status_of, self.poll_interval)),
+            ("claim-leases", ClaimLeases(self.service).run()),  # its first tick reconciles at start-up
+        ]
+        if self.listen_url is not None:
+            background.append(("decision-listen", PgDecisionListener(self.listen_url, self.bus, self.timers).run()))
+        for name, work in background:
+            task = asyncio.create_task(work, name=name)
+            stack.push_async_callback(_stop, task)
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -56,15 +82,23 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
-async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
-    settings = state.settings
-    clock = state.core.clock
-    service = ApprovalService(state.sessions, clock=clock, lease_s=settings.claim_lease_s)
+def build_approvals(
+    settings: Settings,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    audit: AuditWriter,
+    policy: PolicyHolder,
+    channels: dict[str, Channel],
+    clock: Callable[[], float],
+    listen_url: str | None,
+) -> Approvals:
+    """The approvals domain, connected and not started: nothing runs until `Approvals.start`."""
+    service = ApprovalService(sessions, clock=clock, lease_s=settings.claim_lease_s)
     bus = DecisionBus()
     timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approval_sweep_interval_s)
     outbox = OutboxWorker(
-        state.sessions,
-        state.channels if state.channels is not None else build_channels(settings),
+        sessions,
+        channels,
         clock=clock,
         poll_interval=settings.outbox_poll_interval_s,
         max_attempts=settings.outbox_max_attempts,
@@ -72,34 +106,18 @@ async def start_approvals(state: AppState, stack: AsyncExitStack) -> Approvals:
     )
     service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
     service.local_waiters = bus.waiting
-    service.audit_event = partial(audit_decision_event, state.audit, clock)
-    metrics.watch_held_calls(bus.held_calls)
+    service.audit_event = partial(audit_decision_event, audit, clock)
     gate = ApprovalGate(
         service,
         bus,
-        state.policy,
+        policy,
         progress_interval=settings.approval_progress_interval_s,
         hold_bound=settings.approval_hold_s,
-        args_digest=state.audit.args_digest,
+        args_digest=audit.args_digest,
     )
-    for channel in outbox.channels.values():
-        if isinstance(channel, ChannelLifecycle):
-            await channel.start(service)
-            stack.push_async_callback(channel.aclose)
-    await timers.start()
-    stack.callback(timers.shutdown)
-    background = [
-        ("outbox", outbox.run()),
-        ("decision-poll", bus.poll(service.status_of, settings.approval_poll_interval_s)),
-        ("claim-leases", ClaimLeases(service).run()),  # its first tick reconciles at start-up
-    ]
-    if state.engine.dialect.name == "postgresql":
-        background.append(("decision-listen", PgDecisionListener(settings.effective_database_url, bus, timers).run()))
-    for name, work in background:
-        task = asyncio.create_task(work, name=name)
-        stack.push_async_callback(_stop, task)
-    state.core.approvals = gate
-    return Approvals(service, bus, timers, outbox, gate)
+    return Approvals(
+        service, bus, timers, outbox, gate, poll_interval=settings.approval_poll_interval_s, listen_url=listen_url
+    )
 
 
 def audit_decision_event(
