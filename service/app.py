@@ -91,8 +91,8 @@ def build_state(
     sessions = db.session_factory(engine)
     audit = AuditWriter(
         sessions,
-        flush_interval=settings.audit_flush_interval_s,
-        retention_days=settings.audit_retention_days,
+        flush_interval=settings.audit.flush_interval_s,
+        retention_days=settings.audit.retention_days,
         args_digest=ArgsDigester(sessions, settings.secret_key),
     )
     core = GatewayCore(
@@ -100,9 +100,9 @@ def build_state(
         audit=audit,
         sessions=sessions,
         config_dir=settings.config_dir,
-        filter_tools=settings.tools_list_filter,
-        connect_timeout=settings.upstream_connect_timeout_s,
-        upstream_connections=settings.upstream_connections,
+        filter_tools=settings.gateway.tools_list_filter,
+        connect_timeout=settings.gateway.upstream_connect_timeout_s,
+        upstream_connections=settings.gateway.upstream_connections,
         clock=clock,
     )
     endpoint = McpEndpoint(GrantResolver(sessions), settings)
@@ -208,7 +208,7 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
         manager = build_manager(proxy, state.settings, state.endpoint.budget)
         await stack.enter_async_context(manager.run())
         stack.push_async_callback(proxy.aclose)
-        if state.settings.stdio_spares and isinstance(proxy.spec, StdioServerSpec):
+        if state.settings.gateway.stdio_spares and isinstance(proxy.spec, StdioServerSpec):
             timeout = state.core.connect_timeout
             proxy.spare = SpareUpstream(proxy.spec, config_dir=state.core.config_dir, connect_timeout=timeout)
             proxy.spare.start()

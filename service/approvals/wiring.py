@@ -93,16 +93,16 @@ def build_approvals(
     listen_url: str | None,
 ) -> Approvals:
     """The approvals domain, connected and not started: nothing runs until `Approvals.start`."""
-    service = ApprovalService(sessions, clock=clock, lease_s=settings.claim_lease_s)
+    service = ApprovalService(sessions, clock=clock, lease_s=settings.approvals.claim_lease_s)
     bus = DecisionBus()
-    timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approval_sweep_interval_s)
+    timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approvals.sweep_interval_s)
     outbox = OutboxWorker(
         sessions,
         channels,
         clock=clock,
-        poll_interval=settings.outbox_poll_interval_s,
-        max_attempts=settings.outbox_max_attempts,
-        retry_base=settings.outbox_retry_base_s,
+        poll_interval=settings.approvals.outbox_poll_interval_s,
+        max_attempts=settings.approvals.outbox_max_attempts,
+        retry_base=settings.approvals.outbox_retry_base_s,
     )
     service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
     service.local_waiters = bus.waiting
@@ -111,12 +111,12 @@ def build_approvals(
         service,
         bus,
         policy,
-        progress_interval=settings.approval_progress_interval_s,
-        hold_bound=settings.approval_hold_s,
+        progress_interval=settings.approvals.progress_interval_s,
+        hold_bound=settings.approvals.hold_s,
         args_digest=audit.args_digest,
     )
     return Approvals(
-        service, bus, timers, outbox, gate, poll_interval=settings.approval_poll_interval_s, listen_url=listen_url
+        service, bus, timers, outbox, gate, poll_interval=settings.approvals.poll_interval_s, listen_url=listen_url
     )
 
 
