@@ -1,5 +1,6 @@
-# holdgate: `make run` starts the service with the example config; `make test` runs the suite;
-# `make lint` and `make typecheck` are the checks CI runs before it.
+# holdgate: `make run` starts the service with the example config; `make test` runs the suite and
+# `make test-fast` its unit tier (no server, peer, browser or database server; under 30 s on an idle machine);
+# `make lint` is the checks CI runs before the suite: ruff, the import layering (import-linter), mypy.
 # Both set everything up on a fresh machine (virtualenv, Python packages, npm test peers).
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PEERS := tests/peers/node_modules/.installed
 
-.PHONY: run test install peers lint typecheck format bench clean
+.PHONY: run test test-fast install peers lint imports typecheck cycles format bench clean
 
 install: $(INSTALLED)
 
@@ -30,13 +31,26 @@ run: $(INSTALLED)
 test: $(INSTALLED) $(PEERS)
 	$(BIN)/pytest
 
+# tests/support/tiers.py marks the tests that start something `integration`; the rest are the unit tier.
+test-fast: $(INSTALLED)
+	$(BIN)/pytest -m "not integration"
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory imports typecheck
+
+# The layers and the channel boundary, as contracts in pyproject.toml ([tool.importlinter]).
+imports: $(INSTALLED)
+	$(BIN)/lint-imports
 
 # mypy's settings (the packages it checks, the few untyped libraries) are in pyproject.toml.
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
+
+# The import cycles in service/ and bots/ (a figure to watch, not a check).
+cycles: $(INSTALLED)
+	$(BIN)/python tools/import_cycles.py
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .

@@ -1,7 +1,10 @@
-"""create_app(settings): the FastAPI application with the gateway, the API and their lifespans.
+"""The composition root: `build_state(settings)` builds every part of the service, `create_app` serves them.
 
-Configuration files are loaded here, before the server starts listening: a malformed
-policy.json or servers.json refuses to start with the file, the place and the problem.
+Everything is built before the server listens: configuration files are loaded (a malformed policy.json
+or servers.json refuses to start with the file, the place and the problem), channels and the approvals
+domain are built and connected, the gateway core gets its hold point. The lifespan only *starts* what
+was built (migrations, the audit writer, channels, timers, upstreams) and stops it, so a route never
+meets a part that is not there yet.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,19 +25,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bots.base import Channel
 from bots.email import routes as email_routes
 from bots.slack import routes as slack_routes
 from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
-from service.approvals.wiring import Approvals, start_approvals
+from service.approvals.channels import Channel
+from service.approvals.wiring import Approvals, build_approvals, build_channels
 from service.audit.keys import ArgsDigester
 from service.audit.service import AuditWriter
 from service.catalog import Catalogs
 from service.configfile import ConfigError
 from service.dashboard import router as dashboard_router
+from service.dashboard.state import DashboardState
 from service.gateway.hold import ApprovalGate
 from service.gateway.proxy import GatewayCore, ServerProxy
 from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
@@ -51,36 +56,44 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 @dataclass
 class AppState:
-    """Everything the routes and the lifespan share; lives on `app.state.holdgate`."""
+    """Every part of the running service, built by `build_state`; lives on `app.state.holdgate`.
+
+    Routes reach it through the typed dependencies in `service.api.deps` (and `DashboardDep`)."""
 
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     policy: PolicyHolder
     servers: dict[str, ServerSpec]
+    catalogs: Catalogs
     audit: AuditWriter
     core: GatewayCore
     endpoint: McpEndpoint
+    channels: dict[str, Channel]
+    """Approval channels by name: built from settings, or given to `build_state` (tests)."""
+    approvals: Approvals
+    dashboard: DashboardState
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
-    approvals: Approvals | None = None
-    catalogs: Catalogs = field(default_factory=lambda: Catalogs([]))
-    channels: dict[str, Channel] | None = None
-    """Approval channels by name; None builds them from settings at start-up (tests inject their own)."""
-    extras: dict[str, Any] = field(default_factory=dict)
+    """One per upstream server, made when the lifespan starts them (probing is I/O)."""
     serving: bool = False
     """True from the end of start-up to the start of shutdown (`/readyz`)."""
+    database_failing: bool = False
+    """The database did not answer `/readyz` last time (it logs the failure once, not on every probe)."""
 
 
-def build_state(settings: Settings) -> AppState:
-    """Load and check configuration; raises ConfigError before anything starts."""
+def build_state(
+    settings: Settings, *, clock: Callable[[], float] = time.time, channels: dict[str, Channel] | None = None
+) -> AppState:
+    """Load and check configuration and build every part; raises ConfigError (or ValueError, a channel's
+    settings) before anything starts. `clock` and `channels` replace the real ones (tests)."""
     policy = PolicyHolder(settings.policy_path)
     servers = load_servers(settings.servers_path)
     engine = db.create_engine(settings.effective_database_url)
     sessions = db.session_factory(engine)
     audit = AuditWriter(
         sessions,
-        flush_interval=settings.audit_flush_interval_s,
-        retention_days=settings.audit_retention_days,
+        flush_interval=settings.audit.flush_interval_s,
+        retention_days=settings.audit.retention_days,
         args_digest=ArgsDigester(sessions, settings.secret_key),
     )
     core = GatewayCore(
@@ -88,19 +101,47 @@ def build_state(settings: Settings) -> AppState:
         audit=audit,
         sessions=sessions,
         config_dir=settings.config_dir,
-        filter_tools=settings.tools_list_filter,
-        connect_timeout=settings.upstream_connect_timeout_s,
-        upstream_connections=settings.upstream_connections,
+        filter_tools=settings.gateway.tools_list_filter,
+        connect_timeout=settings.gateway.upstream_connect_timeout_s,
+        upstream_connections=settings.gateway.upstream_connections,
+        clock=clock,
     )
     endpoint = McpEndpoint(GrantResolver(sessions), settings)
     endpoint.known = set(servers)
-    state = AppState(settings, engine, sessions, policy, servers, audit, core, endpoint)
-    state.catalogs = Catalogs.load(settings.catalog_dir)
-    return state
+    catalogs = Catalogs.load(settings.catalog_dir)
+    channels = build_channels(settings) if channels is None else channels
+    approvals = build_approvals(
+        settings,
+        sessions=sessions,
+        audit=audit,
+        policy=policy,
+        channels=channels,
+        clock=clock,
+        listen_url=settings.effective_database_url if engine.dialect.name == "postgresql" else None,
+    )
+    core.approvals = ApprovalGate(
+        approvals.holding,
+        progress_interval=settings.approvals.progress_interval_s,
+        hold_bound=settings.approvals.hold_s,
+    )
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        policy=policy,
+        servers=servers,
+        catalogs=catalogs,
+        audit=audit,
+        core=core,
+        endpoint=endpoint,
+        channels=channels,
+        approvals=approvals,
+        dashboard=DashboardState.build(settings, approvals.service),
+    )
 
 
 def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRouter:
-    """The service; `state` may be prebuilt (tests inject a clock or approvals through it)."""
+    """The service; `state` may be prebuilt (`build_state`, with a test's clock or channels)."""
     state = state or build_state(settings)
 
     @asynccontextmanager
@@ -112,12 +153,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             stack.push_async_callback(state.engine.dispose)
             state.audit.start()
             stack.push_async_callback(state.audit.aclose)
-            state.approvals = await start_approvals(state, stack)
-            state.core.approvals = ApprovalGate(
-                state.approvals.holding,
-                progress_interval=settings.approval_progress_interval_s,
-                hold_bound=settings.approval_hold_s,
-            )
+            await state.approvals.start(stack)
             await _start_gateway(state, stack)
             # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
             stack.callback(state.approvals.holding.begin_shutdown)
@@ -177,7 +213,7 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
         manager = build_manager(proxy, state.settings, state.endpoint.budget)
         await stack.enter_async_context(manager.run())
         stack.push_async_callback(proxy.aclose)
-        if state.settings.stdio_spares and isinstance(proxy.spec, StdioServerSpec):
+        if state.settings.gateway.stdio_spares and isinstance(proxy.spec, StdioServerSpec):
             timeout = state.core.connect_timeout
             proxy.spare = SpareUpstream(proxy.spec, config_dir=state.core.config_dir, connect_timeout=timeout)
             proxy.spare.start()
@@ -222,8 +258,7 @@ def _answer_held_calls_on_stop_signal(state: AppState, stack: AsyncExitStack) ->
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals, previous: Any) -> None:
-        if state.approvals is not None:
-            state.approvals.holding.begin_shutdown()
+        state.approvals.holding.begin_shutdown()
         if callable(previous):
             previous(sig, None)
         else:  # nobody else handles it: the default action, once our part is done

@@ -2,16 +2,22 @@
 
 Nothing is read at import time: `get_settings()` builds (and caches) the object, and
 `create_app(settings)` receives it, so tests construct `Settings(...)` directly.
+
+The knobs of one area form a section (`settings.gateway`, `settings.audit`, `settings.approvals`), so a
+part of the service takes the section it needs. The documented names stay flat (`HOLDGATE_APPROVAL_HOLD_S`
+sets `settings.approvals.hold_s`): `FLAT_NAMES` is the one table from the public names to the sections.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Section = TypeVar("Section", bound=BaseModel)
 
@@ -19,29 +25,9 @@ DEFAULT_CHANNELS = ("bots.console", "bots.slack", "bots.email")
 """The channel modules the service loads (`service.approvals.channels`): a new channel is one line here."""
 
 
-class Settings(BaseSettings):
-    """The service's configuration; see README "Configuration" for each variable."""
+class GatewaySettings(BaseModel):
+    """How the gateway serves MCP: who may connect, how many sessions, how calls reach upstreams."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="HOLDGATE_",
-        env_nested_delimiter="__",
-        env_file=".env",
-        extra="ignore",
-        hide_input_in_errors=True,  # the input holds every secret (SMTP password, tokens): never echo it
-    )
-
-    config_dir: Path = Path("config")
-    data_dir: Path = Path("data")
-    database_url: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL; default is a SQLite file in data_dir.",
-    )
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_url: str | None = None
-    secret_key: SecretStr | None = None
-
-    # Gateway
     anonymous_dev_grant: bool = Field(
         default=False,
         description="Let loopback clients without a token in, as grant 'anonymous-dev'. "
@@ -95,31 +81,37 @@ class Settings(BaseSettings):
         description="Keep one started, initialized child process per stdio server, handed to the next new "
         "session so its first call does not wait for the server to start.",
     )
-    watch_policy: bool = True
-    audit_flush_interval_s: float = Field(
+
+
+class AuditSettings(BaseModel):
+    """How the audit writer commits and how long records are kept."""
+
+    flush_interval_s: float = Field(
         default=1.0,
         description="how often the audit writer commits what it has queued (sooner when 500 are waiting); "
         "each commit costs the event loop a few ms whatever its size",
     )
-    audit_retention_days: float | None = Field(
+    retention_days: float | None = Field(
         default=None,
         gt=0,
         description="Delete audit records older than this many days (checked hourly); unset keeps them all. "
         "The hash chain stays verifiable: the last deleted record's hash becomes its anchor.",
     )
-    run_migrations: bool = True
 
-    # Approvals
-    approval_progress_interval_s: float = Field(
+
+class ApprovalSettings(BaseModel):
+    """How held calls wait, how decisions expire and are claimed, how notifications are retried."""
+
+    progress_interval_s: float = Field(
         default=10.0, description="How often a held call with a progress token hears 'still waiting'."
     )
-    approval_hold_s: float = Field(
+    hold_s: float = Field(
         default=45.0,
         description="How long a held call without a progress token waits before answering 'approval pending' "
         "(below the ~60 s after which common clients give up).",
     )
-    approval_sweep_interval_s: float = Field(default=5.0, description="How often overdue decisions are expired.")
-    approval_poll_interval_s: float = Field(
+    sweep_interval_s: float = Field(default=5.0, description="How often overdue decisions are expired.")
+    poll_interval_s: float = Field(
         default=1.0, description="How often held calls look for decisions taken in another process (CLI, replicas)."
     )
     claim_lease_s: float = Field(
@@ -131,6 +123,58 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 1.0
     outbox_max_attempts: int = 10
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
+
+
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    **{name: ("gateway", name) for name in GatewaySettings.model_fields},
+    "audit_flush_interval_s": ("audit", "flush_interval_s"),
+    "audit_retention_days": ("audit", "retention_days"),
+    "approval_progress_interval_s": ("approvals", "progress_interval_s"),
+    "approval_hold_s": ("approvals", "hold_s"),
+    "approval_sweep_interval_s": ("approvals", "sweep_interval_s"),
+    "approval_poll_interval_s": ("approvals", "poll_interval_s"),
+    "claim_lease_s": ("approvals", "claim_lease_s"),
+    "outbox_poll_interval_s": ("approvals", "outbox_poll_interval_s"),
+    "outbox_max_attempts": ("approvals", "outbox_max_attempts"),
+    "outbox_retry_base_s": ("approvals", "outbox_retry_base_s"),
+}
+"""The documented flat names (README "Configuration": `HOLDGATE_<NAME>`) of the sections' fields, as
+(section, field). They stay the public names: an environment variable, a .env line or a keyword argument
+(`Settings(approval_hold_s=30)`) under a flat name sets the section's field; `HOLDGATE_APPROVALS__HOLD_S`
+(the nested form) works too."""
+
+
+class Settings(BaseSettings):
+    """The service's configuration; see README "Configuration" for each variable.
+
+    Knobs of one area sit in a section (`settings.gateway`, `settings.audit`, `settings.approvals`), each
+    still set by its documented flat name (`FLAT_NAMES`); channels have their own (`section`).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="HOLDGATE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # the input holds every secret (SMTP password, tokens): never echo it
+    )
+
+    config_dir: Path = Path("config")
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is a SQLite file in data_dir.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    secret_key: SecretStr | None = None
+    watch_policy: bool = True
+    run_migrations: bool = True
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     # Channels
     channels: list[str] = Field(
@@ -158,9 +202,21 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     email_from: str | None = None
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        return tuple(_FlatNames(settings_cls, source) for source in sources)
+
     @model_validator(mode="after")
     def _refuse_remote_anonymous(self) -> Settings:
-        if self.anonymous_dev_grant and not is_loopback_host(self.host):
+        if self.gateway.anonymous_dev_grant and not is_loopback_host(self.host):
             raise ValueError(
                 f"HOLDGATE_ANONYMOUS_DEV_GRANT is only allowed on a loopback address, not on {self.host!r}"
             )
@@ -222,6 +278,44 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'holdgate.db').resolve()}"
 
+
+class _FlatNames(PydanticBaseSettingsSource):
+    """One source of settings (keyword arguments, the environment, the .env file) with its flat names
+    (`FLAT_NAMES`) moved into their sections; the sources' order of precedence is kept, field by field."""
+
+    def __init__(self, settings_cls: type[BaseSettings], source: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.source = source
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: `__call__` answers for the whole source
+
+    def __call__(self) -> dict[str, Any]:
+        data = dict(self.source())
+        env_vars: Mapping[str, str | None] = getattr(self.source, "env_vars", {})
+        prefix = str(self.config.get("env_prefix", "")).lower()
+        for flat, (section, name) in FLAT_NAMES.items():
+            if flat in data:  # a keyword argument, or a .env line (the .env source passes unknown names on)
+                value = data.pop(flat)
+            elif prefix + flat in env_vars:  # an environment variable (names in lower case: case-insensitive)
+                value = env_vars[prefix + flat]
+            else:
+                continue
+            field = SECTIONS[section].model_fields[name]
+            if isinstance(value, str) and self.field_is_complex(field):
+                value = self.decode_complex_value(name, field, value)  # a JSON list, as for any list setting
+            given = data.get(section)
+            nested = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
+            nested.setdefault(name, value)  # the nested form (`HOLDGATE_APPROVALS__HOLD_S`) of the same source wins
+            data[section] = nested
+        return data
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "gateway": GatewaySettings,
+    "audit": AuditSettings,
+    "approvals": ApprovalSettings,
+}
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})
 

@@ -4,10 +4,15 @@ from contextlib import asynccontextmanager
 import pytest
 
 from tests.support.harness import EVERYTHING_JS
+from tests.support.tiers import mark_integration_tests
 
 
 def pytest_report_header(config):
     return f"server-everything: {'installed' if EVERYTHING_JS.exists() else 'MISSING (run make peers)'}"
+
+
+def pytest_collection_modifyitems(config, items):
+    mark_integration_tests(items)
 
 
 @pytest.fixture(scope="session")

@@ -332,4 +332,6 @@ def test_serve_options_keep_the_other_settings(env, monkeypatch):
     get_settings.cache_clear()
     settings = _settings(env / "other", host="127.0.0.2", port=9001)
     assert (settings.host, settings.port, settings.config_dir) == ("127.0.0.2", 9001, env / "other")
-    assert settings.anonymous_dev_grant and settings.secret_key.get_secret_value() == "a key of at least sixteen"
+    assert (
+        settings.gateway.anonymous_dev_grant and settings.secret_key.get_secret_value() == "a key of at least sixteen"
+    )

@@ -16,7 +16,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from service.api.deps import PersonDep, StateDep, require_person
+from service.api.deps import PersonDep, get_approvals, require_person
 from service.api.params import Offset, UtcDateTime, refuse_nul
 from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
 from service.approvals.schemas import (
@@ -34,13 +34,7 @@ router = APIRouter(
 )
 
 
-def _service(state: StateDep) -> ApprovalService:
-    if state.approvals is None:
-        raise HTTPException(status_code=503, detail="approvals are starting")
-    return state.approvals.service
-
-
-ServiceDep = Depends(_service)
+ServiceDep = Depends(get_approvals)
 
 
 @router.get("", response_model=DecisionPage)

@@ -1,4 +1,8 @@
-"""Shared FastAPI dependencies."""
+"""Shared FastAPI dependencies: typed access to the parts `service.app.build_state` built.
+
+Every part exists before the server serves (the lifespan only starts them), so none of these can find
+a part missing.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.approvals.service import ApprovalService
 
 if TYPE_CHECKING:
     from service.app import AppState
@@ -21,8 +27,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_approvals(request: Request) -> ApprovalService:
+    return get_state(request).approvals.service
+
+
 StateDep = Annotated["AppState", Depends(get_state)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ApprovalsDep = Annotated[ApprovalService, Depends(get_approvals)]
 
 
 async def require_person(request: Request) -> str:

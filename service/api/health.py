@@ -98,9 +98,9 @@ async def _database_problem(state: AppState) -> str | None:
             async with state.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
     except Exception as exc:  # any failure to answer means: not ready
-        if not state.extras.get("readyz.database_failing"):
+        if not state.database_failing:
             logger.warning("readiness: the database does not answer (%s)", type(exc).__name__)
-        state.extras["readyz.database_failing"] = True
+        state.database_failing = True
         return "database: not answering"
-    state.extras["readyz.database_failing"] = False
+    state.database_failing = False
     return None

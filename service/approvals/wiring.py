@@ -1,9 +1,10 @@
-"""Putting the approvals domain together inside the service's lifespan.
+"""Putting the approvals domain together: built with the app, started by its lifespan.
 
-`start_approvals` builds the service, the bus, the timers, the outbox worker and the call holding, connects
-them (every committed decision change wakes held calls, resets timers and the outbox), and starts the
-background work on the lifespan's exit stack. The gateway holds its calls through `Approvals.holding`
-(`service.gateway.hold.ApprovalGate`, built by the app).
+`build_approvals` builds the service, the bus, the timers, the outbox worker and the call holding and
+connects them (every committed decision change wakes held calls, resets timers and the outbox); it runs
+before the server serves, so every route finds approvals ready. `Approvals.start` starts the channels, the
+timers and the background work on the lifespan's exit stack. The gateway holds its calls through
+`Approvals.holding` (`service.gateway.hold.ApprovalGate`, built by the app: approvals know nothing of MCP).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots.base import Channel, ChannelLifecycle
 from bots.console import ConsoleChannel
@@ -28,52 +30,43 @@ from service.approvals.service import ApprovalService
 from service.approvals.timeouts import DecisionTimers
 from service.audit.service import AuditRecord, AuditWriter
 from service.models import Decision
+from service.policy.holder import PolicySource
 from service.settings import Settings
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
-    from service.policy.holder import PolicySource
-
-
-class _Clocked(Protocol):
-    @property
-    def clock(self) -> Callable[[], float]: ...
-
-
-class ApprovalsHost(Protocol):
-    """What `start_approvals` reads of the app's state (`service.app.AppState`, which approvals must not
-    import: the app is above every domain, the gateway included)."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def engine(self) -> AsyncEngine: ...
-
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]: ...
-
-    @property
-    def policy(self) -> PolicySource: ...
-
-    @property
-    def audit(self) -> AuditWriter: ...
-
-    @property
-    def core(self) -> _Clocked: ...
-
-    @property
-    def channels(self) -> dict[str, Channel] | None: ...
 
 
 @dataclass
 class Approvals:
+    """The approvals domain of one running gateway, built by `build_approvals`."""
+
     service: ApprovalService
     bus: DecisionBus
     timers: DecisionTimers
     outbox: OutboxWorker
     holding: CallHolding
+    poll_interval: float
+    """How often held calls look for decisions taken in another process (`HOLDGATE_APPROVAL_POLL_INTERVAL_S`)."""
+    listen_url: str | None = None
+    """The PostgreSQL database to LISTEN on for decisions taken by other replicas; None on SQLite."""
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Start the channels, the timers and the background work; `stack` stops them."""
+        metrics.watch_held_calls(self.bus.held_calls)
+        for channel in self.outbox.channels.values():
+            if isinstance(channel, ChannelLifecycle):
+                await channel.start(self.service)
+                stack.push_async_callback(channel.aclose)
+        await self.timers.start()
+        stack.callback(self.timers.shutdown)
+        background = [
+            ("outbox", self.outbox.run()),
+            ("decision-poll", self.bus.poll(self.service.status_of, self.poll_interval)),
+            ("claim-leases", ClaimLeases(self.service).run()),  # its first tick reconciles at start-up
+        ]
+        if self.listen_url is not None:
+            background.append(("decision-listen", PgDecisionListener(self.listen_url, self.bus, self.timers).run()))
+        for name, work in background:
+            task = asyncio.create_task(work, name=name)
+            stack.push_async_callback(_stop, task)
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -90,42 +83,35 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
-async def start_approvals(state: ApprovalsHost, stack: AsyncExitStack) -> Approvals:
-    settings = state.settings
-    clock = state.core.clock
-    service = ApprovalService(state.sessions, clock=clock, lease_s=settings.claim_lease_s)
+def build_approvals(
+    settings: Settings,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    audit: AuditWriter,
+    policy: PolicySource,
+    channels: dict[str, Channel],
+    clock: Callable[[], float],
+    listen_url: str | None,
+) -> Approvals:
+    """The approvals domain, connected and not started: nothing runs until `Approvals.start`."""
+    service = ApprovalService(sessions, clock=clock, lease_s=settings.approvals.claim_lease_s)
     bus = DecisionBus()
-    timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approval_sweep_interval_s)
+    timers = DecisionTimers(service, clock=clock, sweep_interval=settings.approvals.sweep_interval_s)
     outbox = OutboxWorker(
-        state.sessions,
-        state.channels if state.channels is not None else build_channels(settings),
+        sessions,
+        channels,
         clock=clock,
-        poll_interval=settings.outbox_poll_interval_s,
-        max_attempts=settings.outbox_max_attempts,
-        retry_base=settings.outbox_retry_base_s,
+        poll_interval=settings.approvals.outbox_poll_interval_s,
+        max_attempts=settings.approvals.outbox_max_attempts,
+        retry_base=settings.approvals.outbox_retry_base_s,
     )
     service.listeners += [lambda decision: bus.publish(decision.id), timers.watch, outbox.wake]
     service.local_waiters = bus.waiting
-    service.audit_event = partial(audit_decision_event, state.audit, clock)
-    metrics.watch_held_calls(bus.held_calls)
-    holding = CallHolding(service, bus, state.policy, args_digest=state.audit.args_digest)
-    for channel in outbox.channels.values():
-        if isinstance(channel, ChannelLifecycle):
-            await channel.start(service)
-            stack.push_async_callback(channel.aclose)
-    await timers.start()
-    stack.callback(timers.shutdown)
-    background = [
-        ("outbox", outbox.run()),
-        ("decision-poll", bus.poll(service.status_of, settings.approval_poll_interval_s)),
-        ("claim-leases", ClaimLeases(service).run()),  # its first tick reconciles at start-up
-    ]
-    if state.engine.dialect.name == "postgresql":
-        background.append(("decision-listen", PgDecisionListener(settings.effective_database_url, bus, timers).run()))
-    for name, work in background:
-        task = asyncio.create_task(work, name=name)
-        stack.push_async_callback(_stop, task)
-    return Approvals(service, bus, timers, outbox, holding)
+    service.audit_event = partial(audit_decision_event, audit, clock)
+    holding = CallHolding(service, bus, policy, args_digest=audit.args_digest)
+    return Approvals(
+        service, bus, timers, outbox, holding, poll_interval=settings.approvals.poll_interval_s, listen_url=listen_url
+    )
 
 
 def audit_decision_event(

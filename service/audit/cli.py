@@ -103,7 +103,7 @@ def prune(
     ] = None,
 ) -> None:
     """Apply the retention period now; the last deleted record's hash becomes the chain's anchor."""
-    days = days if days is not None else get_settings().audit_retention_days
+    days = days if days is not None else get_settings().audit.retention_days
     if days is None or days <= 0:
         err_console.print("[red]no retention period:[/red] pass --days N or set HOLDGATE_AUDIT_RETENTION_DAYS")
         raise typer.Exit(2)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, Response
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
@@ -59,15 +59,6 @@ class Viewer:
     """Random per sign-in; what sign-out revokes."""
 
 
-def _serializer(state: AppState) -> URLSafeTimedSerializer:
-    serializer = state.extras.get("dashboard.serializer")
-    if serializer is None:
-        key = state.settings.secret_key.get_secret_value() if state.settings.secret_key else secrets.token_hex(32)
-        serializer = URLSafeTimedSerializer(key, salt="holdgate-dashboard-session")
-        state.extras["dashboard.serializer"] = serializer
-    return serializer
-
-
 async def read_session(request: Request) -> Viewer:
     """The session in the request's cookie; an anonymous one (fresh CSRF token) when missing, invalid or signed out."""
     state = get_state(request)
@@ -75,7 +66,7 @@ async def read_session(request: Request) -> Viewer:
     data: dict[str, Any] = {}
     if raw:
         try:
-            data = _serializer(state).loads(raw, max_age=MAX_AGE_S)
+            data = state.dashboard.serializer.loads(raw, max_age=MAX_AGE_S)
         except BadSignature:
             data = {}
     csrf = data.get("c") or secrets.token_urlsafe(24)
@@ -163,7 +154,7 @@ async def record_sign_in_failure(state: AppState, keys: list[str]) -> None:
 def write_session(request: Request, response: Response, viewer: Viewer) -> None:
     """Store `viewer` in the response's cookie (HttpOnly, SameSite=Lax, Secure behind https)."""
     state = get_state(request)
-    value = _serializer(state).dumps(
+    value = state.dashboard.serializer.dumps(
         {"p": viewer.person, "t": viewer.token_sha256, "c": viewer.csrf, "s": viewer.session_id}
     )
     public = state.settings.public_url or ""

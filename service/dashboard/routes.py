@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.templating import Jinja2Templates
 
-from service.api.deps import get_state
+from service.api.deps import ApprovalsDep, get_state
 from service.api.params import MAX_OFFSET, as_utc, refuse_nul
 from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
 from service.approvals.schemas import DecisionView
@@ -45,7 +45,7 @@ from service.dashboard.auth import (
     sign_out,
     write_session,
 )
-from service.dashboard.live import LiveFeed
+from service.dashboard.state import DashboardDep
 from service.grants.service import token_sha256
 from service.models import AuditEvent, Decision, Vote
 from service.policy import explain
@@ -96,23 +96,6 @@ def _render(request: Request, viewer: Viewer, name: str, status_code: int = 200,
     response.headers["x-frame-options"] = "DENY"
     response.headers["referrer-policy"] = "same-origin"
     return response
-
-
-def _approvals(request: Request) -> ApprovalService:
-    state = get_state(request)
-    if state.approvals is None:
-        raise HTTPException(status_code=503, detail="approvals are starting")
-    return state.approvals.service
-
-
-def _feed(request: Request) -> LiveFeed:
-    state = get_state(request)
-    feed = state.extras.get("dashboard.live")
-    if feed is None:
-        feed = state.extras["dashboard.live"] = LiveFeed()
-    if state.approvals is not None:
-        feed.attach(state.approvals.service)
-    return feed
 
 
 # -- static files and sign-in ---------------------------------------------------------------------
@@ -202,7 +185,7 @@ def _risk(request: Request, server: str, tool: str) -> tuple[str, str]:
     found = state.catalogs.risk(server, tool, server_info_name=info_name)
     if found is not None:
         return f"{found.risk}, {found.level} ({found.note})", f"risk-{found.level}"
-    hints = state.extras.get("dashboard.annotations", {}).get((server, tool))
+    hints = state.dashboard.annotations.get((server, tool))
     if hints is not None:
         if hints.read_only_hint:
             return "read (tool annotation)", "risk-low"
@@ -212,8 +195,7 @@ def _risk(request: Request, server: str, tool: str) -> tuple[str, str]:
     return "unknown (not in a catalog)", "risk-unknown"
 
 
-async def _pending(request: Request) -> list[PendingItem]:
-    service = _approvals(request)
+async def _pending(request: Request, service: ApprovalService) -> list[PendingItem]:
     rows, _ = await service.list(DecisionQuery(status="pending", limit=200))
     async with get_state(request).sessions() as session:
         votes = await queries.votes_of(session, [row.id for row in rows])
@@ -225,17 +207,18 @@ async def _pending(request: Request) -> list[PendingItem]:
 
 
 @router.get("/")
-async def queue(request: Request, viewer: ViewerDep, msg: str | None = None) -> HTMLResponse:
-    return _render(request, viewer, "queue.html", items=await _pending(request), message=msg, live=True)
+async def queue(request: Request, viewer: ViewerDep, approvals: ApprovalsDep, msg: str | None = None) -> HTMLResponse:
+    items = await _pending(request, approvals)
+    return _render(request, viewer, "queue.html", items=items, message=msg, live=True)
 
 
 @router.get("/partials/pending")
-async def pending_fragment(request: Request, viewer: ViewerDep) -> HTMLResponse:
-    return _render(request, viewer, "_pending.html", items=await _pending(request))
+async def pending_fragment(request: Request, viewer: ViewerDep, approvals: ApprovalsDep) -> HTMLResponse:
+    return _render(request, viewer, "_pending.html", items=await _pending(request, approvals))
 
 
 @router.post("/decisions/{decision_id}/{value}")
-async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewerDep):
+async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewerDep, approvals: ApprovalsDep):
     choice: Literal["approve", "deny"]
     if value == "approve":
         choice = "approve"
@@ -247,7 +230,7 @@ async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewe
     reason = str(form.get("reason") or "") or None
     wants_json = "application/json" in request.headers.get("accept", "")
     try:
-        outcome = await _approvals(request).vote(
+        outcome = await approvals.vote(
             decision_id, Voter("person", viewer.person or ""), choice, via="dashboard", reason=reason
         )
     except ApprovalError as exc:
@@ -262,17 +245,17 @@ async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewe
 
 
 @router.get("/events")
-async def events(request: Request, viewer: ViewerDep) -> StreamingResponse:
-    state = get_state(request)
+async def events(request: Request, viewer: ViewerDep, dashboard: DashboardDep) -> StreamingResponse:
+    sessions = get_state(request).sessions
 
     async def fingerprint() -> Any:
-        async with state.sessions() as session:
+        async with sessions() as session:
             return await queries.decisions_fingerprint(session)
 
-    stream = _feed(request).stream(
+    stream = dashboard.live.stream(
         fingerprint=fingerprint,
         disconnected=request.is_disconnected,
-        poll_interval=state.extras.get("dashboard.poll_interval", 2.0),
+        poll_interval=dashboard.poll_interval,
     )
     return StreamingResponse(
         stream,
@@ -477,10 +460,9 @@ async def _export_lines(session, rows: list, format: str) -> list[str]:
 
 
 @router.get("/decisions/{decision_id}")
-async def decision_page(request: Request, decision_id: str, viewer: ViewerDep) -> HTMLResponse:
-    service = _approvals(request)
+async def decision_page(request: Request, decision_id: str, viewer: ViewerDep, approvals: ApprovalsDep) -> HTMLResponse:
     try:
-        decision, votes = await service.get(decision_id)
+        decision, votes = await approvals.get(decision_id)
     except ApprovalError as exc:
         if exc.status_code == 404:
             return _render(request, viewer, "not_found.html", 404, what=f"decision {decision_id}")
@@ -592,7 +574,7 @@ async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
         counts = await queries.counts_by_tool(session)
     names = sorted(state.servers)
     listed = await asyncio.gather(*(_tools_of(request, name) for name in names))
-    annotations = state.extras.setdefault("dashboard.annotations", {})
+    annotations = state.dashboard.annotations
     servers = []
     for name, (tools, error) in zip(names, listed, strict=True):
         rows = []

@@ -35,7 +35,7 @@ GRANT_LOOKUP_RETRY_AFTER_S = 5
 
 def security_settings(settings: Settings) -> TransportSecuritySettings:
     """DNS-rebinding protection: loopback names always, plus configured and public hosts."""
-    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.allowed_hosts]
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *settings.gateway.allowed_hosts]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
     if settings.public_url:
         from urllib.parse import urlsplit
@@ -52,9 +52,9 @@ def build_manager(proxy: ServerProxy, settings: Settings, budget: SessionBudget)
     return GatewaySessionManager(
         app=proxy.server,
         security_settings=security_settings(settings),
-        max_request_body_size=settings.max_request_body_bytes,
-        session_idle_timeout=settings.session_idle_s,
-        defer_s=settings.stream_keepalive_s,
+        max_request_body_size=settings.gateway.max_request_body_bytes,
+        session_idle_timeout=settings.gateway.session_idle_s,
+        defer_s=settings.gateway.stream_keepalive_s,
         budget=budget,
     )
 
@@ -67,9 +67,9 @@ class McpEndpoint:
         self.settings = settings
         self.managers: dict[str, GatewaySessionManager] = {}
         self.budget = SessionBudget(
-            max_sessions=settings.max_sessions,
-            max_per_grant=settings.max_sessions_per_grant,
-            idle_s=settings.session_idle_s,
+            max_sessions=settings.gateway.max_sessions,
+            max_per_grant=settings.gateway.max_sessions_per_grant,
+            idle_s=settings.gateway.session_idle_s,
         )
         """The open sessions of every server's manager (`HOLDGATE_MAX_SESSIONS`, `..._PER_GRANT`)."""
         metrics.watch_open_sessions(lambda: self.budget.open)
@@ -141,7 +141,7 @@ class McpEndpoint:
         if auth:
             return None
         client = scope.get("client")
-        if self.settings.anonymous_dev_grant and client and is_loopback_host(client[0]):
+        if self.settings.gateway.anonymous_dev_grant and client and is_loopback_host(client[0]):
             return ANONYMOUS_DEV_GRANT
         return None
 

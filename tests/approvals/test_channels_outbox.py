@@ -49,7 +49,7 @@ def channel_gateway(tmp_path, channel: RecordingChannel, *, policy: dict[str, An
         tmp_path,
         policy=policy or approval_policy(),
         servers=servers(tmp_path),
-        configure=lambda state: setattr(state, "channels", {"console": channel}),
+        channels={"console": channel},
         approval_hold_s=30,
         outbox_poll_interval_s=0.02,
         **settings,

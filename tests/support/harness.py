@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sqlalchemy import select
 
 from service import db
 from service.app import AppState, build_state, create_app
+from service.approvals.channels import Channel
 from service.grants.service import create_grant
 from service.models import AuditEvent
 from service.settings import Settings
@@ -168,13 +170,15 @@ async def run_gateway(
     grants: list[str] = ("agent",),
     tokens: dict[str, str] | None = None,
     clock: Callable[[], float] | None = None,
+    channels: dict[str, Channel] | None = None,
     configure: Callable[[AppState], None] | None = None,
     port: int | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[Gateway]:
     """Start holdgate on a free port (or `port`) with this policy and these upstreams; stop it cleanly after.
 
-    `policy=None` keeps the config already in `tmp_path` (a restart); `tokens` reuses earlier grants.
+    `policy=None` keeps the config already in `tmp_path` (a restart); `tokens` reuses earlier grants;
+    `clock` and `channels` replace the real ones; `configure` may change the built state before it serves.
     """
     config_dir = tmp_path / "config"
     if policy is not None:
@@ -190,9 +194,7 @@ async def run_gateway(
         **settings_overrides,
     )
     tokens = {**(tokens or {}), **(await seed_grants(settings, list(grants)) if grants else {})}
-    state = build_state(settings)
-    if clock is not None:
-        state.core.clock = clock
+    state = build_state(settings, clock=clock or time.time, channels=channels)
     if configure is not None:
         configure(state)
     app = create_app(settings, state=state)
