@@ -21,14 +21,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bots.base import Channel
-from bots.email import routes as email_routes
-from bots.slack import routes as slack_routes
 from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
-from service.approvals.wiring import Approvals, start_approvals
+from service.approvals.channels import Channel, load_plugins
+from service.approvals.wiring import Approvals, build_channels, start_approvals
 from service.audit.keys import ArgsDigester
 from service.audit.service import AuditWriter
 from service.catalog import Catalogs
@@ -64,7 +62,8 @@ class AppState:
     approvals: Approvals | None = None
     catalogs: Catalogs = field(default_factory=lambda: Catalogs([]))
     channels: dict[str, Channel] | None = None
-    """Approval channels by name; None builds them from settings at start-up (tests inject their own)."""
+    """Approval channels by name, built from the settings' channel plug-ins before anything starts (so a
+    misconfigured one refuses start-up); tests may inject their own."""
     extras: dict[str, Any] = field(default_factory=dict)
     serving: bool = False
     """True from the end of start-up to the start of shutdown (`/readyz`)."""
@@ -95,6 +94,7 @@ def build_state(settings: Settings) -> AppState:
     endpoint.known = set(servers)
     state = AppState(settings, engine, sessions, policy, servers, audit, core, endpoint)
     state.catalogs = Catalogs.load(settings.catalog_dir)
+    state.channels = build_channels(settings)
     return state
 
 
@@ -134,8 +134,9 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
     app.include_router(health_api.router)
     app.include_router(audit_api.router)
     app.include_router(decisions_api.router)
-    app.include_router(slack_routes.router)
-    app.include_router(email_routes.router)
+    for plugin in load_plugins(settings.channels):  # each channel's inbound HTTP (Slack's clicks, email's pages)
+        if plugin.router is not None:
+            app.include_router(plugin.router)
     app.include_router(dashboard_router)
     return EdgeRouter(api=app, mcp=state.endpoint)
 

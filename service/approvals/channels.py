@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, TypeGuard, get_args, runtime_checkable
 
 if TYPE_CHECKING:
+    import typer
     from fastapi import APIRouter
 
     from service.approvals.schemas import DecisionView
@@ -76,6 +77,14 @@ class ChannelPlugin(Protocol):
     check_contact: Callable[[str], str | None] | None
 
     def build(self, settings: Settings) -> Channel | None: ...
+
+
+@runtime_checkable
+class ChannelCommands(Protocol):
+    """Optional: a plugin with commands of its own (`holdgate slack check`) also has `cli`, a typer app the
+    command line adds under the plugin's name. The CLI recognises such a plugin with `isinstance`."""
+
+    cli: typer.Typer
 
 
 def load_plugins(modules: Sequence[str]) -> list[ChannelPlugin]:

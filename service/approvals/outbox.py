@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from bots.base import Channel, is_message_kind
+from service.approvals.channels import Channel, is_message_kind
 from service.approvals.schemas import DecisionView
 from service.db import session_scope
 from service.models import Decision, OutboxMessage, Vote

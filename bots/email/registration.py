@@ -1,0 +1,40 @@
+"""The email channel as the service loads it (`HOLDGATE_CHANNELS` names `bots.email`): its settings
+section, its confirmation pages, and what an email contact looks like."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from fastapi import APIRouter
+
+from bots.email.channel import EmailChannel
+from bots.email.routes import router
+from bots.email.settings import EmailSettings
+from service.approvals.channels import Channel
+from service.settings import Settings
+
+EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def check_address(value: str) -> str | None:
+    """A person's email contact is one address (no display name: `alice@example.com`)."""
+    return None if EMAIL_ADDRESS.match(value) else f"{value!r} is not an email address"
+
+
+class EmailPlugin:
+    """On when `HOLDGATE_SMTP_URL` is set; then refuses to build without the sender, the public URL
+    and the secret key (ValueError naming each), so start-up refuses a half-configured channel."""
+
+    def __init__(self) -> None:
+        self.name = EmailChannel.name
+        self.router: APIRouter | None = router
+        self.check_contact: Callable[[str], str | None] | None = check_address
+
+    def build(self, settings: Settings) -> Channel | None:
+        if settings.section("email", EmailSettings).smtp_url is None:
+            return None
+        return EmailChannel.from_settings(settings)
+
+
+plugin = EmailPlugin()
