@@ -23,18 +23,15 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-from sqlalchemy import func, select
-from sqlmodel import col
-
 from bots.email.links import Action, LinkClaim, LinkSigner
 from bots.email.mailer import Mailer, SmtpConfig
 from bots.email.messages import Links, followup_message, request_message
 from bots.email.routes import DECIDE_PREFIX, hide_link_tokens_in_access_log
 from bots.email.settings import EmailSettings, email_problems
 from service.approvals.channels import MessageKind
+from service.approvals.outbox import was_sent
 from service.approvals.schemas import DecisionView
 from service.approvals.service import ApprovalService
-from service.models import OutboxMessage
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -120,8 +117,10 @@ class EmailChannel:
     async def _followup(self, decision: DecisionView, ref: str | None) -> None:
         if ref is None or decision.status == "pending":
             return  # the request was never mailed, or there is no ending yet
-        if await self._followed_up(decision.id):
-            return
+        if self._approvals is not None and await was_sent(
+            self._approvals.sessions, decision_id=decision.id, channel=self.name, kind="update"
+        ):
+            return  # an earlier update already told of the ending
         messages = [
             followup_message(
                 decision,
@@ -150,23 +149,6 @@ class EmailChannel:
             reminder=reminder,
             thread=request_id if reminder else None,
         )
-
-    async def _followed_up(self, decision_id: str) -> bool:
-        """Has an email follow-up for this decision already gone out (an earlier `update`)?"""
-        if self._approvals is None:
-            return False
-        async with self._approvals.sessions() as session:
-            sent = await session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(
-                    col(OutboxMessage.decision_id) == decision_id,
-                    col(OutboxMessage.channel) == self.name,
-                    col(OutboxMessage.kind) == "update",
-                    col(OutboxMessage.sent_at).is_not(None),
-                )
-            )
-        return bool(sent)
 
 
 def _recipients(decision: DecisionView) -> list[tuple[str, str]]:
