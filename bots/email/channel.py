@@ -159,7 +159,7 @@ def _recipients(decision: DecisionView) -> list[tuple[str, str]]:
     for approver in decision.approver_details:
         if approver.name == decision.grant:
             continue
-        for address in approver.emails:
+        for address in approver.ids(EmailChannel.name):
             if address.lower() not in seen:
                 seen.add(address.lower())
                 recipients.append((approver.name, address))

@@ -3,7 +3,6 @@ section, its confirmation pages, and what an email contact looks like."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from fastapi import APIRouter
@@ -12,14 +11,8 @@ from bots.email.channel import EmailChannel
 from bots.email.routes import router
 from bots.email.settings import EmailSettings
 from service.approvals.channels import Channel
+from service.policy.contacts import check_email
 from service.settings import Settings
-
-EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def check_address(value: str) -> str | None:
-    """A person's email contact is one address (no display name: `alice@example.com`)."""
-    return None if EMAIL_ADDRESS.match(value) else f"{value!r} is not an email address"
 
 
 class EmailPlugin:
@@ -29,7 +22,7 @@ class EmailPlugin:
     def __init__(self) -> None:
         self.name = EmailChannel.name
         self.router: APIRouter | None = router
-        self.check_contact: Callable[[str], str | None] | None = check_address
+        self.check_contact: Callable[[str], str | None] | None = check_email
 
     def build(self, settings: Settings) -> Channel | None:
         if settings.section("email", EmailSettings).smtp_url is None:

@@ -240,7 +240,7 @@ class SlackChannel:
         if decision.slack_channel:
             return [decision.slack_channel]
         approvers = [a for a in decision.approver_details if a.name != decision.grant]  # it cannot approve anyway
-        users = [user for approver in approvers for user in approver.slack_ids]
+        users = [user for approver in approvers for user in approver.ids(self.name)]
         if users:
             return list(dict.fromkeys(users))
         return [self.default_channel] if self.default_channel else []

@@ -3,7 +3,6 @@ section, its inbound route, its `holdgate slack` commands, and what a Slack cont
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import typer
@@ -14,14 +13,8 @@ from bots.slack.channel import SlackChannel
 from bots.slack.routes import router
 from bots.slack.settings import SlackSettings
 from service.approvals.channels import Channel
+from service.policy.contacts import check_slack_id
 from service.settings import Settings
-
-SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-
-
-def check_slack_id(value: str) -> str | None:
-    """A person's Slack contact is their user ID (U0123ABC, or W… on Enterprise Grid), never a name."""
-    return None if SLACK_USER_ID.match(value) else f"{value!r} is not a Slack user ID (like U0123ABC)"
 
 
 class SlackPlugin:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from service.approvals.service import LAPSED, VoteResult, iso
 from service.models import Decision, Vote
@@ -32,9 +32,42 @@ class ExecutionView(BaseModel):
 
 
 class ApproverView(BaseModel):
+    """One approver and their ids by channel (`contacts`), which each channel reads for its own name.
+
+    The REST body keeps its first shape, `{"name", "slack_ids", "emails"}` (derived from the contacts; the
+    contacts themselves are not in the body), and both that shape and `{"name", "contacts"}` are read.
+    """
+
     name: str
-    slack_ids: list[str] = []
-    emails: list[str] = []
+    contacts: dict[str, list[str]] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slack_ids_and_emails(cls, data: Any) -> Any:
+        """The first shape's `slack_ids` and `emails` are the contacts on those two channels."""
+        if isinstance(data, dict) and ("slack_ids" in data or "emails" in data):
+            data = dict(data)
+            contacts = {channel: list(ids) for channel, ids in (data.get("contacts") or {}).items()}
+            for key, channel in (("slack_ids", "slack"), ("emails", "email")):
+                ids = data.pop(key, None) or []
+                if ids:
+                    contacts[channel] = [*contacts.get(channel, []), *ids]
+            data["contacts"] = contacts
+        return data
+
+    def ids(self, channel: str) -> list[str]:
+        """This approver's ids on `channel` (none: not reachable there)."""
+        return list(self.contacts.get(channel, []))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def slack_ids(self) -> list[str]:
+        return self.ids("slack")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def emails(self) -> list[str]:
+        return self.ids("email")
 
 
 class DecisionView(BaseModel):

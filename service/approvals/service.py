@@ -1301,7 +1301,7 @@ def approvers_of(decision: Decision) -> list[dict[str, Any]]:
 
 
 def _approver_json(approver: Approver) -> dict[str, Any]:
-    return {"name": approver.name, "slack_ids": list(approver.slack_ids), "emails": list(approver.emails)}
+    return {"name": approver.name, "slack_ids": list(approver.ids("slack")), "emails": list(approver.ids("email"))}
 
 
 def _conditions(query: DecisionQuery) -> list[Any]:
