@@ -237,8 +237,9 @@ class SlackChannel:
 
     def targets(self, decision: DecisionView) -> list[str]:
         """Where the request goes: the rule's channel, else each approver's DM, else the default channel."""
-        if decision.slack_channel:
-            return [decision.slack_channel]
+        channel = decision.route(self.name).get("channel")
+        if channel:
+            return [channel]
         approvers = [a for a in decision.approver_details if a.name != decision.grant]  # it cannot approve anyway
         users = [user for approver in approvers for user in approver.ids(self.name)]
         if users:

@@ -95,7 +95,9 @@ def configured_channels(settings: Settings) -> list[str]:
         from service.policy.holder import PolicyHolder
 
         policy = PolicyHolder(settings.policy_path).current
-        found += [spec.slack_channel for spec in _approval_specs(policy) if spec.slack_channel]
+        found += [
+            channel for spec in _approval_specs(policy) if (channel := spec.routing.get("slack", {}).get("channel"))
+        ]
     return list(dict.fromkeys(found))
 
 

@@ -87,7 +87,12 @@ class DecisionView(BaseModel):
     approver_details: list[ApproverView] = Field(description="how each approver is reached (channels use it)")
     quorum: int
     channels: list[str]
-    slack_channel: str | None = None
+    slack_channel: str | None = Field(default=None, description="the rule's Slack channel (routing.slack.channel)")
+    routing: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="where each channel posts the request, from the rule, by channel name (read with `route`)",
+    )
     on_timeout: str
     created_at: str
     expires_at: str
@@ -114,6 +119,27 @@ class DecisionView(BaseModel):
     lapsed: bool = Field(default=False, description="approved, but no call collected it within claim_within: not run")
     state: str = Field(default="", description="where the decision stands, in words")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _slack_channel_is_slack_routing(cls, data: Any) -> Any:
+        """`slack_channel` (the REST body's field since the first version) and `routing.slack.channel` are one
+        value: given either, the view has both."""
+        if not isinstance(data, dict):
+            return data
+        routing = data.get("routing") or {}
+        routed = routing.get("slack", {}).get("channel")
+        if data.get("slack_channel") is None and routed:
+            return {**data, "slack_channel": routed}
+        if data.get("slack_channel") and not routed:
+            slack = {**routing.get("slack", {}), "channel": data["slack_channel"]}
+            return {**data, "routing": {**routing, "slack": slack}}
+        return data
+
+    def route(self, channel: str) -> dict[str, Any]:
+        """Where the rule tells `channel` to post the request (`{"channel": "C0123ABC"}` for Slack); empty: the
+        channel's own default."""
+        return dict(self.routing.get(channel, {}))
+
     @classmethod
     def of(cls, decision: Decision, votes: list[Vote] | None = None) -> DecisionView:
         return cls(
@@ -131,7 +157,7 @@ class DecisionView(BaseModel):
             approver_details=[ApproverView(**a) for a in json.loads(decision.approvers)],
             quorum=decision.quorum,
             channels=[c for c in decision.channels.split(",") if c],
-            slack_channel=decision.slack_channel,
+            routing=json.loads(decision.routing or "{}"),
             on_timeout=decision.on_timeout,
             created_at=iso(decision.created_at),
             expires_at=iso(decision.expires_at),

@@ -275,7 +275,7 @@ class ApprovalService:
                 previous_attempt=previous_attempt.id if previous_attempt is not None else None,
                 approvers=json.dumps([_approver_json(a) for a in spec.approvers]),
                 channels=",".join(spec.channels),
-                slack_channel=spec.slack_channel,
+                routing=json.dumps(spec.routing),
                 quorum=spec.quorum,
                 on_timeout=spec.on_timeout,
                 claim_within_s=spec.claim_within_seconds,

@@ -380,7 +380,7 @@ class _Compiler:
             on_timeout=approval_in.on_timeout,
             quorum=approval_in.quorum,
             remind_before_seconds=remind,
-            slack_channel=approval_in.slack_channel,
+            routing={"slack": {"channel": approval_in.slack_channel}} if approval_in.slack_channel else {},
             claim_within_seconds=float(approval_in.claim_within),
             rejoin_within_seconds=float(approval_in.rejoin_within),
         )

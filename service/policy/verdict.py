@@ -60,7 +60,9 @@ class ApprovalSpec:
     on_timeout: Literal["deny", "approve"] = "deny"
     quorum: int = 1
     remind_before_seconds: float | None = None
-    slack_channel: str | None = None
+    routing: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
+    """Where each channel posts the request, by channel name (`{"slack": {"channel": "C0123ABC"}}` for the
+    rule's `slack_channel`); a channel not named here uses its own default."""
     claim_within_seconds: float = 10 * 60
     """An approval that no call collects within this time of being given lapses (`approval.claim_within`)."""
     rejoin_within_seconds: float = 2 * 60
