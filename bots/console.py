@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from bots.base import MessageKind
+from service.approvals.channels import Channel, MessageKind
 from service.approvals.schemas import DecisionView
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from service.settings import Settings
 
 logger = logging.getLogger("holdgate.console")
 
@@ -40,3 +47,18 @@ class ConsoleChannel:
             return f"decision {decision.id}: released call {call} ended {decision.execution.outcome}"
         reason = f": {decision.reason}" if decision.reason else ""
         return f"decision {decision.id} {decision.status} by {decision.decided_by}{reason}"
+
+
+class ConsolePlugin:
+    """The console as a plug-in: always configured, no inbound HTTP (the CLI decides), no contacts."""
+
+    def __init__(self) -> None:
+        self.name = ConsoleChannel.name
+        self.router: APIRouter | None = None
+        self.check_contact: Callable[[str], str | None] | None = None
+
+    def build(self, settings: Settings) -> Channel | None:
+        return ConsoleChannel()
+
+
+plugin = ConsolePlugin()

@@ -25,13 +25,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bots.email import routes as email_routes
-from bots.slack import routes as slack_routes
 from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
-from service.approvals.channels import Channel
+from service.approvals.channels import Channel, load_plugins
 from service.approvals.wiring import Approvals, build_approvals, build_channels
 from service.audit.keys import ArgsDigester
 from service.audit.service import AuditWriter
@@ -86,6 +84,7 @@ def build_state(
 ) -> AppState:
     """Load and check configuration and build every part; raises ConfigError (or ValueError, a channel's
     settings) before anything starts. `clock` and `channels` replace the real ones (tests)."""
+    load_plugins(settings.channels)  # first: the policy checks people's contacts with the channels' checks
     policy = PolicyHolder(settings.policy_path)
     servers = load_servers(settings.servers_path)
     engine = db.create_engine(settings.effective_database_url)
@@ -176,8 +175,9 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
     app.include_router(health_api.router)
     app.include_router(audit_api.router)
     app.include_router(decisions_api.router)
-    app.include_router(slack_routes.router)
-    app.include_router(email_routes.router)
+    for plugin in load_plugins(settings.channels):  # each channel's inbound HTTP (Slack's clicks, email's pages)
+        if plugin.router is not None:
+            app.include_router(plugin.router)
     app.include_router(dashboard_router)
     return EdgeRouter(api=app, mcp=state.endpoint)
 

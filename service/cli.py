@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from bots.slack import cli as slack_cli
 from service import db
+from service.approvals.channels import ChannelCommands, load_plugins
 from service.audit import cli as audit_cli
 from service.configfile import ConfigError
 from service.policy import cli as policy_cli
-from service.settings import Settings, get_settings
+from service.settings import DEFAULT_CHANNELS, Settings, get_settings
 
 if TYPE_CHECKING:
     # The context class TyperGroup.invoke takes: the installed typer ships its own copy of click (typer._click), whose
@@ -57,11 +57,33 @@ app.add_typer(grant_app, name="grant")
 app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(audit_cli.app, name="audit")
-app.add_typer(slack_cli.app, name="slack")
 
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+
+
+def _add_channel_commands() -> None:
+    """Each loaded channel's own commands (`holdgate slack check`), under the channel's name.
+
+    The channel modules are those of `HOLDGATE_CHANNELS` (the defaults when the settings do not load: the
+    command that needs them reports why). A module that does not load adds no commands here; `serve`
+    refuses to start with the reason.
+    """
+    try:
+        modules = Settings().channels
+    except (ValidationError, ValueError):
+        modules = list(DEFAULT_CHANNELS)
+    for module in modules:
+        try:
+            [plugin] = load_plugins([module])
+        except ValueError:
+            continue
+        if isinstance(plugin, ChannelCommands):
+            app.add_typer(plugin.cli, name=plugin.name)
+
+
+_add_channel_commands()
 
 
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:

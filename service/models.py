@@ -148,7 +148,12 @@ class Decision(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_column=Column(Text), description="the rule's reason")
     approvers: str = Field(sa_column=Column(Text, nullable=False), description="JSON list of approvers")
     channels: str = Field(max_length=500, description="comma-separated channel names")
-    slack_channel: str | None = Field(default=None, max_length=200)
+    routing: str = Field(
+        default="{}",
+        sa_column=Column(Text, nullable=False, server_default="{}"),
+        description="JSON: where each channel posts the request, from the rule, by channel name "
+        '({"slack": {"channel": "C0123ABC"}} for approval.slack_channel)',
+    )
     quorum: int = 1
     on_timeout: str = Field(default="deny", max_length=16)
     created_at: float

@@ -188,19 +188,6 @@ class Settings(BaseSettings):
         description="Channel settings sections given in code (tests), by channel name; a channel not named "
         "here reads its own section from the environment (see `section`).",
     )
-    slack_bot_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_api_url: str | None = Field(
-        default=None, description="Slack Web API base URL (tests, Enterprise Grid proxies); default Slack's."
-    )
-    slack_default_channel: str | None = Field(
-        default=None,
-        description="Slack channel for approval requests whose rule names no slack_channel and whose "
-        "approvers have no Slack IDs to DM.",
-    )
-    smtp_url: SecretStr | None = None
-    email_from: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -219,34 +206,6 @@ class Settings(BaseSettings):
         if self.gateway.anonymous_dev_grant and not is_loopback_host(self.host):
             raise ValueError(
                 f"HOLDGATE_ANONYMOUS_DEV_GRANT is only allowed on a loopback address, not on {self.host!r}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _email_needs_links(self) -> Settings:
-        if self.smtp_url is None:
-            return self
-        problems = []
-        scheme = self.smtp_url.get_secret_value().split("://", 1)[0].lower()
-        if scheme not in ("smtp", "smtps"):
-            problems.append("HOLDGATE_SMTP_URL must start with smtp:// or smtps://")
-        if not self.email_from:
-            problems.append("HOLDGATE_EMAIL_FROM is not set (the sender of approval requests)")
-        if not self.public_url or not self.public_url.startswith(("http://", "https://")):
-            problems.append("HOLDGATE_PUBLIC_URL is not set to an http(s) URL (the links in approval emails)")
-        key = self.secret_key.get_secret_value() if self.secret_key is not None else ""
-        if len(key) < 16 or key.lower() in PLACEHOLDER_SECRETS:
-            problems.append("HOLDGATE_SECRET_KEY is missing, a placeholder or shorter than 16 characters")
-        if problems:
-            raise ValueError("email approvals are enabled (HOLDGATE_SMTP_URL) but " + "; ".join(problems))
-        return self
-
-    @model_validator(mode="after")
-    def _slack_needs_a_way_in(self) -> Settings:
-        if self.slack_bot_token is not None and self.slack_signing_secret is None and self.slack_app_token is None:
-            raise ValueError(
-                "HOLDGATE_SLACK_BOT_TOKEN is set but Slack clicks cannot reach holdgate: set "
-                "HOLDGATE_SLACK_SIGNING_SECRET (HTTP, /slack/interactions) or HOLDGATE_SLACK_APP_TOKEN (Socket Mode)"
             )
         return self
 

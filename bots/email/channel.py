@@ -23,17 +23,14 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-from sqlalchemy import func, select
-from sqlmodel import col
-
-from bots.base import MessageKind
 from bots.email.links import Action, LinkClaim, LinkSigner
 from bots.email.mailer import Mailer, SmtpConfig
 from bots.email.messages import Links, followup_message, request_message
 from bots.email.routes import DECIDE_PREFIX, hide_link_tokens_in_access_log
-from service.approvals import ApprovalService
-from service.approvals.schemas import DecisionView
-from service.models import OutboxMessage
+from bots.email.settings import EmailSettings, email_problems
+from service.approvals import ApprovalService, DecisionView
+from service.approvals.channels import MessageKind
+from service.approvals.outbox import was_sent
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,28 +49,19 @@ class EmailChannel:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmailChannel:
-        """Refuses (ValueError) without the sender, the public URL that links point at, or the key that signs them."""
-        smtp_url, sender, public_url, secret_key = (
-            settings.smtp_url,
-            settings.email_from,
-            settings.public_url,
-            settings.secret_key,
-        )
-        if not (smtp_url and sender and public_url and secret_key):
-            missing = [
-                name
-                for name, value in (
-                    ("HOLDGATE_SMTP_URL", smtp_url),
-                    ("HOLDGATE_EMAIL_FROM", sender),
-                    ("HOLDGATE_PUBLIC_URL", public_url),
-                    ("HOLDGATE_SECRET_KEY", secret_key),
-                )
-                if not value
-            ]
-            raise ValueError(f"email approvals need {', '.join(missing)}")
-        config = SmtpConfig.from_url(smtp_url.get_secret_value())
-        logger.info("email approvals: mail via %s from %s", config.describe(), sender)
-        return cls(Mailer(config), LinkSigner(secret_key.get_secret_value()), sender=sender, public_url=public_url)
+        """The channel for the service's settings and their email section; refuses (ValueError, naming every
+        variable to fix) without the sender, the public URL that links point at, or the key that signs them."""
+        email = settings.section("email", EmailSettings)
+        if email.smtp_url is None:
+            raise ValueError("email approvals need HOLDGATE_SMTP_URL")
+        problems = email_problems(email, settings)
+        if problems:
+            raise ValueError("email approvals are enabled (HOLDGATE_SMTP_URL) but " + "; ".join(problems))
+        assert email.email_from and settings.public_url and settings.secret_key  # checked by email_problems
+        config = SmtpConfig.from_url(email.smtp_url.get_secret_value())
+        logger.info("email approvals: mail via %s from %s", config.describe(), email.email_from)
+        signer = LinkSigner(settings.secret_key.get_secret_value())
+        return cls(Mailer(config), signer, sender=email.email_from, public_url=settings.public_url)
 
     async def start(self, approvals: ApprovalService) -> None:
         self._approvals = approvals
@@ -128,8 +116,10 @@ class EmailChannel:
     async def _followup(self, decision: DecisionView, ref: str | None) -> None:
         if ref is None or decision.status == "pending":
             return  # the request was never mailed, or there is no ending yet
-        if await self._followed_up(decision.id):
-            return
+        if self._approvals is not None and await was_sent(
+            self._approvals.sessions, decision_id=decision.id, channel=self.name, kind="update"
+        ):
+            return  # an earlier update already told of the ending
         messages = [
             followup_message(
                 decision,
@@ -159,23 +149,6 @@ class EmailChannel:
             thread=request_id if reminder else None,
         )
 
-    async def _followed_up(self, decision_id: str) -> bool:
-        """Has an email follow-up for this decision already gone out (an earlier `update`)?"""
-        if self._approvals is None:
-            return False
-        async with self._approvals.sessions() as session:
-            sent = await session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(
-                    col(OutboxMessage.decision_id) == decision_id,
-                    col(OutboxMessage.channel) == self.name,
-                    col(OutboxMessage.kind) == "update",
-                    col(OutboxMessage.sent_at).is_not(None),
-                )
-            )
-        return bool(sent)
-
 
 def _recipients(decision: DecisionView) -> list[tuple[str, str]]:
     """(approver name, address) for every address of every approver, each address once; never the
@@ -185,7 +158,7 @@ def _recipients(decision: DecisionView) -> list[tuple[str, str]]:
     for approver in decision.approver_details:
         if approver.name == decision.grant:
             continue
-        for address in approver.emails:
+        for address in approver.ids(EmailChannel.name):
             if address.lower() not in seen:
                 seen.add(address.lower())
                 recipients.append((approver.name, address))

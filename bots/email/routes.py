@@ -149,9 +149,9 @@ class _Email:
     def of(cls, request: Request) -> _Email | None:
         state = request.app.state.holdgate
         settings = state.settings
-        if settings.smtp_url is None or settings.secret_key is None or not settings.public_url:
-            return None
-        if state.approvals is None:
+        if state.approvals is None or "email" not in state.approvals.outbox.channels:
+            return None  # starting, or email approvals are off (no HOLDGATE_SMTP_URL)
+        if settings.secret_key is None or not settings.public_url:
             return None
         signer = LinkSigner(settings.secret_key.get_secret_value(), clock=state.core.clock)
         return cls(state.approvals.service, signer, _origin(settings.public_url))

@@ -22,13 +22,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.base import MessageKind
 from bots.slack import blocks
+from bots.slack.settings import SlackSettings
 from service.approvals import ApprovalService
+from service.approvals.channels import MessageKind
 from service.approvals.schemas import DecisionView
 from service.catalog import Catalogs, ToolRisk
 from service.settings import Settings
@@ -79,10 +81,10 @@ def thread_of(target: str) -> tuple[str, str | None]:
     return (match["channel"], match["thread"]) if match else (target, None)
 
 
-def web_client(settings: Settings) -> AsyncWebClient:
+def web_client(slack: SlackSettings) -> AsyncWebClient:
     """The Web API client for the bot token, pointed at `HOLDGATE_SLACK_API_URL` when set."""
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    kwargs: dict[str, Any] = {"base_url": _base_url(settings.slack_api_url)} if settings.slack_api_url else {}
+    token = slack.bot_token.get_secret_value() if slack.bot_token else None
+    kwargs: dict[str, Any] = {"base_url": _base_url(slack.api_url)} if slack.api_url else {}
     return AsyncWebClient(token=token, timeout=SLACK_TIMEOUT_S, retry_handlers=[], **kwargs)
 
 
@@ -128,12 +130,14 @@ class SlackChannel:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackChannel:
+        """The channel for the service's settings and their Slack section (which has a bot token)."""
+        slack = settings.section("slack", SlackSettings)
         catalogs = Catalogs.load(settings.catalog_dir)
         return cls(
-            web_client(settings),
-            signing_secret=_secret(settings.slack_signing_secret),
-            app_token=_secret(settings.slack_app_token),
-            default_channel=settings.slack_default_channel,
+            web_client(slack),
+            signing_secret=_secret(slack.signing_secret),
+            app_token=_secret(slack.app_token),
+            default_channel=slack.default_channel,
             public_url=settings.public_url,
             risk=catalogs.risk,
         )
@@ -233,10 +237,11 @@ class SlackChannel:
 
     def targets(self, decision: DecisionView) -> list[str]:
         """Where the request goes: the rule's channel, else each approver's DM, else the default channel."""
-        if decision.slack_channel:
-            return [decision.slack_channel]
+        channel = decision.route(self.name).get("channel")
+        if channel:
+            return [channel]
         approvers = [a for a in decision.approver_details if a.name != decision.grant]  # it cannot approve anyway
-        users = [user for approver in approvers for user in approver.slack_ids]
+        users = [user for approver in approvers for user in approver.ids(self.name)]
         if users:
             return list(dict.fromkeys(users))
         return [self.default_channel] if self.default_channel else []
@@ -286,5 +291,5 @@ def _retry_after(response: Any) -> float:
     return 1.0
 
 
-def _secret(value) -> str | None:
+def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from bots.slack.settings import SlackSettings
 from service.settings import Settings, get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Slack approvals.")
@@ -42,17 +43,18 @@ async def run_check(settings: Settings, channels: list[str]) -> CheckReport:
     from bots.slack.channel import thread_of, web_client
 
     report = CheckReport()
-    if settings.slack_bot_token is None:
+    slack = settings.section("slack", SlackSettings)
+    if slack.bot_token is None:
         report.bad("HOLDGATE_SLACK_BOT_TOKEN is not set (the bot token, xoxb-…, from the app's OAuth page)")
         return report
-    if settings.slack_signing_secret is None and settings.slack_app_token is None:
+    if slack.signing_secret is None and slack.app_token is None:
         report.bad("set HOLDGATE_SLACK_SIGNING_SECRET (HTTP) or HOLDGATE_SLACK_APP_TOKEN (Socket Mode)")
-    elif settings.slack_app_token is not None:
+    elif slack.app_token is not None:
         report.note("interactions arrive over Socket Mode (HOLDGATE_SLACK_APP_TOKEN)")
     else:
         base = settings.public_url or "https://<HOLDGATE_PUBLIC_URL>"
         report.note(f"interactions arrive at {base.rstrip('/')}/slack/interactions (set it as the Request URL)")
-    client = web_client(settings)
+    client = web_client(slack)
     try:
         auth = await client.auth_test()
     except SlackApiError as exc:
@@ -87,12 +89,15 @@ async def run_check(settings: Settings, channels: list[str]) -> CheckReport:
 
 def configured_channels(settings: Settings) -> list[str]:
     """The default channel and every rule's `slack_channel`, in that order, without repeats."""
-    found = [settings.slack_default_channel] if settings.slack_default_channel else []
+    default_channel = settings.section("slack", SlackSettings).default_channel
+    found = [default_channel] if default_channel else []
     if settings.policy_path.exists():
         from service.policy.holder import PolicyHolder
 
         policy = PolicyHolder(settings.policy_path).current
-        found += [spec.slack_channel for spec in _approval_specs(policy) if spec.slack_channel]
+        found += [
+            channel for spec in _approval_specs(policy) if (channel := spec.routing.get("slack", {}).get("channel"))
+        ]
     return list(dict.fromkeys(found))
 
 

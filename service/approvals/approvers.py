@@ -7,8 +7,8 @@ written before contacts were channel-neutral hold `{"name", "slack_ids", "emails
 (and the migration `approver_contacts` rewrites the old form), so nothing else sees the old shape.
 
 Matching knows no channel: a voter of kind `slack` matches the ids under `slack`, one of kind `email` those
-under `email`, and so on for any channel. Ids shaped like an address (`someone@host`) compare without regard to
-case, as mail systems treat them; every other id must be equal.
+under `email`, and so on for any channel; `service.policy.contacts.same_contact` says when two ids are one
+(addresses compare without regard to case, as mail systems treat them; every other id must be equal).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, TypedDict
 
 from service.models import Decision
 from service.policy import Approver
+from service.policy.contacts import same_contact
 
 LEGACY_CONTACT_KEYS = {"slack_ids": "slack", "emails": "email"}
 """Where the old stored form kept each channel's ids: its key → the channel's name."""
@@ -32,13 +33,11 @@ class ApproverRecord(TypedDict):
 
 
 def approver_json(approver: Approver) -> ApproverRecord:
-    """The stored form of a policy approver.
-
-    The policy's `Approver` still names its Slack ids and addresses (`slack_ids`, `emails`); this is the one
-    place that turns them into contacts, so when the policy gives `Approver.contacts` only this changes.
-    """
-    contacts = {"slack": list(approver.slack_ids), "email": list(approver.emails)}
-    return {"name": approver.name, "contacts": {channel: ids for channel, ids in contacts.items() if ids}}
+    """The stored form of a policy approver (only channels where they have an id)."""
+    return {
+        "name": approver.name,
+        "contacts": {channel: list(ids) for channel, ids in approver.contacts.items() if ids},
+    }
 
 
 def read_approver(stored: dict[str, Any]) -> ApproverRecord:
@@ -56,10 +55,4 @@ def approvers_of(decision: Decision) -> list[ApproverRecord]:
 
 def reaches(approver: ApproverRecord, channel: str, contact_id: str) -> bool:
     """Whether `contact_id` on `channel` is this approver."""
-    return any(_same_contact(known, contact_id) for known in approver["contacts"].get(channel, ()))
-
-
-def _same_contact(known: str, given: str) -> bool:
-    if known == given:
-        return True
-    return "@" in known and known.lower() == given.lower()  # an address: its case does not matter
+    return any(same_contact(channel, known, contact_id) for known in approver["contacts"].get(channel, ()))

@@ -23,7 +23,10 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, TypeGuard, get_args, runtime_checkable
 
+from service.policy import contacts
+
 if TYPE_CHECKING:
+    import typer
     from fastapi import APIRouter
 
     from service.approvals.schemas import DecisionView
@@ -78,6 +81,14 @@ class ChannelPlugin(Protocol):
     def build(self, settings: Settings) -> Channel | None: ...
 
 
+@runtime_checkable
+class ChannelCommands(Protocol):
+    """Optional: a plugin with commands of its own (`holdgate slack check`) also has `cli`, a typer app the
+    command line adds under the plugin's name. The CLI recognises such a plugin with `isinstance`."""
+
+    cli: typer.Typer
+
+
 def load_plugins(modules: Sequence[str]) -> list[ChannelPlugin]:
     """Import each module of `modules` and take its `plugin`; a name that does not import, or a module
     without a plugin, is a configuration error naming it."""
@@ -92,5 +103,7 @@ def load_plugins(modules: Sequence[str]) -> list[ChannelPlugin]:
             raise ValueError(f"HOLDGATE_CHANNELS: module {module_name!r} has no `plugin` (a ChannelPlugin)")
         if any(existing.name == plugin.name for existing in plugins):
             raise ValueError(f"HOLDGATE_CHANNELS: two modules provide the channel {plugin.name!r}")
+        if plugin.check_contact is not None:  # the policy checks this channel's contacts with it
+            contacts.register(plugin.name, plugin.check_contact)
         plugins.append(plugin)
     return plugins

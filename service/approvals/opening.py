@@ -76,7 +76,7 @@ class Opening(DecisionCore):
                 previous_attempt=previous_attempt.id if previous_attempt is not None else None,
                 approvers=json.dumps([approver_json(a) for a in spec.approvers]),
                 channels=",".join(spec.channels),
-                slack_channel=spec.slack_channel,
+                routing=json.dumps(spec.routing),
                 quorum=spec.quorum,
                 on_timeout=spec.on_timeout,
                 claim_within_s=spec.claim_within_seconds,

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from bots.base import Channel, is_message_kind
+from service.approvals.channels import Channel, MessageKind, is_message_kind
 from service.approvals.schemas import DecisionView
 from service.db import session_scope
 from service.models import Decision, OutboxMessage, Vote
@@ -232,6 +232,29 @@ class _Batch:
         if self._last_updates is None:
             self._last_updates = {(m.decision_id, m.channel): m.id for m in self.messages if m.kind == "update"}
         return self._last_updates[(message.decision_id, message.channel)] != message.id
+
+
+async def was_sent(
+    sessions: async_sessionmaker[AsyncSession], *, decision_id: str, channel: str, kind: MessageKind
+) -> bool:
+    """Whether a `kind` notification of this decision has already gone out on `channel`.
+
+    For a channel that tells of a decision's ending once: the outbox sends an `update` for the ending and
+    another when the released call finishes, and email mails only the first (nobody gets two notes about one
+    decision). The outbox's rows are the record of what went out, so the question is asked here.
+    """
+    async with sessions() as session:
+        sent = await session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                col(OutboxMessage.decision_id) == decision_id,
+                col(OutboxMessage.channel) == channel,
+                col(OutboxMessage.kind) == kind,
+                col(OutboxMessage.sent_at).is_not(None),
+            )
+        )
+    return bool(sent)
 
 
 def _stored_id(message_id: int | None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from service.approvals.approvers import approvers_of
 from service.approvals.states import LAPSED
@@ -35,9 +35,42 @@ class ExecutionView(BaseModel):
 
 
 class ApproverView(BaseModel):
+    """One approver and their ids by channel (`contacts`), which each channel reads for its own name.
+
+    The REST body keeps its first shape, `{"name", "slack_ids", "emails"}` (derived from the contacts; the
+    contacts themselves are not in the body), and both that shape and `{"name", "contacts"}` are read.
+    """
+
     name: str
-    slack_ids: list[str] = []
-    emails: list[str] = []
+    contacts: dict[str, list[str]] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slack_ids_and_emails(cls, data: Any) -> Any:
+        """The first shape's `slack_ids` and `emails` are the contacts on those two channels."""
+        if isinstance(data, dict) and ("slack_ids" in data or "emails" in data):
+            data = dict(data)
+            contacts = {channel: list(ids) for channel, ids in (data.get("contacts") or {}).items()}
+            for key, channel in (("slack_ids", "slack"), ("emails", "email")):
+                ids = data.pop(key, None) or []
+                if ids:
+                    contacts[channel] = [*contacts.get(channel, []), *ids]
+            data["contacts"] = contacts
+        return data
+
+    def ids(self, channel: str) -> list[str]:
+        """This approver's ids on `channel` (none: not reachable there)."""
+        return list(self.contacts.get(channel, []))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def slack_ids(self) -> list[str]:
+        return self.ids("slack")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def emails(self) -> list[str]:
+        return self.ids("email")
 
 
 class DecisionView(BaseModel):
@@ -57,7 +90,12 @@ class DecisionView(BaseModel):
     approver_details: list[ApproverView] = Field(description="how each approver is reached (channels use it)")
     quorum: int
     channels: list[str]
-    slack_channel: str | None = None
+    slack_channel: str | None = Field(default=None, description="the rule's Slack channel (routing.slack.channel)")
+    routing: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="where each channel posts the request, from the rule, by channel name (read with `route`)",
+    )
     on_timeout: str
     created_at: str
     expires_at: str
@@ -84,6 +122,27 @@ class DecisionView(BaseModel):
     lapsed: bool = Field(default=False, description="approved, but no call collected it within claim_within: not run")
     state: str = Field(default="", description="where the decision stands, in words")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _slack_channel_is_slack_routing(cls, data: Any) -> Any:
+        """`slack_channel` (the REST body's field since the first version) and `routing.slack.channel` are one
+        value: given either, the view has both."""
+        if not isinstance(data, dict):
+            return data
+        routing = data.get("routing") or {}
+        routed = routing.get("slack", {}).get("channel")
+        if data.get("slack_channel") is None and routed:
+            return {**data, "slack_channel": routed}
+        if data.get("slack_channel") and not routed:
+            slack = {**routing.get("slack", {}), "channel": data["slack_channel"]}
+            return {**data, "routing": {**routing, "slack": slack}}
+        return data
+
+    def route(self, channel: str) -> dict[str, Any]:
+        """Where the rule tells `channel` to post the request (`{"channel": "C0123ABC"}` for Slack); empty: the
+        channel's own default."""
+        return dict(self.routing.get(channel, {}))
+
     @classmethod
     def of(cls, decision: Decision, votes: list[Vote] | None = None) -> DecisionView:
         return cls(
@@ -98,15 +157,10 @@ class DecisionView(BaseModel):
             rule=decision.rule,
             rule_reason=decision.reason,
             approvers=[a["name"] for a in approvers_of(decision)],
-            approver_details=[
-                ApproverView(
-                    name=a["name"], slack_ids=a["contacts"].get("slack", []), emails=a["contacts"].get("email", [])
-                )
-                for a in approvers_of(decision)
-            ],
+            approver_details=[ApproverView(name=a["name"], contacts=a["contacts"]) for a in approvers_of(decision)],
             quorum=decision.quorum,
             channels=[c for c in decision.channels.split(",") if c],
-            slack_channel=decision.slack_channel,
+            routing=json.loads(decision.routing or "{}"),
             on_timeout=decision.on_timeout,
             created_at=iso(decision.created_at),
             expires_at=iso(decision.expires_at),

@@ -18,10 +18,9 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bots.base import Channel, ChannelLifecycle
-from bots.console import ConsoleChannel
 from service import metrics
 from service.approvals.bus import DecisionBus
+from service.approvals.channels import Channel, ChannelLifecycle, load_plugins
 from service.approvals.holding import CallHolding
 from service.approvals.leases import ClaimLeases
 from service.approvals.outbox import OutboxWorker
@@ -70,16 +69,14 @@ class Approvals:
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
-    """The channels this gateway can deliver to: the console always, Slack and email when configured."""
-    channels: dict[str, Channel] = {"console": ConsoleChannel()}
-    if settings.slack_bot_token is not None:
-        from bots.slack.channel import SlackChannel
-
-        channels["slack"] = SlackChannel.from_settings(settings)
-    if settings.smtp_url is not None:
-        from bots.email.channel import EmailChannel
-
-        channels["email"] = EmailChannel.from_settings(settings)
+    """The channels this gateway can deliver to, by name: each plug-in of `settings.channels` that is
+    configured (the console always; Slack and email when their settings are given). A misconfigured
+    one raises ValueError naming the settings to fix."""
+    channels: dict[str, Channel] = {}
+    for plugin in load_plugins(settings.channels):
+        channel = plugin.build(settings)
+        if channel is not None:
+            channels[plugin.name] = channel
     return channels
 
 

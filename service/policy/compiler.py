@@ -3,7 +3,8 @@
 Owns the checks that need more than one value, each reported as a ConfigError at its place:
   - rule keys parse, and no two keys of one layer are an ambiguous tie (equal specificity, and
     some (server, tool) matches both);
-  - approvers name declared people or groups (or raw `slack:`/`email:` identities), quorum is
+  - approvers name declared people or groups (or raw `<channel>:<id>` identities such as `slack:U0123ABC`
+    or `email:a@b.c`, each id checked by its channel's contact check), quorum is
     reachable, reminders come before the timeout, `approval` only sits on require_approval rules;
   - a counter name means one window and one scope wherever it is used, and a rule never counts
     the same counter twice.
@@ -32,6 +33,7 @@ from service.configfile import (
     validation_error_to_config_error,
 )
 from service.policy.conditions import ConditionSyntaxError, compile_condition
+from service.policy.contacts import check_contact, contact_channels, same_contact
 from service.policy.engine import DEFAULT_CACHE_SIZE, CompiledCase, CompiledRule, GrantLayer, Policy, RuleSet
 from service.policy.patterns import KeyPattern, PatternError, overlap, parse_key
 from service.policy.rules import (
@@ -41,8 +43,6 @@ from service.policy.rules import (
     PersonIn,
     PolicyFileIn,
     RuleIn,
-    is_email,
-    is_slack_id,
     is_valid_name,
 )
 from service.policy.verdict import ApprovalSpec, Approver, Limit, Verdict
@@ -302,6 +302,10 @@ class _Compiler:
         for name, person in self.file.people.items():
             if not is_valid_name(name):
                 raise self.error(("people", name), "a person's name may use only letters, digits, '_', '.', '-'")
+            for channel, value in person.contacts.items():
+                problem = check_contact(channel, value)
+                if problem is not None:
+                    raise self.error(("people", name, "contacts", channel), problem)
             people[name] = _person(name, person)
         return people
 
@@ -336,19 +340,17 @@ class _Compiler:
                 declared = ", ".join(self.file.groups) or "none"
                 raise self.error(where, f"unknown group {value!r}: not declared in groups (declared: {declared})")
             return self._group(value, stack)
-        if kind == "slack":
-            if not is_slack_id(value):
-                raise self.error(where, f"{value!r} is not a Slack user ID (like U0123ABC)")
-            known = [p for p in self.people.values() if value in p.slack_ids]
-            return (known[0],) if known else (Approver(name=entry, slack_ids=(value,)),)
-        if kind == "email":
-            if not is_email(value):
-                raise self.error(where, f"{value!r} is not an email address")
-            known = [p for p in self.people.values() if value.lower() in (e.lower() for e in p.emails)]
-            return (known[0],) if known else (Approver(name=entry, emails=(value,)),)
+        channels = contact_channels()
+        if kind in channels:
+            problem = check_contact(kind, value)
+            if problem is not None:
+                raise self.error(where, problem)
+            known = [p for p in self.people.values() if any(same_contact(kind, value, i) for i in p.ids(kind))]
+            return (known[0],) if known else (Approver(name=entry, contacts={kind: (value,)}),)
+        kinds = ["group:", *(f"{channel}:" for channel in channels)]
         raise self.error(
             where,
-            f"unknown approver kind {kind!r} in {entry!r}; use a person's name, group:, slack: or email:",
+            f"unknown approver kind {kind!r} in {entry!r}; use a person's name, {', '.join(kinds[:-1])} or {kinds[-1]}",
         )
 
     def _approval(self, approval_in: ApprovalIn | None, where: Loc) -> ApprovalSpec:
@@ -378,17 +380,21 @@ class _Compiler:
             on_timeout=approval_in.on_timeout,
             quorum=approval_in.quorum,
             remind_before_seconds=remind,
-            slack_channel=approval_in.slack_channel,
+            routing={"slack": {"channel": approval_in.slack_channel}} if approval_in.slack_channel else {},
             claim_within_seconds=float(approval_in.claim_within),
             rejoin_within_seconds=float(approval_in.rejoin_within),
         )
 
 
 def _person(name: str, person: PersonIn) -> Approver:
+    """The file's own keys (`slack`, `email`) and its generic `contacts`, as contacts by channel."""
+    contacts: dict[str, tuple[str, ...]] = {}
+    for channel, value in [("slack", person.slack), ("email", person.email), *person.contacts.items()]:
+        if value:
+            contacts[channel] = (*contacts.get(channel, ()), value)
     return Approver(
         name=name,
-        slack_ids=(person.slack,) if person.slack else (),
-        emails=(person.email,) if person.email else (),
+        contacts=contacts,
         token_sha256s=(person.token_sha256,) if person.token_sha256 else (),
     )
 

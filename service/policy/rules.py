@@ -185,10 +185,15 @@ class RuleIn(_Model):
 
 
 class PersonIn(_Model):
-    """A person who can approve: how to reach them and how they prove who they are."""
+    """A person who can approve: how to reach them and how they prove who they are.
+
+    `slack` and `email` are the file's own keys for those channels; `contacts` names the person's id on any
+    other channel (`{"teams": "..."}`), checked by that channel's contact check when the policy is compiled.
+    """
 
     slack: str | None = None
     email: str | None = None
+    contacts: dict[str, str] = Field(default_factory=dict)
     token_sha256: str | None = None
     description: str | None = None
 

@@ -5,7 +5,8 @@ All frozen: a compiled policy hands out the same objects to every caller, built 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 ActionName = Literal["allow", "deny", "require_approval"]
@@ -30,16 +31,20 @@ class Approver:
     """One distinct approver and every way they can be reached or recognised.
 
     `name` is the person's name from `people`, or the raw identity (`slack:U123`, `email:a@b.c`)
-    for approvers not declared as people.
+    for approvers not declared as people. `contacts` are their ids by channel name (`{"slack":
+    ("U123",), "email": ("a@b.c",)}`); what an id means is the channel's business.
     """
 
     name: str
-    slack_ids: tuple[str, ...] = ()
-    emails: tuple[str, ...] = ()
+    contacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     token_sha256s: tuple[str, ...] = ()
 
+    def ids(self, channel: str) -> tuple[str, ...]:
+        """This approver's ids on `channel` (none: not reachable there)."""
+        return tuple(self.contacts.get(channel, ()))
+
     def describe(self) -> str:
-        ways = [f"slack {s}" for s in self.slack_ids] + [f"email {e}" for e in self.emails]
+        ways = [f"{channel} {value}" for channel, values in self.contacts.items() for value in values]
         if self.token_sha256s:
             ways.append("API token")
         return f"{self.name} ({', '.join(ways)})" if ways else self.name
@@ -55,7 +60,9 @@ class ApprovalSpec:
     on_timeout: Literal["deny", "approve"] = "deny"
     quorum: int = 1
     remind_before_seconds: float | None = None
-    slack_channel: str | None = None
+    routing: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
+    """Where each channel posts the request, by channel name (`{"slack": {"channel": "C0123ABC"}}` for the
+    rule's `slack_channel`); a channel not named here uses its own default."""
     claim_within_seconds: float = 10 * 60
     """An approval that no call collects within this time of being given lapses (`approval.claim_within`)."""
     rejoin_within_seconds: float = 2 * 60

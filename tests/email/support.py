@@ -17,6 +17,7 @@ from typing import Any
 import httpx2
 from aiosmtpd.controller import Controller
 
+from bots.email.settings import EmailSettings
 from tests.approvals.support import approval_policy
 from tests.support.harness import Gateway, free_port, run_gateway, servers
 
@@ -93,9 +94,11 @@ def email_policy(**approval: Any) -> dict[str, Any]:
 
 
 def email_settings(smtp_port: int, gateway_port: int) -> dict[str, Any]:
+    """`Settings` keywords for email approvals through the sink on `smtp_port`, links pointing at the gateway."""
     return {
-        "smtp_url": f"smtp://127.0.0.1:{smtp_port}",
-        "email_from": SENDER,
+        "channel_settings": {
+            "email": EmailSettings(_env_file=None, smtp_url=f"smtp://127.0.0.1:{smtp_port}", email_from=SENDER)
+        },
         "public_url": f"http://127.0.0.1:{gateway_port}",
         "secret_key": SECRET,
     }

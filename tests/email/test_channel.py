@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import aiosmtplib
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from pydantic import ValidationError
 
+from bots.email import plugin as email_plugin
 from bots.email.channel import EmailChannel
 from bots.email.links import LinkSigner
 from bots.email.mailer import Mailer, SmtpConfig
+from bots.email.settings import EmailSettings
 from service.approvals.schemas import ApproverView, DecisionView, ExecutionView, VoteView
 from service.settings import Settings
 from tests.email.support import SECRET, SENDER, SmtpSink, email_settings, subject
@@ -84,22 +86,31 @@ def test_smtp_urls():
 
 
 def test_settings_refuse_email_without_public_url_sender_or_a_real_key():
-    good = email_settings(2525, 8000)
-    Settings(_env_file=None, **good)
+    """The email plug-in refuses to build (start-up refuses) a half-configured channel, naming what to fix."""
+
+    def build(smtp_url: str = "smtp://127.0.0.1:2525", email_from: str | None = SENDER, **service: Any):
+        email = EmailSettings(_env_file=None, smtp_url=smtp_url, email_from=email_from)
+        good = {"public_url": "http://127.0.0.1:8000", "secret_key": SECRET}
+        return email_plugin.build(Settings(_env_file=None, channel_settings={"email": email}, **{**good, **service}))
+
+    assert isinstance(build(), EmailChannel)
+    assert (
+        email_plugin.build(Settings(_env_file=None, channel_settings={"email": EmailSettings(_env_file=None)})) is None
+    )
     for missing, variable in (
-        ("public_url", "HOLDGATE_PUBLIC_URL"),
-        ("email_from", "HOLDGATE_EMAIL_FROM"),
-        ("secret_key", "HOLDGATE_SECRET_KEY"),
+        ({"public_url": None}, "HOLDGATE_PUBLIC_URL"),
+        ({"email_from": None}, "HOLDGATE_EMAIL_FROM"),
+        ({"secret_key": None}, "HOLDGATE_SECRET_KEY"),
     ):
-        with pytest.raises(ValidationError, match=variable) as refused:
-            Settings(_env_file=None, **{k: v for k, v in good.items() if k != missing})
+        with pytest.raises(ValueError, match=variable) as refused:
+            build(**missing)
         assert SECRET not in str(refused.value), "secrets never appear in the error"
-    with pytest.raises(ValidationError, match="HOLDGATE_SECRET_KEY"):
-        Settings(_env_file=None, **{**good, "secret_key": "changethis"})
-    with pytest.raises(ValidationError, match="smtps://"):
-        Settings(_env_file=None, **{**good, "smtp_url": "http://mail.example"})
+    with pytest.raises(ValueError, match="HOLDGATE_SECRET_KEY"):
+        build(secret_key="changethis")
+    with pytest.raises(ValueError, match="smtps://"):
+        build(smtp_url="http://mail.example")
     with pytest.raises(ValueError, match="HOLDGATE_PUBLIC_URL"):
-        EmailChannel.from_settings(Settings.model_construct(**{**good, "public_url": None}))
+        EmailChannel.from_settings(Settings(_env_file=None, **{**email_settings(2525, 8000), "public_url": None}))
 
 
 async def test_request_goes_to_every_address_once_with_its_own_links(smtp):

@@ -423,7 +423,7 @@ def test_require_approval_with_approval_block(tmp_path):
     assert spec is not None
     # alice appears via the group and via her Slack ID: she counts once
     assert [a.name for a in spec.approvers] == ["alice", "bob", "email:dave@example.com"]
-    assert spec.approvers[0].slack_ids == ("U0ALICE",) and spec.approvers[0].emails == ("alice@example.com",)
+    assert spec.approvers[0].contacts == {"slack": ("U0ALICE",), "email": ("alice@example.com",)}
     assert spec.channels == ("slack", "email")
     assert spec.timeout_seconds == 1800
     assert spec.on_timeout == "approve"

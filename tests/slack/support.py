@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import httpx2
 
+from bots.slack.settings import SlackSettings
 from service.approvals.schemas import ApproverView, DecisionView
 from tests.approvals.support import approval_policy
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
@@ -52,18 +53,15 @@ async def slack_gateway(
 ) -> AsyncIterator[Gateway]:
     """holdgate with Slack configured against `fake` (HTTP interactions, or Socket Mode)."""
     write_catalog(tmp_path)
+    way_in = {"app_token": APP_TOKEN} if socket_mode else {"signing_secret": SIGNING_SECRET}
+    slack = SlackSettings(_env_file=None, bot_token=BOT_TOKEN, api_url=fake.url, **way_in)
     settings: dict[str, Any] = {
-        "slack_bot_token": BOT_TOKEN,
-        "slack_api_url": fake.url,
+        "channel_settings": {"slack": slack},
         "public_url": "https://holdgate.example.com",
         "approval_hold_s": 30,
         "outbox_poll_interval_s": 0.05,
         "outbox_retry_base_s": 0.05,
     }
-    if socket_mode:
-        settings["slack_app_token"] = APP_TOKEN
-    else:
-        settings["slack_signing_secret"] = SIGNING_SECRET
     settings.update(overrides)
     async with run_gateway(tmp_path, policy=policy or slack_policy(), servers=servers(tmp_path), **settings) as gw:
         yield gw

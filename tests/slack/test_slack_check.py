@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from bots.slack.cli import configured_channels, run_check
+from bots.slack.settings import SlackSettings
 from service.cli import app
 from service.settings import Settings
 from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
@@ -15,14 +16,18 @@ from tests.slack.support import SIGNING_SECRET, slack_policy
 
 def settings_for(fake: FakeSlack, tmp_path, **changes) -> Settings:
     values = {
-        "config_dir": tmp_path,
-        "slack_bot_token": BOT_TOKEN,
-        "slack_signing_secret": SIGNING_SECRET,
-        "slack_api_url": fake.url.rstrip("/"),  # a missing trailing slash is added
-        "public_url": "https://holdgate.example.com",
+        "bot_token": BOT_TOKEN,
+        "signing_secret": SIGNING_SECRET,
+        "api_url": fake.url.rstrip("/"),  # a missing trailing slash is added
         **changes,
     }
-    return Settings(_env_file=None, **values)
+    slack = SlackSettings(_env_file=None, **values)
+    return Settings(
+        _env_file=None,
+        config_dir=tmp_path,
+        public_url="https://holdgate.example.com",
+        channel_settings={"slack": slack},
+    )
 
 
 async def test_a_good_token_and_a_channel_the_bot_is_in(tmp_path):
@@ -38,7 +43,7 @@ async def test_a_good_token_and_a_channel_the_bot_is_in(tmp_path):
 async def test_a_bad_token_a_missing_channel_and_a_private_channel_fail(tmp_path):
     async with FakeSlack() as fake:
         fake.channels["G0SECRET"] = {"id": "G0SECRET", "name": "secret", "is_member": False, "is_private": True}
-        bad_token = await run_check(settings_for(fake, tmp_path, slack_bot_token="xoxb-wrong"), ["C0APPROVALS"])
+        bad_token = await run_check(settings_for(fake, tmp_path, bot_token="xoxb-wrong"), ["C0APPROVALS"])
         channels = await run_check(settings_for(fake, tmp_path), ["C0MISSING", "G0SECRET"])
     assert not bad_token.ok and "FAIL  auth.test: invalid_auth; check HOLDGATE_SLACK_BOT_TOKEN" in bad_token.lines
     assert not channels.ok
@@ -96,5 +101,5 @@ def test_a_bot_token_alone_is_refused_at_start_up():
     import pytest
 
     with pytest.raises(pydantic.ValidationError, match="HOLDGATE_SLACK_SIGNING_SECRET"):
-        Settings(_env_file=None, slack_bot_token=BOT_TOKEN)
-    assert Settings(_env_file=None, slack_bot_token=BOT_TOKEN, slack_app_token="xapp-1").slack_app_token
+        SlackSettings(_env_file=None, bot_token=BOT_TOKEN)
+    assert SlackSettings(_env_file=None, bot_token=BOT_TOKEN, app_token="xapp-1").app_token

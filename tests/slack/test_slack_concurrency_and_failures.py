@@ -9,8 +9,8 @@ import pytest
 
 from bots.slack import blocks
 from bots.slack.channel import SlackChannel, SlackUnavailable, web_client
+from bots.slack.settings import SlackSettings
 from service.approvals.schemas import ApproverView
-from service.settings import Settings
 from tests.approvals.support import api, decisions, wait_for_decisions
 from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
 from tests.slack.support import (
@@ -110,9 +110,7 @@ async def test_deliver_raises_on_network_errors_and_waits_out_retry_after(tmp_pa
 
     now = [100.0]
     async with FakeSlack() as fake:
-        settings = Settings(
-            _env_file=None, slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET, slack_api_url=fake.url
-        )
+        settings = SlackSettings(_env_file=None, bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_url=fake.url)
         channel = SlackChannel(web_client(settings), monotonic=lambda: now[0])
         decision = decision_view(slack_channel="C0APPROVALS")
         fake.fail("chat.postMessage", 429, retry_after=30)
@@ -133,7 +131,7 @@ async def test_deliver_raises_on_network_errors_and_waits_out_retry_after(tmp_pa
 
 
 def test_where_requests_go():
-    channel = SlackChannel(web_client(Settings(_env_file=None)), default_channel="C0DEFAULT")
+    channel = SlackChannel(web_client(SlackSettings(_env_file=None)), default_channel="C0DEFAULT")
     people = [
         ApproverView(name="alice", slack_ids=["U0ALICE"]),
         ApproverView(name="ci-bot", slack_ids=["U0BOT"]),  # the grant that asks: never asked to approve
