@@ -23,7 +23,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, TypeGuard, get_args, runtime_checkable
 
-from service.policy import contacts
+from service.policy import channel_names, contacts
 
 if TYPE_CHECKING:
     import typer
@@ -103,6 +103,7 @@ def load_plugins(modules: Sequence[str]) -> list[ChannelPlugin]:
             raise ValueError(f"HOLDGATE_CHANNELS: module {module_name!r} has no `plugin` (a ChannelPlugin)")
         if any(existing.name == plugin.name for existing in plugins):
             raise ValueError(f"HOLDGATE_CHANNELS: two modules provide the channel {plugin.name!r}")
+        channel_names.register(plugin.name)  # a rule may list it
         if plugin.check_contact is not None:  # the policy checks this channel's contacts with it
             contacts.register(plugin.name, plugin.check_contact)
         plugins.append(plugin)

@@ -20,9 +20,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from service.policy import channel_names
+
 Action = Literal["allow", "deny", "require_approval"]
 Scope = Literal["grant", "global"]
-Channel = Literal["console", "slack", "email", "dashboard"]
+Channel = Annotated[str, AfterValidator(channel_names.check)]
+"""A channel's name: a built-in one or a loaded plug-in's (`service.policy.channel_names`)."""
 
 WINDOW_NAMES = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
