@@ -1,0 +1,72 @@
+"""Shared set-up for the webhook tests: the independent signature check a receiver makes, the settings
+that turn the channel on, and a gateway that notifies a `Receiver`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from bots.webhook import WebhookSettings
+from bots.webhook import plugin as webhook_plugin
+from service.app import AppState
+from service.approvals.wiring import build_channels
+from service.settings import DEFAULT_CHANNELS
+from tests.approvals.support import approval_policy
+from tests.support.harness import Gateway, free_port, run_gateway, servers
+from tests.webhook.receiver import Received
+
+SECRET = "webhook-test-secret-0123456789abcdef"
+
+
+def verified(received: Received, secret: str = SECRET) -> bool:
+    """What a receiver does, written here from the README rather than imported from the channel: HMAC-SHA256
+    of "<timestamp>.<raw body>" with the shared secret, compared in constant time."""
+    timestamp = received.headers["X-Holdgate-Timestamp"]
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + received.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(received.headers["X-Holdgate-Signature"], f"sha256={expected}")
+
+
+def webhook_policy(**approval: Any) -> dict[str, Any]:
+    """approval_policy with cancel-async-job's requests going to the webhook."""
+    return approval_policy(**{"channels": ["webhook"], **approval})
+
+
+def inject_webhook(state: AppState) -> None:
+    """Until the service builds its channels from `Settings.channels` (the merge of issue 15),
+    `build_channels` knows only console, Slack and email: add the webhook the way the service will, through
+    its plugin. Once the service builds it, this leaves the service's own channels alone."""
+    channels = build_channels(state.settings)
+    if "webhook" not in channels:
+        built = webhook_plugin.build(state.settings)
+        assert built is not None, "the test's settings configure the webhook"
+        channels["webhook"] = built
+    state.channels = channels
+
+
+@asynccontextmanager
+async def webhook_gateway(
+    tmp_path: Path, url: str, *, policy: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[Gateway]:
+    """holdgate with the webhook channel POSTing to `url`; links in the bodies point at this holdgate."""
+    port = free_port()
+    settings: dict[str, Any] = {
+        "channels": [*DEFAULT_CHANNELS, "bots.webhook"],
+        "channel_settings": {"webhook": WebhookSettings(url=url, secret=SECRET, timeout_s=5)},
+        "public_url": f"http://127.0.0.1:{port}",
+        "approval_hold_s": 30,
+        "outbox_poll_interval_s": 0.05,
+        **overrides,
+    }
+    async with run_gateway(
+        tmp_path,
+        policy=policy or webhook_policy(),
+        servers=servers(tmp_path),
+        port=port,
+        configure=inject_webhook,
+        **settings,
+    ) as gw:
+        yield gw
