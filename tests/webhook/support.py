@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bots.webhook import WebhookSettings
+from bots.webhook import WebhookChannel, WebhookSettings
 from bots.webhook import plugin as webhook_plugin
 from service.app import AppState
+from service.approvals.schemas import ApproverView, DecisionView
 from service.approvals.wiring import build_channels
-from service.settings import DEFAULT_CHANNELS
+from service.settings import DEFAULT_CHANNELS, Settings
 from tests.approvals.support import approval_policy
 from tests.support.harness import Gateway, free_port, run_gateway, servers
 from tests.webhook.receiver import Received
@@ -49,13 +50,19 @@ def inject_webhook(state: AppState) -> None:
 
 @asynccontextmanager
 async def webhook_gateway(
-    tmp_path: Path, url: str, *, policy: dict[str, Any] | None = None, **overrides: Any
+    tmp_path: Path,
+    url: str,
+    *,
+    policy: dict[str, Any] | None = None,
+    webhook: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Gateway]:
-    """holdgate with the webhook channel POSTing to `url`; links in the bodies point at this holdgate."""
+    """holdgate with the webhook channel POSTing to `url` (its section's other settings in `webhook`); links
+    in the bodies point at this holdgate."""
     port = free_port()
     settings: dict[str, Any] = {
         "channels": [*DEFAULT_CHANNELS, "bots.webhook"],
-        "channel_settings": {"webhook": WebhookSettings(url=url, secret=SECRET, timeout_s=5)},
+        "channel_settings": {"webhook": WebhookSettings(**{"url": url, "secret": SECRET, **(webhook or {})})},
         "public_url": f"http://127.0.0.1:{port}",
         "approval_hold_s": 30,
         "outbox_poll_interval_s": 0.05,
@@ -70,3 +77,50 @@ async def webhook_gateway(
         **settings,
     ) as gw:
         yield gw
+
+
+PUBLIC_URL = "https://holdgate.example.com"
+
+
+def a_decision(**overrides: Any) -> DecisionView:
+    fields: dict[str, Any] = {
+        "id": "d_AbC-123_xyz",
+        "status": "pending",
+        "server": "jobs",
+        "tool": "cancel-async-job",
+        "grant": "agent",
+        "arguments": {"jobId": "job-7", "token": "[redacted]"},
+        "args_sha256": "ab" * 32,
+        "policy_version": "1",
+        "rule": "cancel-async-job",
+        "approvers": ["alice", "bob"],
+        "approver_details": [ApproverView(name="alice"), ApproverView(name="bob")],
+        "quorum": 1,
+        "channels": ["webhook"],
+        "on_timeout": "deny",
+        "created_at": "2026-12-02T00:00:00Z",
+        "expires_at": "2026-12-02T00:15:00Z",
+        "released": False,
+        "state": "pending",
+    }
+    return DecisionView(**{**fields, **overrides})
+
+
+def channel_for(url: str, **section: Any) -> WebhookChannel:
+    settings = Settings(
+        _env_file=None,
+        public_url=PUBLIC_URL,
+        channel_settings={"webhook": WebhookSettings(url=url, secret=SECRET, **section)},
+    )
+    built = webhook_plugin.build(settings)
+    assert isinstance(built, WebhookChannel)
+    return built
+
+
+@asynccontextmanager
+async def open_channel(url: str, **section: Any) -> AsyncIterator[WebhookChannel]:
+    channel = channel_for(url, **section)
+    try:
+        yield channel
+    finally:
+        await channel.aclose()

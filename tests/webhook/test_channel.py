@@ -6,64 +6,14 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 
 from bots.webhook import WebhookChannel, WebhookSettings, plugin
 from bots.webhook.channel import WebhookError
-from service.approvals.schemas import ApproverView, DecisionView
 from service.settings import Settings
 from tests.webhook.receiver import Answer, Receiver
-from tests.webhook.support import SECRET, verified
-
-PUBLIC_URL = "https://holdgate.example.com"
-
-
-def a_decision(**overrides: Any) -> DecisionView:
-    fields: dict[str, Any] = {
-        "id": "d_AbC-123_xyz",
-        "status": "pending",
-        "server": "jobs",
-        "tool": "cancel-async-job",
-        "grant": "agent",
-        "arguments": {"jobId": "job-7", "token": "[redacted]"},
-        "args_sha256": "ab" * 32,
-        "policy_version": "1",
-        "rule": "cancel-async-job",
-        "approvers": ["alice", "bob"],
-        "approver_details": [ApproverView(name="alice"), ApproverView(name="bob")],
-        "quorum": 1,
-        "channels": ["webhook"],
-        "on_timeout": "deny",
-        "created_at": "2026-12-02T00:00:00Z",
-        "expires_at": "2026-12-02T00:15:00Z",
-        "released": False,
-        "state": "pending",
-    }
-    return DecisionView(**{**fields, **overrides})
-
-
-def channel_for(url: str, **section: Any) -> WebhookChannel:
-    settings = Settings(
-        _env_file=None,
-        public_url=PUBLIC_URL,
-        channel_settings={"webhook": WebhookSettings(url=url, secret=SECRET, **section)},
-    )
-    built = plugin.build(settings)
-    assert isinstance(built, WebhookChannel)
-    return built
-
-
-@asynccontextmanager
-async def open_channel(url: str, **section: Any) -> AsyncIterator[WebhookChannel]:
-    channel = channel_for(url, **section)
-    try:
-        yield channel
-    finally:
-        await channel.aclose()
+from tests.webhook.support import PUBLIC_URL, SECRET, a_decision, open_channel, verified
 
 
 async def test_a_request_is_one_signed_json_post_with_the_decision_and_its_links(receiver: Receiver):

@@ -123,3 +123,49 @@ async def test_a_500_is_retried_by_the_outbox_with_the_same_delivery_id_and_no_s
         for secret in ("pa55word", "T0KEN-in-the-path", "query-secret", SECRET):
             assert secret not in text, f"{secret!r} in {text[:200]!r}"
     assert "webhook request failed (attempt 1" in caplog.text
+
+
+async def test_a_receiver_that_hangs_is_retried_after_the_timeout_and_the_call_can_still_be_decided(
+    tmp_path, receiver: Receiver, caplog
+):
+    receiver.answer(Answer(hang=True))
+    async with (
+        webhook_gateway(tmp_path, receiver.url, webhook={"timeout_s": 0.5}, outbox_retry_base_s=0.1) as gw,
+        gw.session("jobs") as session,
+    ):
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "hook-4"}))
+        [decision] = await wait_for_decisions(gw)
+        hung, retried = await receiver.wait_for(2, event("request"))
+        approved = await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice", json={})
+        await asyncio.wait_for(call, 10)
+        await receiver.wait_for(1, event("update"))
+        [row] = [r for r in await outbox_rows(gw) if r.kind == "request"]
+
+    assert hung.headers["X-Holdgate-Delivery"] == retried.headers["X-Holdgate-Delivery"]
+    assert verified(retried)
+    assert approved.status_code == 200
+    assert row.sent_at is not None and row.attempts >= 2
+    assert "webhook request failed (attempt 1, retry in 0.1s): WebhookError: http://127.0.0.1:" in caplog.text
+    assert "did not answer within 0.5s" in caplog.text
+
+
+async def test_a_huge_call_is_notified_without_its_arguments_and_the_receiver_reads_them_from_the_api(
+    tmp_path, receiver: Receiver
+):
+    job_id = "job-" + "x" * 300_000
+    async with (
+        webhook_gateway(tmp_path, receiver.url, webhook={"max_body_bytes": 65536}) as gw,
+        gw.session("jobs") as session,
+    ):
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": job_id}))
+        await wait_for_decisions(gw)
+        [request] = await receiver.wait_for(1, event("request"))
+        body = request.json()
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {PERSON_TOKENS['alice']}"}) as rest:
+            full = (await rest.get(body["links"]["decision"])).json()
+        call.cancel()
+
+    assert len(request.body) <= 65536 and verified(request)
+    assert body["omitted"] == ["arguments"] and "arguments" not in body["decision"]
+    assert full["arguments"] == {"jobId": job_id}
+    assert full["args_sha256"] == body["decision"]["args_sha256"]
