@@ -2,7 +2,7 @@
 
 ```
 {"event": "request" | "reminder" | "update",
- "delivery": "<decision id>.<event>.<16 hex>",
+ "delivery": "<decision id>.request" | "<decision id>.reminder" | "<decision id>.update.<16 hex>",
  "request_delivery": null | "<the delivery id of this decision's request>",
  "decision": {... the decision as GET /api/decisions/{id} shows it ...},
  "links": {"decision": ".../api/decisions/<id>", "approve": ".../api/decisions/<id>/approve",
@@ -10,11 +10,14 @@
  "omitted": []}
 ```
 
-The delivery id is derived from the body itself (a digest of everything else in it), not drawn at random:
-the outbox retries a notification by asking the channel again, and the same notification gives the same
-body, so a retry carries the same id and a receiver that dedupes on it handles it once. Two notifications
-that say exactly the same thing (an `update` for the ending and one for the finished call, when the call
-had finished before the first went out) share an id too, which is what deduping wants.
+The delivery id names the notification, so that a retry (the outbox asks the channel again) carries the
+same one and a receiver that dedupes on it handles the notification once. A decision has one request and
+at most one reminder: theirs are `<decision id>.request` and `<decision id>.reminder`, whatever the decision
+looks like by the time a retry goes out. Updates come several to a decision (its ending, then how the
+released call went), and the outbox does not tell the channel which row it is sending: an update's id is
+`<decision id>.update.<digest of the body>`, so an unchanged retry keeps it, and two updates that say
+exactly the same thing (the ending's, sent after the call had finished, and the call's own) share it, which
+is what deduping wants; a retry that finds the decision moved on says so under a new id.
 
 Links are absolute when `HOLDGATE_PUBLIC_URL` is set, else paths on holdgate's own base URL. They are the
 REST API's documented paths (README "HTTP routes"); this module cannot import `service.api` (a channel
@@ -110,8 +113,9 @@ def _notification(
         "links": decision_links,
         "omitted": list(omitted),
     }
-    digest = hashlib.sha256(_encode(content)).hexdigest()[:16]
-    delivery = f"{decision['id']}.{event}.{digest}"
+    delivery = f"{decision['id']}.{event}"
+    if event == "update":
+        delivery += "." + hashlib.sha256(_encode(content)).hexdigest()[:16]
     body = _encode({"event": event, "delivery": delivery, **{k: v for k, v in content.items() if k != "event"}})
     return Notification(event, delivery, body, omitted)
 

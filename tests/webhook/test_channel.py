@@ -31,7 +31,7 @@ async def test_a_request_is_one_signed_json_post_with_the_decision_and_its_links
     assert before <= int(got.headers["X-Holdgate-Timestamp"]) <= int(time.time())
     assert got.headers["X-Holdgate-Event"] == "request"
     assert got.headers["X-Holdgate-Delivery"] == delivery
-    assert delivery.startswith("d_AbC-123_xyz.request.")
+    assert delivery == "d_AbC-123_xyz.request", "a decision has one request: its id names it"
 
     body = got.json()
     assert body["event"] == "request" and body["delivery"] == delivery
@@ -89,6 +89,33 @@ async def test_a_refusal_raises_and_the_retry_carries_the_same_delivery_id(recei
         "1800000042",
     ), "a retry is signed afresh at its own time"
     assert verified(first) and verified(retry)
+
+
+async def test_a_request_retried_after_the_decision_moved_on_keeps_its_id_an_update_says_what_changed(
+    receiver: Receiver,
+):
+    receiver.answer(Answer(500), Answer(200), Answer(500))
+    voted = a_decision(votes=[{"approver": "alice", "value": "approve", "via": "api", "at": "2026-12-02T00:01:00Z"}])
+    approved = a_decision(status="approved", decided_by="alice")
+    executed = a_decision(status="approved", decided_by="alice", execution={"outcome": "ok"}, released=True)
+    async with open_channel(receiver.url) as channel:
+        with pytest.raises(WebhookError):
+            await channel.deliver("request", a_decision(), None)
+        request = await channel.deliver("request", voted, None)
+        with pytest.raises(WebhookError):
+            await channel.deliver("update", approved, request)
+        ending = await channel.deliver("update", approved, request)
+        executed_once = await channel.deliver("update", executed, request)
+        executed_twice = await channel.deliver("update", executed, request)
+
+    tried, retried = receiver.received[:2]
+    assert tried.headers["X-Holdgate-Delivery"] == retried.headers["X-Holdgate-Delivery"] == request
+    assert retried.json()["decision"]["votes"], "the retry shows the decision as it is now"
+    assert receiver.received[2].headers["X-Holdgate-Delivery"] == ending, "an unchanged update keeps its id"
+    assert receiver.received[3].headers["X-Holdgate-Delivery"] == ending
+    assert ending != executed_once, "an update that says something new has a new id"
+    assert executed_once == executed_twice, "two updates saying the same thing share it (the receiver drops one)"
+    assert ending.startswith("d_AbC-123_xyz.update.")
 
 
 async def test_2xx_of_any_kind_is_delivered(receiver: Receiver):

@@ -69,7 +69,8 @@ async def test_request_then_approve_through_rest_releases_the_call_and_the_recei
     assert final["decided_by"] == "alice" and final["decided_via"] == "api"
     assert final["released"] is True and final["execution"]["outcome"] in ("ok", "tool_error")  # the upstream's own
     assert final == {**view, "state": final["state"]}, "the body is what GET /api/decisions/{id} says"
-    assert len({u.headers["X-Holdgate-Delivery"] for u in receiver.received}) == len(receiver.received)
+    by_id = {(r.headers["X-Holdgate-Delivery"], r.body) for r in receiver.received}
+    assert len(by_id) == len({delivery for delivery, _ in by_id}), "one delivery id, one body"
 
 
 async def test_deny_through_rest_reaches_the_agent_and_the_receiver(tmp_path, receiver: Receiver):
