@@ -65,7 +65,7 @@ class WebhookTarget:
             parsed = None
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError("HOLDGATE_WEBHOOK_URL must be an http:// or https:// URL with a host")
-        return cls(parsed, f"{parsed.scheme}://{parsed.host}:{parsed.port}")
+        return cls(parsed, _origin(parsed))
 
     def scrub(self, text: str) -> str:
         """`text` (an error from the HTTP client) without the URL, its credentials, path or query."""
@@ -198,4 +198,10 @@ def _redirect_target(answer: aiohttp.ClientResponse) -> str:
         where = answer.url.join(URL(location))
     except ValueError:
         return ""
-    return f" to {where.scheme}://{where.host}:{where.port}" if where.host else ""
+    return f" to {_origin(where)}" if where.host else ""
+
+
+def _origin(url: URL) -> str:
+    """`scheme://host:port`, the one part of a receiver's URL that is shown (an IPv6 host in brackets)."""
+    host = f"[{url.host}]" if url.host and ":" in url.host else url.host
+    return f"{url.scheme}://{host}:{url.port}"

@@ -39,13 +39,13 @@ def webhook_policy(**approval: Any) -> dict[str, Any]:
 def inject_webhook(state: AppState) -> None:
     """Until the service builds its channels from `Settings.channels` (the merge of issue 15),
     `build_channels` knows only console, Slack and email: add the webhook the way the service will, through
-    its plugin. Once the service builds it, this leaves the service's own channels alone."""
+    its plugin. Once the service builds it (`build_channels` returns it), this changes nothing."""
     channels = build_channels(state.settings)
-    if "webhook" not in channels:
-        built = webhook_plugin.build(state.settings)
-        assert built is not None, "the test's settings configure the webhook"
-        channels["webhook"] = built
-    state.channels = channels
+    if "webhook" in channels:
+        return
+    built = webhook_plugin.build(state.settings)
+    assert built is not None, "the test's settings configure the webhook"
+    state.channels = {**channels, "webhook": built}
 
 
 @asynccontextmanager

@@ -70,6 +70,12 @@ def test_a_secret_of_16_characters_is_enough():
     assert channel.target.origin == "https://hooks.example:443"
 
 
+def test_an_ipv6_receiver_is_named_with_brackets():
+    channel = plugin.build(settings_with(url="http://[::1]:8080/T0KEN", secret=SECRET))
+    assert isinstance(channel, WebhookChannel)
+    assert channel.target.origin == "http://[::1]:8080"
+
+
 def test_reads_its_section_from_the_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir("/")  # no .env file here
     monkeypatch.setenv("HOLDGATE_WEBHOOK_URL", "https://hooks.example/from-env")
