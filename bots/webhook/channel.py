@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -53,7 +53,7 @@ class WebhookError(Exception):
 class WebhookTarget:
     """The receiver's URL, and the one name of it that may be shown (its origin)."""
 
-    url: URL
+    url: URL = field(repr=False)
     origin: str
 
     @classmethod
@@ -117,6 +117,11 @@ class WebhookChannel:
     async def deliver(self, kind: MessageKind, decision: DecisionView, ref: str | None) -> str | None:
         """POST the notification; returns its delivery id (a `request`'s is the `request_delivery` of the
         decision's later notifications)."""
+        wait = self._quiet_until - self._monotonic()
+        if wait > 0:
+            raise WebhookError(
+                f"{self.target.origin} failed to answer moments ago; not tried again for another {wait:.1f}s"
+            )
         notice = notification(kind, decision, ref, public_url=self.public_url, max_bytes=self.max_body_bytes)
         if notice.omitted:
             logger.warning(
@@ -125,11 +130,6 @@ class WebhookChannel:
                 kind,
                 self.max_body_bytes,
                 ", ".join(notice.omitted),
-            )
-        wait = self._quiet_until - self._monotonic()
-        if wait > 0:
-            raise WebhookError(
-                f"{self.target.origin} failed to answer moments ago; not tried again for another {wait:.1f}s"
             )
         timestamp = str(int(self._clock()))
         headers = {

@@ -209,7 +209,7 @@ async def test_credentials_in_the_url_go_as_basic_auth_and_never_into_a_log(rece
             with pytest.raises(WebhookError) as refused:
                 await channel.deliver("request", a_decision(), None)
             await channel.deliver("request", a_decision(), None)
-        shown = [str(refused.value), repr(channel), caplog.text]
+        shown = [str(refused.value), repr(channel), repr(channel.target), caplog.text]
 
     first, second = receiver.received
     assert first.path == "/hooks/holdgate/T0KEN-path?key=query-secret"
