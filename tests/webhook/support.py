@@ -61,7 +61,7 @@ async def webhook_gateway(
     in the bodies point at this holdgate."""
     port = free_port()
     settings: dict[str, Any] = {
-        "channels": [*DEFAULT_CHANNELS, "bots.webhook"],
+        "channels": list(dict.fromkeys([*DEFAULT_CHANNELS, "bots.webhook"])),  # once the merge lists it too
         "channel_settings": {"webhook": WebhookSettings(**{"url": url, "secret": SECRET, **(webhook or {})})},
         "public_url": f"http://127.0.0.1:{port}",
         "approval_hold_s": 30,
