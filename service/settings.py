@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 Section = TypeVar("Section", bound=BaseModel)
 
-DEFAULT_CHANNELS = ("bots.console", "bots.slack", "bots.email")
+DEFAULT_CHANNELS = ("bots.console", "bots.slack", "bots.email", "bots.webhook")
 """The channel modules the service loads (`service.approvals.channels`): a new channel is one line here."""
 
 
