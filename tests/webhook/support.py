@@ -12,10 +12,8 @@ from typing import Any
 
 from bots.webhook import WebhookChannel, WebhookSettings
 from bots.webhook import plugin as webhook_plugin
-from service.app import AppState
 from service.approvals.schemas import ApproverView, DecisionView
-from service.approvals.wiring import build_channels
-from service.settings import DEFAULT_CHANNELS, Settings
+from service.settings import Settings
 from tests.approvals.support import approval_policy
 from tests.support.harness import Gateway, free_port, run_gateway, servers
 from tests.webhook.receiver import Received
@@ -36,18 +34,6 @@ def webhook_policy(**approval: Any) -> dict[str, Any]:
     return approval_policy(**{"channels": ["webhook"], **approval})
 
 
-def inject_webhook(state: AppState) -> None:
-    """Until the service builds its channels from `Settings.channels` (the merge of issue 15),
-    `build_channels` knows only console, Slack and email: add the webhook the way the service will, through
-    its plugin. Once the service builds it (`build_channels` returns it), this changes nothing."""
-    channels = build_channels(state.settings)
-    if "webhook" in channels:
-        return
-    built = webhook_plugin.build(state.settings)
-    assert built is not None, "the test's settings configure the webhook"
-    state.channels = {**channels, "webhook": built}
-
-
 @asynccontextmanager
 async def webhook_gateway(
     tmp_path: Path,
@@ -61,7 +47,6 @@ async def webhook_gateway(
     in the bodies point at this holdgate."""
     port = free_port()
     settings: dict[str, Any] = {
-        "channels": list(dict.fromkeys([*DEFAULT_CHANNELS, "bots.webhook"])),  # once the merge lists it too
         "channel_settings": {"webhook": WebhookSettings(**{"url": url, "secret": SECRET, **(webhook or {})})},
         "public_url": f"http://127.0.0.1:{port}",
         "approval_hold_s": 30,
@@ -73,7 +58,6 @@ async def webhook_gateway(
         policy=policy or webhook_policy(),
         servers=servers(tmp_path),
         port=port,
-        configure=inject_webhook,
         **settings,
     ) as gw:
         yield gw
