@@ -23,8 +23,8 @@ from typer.core import TyperGroup
 from service import db
 from service.approvals.channels import ChannelCommands, load_plugins
 from service.audit import cli as audit_cli
+from service.commands import policy as policy_cli
 from service.configfile import ConfigError
-from service.policy import cli as policy_cli
 from service.settings import DEFAULT_CHANNELS, Settings, get_settings
 
 if TYPE_CHECKING:

@@ -28,6 +28,7 @@ from bots.email.links import BadLink, ExpiredLink, LinkClaim, LinkSigner
 from bots.email.messages import TEMPLATES, arguments_text, ending
 from service.approvals import (
     AlreadyDecided,
+    AlreadyVoted,
     ApprovalError,
     ApprovalService,
     NotAllowed,
@@ -71,15 +72,7 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
     ballot = await _ballot(email, claim, decided_status=200)
     if isinstance(ballot, HTMLResponse):
         return ballot
-    view, votes, approver = ballot
-    earlier = next((vote for vote in votes if vote.approver == approver), None)
-    if earlier is not None:
-        return _page(
-            200,
-            "Already voted",
-            f"You ({approver}) already voted {earlier.value} on this call; it is still waiting for other approvers.",
-            decision=view,
-        )
+    view, _votes, approver = ballot
     return _confirmation(200, email, token, claim, view, approver)
 
 
@@ -208,19 +201,31 @@ async def _ballot(
     email: _Email, claim: LinkClaim, *, decided_status: int
 ) -> tuple[DecisionView, list[Vote], str] | HTMLResponse:
     """The decision a link is for, its votes and the approver the link's address stands for; or the page
-    that says why no vote can be cast (unknown decision, already decided, not an approver)."""
+    that says why no vote can be cast (unknown decision, already decided, not an approver, already voted),
+    as the approvals service's one pre-vote check (`check_vote`) rules."""
+    voter = Voter("email", claim.address)
     try:
-        decision, votes = await email.approvals.get(claim.decision_id)
+        await email.approvals.check_vote(claim.decision_id, voter)
     except UnknownDecision:
         return _unknown()
-    view = DecisionView.of(decision, votes)
-    if view.status != "pending":
+    except AlreadyDecided:
+        view = DecisionView.of(*await email.approvals.get(claim.decision_id))
         return _page(decided_status, "Already decided", ending(view), decision=view)
-    try:
-        approver = email.approvals.approver_name(decision, Voter("email", claim.address))
+    except AlreadyVoted:
+        decision, votes = await email.approvals.get(claim.decision_id)
+        approver = email.approvals.approver_name(decision, voter)
+        earlier = next(vote for vote in votes if vote.approver == approver)
+        return _page(
+            200,
+            "Already voted",
+            f"You ({approver}) already voted {earlier.value} on this call; it is still waiting for other approvers.",
+            decision=DecisionView.of(decision, votes),
+        )
     except NotAllowed as exc:
+        view = DecisionView.of(*await email.approvals.get(claim.decision_id))
         return _page(403, "Not allowed", _sentence(exc.message), tone="error", decision=view)
-    return view, votes, approver
+    decision, votes = await email.approvals.get(claim.decision_id)
+    return DecisionView.of(decision, votes), votes, email.approvals.approver_name(decision, voter)
 
 
 def _unknown() -> HTMLResponse:

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
@@ -34,9 +34,6 @@ from service.approvals.channels import MessageKind
 from service.approvals.schemas import DecisionView
 from service.catalog import Catalogs, ToolRisk
 from service.settings import Settings
-
-if TYPE_CHECKING:  # socket_mode imports this module
-    from bots.slack.socket_mode import SocketModeListener
 
 logger = logging.getLogger("holdgate.slack")
 
@@ -100,6 +97,14 @@ class _Clock(Clock):
         return self._now()
 
 
+class Listener(Protocol):
+    """A way in for clicks that the channel starts and stops with itself (Socket Mode)."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class SlackChannel:
     name = "slack"
 
@@ -123,7 +128,8 @@ class SlackChannel:
         self.risk = risk
         self.monotonic = monotonic
         self.approvals: ApprovalService | None = None
-        self.socket_mode: SocketModeListener | None = None
+        self.socket_mode: Listener | None = None
+        """Socket Mode's connection (`bots.slack.socket_mode`), given by the plug-in when an app token is set."""
         self._quiet_until = 0.0
         self._posted: dict[str, dict[str, Post]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -147,10 +153,7 @@ class SlackChannel:
     async def start(self, approvals: ApprovalService) -> None:
         """Keep the service that clicks vote through; connect Socket Mode when configured."""
         self.approvals = approvals
-        if self.app_token:
-            from bots.slack.socket_mode import SocketModeListener
-
-            self.socket_mode = SocketModeListener(self, self.app_token)
+        if self.socket_mode is not None:
             await self.socket_mode.start()
 
     def approval_service(self) -> ApprovalService:

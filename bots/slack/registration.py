@@ -12,6 +12,7 @@ from bots.slack import cli
 from bots.slack.channel import SlackChannel
 from bots.slack.routes import router
 from bots.slack.settings import SlackSettings
+from bots.slack.socket_mode import SocketModeListener
 from service.approvals.channels import Channel
 from service.policy.contacts import check_slack_id
 from service.settings import Settings
@@ -29,7 +30,10 @@ class SlackPlugin:
     def build(self, settings: Settings) -> Channel | None:
         if settings.section("slack", SlackSettings).bot_token is None:
             return None
-        return SlackChannel.from_settings(settings)
+        channel = SlackChannel.from_settings(settings)
+        if channel.app_token:  # clicks come over Socket Mode's websocket (no public URL needed)
+            channel.socket_mode = SocketModeListener(channel, channel.app_token)
+        return channel
 
 
 plugin = SlackPlugin()

@@ -12,6 +12,9 @@ calls, the timers, the outbox worker).
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.approvals.errors import UnknownDecision
 from service.approvals.handoff import Handoff
-from service.approvals.leases import CLAIM_LEASE_S, new_holder_id
 from service.models import Decision
+
+CLAIM_LEASE_S = 15.0
+"""How long a claim of an approved call outlives its holder's last renewal (`HOLDGATE_CLAIM_LEASE_S`)."""
+
+
+def new_holder_id() -> str:
+    """A claim holder's name: host, process id and a random part (a process id is reused after a restart)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,14 +19,6 @@ if TYPE_CHECKING:
     from service.approvals.service import ApprovalService
 
 logger = logging.getLogger(__name__)
-
-CLAIM_LEASE_S = 15.0
-"""How long a claim of an approved call outlives its holder's last renewal (`HOLDGATE_CLAIM_LEASE_S`)."""
-
-
-def new_holder_id() -> str:
-    """A claim holder's name: host, process id and a random part (a process id is reused after a restart)."""
-    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class ClaimLeases:

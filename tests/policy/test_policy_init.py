@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from service.catalog import SHIPPED_DIR, Catalogs, ToolRisk
 from service.cli import app
+from service.commands.policy_init import classify
 from service.policy import load_policy
-from service.policy.init import classify
 from tests.support.harness import ROOT, everything_server
 
 

@@ -1,7 +1,7 @@
 """`holdgate policy ...`: check a policy file, explain a decision, write a starter policy for a server.
 
 A typer sub-app; `service/cli.py` mounts it with `app.add_typer(policy_cli.app, name="policy")`.
-Only a thin layer over `load_policy`, `explain` and `service.policy.init`.
+Only a thin layer over `load_policy`, `explain` and `service.commands.policy_init`.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def init(
     import asyncio
     import tempfile
 
+    from service.commands import policy_init
     from service.gateway.upstream import UpstreamUnavailable
-    from service.policy import init as policy_init
 
     config_dir = config if config is not None else get_settings().config_dir
     target = output if output is not None else config_dir / "policy.json"
