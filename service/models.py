@@ -124,7 +124,7 @@ class Decision(SQLModel, table=True):
 
     Times are unix seconds (floats), so the injected clock, the timers and the compare-and-set
     `expires_at <= now` agree on SQLite and PostgreSQL alike. `status` leaves `pending` once (see
-    `service.approvals.service.ApprovalService.transition`); `claimed_at` marks the one call that took
+    `service.approvals.states`, `ApprovalService.transition`); `claimed_at` marks the one call that took
     the decision's ending (the release, for an approved decision).
     """
 

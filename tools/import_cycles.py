@@ -36,7 +36,7 @@ def module_graph(*, type_checking: bool) -> Graph:
 
 
 def package_of(module: str) -> str:
-    """`service.approvals.hold` -> `service.approvals`; every channel module -> `bots`."""
+    """`service.approvals.votes` -> `service.approvals`; every channel module -> `bots`."""
     parts = module.split(".")
     return "bots" if parts[0] == "bots" else ".".join(parts[:2])
 

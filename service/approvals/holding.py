@@ -26,10 +26,11 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from service.approvals.bus import DecisionBus
 from service.approvals.service import ApprovalService
+from service.audit.service import AuditedCall
 from service.models import Decision
 from service.policy.redaction import bounded_text, storable_text
 
@@ -49,20 +50,8 @@ NAME_CHARS: int = Decision.__table__.c.tool.type.length  # type: ignore[attr-def
 """The length of the decisions table's grant, server and tool columns (200)."""
 
 
-class HeldCall(Protocol):
-    """What a decision keeps of the call it holds (the gateway's `ToolCall`)."""
-
-    @property
-    def grant(self) -> str: ...
-
-    @property
-    def server(self) -> str: ...
-
-    @property
-    def tool(self) -> str: ...
-
-    @property
-    def arguments(self) -> dict[str, Any]: ...
+HeldCall = AuditedCall
+"""What a decision keeps of the call it holds (the gateway's `ToolCall`): what the audit reads of it."""
 
 
 class Binding(NamedTuple):
