@@ -25,15 +25,15 @@ from service.approvals import (
 from service.models import Decision
 from service.policy import ApprovalSpec, Approver, Verdict
 
-ALICE = Approver(name="alice", slack_ids=("U0ALICE",), emails=("Alice@Example.com",))
-BOB = Approver(name="bob", slack_ids=("U0BOB",))
-AGENT = Approver(name="agent", emails=("agent@example.com",))  # the grant that makes the call
+ALICE = Approver(name="alice", contacts={"slack": ("U0ALICE",), "email": ("Alice@Example.com",)})
+BOB = Approver(name="bob", contacts={"slack": ("U0BOB",)})
+AGENT = Approver(name="agent", contacts={"email": ("agent@example.com",)})  # the grant that makes the call
 VERDICT = Verdict(
     action="require_approval",
     rule="r",
     approval=ApprovalSpec(approvers=(ALICE, BOB, AGENT), quorum=2),
 )
-BEFORE = "5c1a9e7d2b40"
+BEFORE = "9d4f2a6c1e83"  # the revision before approver contacts (decisions have their routing column)
 """The revision before approvers' contacts were keyed by channel."""
 
 

@@ -10,7 +10,7 @@ The conversion is written out here rather than imported: a migration must mean t
 code becomes.
 
 Revision ID: a4d2c8e61f37
-Revises: 5c1a9e7d2b40
+Revises: 9d4f2a6c1e83
 Create Date: 2026-12-02 00:40:00
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "a4d2c8e61f37"
-down_revision = "5c1a9e7d2b40"
+down_revision = "9d4f2a6c1e83"
 branch_labels = None
 depends_on = None
 

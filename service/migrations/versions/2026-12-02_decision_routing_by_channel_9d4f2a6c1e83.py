@@ -3,7 +3,7 @@
 `{"slack": {"channel": "C0123ABC"}}` keeps each existing row's Slack channel; a row without one gets `{}`.
 
 Revision ID: 9d4f2a6c1e83
-Revises: a4d2c8e61f37
+Revises: 5c1a9e7d2b40
 Create Date: 2026-12-02 01:20:00
 """
 
@@ -14,7 +14,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "9d4f2a6c1e83"
-down_revision = "a4d2c8e61f37"
+down_revision = "5c1a9e7d2b40"
 branch_labels = None
 depends_on = None
 
