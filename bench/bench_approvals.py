@@ -783,9 +783,9 @@ def approve_all_in_db(db_path: Path, now: float) -> None:
     """Every pending decision approved in one transaction, as if decided elsewhere (no vote rows)."""
     with sqlite3.connect(db_path, timeout=60) as db:
         db.execute(
-            "UPDATE decisions SET status = 'approved', decided_at = ?, decided_by = 'bench', decided_via = 'db' "
-            "WHERE status = 'pending'",
-            (now,),
+            "UPDATE decisions SET status = 'approved', decided_at = ?, decided_by = 'bench', decided_via = 'db', "
+            "collect_by = ? + claim_within_s WHERE status = 'pending'",  # as the service's transition sets it
+            (now, now),
         )
 
 
