@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from service.approvals import DecisionView
 from service.approvals.channels import Channel, MessageKind
-from service.approvals.schemas import DecisionView
 
 if TYPE_CHECKING:
     from fastapi import APIRouter

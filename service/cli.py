@@ -227,8 +227,7 @@ def decisions_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """Decisions, newest first."""
-    from service.approvals import DecisionQuery
-    from service.approvals.schemas import DecisionView
+    from service.approvals import DecisionQuery, DecisionView
 
     query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
     rows, total = _with_approvals(_settings(), lambda service: service.list(query))
@@ -262,8 +261,7 @@ def decisions_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
 ) -> None:
     """One decision, with its votes and how its released call went (exit 1 for an unknown id)."""
-    from service.approvals import ApprovalError
-    from service.approvals.schemas import DecisionView
+    from service.approvals import ApprovalError, DecisionView
 
     try:
         decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id))

@@ -28,9 +28,8 @@ from bots.email.mailer import Mailer, SmtpConfig
 from bots.email.messages import Links, followup_message, request_message
 from bots.email.routes import DECIDE_PREFIX, hide_link_tokens_in_access_log
 from bots.email.settings import EmailSettings, email_problems
-from service.approvals import ApprovalService, DecisionView
+from service.approvals import ApprovalService, DecisionView, was_sent
 from service.approvals.channels import MessageKind
-from service.approvals.outbox import was_sent
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -31,12 +31,12 @@ from service.approvals import (
     AlreadyVoted,
     ApprovalError,
     ApprovalService,
+    DecisionView,
     NotAllowed,
     ReasonRequired,
     UnknownDecision,
     Voter,
 )
-from service.approvals.schemas import DecisionView
 from service.models import Vote
 
 logger = logging.getLogger(__name__)

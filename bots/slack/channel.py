@@ -29,9 +29,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack import blocks
 from bots.slack.settings import SlackSettings
-from service.approvals import ApprovalService
+from service.approvals import ApprovalService, DecisionView
 from service.approvals.channels import MessageKind
-from service.approvals.schemas import DecisionView
 from service.catalog import Catalogs, ToolRisk
 from service.settings import Settings
 

@@ -25,8 +25,7 @@ from typing import Any, Literal
 
 from bots.slack import blocks
 from bots.slack.channel import Post, SlackChannel
-from service.approvals import AlreadyDecided, AlreadyVoted, ApprovalError, NotAllowed, Voter
-from service.approvals.schemas import DecisionView
+from service.approvals import AlreadyDecided, AlreadyVoted, ApprovalError, DecisionView, NotAllowed, Voter
 
 logger = logging.getLogger("holdgate.slack")
 

@@ -34,11 +34,11 @@ from yarl import URL
 from bots.webhook.payload import notification
 from bots.webhook.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from service import __version__
+from service.approvals import DecisionView
 from service.approvals.channels import MessageKind
-from service.approvals.schemas import DecisionView
 
 if TYPE_CHECKING:
-    from service.approvals.service import ApprovalService
+    from service.approvals import ApprovalService
 
 logger = logging.getLogger(__name__)
 

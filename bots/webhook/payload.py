@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from service.approvals import DecisionView
 from service.approvals.channels import MessageKind
-from service.approvals.schemas import DecisionView
 
 ESSENTIAL_FIELDS = (
     "id",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.approvals.service import ApprovalService
+from service.approvals import ApprovalService
 
 if TYPE_CHECKING:
     from service.app import AppState

@@ -14,6 +14,8 @@ from service.approvals.errors import (
     ReasonRequired,
     UnknownDecision,
 )
+from service.approvals.holding import CallHolding
+from service.approvals.outbox import was_sent
 from service.approvals.queries import DecisionQuery, decision_conditions, decision_page
 from service.approvals.release import FINISHED, RESULT_LIMIT_BYTES, Reconciled
 from service.approvals.schemas import DecisionView
@@ -36,6 +38,7 @@ __all__ = [
     "ApprovalError",
     "ApprovalService",
     "ApproverRecord",
+    "CallHolding",
     "DecisionQuery",
     "DecisionView",
     "NotAllowed",
@@ -52,4 +55,5 @@ __all__ = [
     "decision_conditions",
     "decision_page",
     "iso",
+    "was_sent",
 ]

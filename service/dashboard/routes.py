@@ -27,8 +27,7 @@ from starlette.templating import Jinja2Templates
 
 from service.api.deps import ApprovalsDep, get_state
 from service.api.params import MAX_OFFSET, as_utc, refuse_nul
-from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, iso
-from service.approvals.schemas import DecisionView
+from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, DecisionView, Voter, iso
 from service.audit import service as audit_service
 from service.dashboard import plots, queries
 from service.dashboard.auth import (

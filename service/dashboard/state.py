@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from itsdangerous import URLSafeTimedSerializer
 from mcp_types import ToolAnnotations
 
-from service.approvals.service import ApprovalService
+from service.approvals import ApprovalService
 from service.dashboard.live import LiveFeed
 from service.settings import Settings
 

@@ -38,8 +38,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from service.approvals import FINISHED, RESULT_LIMIT_BYTES, approvers_of, iso
-from service.approvals.holding import CallHolding
+from service.approvals import FINISHED, RESULT_LIMIT_BYTES, CallHolding, approvers_of, iso
 from service.gateway.calls import HoldOutcome, ToolCall
 from service.gateway.downstream_http import stream_watch
 from service.models import Decision
