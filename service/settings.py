@@ -10,6 +10,7 @@ sets `settings.approvals.hold_s`): `FLAT_NAMES` is the one table from the public
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 Section = TypeVar("Section", bound=BaseModel)
 
@@ -262,7 +263,10 @@ class _FlatNames(PydanticBaseSettingsSource):
                 continue
             field = SECTIONS[section].model_fields[name]
             if isinstance(value, str) and self.field_is_complex(field):
-                value = self.decode_complex_value(name, field, value)  # a JSON list, as for any list setting
+                try:
+                    value = self.decode_complex_value(name, field, value)  # a JSON list, as for any list setting
+                except ValueError as exc:
+                    raise SettingsError(f"{(prefix + flat).upper()} is not valid JSON ({exc})") from None
             given = data.get(section)
             nested = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
             nested.setdefault(name, value)  # the nested form (`HOLDGATE_APPROVALS__HOLD_S`) of the same source wins
@@ -288,3 +292,55 @@ def is_loopback_host(host: str) -> bool:
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def env_name(settings_cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable that sets the field at `loc` of `settings_cls` (None for a whole-model check).
+
+    A section's field is named by its documented flat name when it has one (`HOLDGATE_APPROVAL_HOLD_S`), else
+    by the nested form (`HOLDGATE_GATEWAY__MAX_REQUEST_BODY_BYTES`); a list item by its list's variable.
+    """
+    names = [str(part) for part in loc if isinstance(part, str)]
+    if not names:
+        return None
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    if settings_cls is Settings and len(names) > 1 and names[0] in SECTIONS:
+        flat = next((f for f, place in FLAT_NAMES.items() if place == (names[0], names[1])), None)
+        if flat is not None:
+            return (prefix + flat).upper()
+        return (prefix + "__".join(names[:2])).upper()
+    return (prefix + names[0]).upper()
+
+
+def settings_error(exc: BaseException) -> str | None:
+    """One line saying which environment variable is wrong and why, for an error raised while reading settings
+    (`Settings()` or a channel's settings section); None for any other exception.
+
+    The value itself is never repeated: it may be a secret (`hide_input_in_errors`).
+    """
+    from pydantic import ValidationError
+
+    if isinstance(exc, SettingsError):  # a list setting that is not JSON: pydantic-settings names the field
+        field = re.match(r'error parsing value for field "(\w+)" from source "(?:Env|DotEnv)SettingsSource"', str(exc))
+        known = field is not None and field[1] in Settings.model_fields
+        where = f"{env_name(Settings, (field[1],))} is not valid JSON" if field and known else str(exc)
+        return f'{where} (a list setting is a JSON list, e.g. \'["a", "b"]\')'
+    if not isinstance(exc, ValidationError):
+        return None
+    settings_cls = next((cls for cls in _settings_classes(BaseSettings) if cls.__name__ == exc.title), None)
+    if settings_cls is None:
+        return None
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        name = env_name(settings_cls, tuple(error["loc"]))
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)
+
+
+def _settings_classes(base: type[BaseSettings]) -> list[type[BaseSettings]]:
+    """Every loaded settings class (the service's and the channels' sections)."""
+    found = []
+    for cls in base.__subclasses__():
+        found += [cls, *_settings_classes(cls)]
+    return found
