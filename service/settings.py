@@ -41,7 +41,9 @@ class GatewaySettings(BaseModel):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Extra Host header values accepted on /mcp (DNS-rebinding guard)."
     )
-    max_request_body_bytes: int = 4 * 1024 * 1024
+    max_request_body_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="The largest MCP request body accepted on /mcp (larger: HTTP 413)."
+    )
     stream_keepalive_s: float = Field(
         default=15.0,
         gt=0,
@@ -49,7 +51,11 @@ class GatewaySettings(BaseModel):
         "(keep it below the idle-read timeout of any proxy in front of holdgate; 15 s is what the SDK's "
         "2026-era entry and sse-starlette use).",
     )
-    upstream_connect_timeout_s: float = 30.0
+    upstream_connect_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long connecting to an upstream (starting a stdio server, or its HTTP initialize) may take.",
+    )
     upstream_connections: int = Field(
         default=100,
         gt=0,
@@ -121,8 +127,12 @@ class ApprovalSettings(BaseModel):
         description="How long the claim of an approved call outlives its replica: a call claimed by a replica that "
         "died is given back (not sent yet) or marked outcome unknown (sent) this long after its last renewal.",
     )
-    outbox_poll_interval_s: float = 1.0
-    outbox_max_attempts: int = 10
+    outbox_poll_interval_s: float = Field(
+        default=1.0, description="How often the outbox looks for notifications to send (sooner when one is queued)."
+    )
+    outbox_max_attempts: int = Field(
+        default=10, description="How many times a channel notification is tried before it is given up (logged)."
+    )
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
 
 
@@ -160,18 +170,36 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,  # the input holds every secret (SMTP password, tokens): never echo it
     )
 
-    config_dir: Path = Path("config")
-    data_dir: Path = Path("data")
+    config_dir: Path = Field(default=Path("config"), description="Where policy.json and servers.json live.")
+    data_dir: Path = Field(
+        default=Path("data"), description="Where the default SQLite database lives (created 0700, the file 0600)."
+    )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL; default is a SQLite file in data_dir.",
+        description="SQLAlchemy URL; default is a SQLite file in data_dir. postgresql+asyncpg://... or "
+        "postgresql+psycopg://... for several replicas.",
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_url: str | None = None
-    secret_key: SecretStr | None = None
-    watch_policy: bool = True
-    run_migrations: bool = True
+    host: str = Field(default="127.0.0.1", description="The interface `holdgate serve` listens on.")
+    port: int = Field(default=8000, description="The port `holdgate serve` listens on.")
+    public_url: str | None = Field(
+        default=None,
+        description="The URL people reach the service at (links in approval requests, email links), "
+        "e.g. https://holdgate.example.com.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs email links and dashboard sessions, and keys the audit's arguments digest; the same on "
+        "every replica. Unset: a key per process for sessions (they end on restart), a key stored once in the "
+        "database for the digest, and no email approvals.",
+    )
+    watch_policy: bool = Field(
+        default=True,
+        description="Reload policy.json when it changes (SIGHUP always does); log a warning naming the servers "
+        "that changed in servers.json (those apply on restart).",
+    )
+    run_migrations: bool = Field(
+        default=True, description="Apply schema migrations at start-up (`holdgate db upgrade` does it by hand)."
+    )
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
