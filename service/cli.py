@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from typer._click import Command
     from typer._click import Context as ClickContext
 
+    from service.commands.rest_client import RestClient
     from service.settings import Settings
 
 DecisionStatus = Literal["pending", "approved", "denied", "expired", "cancelled"]
@@ -323,41 +324,99 @@ def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> 
     )
 
 
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="HOLDGATE_URL",
+        help="A running holdgate (https://holdgate.example.com): act through its REST API as the person whose "
+        "token is in HOLDGATE_PERSON_TOKEN, instead of on the local database as the operator.",
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="HOLDGATE_PERSON_TOKEN",
+        help="With --url: a person's API token (prefer the variable: a command line is visible to other users).",
+        show_default=False,
+    ),
+]
+
+
+def _rest(url: str, token: str | None) -> RestClient:
+    from service.commands.rest_client import RestClient, RestError
+
+    try:
+        return RestClient(url, token or "")
+    except RestError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _refused(exc: Exception) -> NoReturn:
+    """End a decision command that holdgate or the database refused: its message, exit 1."""
+    typer.secho(str(getattr(exc, "message", exc)), fg="red", err=True)
+    raise typer.Exit(1) from None
+
+
 @decisions_app.command("list")
 def decisions_list(
     status: Annotated[DecisionStatus | None, typer.Option(help="Only decisions in this status.")] = None,
     server: str | None = None,
     tool: str | None = None,
     grant: str | None = None,
-    limit: int = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first (500 with --url).")] = 50,
     as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Decisions, newest first."""
+    if url is not None:
+        from service.commands.rest_client import RestError
+
+        try:
+            page = _rest(url, token).list_decisions(status=status, server=server, tool=tool, grant=grant, limit=limit)
+        except RestError as exc:
+            _refused(exc)
+        items, total = page.get("items", []), page.get("total", 0)
+    else:
+        from service.approvals import DecisionQuery, DecisionView
+
+        query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
+        rows, total = _with_approvals(_settings(), lambda service: service.list(query))
+        items = [DecisionView.of(row).model_dump() for row in rows]
+    if as_json:
+        _json_dump({"items": items, "total": total})
+        return
+    _print_decisions(items, total)
+
+
+def _print_decisions(items: list[dict[str, Any]], total: int) -> None:
+    """The decisions table, from DecisionView's JSON form (the REST API's and the local database's alike)."""
     from rich.table import Table
 
-    from service.approvals import DecisionQuery, DecisionView
-
-    query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
-    rows, total = _with_approvals(_settings(), lambda service: service.list(query))
-    views = [DecisionView.of(row) for row in rows]
-    if as_json:
-        _json_dump({"items": [v.model_dump() for v in views], "total": total})
-        return
     table = Table(title=f"{total} decision(s)")
     table.add_column("id", no_wrap=True)  # copied into `holdgate approve ID`: never wrapped
     for header in ("status", "grant", "call", "created", "expires", "decided by"):
         table.add_column(header)
     table.add_column("outcome", no_wrap=True)
-    for v in views:
-        call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
-        shown = v.status + (", lapsed" if v.lapsed else ", agent stopped waiting" if v.agent_stopped_waiting_at else "")
-        outcome = v.execution.outcome if v.execution else ""  # "lapsed" too: never cut, like the id
+    for v in items:
+        call = f"{v['server']}/{v['tool']} {json.dumps(v['arguments'], ensure_ascii=False)}"
+        shown = v["status"] + (
+            ", lapsed" if v.get("lapsed") else ", agent stopped waiting" if v.get("agent_stopped_waiting_at") else ""
+        )
+        execution = v.get("execution") or {}
+        outcome = execution.get("outcome") or ""  # "lapsed" too: never cut, like the id
         if outcome == "unknown":
             outcome = "UNKNOWN"
             table.caption = (
                 "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
             )
-        table.add_row(v.id, shown, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "", outcome)
+        table.add_row(
+            v["id"], shown, v["grant"], call[:80], str(v["created_at"]), str(v["expires_at"]),
+            v.get("decided_by") or "", outcome,
+        )  # fmt: skip
     console().print(table)
 
 
@@ -410,9 +469,11 @@ def approve(
     server: ServerOption = None,
     tool: ToolOption = None,
     grant: GrantOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Approve held calls as the local operator: one ID, several, or --all-pending [--server/--tool/--grant]."""
-    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant)
+    """Approve held calls as the local operator (or with --url, as a person): one ID, several, or --all-pending."""
+    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, url, token)
 
 
 @app.command("deny")
@@ -423,9 +484,11 @@ def deny(
     server: ServerOption = None,
     tool: ToolOption = None,
     grant: GrantOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Deny held calls as the local operator; the reason goes back to each agent."""
-    _decide_cli(decision_ids or [], "deny", reason, all_pending, server, tool, grant)
+    """Deny held calls as the local operator (or with --url, as a person); the reason goes back to each agent."""
+    _decide_cli(decision_ids or [], "deny", reason, all_pending, server, tool, grant, url, token)
 
 
 def _decide_cli(
@@ -436,6 +499,8 @@ def _decide_cli(
     server: str | None,
     tool: str | None,
     grant: str | None,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """One ID keeps the single-decision command's answers; several IDs or --all-pending vote in bulk."""
     filtered = any((server, tool, grant))
@@ -444,7 +509,9 @@ def _decide_cli(
             "[red]give decision IDs, or --all-pending (optionally with --server, --tool, --grant), not both[/red]"
         )
         raise typer.Exit(2)
-    if len(ids) == 1:
+    if url is not None:
+        _decide_remote(_rest(url, token), ids, value, reason, server=server, tool=tool, grant=grant)
+    elif len(ids) == 1:
         _decide(ids[0], value, reason)
     else:
         _decide_many(ids, value, reason, server=server, tool=tool, grant=grant)
@@ -459,17 +526,14 @@ def _decide(decision_id: str, value: str, reason: str | None) -> None:
     try:
         outcome = _with_approvals(_settings(), vote)
     except ApprovalError as exc:
-        err_console().print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(1) from None
-    console().print(outcome.message)
+        _refused(exc)
+    typer.echo(outcome.message)
 
 
 def _decide_many(
     ids: list[str], value: str, reason: str | None, *, server: str | None, tool: str | None, grant: str | None
 ) -> None:
     """Vote on `ids`, or (none given) on the pending decisions matching the filters; exit 1 if any was refused."""
-    from rich.table import Table
-
     from service.approvals import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
 
     async def vote(service):
@@ -481,19 +545,53 @@ def _decide_many(
     try:
         results = _with_approvals(_settings(), vote)
     except ApprovalError as exc:
-        err_console().print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(1) from None
-    counts = {kind: sum(r.result == kind for r in results) for kind in ("decided", "recorded", "refused")}
+        _refused(exc)
+    refused = [(r.decision_id, r.message) for r in results if r.refusal is not None]
+    counts = {kind: sum(r.result == kind for r in results) for kind in ("decided", "recorded")}
+    _print_bulk(value, len(results), counts["decided"], counts["recorded"], refused)
+
+
+def _decide_remote(
+    client: RestClient,
+    ids: list[str],
+    value: str,
+    reason: str | None,
+    *,
+    server: str | None,
+    tool: str | None,
+    grant: str | None,
+) -> None:
+    """Vote through the REST API as the token's person: the same answers and exit codes as the local commands."""
+    from service.commands.rest_client import RestError
+
+    try:
+        if len(ids) == 1:
+            typer.echo(client.vote(ids[0], value, reason).get("message", ""))
+            return
+        body: dict[str, Any] = {"ids": ids} if ids else {"server": server, "tool": tool, "grant": grant}
+        if not ids and not any((server, tool, grant)):
+            body = {"all_pending": True}
+        answer = client.vote_many(value, {k: v for k, v in body.items() if v is not None} | {"reason": reason})
+    except RestError as exc:
+        _refused(exc)
+    refused = [(r["id"], r["message"]) for r in answer.get("results", []) if r.get("result") == "refused"]
+    _print_bulk(value, answer.get("matched", 0), answer.get("decided", 0), answer.get("recorded", 0), refused)
+    if answer.get("more_pending"):
+        err_console().print("more decisions are pending than one request takes (10,000): run the command again")
+
+
+def _print_bulk(value: str, matched: int, decided: int, recorded: int, refused: list[tuple[str, str]]) -> None:
+    """A bulk vote's summary, and the refused ids (exit 1 if any)."""
     verb = "approved" if value == "approve" else "denied"
-    console().print(
-        f"{len(results)} decision(s): {counts['decided']} {verb}, "
-        f"{counts['recorded']} vote(s) recorded awaiting quorum, {counts['refused']} refused"
+    typer.echo(
+        f"{matched} decision(s): {decided} {verb}, {recorded} vote(s) recorded awaiting quorum, {len(refused)} refused"
     )
-    refused = [r for r in results if r.refusal is not None]
     if refused:
+        from rich.table import Table
+
         table = Table("id", "refused because", title="refused (nothing changed for these)")
-        for r in refused:
-            table.add_row(r.decision_id, r.message)
+        for decision_id, message in refused:
+            table.add_row(decision_id, message)
         err_console().print(table)
         raise typer.Exit(1)
 
