@@ -1,11 +1,13 @@
 """The `holdgate` command line: a thin layer over the service functions.
 
 Commands that touch the database act on the configured database directly, as the local
-operator. Every command builds its settings from the environment (`HOLDGATE_*`).
+operator. Every command builds its settings from the environment (`HOLDGATE_*`). `approve`, `deny` and
+`decisions list --url` act through a running holdgate's REST API as a person instead
+(`service/commands/rest_client.py`).
 
 Lazy imports, the rule for this module and every command module it mounts (`service/commands/*`,
-`service/audit/cli.py`, a channel's `cli`): at module level, import only the standard library, typer and
-other command modules. Everything else (settings, the database, approvals, rich, fastapi, sqlalchemy, mcp,
+`service/audit/cli.py`): at module level, import only the standard library, typer and other command modules.
+(A channel's own commands are loaded with its plug-in, only when their name is asked for.) Everything else (settings, the database, approvals, rich, fastapi, sqlalchemy, mcp,
 the app) is imported inside the command function that uses it, so a command pays only for what it needs:
 `holdgate approve`, `deny` and `decisions list` never import the web stack. `tests/test_cli_imports.py`
 checks the import graph; `bench/bench_cli.py` measures the start-up (`python -X importtime -m service ...`
