@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,6 +30,7 @@ from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
+from service.api import problems
 from service.approvals.channels import Channel, load_plugins
 from service.approvals.wiring import Approvals, build_approvals, build_channels
 from service.audit.keys import ArgsDigester
@@ -47,6 +49,13 @@ from service.policy.holder import PolicyHolder
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = """The REST API of holdgate, the human-in-the-loop approval gateway for MCP tool calls: list and
+decide held calls (`/api/decisions`), read the audit history (`/api/audit`).
+
+Every `/api` route needs a person's token (`Authorization: Bearer …`, the `personToken` scheme). Errors are
+RFC 9457 problem details (`application/problem+json`: `type`, `title`, `status`, `detail`, `instance`).
+The MCP endpoint, `/mcp/{server}`, is not described here: MCP clients speak JSON-RPC to it."""
 
 GC_THRESHOLDS = (50_000, 20, 20)
 """Python's defaults are (700, 10, 10); see `prepare_serving_process`."""
@@ -170,7 +179,16 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             )
             yield
 
-    app = FastAPI(title="holdgate", version=__version__, lifespan=lifespan)
+    # /docs serves Swagger UI from fastapi-offline's pinned copy (no CDN: it works on an air-gapped host).
+    app = FastAPIOffline(
+        title="holdgate",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+        static_url="/docs/static",
+    )
+    problems.install(app)
     app.state.holdgate = state
     app.include_router(health_api.router)
     app.include_router(audit_api.router)

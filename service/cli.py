@@ -1,47 +1,97 @@
 """The `holdgate` command line: a thin layer over the service functions.
 
 Commands that touch the database act on the configured database directly, as the local
-operator. Every command builds its settings from the environment (`HOLDGATE_*`).
+operator. Every command builds its settings from the environment (`HOLDGATE_*`). `approve`, `deny` and
+`decisions list --url` act through a running holdgate's REST API as a person instead
+(`service/commands/rest_client.py`).
+
+Lazy imports, the rule for this module and every command module it mounts (`service/commands/*`,
+`service/audit/cli.py`): at module level, import only the standard library, typer and other command modules.
+(A channel's own commands are loaded with its plug-in, only when their name is asked for.) Everything else (settings, the database, approvals, rich, fastapi, sqlalchemy, mcp,
+the app) is imported inside the command function that uses it, so a command pays only for what it needs:
+`holdgate approve`, `deny` and `decisions list` never import the web stack. `tests/test_cli_imports.py`
+checks the import graph; `bench/bench_cli.py` measures the start-up (`python -X importtime -m service ...`
+shows where time goes). A command group is one module with a `typer.Typer()` named `app`, mounted with one
+`app.add_typer(...)` line below.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
-from service import db
-from service.approvals.channels import ChannelCommands, load_plugins
+import service
 from service.audit import cli as audit_cli
 from service.commands import policy as policy_cli
-from service.configfile import ConfigError
-from service.settings import DEFAULT_CHANNELS, Settings, get_settings
 
 if TYPE_CHECKING:
     # The context class TyperGroup.invoke takes: the installed typer ships its own copy of click (typer._click), whose
     # Context is not click.Context; imported for the type only, so an older typer on plain click still runs.
+    from rich.console import Console
+    from typer._click import Command
     from typer._click import Context as ClickContext
+
+    from service.commands.rest_client import RestClient
+    from service.settings import Settings
+
+DecisionStatus = Literal["pending", "approved", "denied", "expired", "cancelled"]
+"""`decisions list --status`: service.approvals.states.STATUSES, spelt out so that parsing the option imports no
+database code (tests/test_cli_imports.py keeps the two equal)."""
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+"""uvicorn's log levels (`holdgate serve --log-level`)."""
 
 
 class _HoldgateGroup(TyperGroup):
-    """The top-level command group: a missing database ends any command with its path, not a traceback."""
+    """The top-level command group.
+
+    A missing database or invalid settings end any command with one line saying what to fix, not a traceback.
+    The commands of the channel plug-ins (`holdgate slack check`) are looked up only when asked for: loading
+    the plug-ins imports their SDKs, which the other commands never need.
+    """
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
-        except db.DatabaseMissing as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        except Exception as exc:
+            message = _known_error(exc)
+            if message is None:
+                raise
+            err_console().print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            command = _channel_commands().get(cmd_name)
+        return command
+
+    def list_commands(self, ctx: ClickContext) -> list[str]:
+        names = super().list_commands(ctx)
+        return names + [name for name in _channel_commands() if name not in names]
+
+
+def _known_error(exc: Exception) -> str | None:
+    """The one-line explanation of an error the user fixes outside holdgate (settings, database path), else None.
+
+    Only modules already imported are consulted: an exception of a module never imported cannot be raised.
+    """
+    db = sys.modules.get("service.db")
+    if db is not None and isinstance(exc, db.DatabaseMissing):
+        return str(exc)
+    if "service.settings" in sys.modules:
+        from service.settings import settings_error
+
+        problem = settings_error(exc)
+        return None if problem is None else f"invalid settings: {problem}"
+    return None
 
 
 app = typer.Typer(
@@ -58,35 +108,75 @@ app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(audit_cli.app, name="audit")
 
-console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
 
 
-def _add_channel_commands() -> None:
-    """Each loaded channel's own commands (`holdgate slack check`), under the channel's name.
+def _version(value: bool) -> None:
+    if value:
+        print(f"holdgate {service.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """holdgate: human-in-the-loop approval gateway for MCP tool calls."""
+
+
+@cache
+def console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+@cache
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@cache
+def _channel_commands() -> dict[str, Command]:
+    """Each loaded channel's own commands (`holdgate slack check`), by the channel's name.
 
     The channel modules are those of `HOLDGATE_CHANNELS` (the defaults when the settings do not load: the
     command that needs them reports why). A module that does not load adds no commands here; `serve`
     refuses to start with the reason.
     """
+    from pydantic import ValidationError
+
+    from service.approvals.channels import ChannelCommands, load_plugins
+    from service.settings import DEFAULT_CHANNELS, Settings
+
     try:
         modules = Settings().channels
     except (ValidationError, ValueError):
         modules = list(DEFAULT_CHANNELS)
+    mounted = typer.Typer()
     for module in modules:
         try:
             [plugin] = load_plugins([module])
         except ValueError:
             continue
         if isinstance(plugin, ChannelCommands):
-            app.add_typer(plugin.cli, name=plugin.name)
-
-
-_add_channel_commands()
+            mounted.add_typer(plugin.cli, name=plugin.name)
+    if not mounted.registered_groups:
+        return {}
+    group = typer.main.get_group(mounted)
+    assert isinstance(group, TyperGroup)
+    return dict(group.commands)
 
 
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
+    from service.settings import Settings, get_settings
+
     base = get_settings()
     changes = {k: v for k, v in overrides.items() if v is not None}
     if config is not None:
@@ -100,6 +190,8 @@ def _settings(config: Path | None = None, **overrides: Any) -> Settings:
 
 def _with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work(session)` in one committed unit of work on the configured database (which must exist)."""
+    from service import db
+
     return db.run_in_session(settings.effective_database_url, work, migrate=settings.run_migrations)
 
 
@@ -108,26 +200,30 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="Configuration directory (policy.json, servers.json).")] = None,
     host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Run the gateway service."""
+    import logging
+
     import uvicorn
+    from pydantic import ValidationError
 
     from service.app import build_state, create_app, prepare_serving_process
+    from service.configfile import ConfigError
+    from service.settings import settings_error
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = _settings(config, host=host, port=port)
         state = build_state(settings)
     except ConfigError as exc:
-        err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
+        err_console().print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     except ValidationError as exc:  # settings validation, with --host/--port/--config applied
-        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
-        err_console.print(f"[red]holdgate refuses to start:[/red] {problems}", highlight=False)
+        err_console().print(f"[red]holdgate refuses to start:[/red] {settings_error(exc)}", highlight=False)
         raise typer.Exit(1) from exc
     except ValueError as exc:
-        err_console.print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
+        err_console().print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     app = create_app(settings, state=state)
     prepare_serving_process()
@@ -146,6 +242,9 @@ def bridge(
     token: Annotated[str | None, typer.Option(envvar="HOLDGATE_TOKEN", help="Grant token.")] = None,
 ) -> None:
     """Relay MCP between stdio and the gateway, for stdio-only clients (Claude Desktop)."""
+    import asyncio
+    import logging
+
     from service.gateway.bridge import run_bridge
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -160,22 +259,28 @@ def grant_create(name: str) -> None:
     try:
         grant, token = _with_session(_settings(), lambda s: create_grant(s, name=name))
     except GrantError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console().print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
-    err_console.print(f"grant {grant.name!r} created; store this token now, it is not shown again:")
+    err_console().print(f"grant {grant.name!r} created; store this token now, it is not shown again:")
     print(token)
 
 
 @grant_app.command("list")
-def grant_list() -> None:
+def grant_list(as_json: JsonOption = False) -> None:
     """List grants (names and state; tokens are never shown)."""
+    from rich.table import Table
+
     from service.grants.service import list_grants
 
     grants = _with_session(_settings(), list_grants)
+    if as_json:
+        items = [{"name": g.name, "created_at": g.created_at, "revoked_at": g.revoked_at} for g in grants]
+        _json_dump({"items": items, "total": len(items)})
+        return
     table = Table("name", "created", "revoked")
     for grant in grants:
         table.add_row(grant.name, str(grant.created_at), str(grant.revoked_at or ""))
-    console.print(table)
+    console().print(table)
 
 
 @grant_app.command("revoke")
@@ -184,14 +289,17 @@ def grant_revoke(name: str) -> None:
     from service.grants.service import revoke_grant
 
     if not _with_session(_settings(), lambda s: revoke_grant(s, name=name)):
-        err_console.print(f"[red]error:[/red] no active grant named {name!r}")
+        err_console().print(f"[red]error:[/red] no active grant named {name!r}")
         raise typer.Exit(1)
-    console.print(f"grant {name!r} revoked")
+    console().print(f"grant {name!r} revoked")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply schema migrations to the configured database."""
+    import asyncio
+
+    from service import db
 
     async def run() -> None:
         engine = db.create_engine(_settings().effective_database_url)
@@ -201,13 +309,14 @@ def db_upgrade() -> None:
             await engine.dispose()
 
     asyncio.run(run())
-    console.print("database schema is up to date")
+    console().print("database schema is up to date")
 
 
 def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work(approval_service)` against the configured database, as the local operator."""
     import time
 
+    from service import db
     from service.approvals import ApprovalService
 
     return db.run_offline(
@@ -217,42 +326,100 @@ def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> 
     )
 
 
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="HOLDGATE_URL",
+        help="A running holdgate (https://holdgate.example.com): act through its REST API as the person whose "
+        "token is in HOLDGATE_PERSON_TOKEN, instead of on the local database as the operator.",
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="HOLDGATE_PERSON_TOKEN",
+        help="With --url: a person's API token (prefer the variable: a command line is visible to other users).",
+        show_default=False,
+    ),
+]
+
+
+def _rest(url: str, token: str | None) -> RestClient:
+    from service.commands.rest_client import RestClient, RestError
+
+    try:
+        return RestClient(url, token or "")
+    except RestError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _refused(exc: Exception) -> NoReturn:
+    """End a decision command that holdgate or the database refused: its message, exit 1."""
+    typer.secho(str(getattr(exc, "message", exc)), fg="red", err=True)
+    raise typer.Exit(1) from None
+
+
 @decisions_app.command("list")
 def decisions_list(
-    status: Annotated[str | None, typer.Option(help="pending | approved | denied | expired | cancelled")] = None,
+    status: Annotated[DecisionStatus | None, typer.Option(help="Only decisions in this status.")] = None,
     server: str | None = None,
     tool: str | None = None,
     grant: str | None = None,
-    limit: int = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first (500 with --url).")] = 50,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Decisions, newest first."""
-    from service.approvals import DecisionQuery, DecisionView
+    if url is not None:
+        from service.commands.rest_client import RestError
 
-    query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
-    rows, total = _with_approvals(_settings(), lambda service: service.list(query))
-    views = [DecisionView.of(row) for row in rows]
+        try:
+            page = _rest(url, token).list_decisions(status=status, server=server, tool=tool, grant=grant, limit=limit)
+        except RestError as exc:
+            _refused(exc)
+        items, total = page.get("items", []), page.get("total", 0)
+    else:
+        from service.approvals import DecisionQuery, DecisionView
+
+        query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
+        rows, total = _with_approvals(_settings(), lambda service: service.list(query))
+        items = [DecisionView.of(row).model_dump() for row in rows]
     if as_json:
-        _json_dump({"items": [v.model_dump() for v in views], "total": total})
+        _json_dump({"items": items, "total": total})
         return
+    _print_decisions(items, total)
+
+
+def _print_decisions(items: list[dict[str, Any]], total: int) -> None:
+    """The decisions table, from DecisionView's JSON form (the REST API's and the local database's alike)."""
+    from rich.table import Table
+
     table = Table(title=f"{total} decision(s)")
     table.add_column("id", no_wrap=True)  # copied into `holdgate approve ID`: never wrapped
     for header in ("status", "grant", "call", "created", "expires", "decided by"):
         table.add_column(header)
     table.add_column("outcome", no_wrap=True)
-    for v in views:
-        call = f"{v.server}/{v.tool} {json.dumps(v.arguments, ensure_ascii=False)}"
-        status = v.status + (
-            ", lapsed" if v.lapsed else ", agent stopped waiting" if v.agent_stopped_waiting_at else ""
+    for v in items:
+        call = f"{v['server']}/{v['tool']} {json.dumps(v['arguments'], ensure_ascii=False)}"
+        shown = v["status"] + (
+            ", lapsed" if v.get("lapsed") else ", agent stopped waiting" if v.get("agent_stopped_waiting_at") else ""
         )
-        outcome = v.execution.outcome if v.execution else ""  # "lapsed" too: never cut, like the id
+        execution = v.get("execution") or {}
+        outcome = execution.get("outcome") or ""  # "lapsed" too: never cut, like the id
         if outcome == "unknown":
             outcome = "UNKNOWN"
             table.caption = (
                 "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
             )
-        table.add_row(v.id, status, v.grant, call[:80], v.created_at, v.expires_at, v.decided_by or "", outcome)
-    console.print(table)
+        table.add_row(
+            v["id"], shown, v["grant"], call[:80], str(v["created_at"]), str(v["expires_at"]),
+            v.get("decided_by") or "", outcome,
+        )  # fmt: skip
+    console().print(table)
 
 
 @decisions_app.command("show")
@@ -266,7 +433,7 @@ def decisions_show(
     try:
         decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id))
     except ApprovalError as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
+        err_console().print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
     view = DecisionView.of(decision, votes)
     if as_json:
@@ -304,9 +471,11 @@ def approve(
     server: ServerOption = None,
     tool: ToolOption = None,
     grant: GrantOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Approve held calls as the local operator: one ID, several, or --all-pending [--server/--tool/--grant]."""
-    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant)
+    """Approve held calls as the local operator (or with --url, as a person): one ID, several, or --all-pending."""
+    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, url, token)
 
 
 @app.command("deny")
@@ -317,9 +486,11 @@ def deny(
     server: ServerOption = None,
     tool: ToolOption = None,
     grant: GrantOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Deny held calls as the local operator; the reason goes back to each agent."""
-    _decide_cli(decision_ids or [], "deny", reason, all_pending, server, tool, grant)
+    """Deny held calls as the local operator (or with --url, as a person); the reason goes back to each agent."""
+    _decide_cli(decision_ids or [], "deny", reason, all_pending, server, tool, grant, url, token)
 
 
 def _decide_cli(
@@ -330,15 +501,19 @@ def _decide_cli(
     server: str | None,
     tool: str | None,
     grant: str | None,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """One ID keeps the single-decision command's answers; several IDs or --all-pending vote in bulk."""
     filtered = any((server, tool, grant))
     if all_pending == bool(ids) or (filtered and not all_pending):
-        err_console.print(
+        err_console().print(
             "[red]give decision IDs, or --all-pending (optionally with --server, --tool, --grant), not both[/red]"
         )
         raise typer.Exit(2)
-    if len(ids) == 1:
+    if url is not None:
+        _decide_remote(_rest(url, token), ids, value, reason, server=server, tool=tool, grant=grant)
+    elif len(ids) == 1:
         _decide(ids[0], value, reason)
     else:
         _decide_many(ids, value, reason, server=server, tool=tool, grant=grant)
@@ -353,9 +528,8 @@ def _decide(decision_id: str, value: str, reason: str | None) -> None:
     try:
         outcome = _with_approvals(_settings(), vote)
     except ApprovalError as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(1) from None
-    console.print(outcome.message)
+        _refused(exc)
+    typer.echo(outcome.message)
 
 
 def _decide_many(
@@ -373,20 +547,54 @@ def _decide_many(
     try:
         results = _with_approvals(_settings(), vote)
     except ApprovalError as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(1) from None
-    counts = {kind: sum(r.result == kind for r in results) for kind in ("decided", "recorded", "refused")}
+        _refused(exc)
+    refused = [(r.decision_id, r.message) for r in results if r.refusal is not None]
+    counts = {kind: sum(r.result == kind for r in results) for kind in ("decided", "recorded")}
+    _print_bulk(value, len(results), counts["decided"], counts["recorded"], refused)
+
+
+def _decide_remote(
+    client: RestClient,
+    ids: list[str],
+    value: str,
+    reason: str | None,
+    *,
+    server: str | None,
+    tool: str | None,
+    grant: str | None,
+) -> None:
+    """Vote through the REST API as the token's person: the same answers and exit codes as the local commands."""
+    from service.commands.rest_client import RestError
+
+    try:
+        if len(ids) == 1:
+            typer.echo(client.vote(ids[0], value, reason).get("message", ""))
+            return
+        body: dict[str, Any] = {"ids": ids} if ids else {"server": server, "tool": tool, "grant": grant}
+        if not ids and not any((server, tool, grant)):
+            body = {"all_pending": True}
+        answer = client.vote_many(value, {k: v for k, v in body.items() if v is not None} | {"reason": reason})
+    except RestError as exc:
+        _refused(exc)
+    refused = [(r["id"], r["message"]) for r in answer.get("results", []) if r.get("result") == "refused"]
+    _print_bulk(value, answer.get("matched", 0), answer.get("decided", 0), answer.get("recorded", 0), refused)
+    if answer.get("more_pending"):
+        err_console().print("more decisions are pending than one request takes (10,000): run the command again")
+
+
+def _print_bulk(value: str, matched: int, decided: int, recorded: int, refused: list[tuple[str, str]]) -> None:
+    """A bulk vote's summary, and the refused ids (exit 1 if any)."""
     verb = "approved" if value == "approve" else "denied"
-    console.print(
-        f"{len(results)} decision(s): {counts['decided']} {verb}, "
-        f"{counts['recorded']} vote(s) recorded awaiting quorum, {counts['refused']} refused"
+    typer.echo(
+        f"{matched} decision(s): {decided} {verb}, {recorded} vote(s) recorded awaiting quorum, {len(refused)} refused"
     )
-    refused = [r for r in results if r.refusal is not None]
     if refused:
+        from rich.table import Table
+
         table = Table("id", "refused because", title="refused (nothing changed for these)")
-        for r in refused:
-            table.add_row(r.decision_id, r.message)
-        err_console.print(table)
+        for decision_id, message in refused:
+            table.add_row(decision_id, message)
+        err_console().print(table)
         raise typer.Exit(1)
 
 

@@ -10,6 +10,7 @@ sets `settings.approvals.hold_s`): `FLAT_NAMES` is the one table from the public
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 Section = TypeVar("Section", bound=BaseModel)
 
@@ -40,7 +41,9 @@ class GatewaySettings(BaseModel):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Extra Host header values accepted on /mcp (DNS-rebinding guard)."
     )
-    max_request_body_bytes: int = 4 * 1024 * 1024
+    max_request_body_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="The largest MCP request body accepted on /mcp (larger: HTTP 413)."
+    )
     stream_keepalive_s: float = Field(
         default=15.0,
         gt=0,
@@ -48,7 +51,11 @@ class GatewaySettings(BaseModel):
         "(keep it below the idle-read timeout of any proxy in front of holdgate; 15 s is what the SDK's "
         "2026-era entry and sse-starlette use).",
     )
-    upstream_connect_timeout_s: float = 30.0
+    upstream_connect_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long connecting to an upstream (starting a stdio server, or its HTTP initialize) may take.",
+    )
     upstream_connections: int = Field(
         default=100,
         gt=0,
@@ -120,8 +127,12 @@ class ApprovalSettings(BaseModel):
         description="How long the claim of an approved call outlives its replica: a call claimed by a replica that "
         "died is given back (not sent yet) or marked outcome unknown (sent) this long after its last renewal.",
     )
-    outbox_poll_interval_s: float = 1.0
-    outbox_max_attempts: int = 10
+    outbox_poll_interval_s: float = Field(
+        default=1.0, description="How often the outbox looks for notifications to send (sooner when one is queued)."
+    )
+    outbox_max_attempts: int = Field(
+        default=10, description="How many times a channel notification is tried before it is given up (logged)."
+    )
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
 
 
@@ -159,18 +170,36 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,  # the input holds every secret (SMTP password, tokens): never echo it
     )
 
-    config_dir: Path = Path("config")
-    data_dir: Path = Path("data")
+    config_dir: Path = Field(default=Path("config"), description="Where policy.json and servers.json live.")
+    data_dir: Path = Field(
+        default=Path("data"), description="Where the default SQLite database lives (created 0700, the file 0600)."
+    )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL; default is a SQLite file in data_dir.",
+        description="SQLAlchemy URL; default is a SQLite file in data_dir. postgresql+asyncpg://... or "
+        "postgresql+psycopg://... for several replicas.",
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_url: str | None = None
-    secret_key: SecretStr | None = None
-    watch_policy: bool = True
-    run_migrations: bool = True
+    host: str = Field(default="127.0.0.1", description="The interface `holdgate serve` listens on.")
+    port: int = Field(default=8000, description="The port `holdgate serve` listens on.")
+    public_url: str | None = Field(
+        default=None,
+        description="The URL people reach the service at (links in approval requests, email links), "
+        "e.g. https://holdgate.example.com.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs email links and dashboard sessions, and keys the audit's arguments digest; the same on "
+        "every replica. Unset: a key per process for sessions (they end on restart), a key stored once in the "
+        "database for the digest, and no email approvals.",
+    )
+    watch_policy: bool = Field(
+        default=True,
+        description="Reload policy.json when it changes (SIGHUP always does); log a warning naming the servers "
+        "that changed in servers.json (those apply on restart).",
+    )
+    run_migrations: bool = Field(
+        default=True, description="Apply schema migrations at start-up (`holdgate db upgrade` does it by hand)."
+    )
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -262,7 +291,10 @@ class _FlatNames(PydanticBaseSettingsSource):
                 continue
             field = SECTIONS[section].model_fields[name]
             if isinstance(value, str) and self.field_is_complex(field):
-                value = self.decode_complex_value(name, field, value)  # a JSON list, as for any list setting
+                try:
+                    value = self.decode_complex_value(name, field, value)  # a JSON list, as for any list setting
+                except ValueError as exc:
+                    raise SettingsError(f"{(prefix + flat).upper()} is not valid JSON ({exc})") from None
             given = data.get(section)
             nested = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
             nested.setdefault(name, value)  # the nested form (`HOLDGATE_APPROVALS__HOLD_S`) of the same source wins
@@ -288,3 +320,55 @@ def is_loopback_host(host: str) -> bool:
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def env_name(settings_cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable that sets the field at `loc` of `settings_cls` (None for a whole-model check).
+
+    A section's field is named by its documented flat name when it has one (`HOLDGATE_APPROVAL_HOLD_S`), else
+    by the nested form (`HOLDGATE_GATEWAY__MAX_REQUEST_BODY_BYTES`); a list item by its list's variable.
+    """
+    names = [str(part) for part in loc if isinstance(part, str)]
+    if not names:
+        return None
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    if settings_cls is Settings and len(names) > 1 and names[0] in SECTIONS:
+        flat = next((f for f, place in FLAT_NAMES.items() if place == (names[0], names[1])), None)
+        if flat is not None:
+            return (prefix + flat).upper()
+        return (prefix + "__".join(names[:2])).upper()
+    return (prefix + names[0]).upper()
+
+
+def settings_error(exc: BaseException) -> str | None:
+    """One line saying which environment variable is wrong and why, for an error raised while reading settings
+    (`Settings()` or a channel's settings section); None for any other exception.
+
+    The value itself is never repeated: it may be a secret (`hide_input_in_errors`).
+    """
+    from pydantic import ValidationError
+
+    if isinstance(exc, SettingsError):  # a list setting that is not JSON: pydantic-settings names the field
+        field = re.match(r'error parsing value for field "(\w+)" from source "(?:Env|DotEnv)SettingsSource"', str(exc))
+        known = field is not None and field[1] in Settings.model_fields
+        where = f"{env_name(Settings, (field[1],))} is not valid JSON" if field and known else str(exc)
+        return f'{where} (a list setting is a JSON list, e.g. \'["a", "b"]\')'
+    if not isinstance(exc, ValidationError):
+        return None
+    settings_cls = next((cls for cls in _settings_classes(BaseSettings) if cls.__name__ == exc.title), None)
+    if settings_cls is None:
+        return None
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        name = env_name(settings_cls, tuple(error["loc"]))
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)
+
+
+def _settings_classes(base: type[BaseSettings]) -> list[type[BaseSettings]]:
+    """Every loaded settings class (the service's and the channels' sections)."""
+    found = []
+    for cls in base.__subclasses__():
+        found += [cls, *_settings_classes(cls)]
+    return found

@@ -10,7 +10,7 @@ Email approvals are on when the SMTP URL is set. What they also need from the se
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.settings import PLACEHOLDER_SECRETS, Settings
@@ -26,8 +26,13 @@ class EmailSettings(BaseSettings):
         hide_input_in_errors=True,  # the input holds the SMTP password: never echo it
     )
 
-    smtp_url: SecretStr | None = None
-    email_from: str | None = None
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://[user:password@]host[:port] (STARTTLS when offered, required with a password; "
+        "?starttls=auto|require|off) or smtps://... (TLS from the start); ?timeout=30. Email approvals are on when "
+        "it is set.",
+    )
+    email_from: str | None = Field(default=None, description="The sender, e.g. holdgate <holdgate@example.com>.")
 
 
 def email_problems(email: EmailSettings, settings: Settings) -> list[str]:

@@ -21,9 +21,15 @@ class SlackSettings(BaseSettings):
         hide_input_in_errors=True,  # the input holds the tokens: never echo it
     )
 
-    bot_token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
-    app_token: SecretStr | None = None
+    bot_token: SecretStr | None = Field(
+        default=None, description="The bot token (xoxb-...); Slack approvals are on when it is set."
+    )
+    signing_secret: SecretStr | None = Field(
+        default=None, description="Verifies POST /slack/interactions (HTTP interactivity)."
+    )
+    app_token: SecretStr | None = Field(
+        default=None, description="An app-level token (xapp-...): Socket Mode instead of HTTP interactivity."
+    )
     api_url: str | None = Field(
         default=None, description="Slack Web API base URL (tests, Enterprise Grid proxies); default Slack's."
     )

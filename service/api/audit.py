@@ -10,12 +10,13 @@ from fastapi.responses import StreamingResponse
 
 from service.api.deps import SessionDep, get_state, require_person
 from service.api.params import Offset, UtcDateTime, refuse_nul
+from service.api.problems import responses
 from service.audit import service as audit_service
 
 router = APIRouter(prefix="/api", tags=["audit"], dependencies=[Depends(refuse_nul), Depends(require_person)])
 
 
-@router.get("/audit")
+@router.get("/audit", responses=responses(401, 422))
 async def audit(
     request: Request,
     session: SessionDep,

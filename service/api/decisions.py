@@ -1,7 +1,8 @@
 """/api/decisions: list and read decisions, approve or deny one — or many at once — as a declared person.
 
 Every route needs a person's token (declared in the policy's `people` with `token_sha256`); a vote
-is accepted only from an approver of that decision. Refusals answer with the reason in `detail`:
+is accepted only from an approver of that decision. Refusals are problem details (service.api.problems) with
+the reason in `detail`:
 401 no/unknown token, 403 not an approver (or the call's own grant), 404 unknown decision,
 409 already decided or already voted, 422 a deny without a reason.
 
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.api.deps import PersonDep, get_approvals, require_person
 from service.api.params import Offset, UtcDateTime, refuse_nul
+from service.api.problems import responses
 from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
 from service.approvals.schemas import (
     MAX_BULK,
@@ -35,9 +37,10 @@ router = APIRouter(
 
 
 ServiceDep = Depends(get_approvals)
+VOTE_ERRORS = responses(401, 403, 404, 409, 422)
 
 
-@router.get("", response_model=DecisionPage)
+@router.get("", response_model=DecisionPage, responses=responses(401, 422))
 async def list_decisions(
     service: ApprovalService = ServiceDep,
     status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
@@ -65,7 +68,7 @@ async def list_decisions(
 
 
 # The bulk routes come before `/{decision_id}…`, so `approve` is never read as a decision id.
-@router.post("/approve", response_model=BulkVoteResponse)
+@router.post("/approve", response_model=BulkVoteResponse, responses=responses(401, 422))
 async def approve_many(
     person: PersonDep, body: BulkVoteRequest, service: ApprovalService = ServiceDep
 ) -> BulkVoteResponse:
@@ -73,7 +76,7 @@ async def approve_many(
     return await _vote_many(service, person, "approve", body)
 
 
-@router.post("/deny", response_model=BulkVoteResponse)
+@router.post("/deny", response_model=BulkVoteResponse, responses=responses(401, 422))
 async def deny_many(
     person: PersonDep, body: BulkVoteRequest, service: ApprovalService = ServiceDep
 ) -> BulkVoteResponse:
@@ -81,7 +84,7 @@ async def deny_many(
     return await _vote_many(service, person, "deny", body)
 
 
-@router.get("/{decision_id}", response_model=DecisionView)
+@router.get("/{decision_id}", response_model=DecisionView, responses=responses(401, 404, 422))
 async def get_decision(decision_id: str, service: ApprovalService = ServiceDep) -> DecisionView:
     try:
         decision, votes = await service.get(decision_id)
@@ -90,14 +93,14 @@ async def get_decision(decision_id: str, service: ApprovalService = ServiceDep) 
     return DecisionView.of(decision, votes)
 
 
-@router.post("/{decision_id}/approve", response_model=VoteResponse)
+@router.post("/{decision_id}/approve", response_model=VoteResponse, responses=VOTE_ERRORS)
 async def approve(
     decision_id: str, person: PersonDep, body: VoteRequest | None = None, service: ApprovalService = ServiceDep
 ) -> VoteResponse:
     return await _vote(service, decision_id, person, "approve", body.reason if body else None)
 
 
-@router.post("/{decision_id}/deny", response_model=VoteResponse)
+@router.post("/{decision_id}/deny", response_model=VoteResponse, responses=VOTE_ERRORS)
 async def deny(
     decision_id: str, person: PersonDep, body: VoteRequest, service: ApprovalService = ServiceDep
 ) -> VoteResponse:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.approvals import ApprovalService
@@ -36,15 +37,25 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 ApprovalsDep = Annotated[ApprovalService, Depends(get_approvals)]
 
 
-async def require_person(request: Request) -> str:
+PERSON_TOKEN = HTTPBearer(
+    scheme_name="personToken",
+    description="A person's API token: `Authorization: Bearer <token>`, declared in the policy's `people` by its "
+    "sha256 (`token_sha256`). Agents' grant tokens are for /mcp and are refused here.",
+    auto_error=False,
+)
+"""The REST API's security scheme, declared in the OpenAPI document for every route that needs a person."""
+
+
+async def require_person(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(PERSON_TOKEN)] = None
+) -> str:
     """The person (declared in the policy with a token) making this API request; 401 otherwise."""
     from fastapi import HTTPException
 
     from service.grants.service import token_sha256
 
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
+    token = credentials.credentials if credentials is not None else ""
+    if token.strip():
         person = get_state(request).policy.current.person_for_token_sha256(token_sha256(token.strip()))
         if person is not None:
             return person

@@ -1,37 +1,33 @@
 """`holdgate audit ...`: list or export the audit history, verify its hash chain, apply retention.
 
 A typer sub-app mounted by `service/cli.py`; `holdgate audit` alone (with its filters) lists or
-exports, as it always did. A thin layer over `service.audit.service` and `service.audit.chain`.
+exports, as it always did. A thin layer over `service.audit.service` and `service.audit.chain`, imported inside
+the commands (the lazy-import rule at the top of service/cli.py).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from service import db
-from service.audit import chain
-from service.audit import service as audit_service
-from service.settings import get_settings
 
 app = typer.Typer(
     name="audit",
     help="The audit history: list, export (--format jsonl|csv), verify the hash chain, prune.",
     invoke_without_command=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
 def _with_session(work: Callable[[Any], Awaitable[T]]) -> T:
+    from service import db
+    from service.settings import get_settings
+
     settings = get_settings()
     return db.run_in_session(settings.effective_database_url, work, migrate=settings.run_migrations)
 
@@ -39,16 +35,19 @@ def _with_session(work: Callable[[Any], Awaitable[T]]) -> T:
 @app.callback()
 def audit(
     ctx: typer.Context,
-    format: Annotated[str, typer.Option(help="table | jsonl | csv")] = "table",
+    format: Annotated[Literal["table", "jsonl", "csv"], typer.Option(help="Output format.")] = "table",
     grant: str | None = None,
     server: str | None = None,
     tool: str | None = None,
     verdict: str | None = None,
-    limit: Annotated[int, typer.Option(help="Rows for the table view.")] = 50,
+    limit: Annotated[int, typer.Option(help="Rows for the table and --json views.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="The newest --limit records as one JSON document.")] = False,
 ) -> None:
     """List the audit history, or export it as JSON Lines / CSV on stdout (chain fields included)."""
     if ctx.invoked_subcommand is not None:
         return
+    from service.audit import service as audit_service
+
     flt = audit_service.AuditFilter(grant=grant, server=server, tool=tool, verdict=verdict)
     if format in {"jsonl", "csv"}:
 
@@ -61,13 +60,20 @@ def audit(
         _with_session(export)
         return
     events = _with_session(lambda s: audit_service.list_events(s, flt=flt, limit=limit))
+    if as_json:
+        items = [audit_service.event_dict(e) for e in events]
+        print(json.dumps({"items": items, "total": len(items)}, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("time", "grant", "server", "tool", "verdict", "rule", "outcome", "ms")
     for e in events:
         table.add_row(
             e.ts.strftime("%Y-%m-%d %H:%M:%S"), e.grant, e.server, e.tool, e.verdict,
             e.rule or "", e.outcome or "", f"{e.duration_ms:.1f}" if e.duration_ms is not None else "",
         )  # fmt: skip
-    console.print(table)
+    Console().print(table)
 
 
 @app.command()
@@ -78,6 +84,8 @@ def verify(
     ] = None,
 ) -> None:
     """Check the hash chain; exit 1 naming each place it breaks (edited row, rows deleted between ids)."""
+    from service.audit import chain
+
     if file is None:
         report = _with_session(chain.verify)
     else:
@@ -88,7 +96,7 @@ def verify(
                 with file.open(encoding="utf-8") as lines:
                     report = chain.verify_export(lines)
         except (OSError, ValueError, KeyError) as exc:
-            err_console.print(f"[red]cannot read {file}:[/red] {exc}", highlight=False)
+            typer.secho(f"cannot read {file}: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
     typer.echo(report.describe())
     if not report.ok:
@@ -103,9 +111,12 @@ def prune(
     ] = None,
 ) -> None:
     """Apply the retention period now; the last deleted record's hash becomes the chain's anchor."""
+    from service.audit import chain
+    from service.settings import get_settings
+
     days = days if days is not None else get_settings().audit.retention_days
     if days is None or days <= 0:
-        err_console.print("[red]no retention period:[/red] pass --days N or set HOLDGATE_AUDIT_RETENTION_DAYS")
+        typer.secho("no retention period: pass --days N or set HOLDGATE_AUDIT_RETENTION_DAYS", fg="red", err=True)
         raise typer.Exit(2)
     now = datetime.now(UTC)
     before = now - timedelta(days=days)

@@ -1,22 +1,20 @@
 """`holdgate policy ...`: check a policy file, explain a decision, write a starter policy for a server.
 
 A typer sub-app; `service/cli.py` mounts it with `app.add_typer(policy_cli.app, name="policy")`.
-Only a thin layer over `load_policy`, `explain` and `service.commands.policy_init`.
+Only a thin layer over `load_policy`, `explain` and `service.commands.policy_init`, imported inside the
+commands (the lazy-import rule at the top of service/cli.py).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from service.configfile import ConfigError
-from service.policy.compiler import load_policy
-from service.policy.engine import Policy
-from service.policy.explain import explain as explain_text
-from service.settings import get_settings
+if TYPE_CHECKING:
+    from service.policy.engine import Policy
 
 app = typer.Typer(name="policy", help="Check and explain the tool-call policy.", no_args_is_help=True)
 
@@ -46,6 +44,8 @@ def explain(
     file: FileOption = None,
 ) -> None:
     """Say which rule decides a call, why it wins over the others, and what follows from it."""
+    from service.policy.explain import explain as explain_text
+
     arguments = _parse_args(args) if args is not None else None
     policy = _load(file)
     typer.echo(explain_text(policy, grant, server, tool, arguments))
@@ -75,7 +75,10 @@ def init(
     import tempfile
 
     from service.commands import policy_init
+    from service.configfile import ConfigError
     from service.gateway.upstream import UpstreamUnavailable
+    from service.policy.compiler import load_policy
+    from service.settings import get_settings
 
     config_dir = config if config is not None else get_settings().config_dir
     target = output if output is not None else config_dir / "policy.json"
@@ -113,6 +116,10 @@ def init(
 
 
 def _load(file: Path | None) -> Policy:
+    from service.configfile import ConfigError
+    from service.policy.compiler import load_policy
+    from service.settings import get_settings
+
     path = file if file is not None else get_settings().policy_path
     try:
         return load_policy(path)
