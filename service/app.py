@@ -43,6 +43,7 @@ from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
 from service.gateway.spares import SpareUpstream
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
+from service.metrics import PendingDecisions
 from service.policy.holder import PolicyHolder
 from service.settings import Settings
 
@@ -71,6 +72,8 @@ class AppState:
     """Approval channels by name: built from settings, or given to `build_state` (tests)."""
     approvals: Approvals
     dashboard: DashboardState
+    pending_decisions: PendingDecisions
+    """`holdgate_pending_decisions`, counted in the database when /metrics is scraped."""
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
     """One per upstream server, made when the lifespan starts them (probing is I/O)."""
     serving: bool = False
@@ -85,7 +88,7 @@ def build_state(
     """Load and check configuration and build every part; raises ConfigError (or ValueError, a channel's
     settings) before anything starts. `clock` and `channels` replace the real ones (tests)."""
     load_plugins(settings.channels)  # first: the policy checks people's contacts with the channels' checks
-    policy = PolicyHolder(settings.policy_path)
+    policy = PolicyHolder(settings.policy_path, clock=clock)
     servers = load_servers(settings.servers_path)
     engine = db.create_engine(settings.effective_database_url)
     sessions = db.session_factory(engine)
@@ -136,6 +139,7 @@ def build_state(
         channels=channels,
         approvals=approvals,
         dashboard=DashboardState.build(settings, approvals.service),
+        pending_decisions=PendingDecisions(approvals.service.pending_count),
     )
 
 

@@ -144,6 +144,6 @@ class Transitions(DecisionCore):
         await enqueue_notifications(session, won, "update", now)
         await announce(session, [decision.id for decision in won])
         for decision in won:
-            metrics.count_decision(status)
+            metrics.count_ending(status, now - decision.created_at)
             logger.info("decision %s %s by %s via %s", decision.id, status, by, via)
         return {decision.id: decision for decision in won}
