@@ -23,9 +23,9 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, db
+from service import __version__, db, logcontext
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
@@ -200,13 +200,35 @@ class EdgeRouter:
         self.mcp = mcp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        request_id = logcontext.request_id_from(_header(scope, b"x-request-id"))
+        with logcontext.bound(request_id=request_id):
+            send = _answering_request_id(send, request_id)
             root = scope.get("root_path", "")
             path = scope["path"][len(root) :] if root and scope["path"].startswith(root) else scope["path"]
             if path == "/mcp" or path.startswith("/mcp/"):
-                await self.mcp({**scope, "root_path": root + "/mcp"}, receive, send)
+                scope = {**scope, "root_path": root + "/mcp", logcontext.REQUEST_ID_SCOPE_KEY: request_id}
+                await self.mcp(scope, receive, send)
                 return
-        await self.api(scope, receive, send)
+            await self.api(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
+def _answering_request_id(send: Send, request_id: str) -> Send:
+    """`send` that puts `X-Request-ID` on the response, so a client can quote the id the log lines carry."""
+    header = (b"x-request-id", request_id.encode("latin-1"))
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return sending
 
 
 async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from service import metrics
+from service import logcontext, metrics
 from service.approvals.channels import Channel, MessageKind, is_message_kind
 from service.approvals.schemas import DecisionView
 from service.db import session_scope
@@ -150,6 +150,10 @@ class OutboxWorker:
             return _Batch(messages, decisions, votes, {(d, c): ref for d, c, ref in refs}, leased_at)
 
     async def _deliver(self, message: OutboxMessage, batch: _Batch) -> None:
+        with logcontext.bound(decision_id=message.decision_id):
+            await self._deliver_one(message, batch)
+
+    async def _deliver_one(self, message: OutboxMessage, batch: _Batch) -> None:
         decision = batch.decisions[message.decision_id]
         ref = batch.refs.get((decision.id, message.channel)) if message.kind != "request" else None
         channel = self.channels.get(message.channel)
