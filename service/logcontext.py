@@ -16,8 +16,7 @@ import contextvars
 import logging
 import re
 import secrets
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 
@@ -42,14 +41,25 @@ def current() -> Mapping[str, str]:
     return _context.get()
 
 
-@contextmanager
-def bound(**fields: str | None) -> Iterator[None]:
-    """`fields` (None ones left out) added for the block, then the fields from before restored."""
-    token = _context.set({**_context.get(), **{name: value for name, value in fields.items() if value is not None}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+class bound:
+    """`fields` (None ones left out) added for the block, then the fields from before restored.
+
+    A class rather than a generator-based context manager: it runs on every tools/call (a third of the cost)."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: str | None) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        merged = dict(_context.get())
+        for name, value in self._fields.items():
+            if value is not None:
+                merged[name] = value
+        self._token = _context.set(merged)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _context.reset(self._token)
 
 
 def bind(**fields: str | None) -> None:
