@@ -13,15 +13,18 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
 from service import tracing
-from tests.approvals.support import PERSON_TOKENS, api, sha256, wait_for_decisions
-from tests.support.harness import free_port, run_gateway, text_of
+from tests.approvals.support import PERSON_TOKENS, api, approval_policy, sha256, wait_for_decisions
+from tests.support.harness import free_port, run_gateway, servers, text_of, write_config
 from tests.support.sdk_upstream import http_peer, sdk_upstream_command
+from tests.test_logs import serving
 
 ALLOWED = {"version": "1", "default": "deny", "tools": {"trace-context": {"action": "allow"}}}
 HELD = {
@@ -193,3 +196,47 @@ def test_a_setting_holdgate_cannot_follow_refuses_to_start_naming_the_variable(e
     with pytest.raises(ValueError, match=problem):
         tracing.configure_from_environment(environ)
     assert not tracing.enabled()
+
+
+async def test_holdgate_serve_exports_its_spans_over_otlp_when_the_standard_variables_say_so(tmp_path):
+    """The real command with `OTEL_EXPORTER_OTLP_ENDPOINT` set: its spans reach an OTLP/HTTP receiver (a local
+    one that keeps what it is sent), with the mcp SDK's server span as the call's parent."""
+    received: list[bytes] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        assert request.path == "/v1/traces" and request.content_type == "application/x-protobuf"
+        received.append(await request.read())
+        return web.Response(status=200, content_type="application/x-protobuf", body=b"")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    write_config(tmp_path / "config", policy=approval_policy(), servers=servers(tmp_path))
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        async with serving(tmp_path, tmp_path / "holdgate.log", **env) as gw, gw.session("jobs") as session:
+            result = await session.call_tool("list-async-jobs", {})
+            for _ in range(200):
+                if any(b"holdgate tools/call" in body for body in received):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+
+    assert not result.is_error
+    spans, services = [], set()
+    for body in received:
+        export = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in export.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            services.add(attributes.get("service.name"))
+            spans += [span for scope in resource_spans.scope_spans for span in scope.spans]
+    assert services == {"holdgate"}
+    named = {span.name: span for span in spans}
+    call = named["holdgate tools/call"]
+    assert named["holdgate policy"].parent_span_id == call.span_id == named["holdgate upstream"].parent_span_id
+    server_span = named["tools/call list-async-jobs"]  # the mcp SDK's, through the global provider
+    assert call.parent_span_id == server_span.span_id and call.trace_id == server_span.trace_id
