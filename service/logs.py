@@ -32,8 +32,9 @@ from service.logcontext import FIELDS
 LogFormat = Literal["text", "json"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-ROUTINE_LOGGERS = ("apscheduler", "watchfiles")
-"""Libraries whose INFO lines are routine: written at DEBUG instead (their warnings and errors are kept)."""
+ROUTINE_LOGGERS = ("apscheduler", "watchfiles", "alembic.runtime.plugins")
+"""Libraries whose INFO lines are routine: written at DEBUG instead (their warnings and errors are kept).
+Alembic's plugin loader says "setup plugin …" nine times at every start."""
 ACCESS_LOGGER = "uvicorn.access"
 ACCESS_FIELDS = ("client_addr", "method", "path", "http_version", "status_code")
 """uvicorn's access line, `'%s - "%s %s HTTP/%s" %d'`, as named fields (its arguments, in this order)."""
