@@ -281,3 +281,16 @@ def test_a_client_request_id_is_kept_only_when_it_is_plain():
         made = logcontext.request_id_from(forged)
         assert made != forged.decode("latin-1") and len(made) == 32
     assert logcontext.request_id_from(None) != logcontext.request_id_from(None)
+
+
+def test_the_format_is_a_setting_and_an_unknown_one_is_refused_naming_it(monkeypatch):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    assert Settings(_env_file=None).logs.format == "text"
+    monkeypatch.setenv("HOLDGATE_LOG_FORMAT", "json")
+    assert Settings(_env_file=None).logs.format == "json"
+    monkeypatch.setenv("HOLDGATE_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError, match=r"logs\.format"):
+        Settings(_env_file=None)
