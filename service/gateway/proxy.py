@@ -252,7 +252,8 @@ class ServerProxy:
             arguments_absent=params.arguments is None,
         )
         request = ctx.request
-        shown_tool = call.tool if tool_name_problem(call.tool) is None else storable_tool_name(call.tool)
+        problem = tool_name_problem(call.tool)
+        shown_tool = call.tool if problem is None else storable_tool_name(call.tool)
         with (
             logcontext.bound(
                 request_id=request.scope.get(logcontext.REQUEST_ID_SCOPE_KEY) if request is not None else None,
@@ -265,9 +266,11 @@ class ServerProxy:
                 {"holdgate.grant": call.grant, "holdgate.server": call.server, "holdgate.tool": shown_tool},
             ),
         ):
-            return await self._call_tool(ctx, call)
+            return await self._call_tool(ctx, call, problem)
 
-    async def _call_tool(self, ctx: ServerRequestContext, call: ToolCall) -> types.CallToolResult | dict[str, Any]:
+    async def _call_tool(
+        self, ctx: ServerRequestContext, call: ToolCall, problem: str | None
+    ) -> types.CallToolResult | dict[str, Any]:
         started = time.perf_counter()
         now = self.core.clock()
         with tracing.span("holdgate policy"):
@@ -275,7 +278,7 @@ class ServerProxy:
         tracing.annotate(verdict=verdict.action, rule=verdict.rule)
         record = AuditRecord.begin(call, verdict, ts=now)
 
-        if (problem := tool_name_problem(call.tool)) is not None:
+        if problem is not None:
             # Refused before the policy acts (no rate counter, no decision, no upstream), and audited as
             # refused under a name the audit can hold; the arguments keep the redaction the policy gives.
             refused = replace(record, tool=storable_tool_name(call.tool))
