@@ -3,7 +3,11 @@
 Starts server-everything (`node … streamableHttp`) as the upstream and `holdgate serve` in front of
 it (policy on, audit on, a rate-limit-free allow rule with argument redaction), then drives both
 with the same mcp SDK client: sequential calls for p50/p99, then 16 concurrent sessions for
-throughput. Usage: python bench/bench_gateway.py [--calls 500] [--seconds 8] [--sessions 16]
+throughput. Usage: python bench/bench_gateway.py [--calls 500] [--seconds 8] [--sessions 16] [--tracing]
+
+`--tracing` adds a second holdgate with OpenTelemetry tracing on (OTLP over HTTP to a sink in this process
+that accepts and drops the spans), measured the same way: the cost of tracing on, beside the first holdgate's
+figures with tracing off (the default: no OTEL_* variables).
 """
 
 from __future__ import annotations
@@ -111,9 +115,11 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
-def start_holdgate(tmp: Path, upstream_url: str, port: int, sessions: int) -> tuple[subprocess.Popen, str]:
+def start_holdgate(
+    tmp: Path, upstream_url: str, port: int, sessions: int, **extra_env: str
+) -> tuple[subprocess.Popen, str]:
     config = tmp / "config"
-    config.mkdir()
+    config.mkdir(parents=True)
     policy = {
         "version": "1",
         "default": "deny",
@@ -128,6 +134,7 @@ def start_holdgate(tmp: Path, upstream_url: str, port: int, sessions: int) -> tu
         # The throughput stage opens --sessions sessions of one grant; the default cap is 10 per grant.
         "HOLDGATE_MAX_SESSIONS_PER_GRANT": str(sessions),
         "HOLDGATE_MAX_SESSIONS": str(max(sessions, 40)),
+        **extra_env,
     }
     subprocess.run(
         [str(HOLDGATE), "db", "upgrade"], env=env, capture_output=True, check=True
@@ -146,49 +153,100 @@ def start_holdgate(tmp: Path, upstream_url: str, port: int, sessions: int) -> tu
     return proc, token
 
 
+@asynccontextmanager
+async def span_sink():
+    """An OTLP/HTTP endpoint that accepts every export and drops it; yields its base URL."""
+    from aiohttp import web
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200, content_type="application/x-protobuf", body=b"")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def measure(gateway: subprocess.Popen, url: str, token: str, args: argparse.Namespace) -> dict[str, float]:
+    """Sequential latency, CPU per call and throughput of one holdgate."""
+    await wait_http(url.rsplit("/mcp/", 1)[0] + "/healthz")
+    cpu = cpu_seconds(gateway.pid)
+    latencies = await sequential(url, token, args.calls)
+    cpu = cpu_seconds(gateway.pid) - cpu
+    rate = await throughput(url, token, args.sessions, args.seconds)
+    cpu_ms = 1000 * cpu / (args.calls + 50)  # with the warm-up
+    return {"p50": pct(latencies, 50), "p99": pct(latencies, 99), "cpu_ms": cpu_ms, "rate": rate}
+
+
 async def main(args: argparse.Namespace) -> None:
-    up_port, gw_port = free_port(), free_port()
+    up_port, gw_port, traced_port = free_port(), free_port(), free_port()
     upstream = subprocess.Popen(
         ["node", str(EVERYTHING), "streamableHttp"],
         env={**os.environ, "PORT": str(up_port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    gateways: list[subprocess.Popen] = []
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         upstream_url = f"http://127.0.0.1:{up_port}/mcp"
-        gateway, token = start_holdgate(Path(scratch), upstream_url, gw_port, args.sessions + 2)
+        gateway, token = start_holdgate(Path(scratch) / "off", upstream_url, gw_port, args.sessions + 2)
+        gateways.append(gateway)
         try:
             await wait_http(f"http://127.0.0.1:{up_port}/")
             await wait_http(f"http://127.0.0.1:{gw_port}/healthz")
             gateway_url = f"http://127.0.0.1:{gw_port}/mcp/everything"
             client_cpu = time.process_time()
             direct = await sequential(upstream_url, None, args.calls)
-            client_cpu, gateway_cpu = time.process_time() - client_cpu, cpu_seconds(gateway.pid)
-            through = await sequential(gateway_url, token, args.calls)
-            gateway_cpu = cpu_seconds(gateway.pid) - gateway_cpu
+            client_cpu = time.process_time() - client_cpu
             direct_rate = await throughput(upstream_url, None, args.sessions, args.seconds)
-            through_rate = await throughput(gateway_url, token, args.sessions, args.seconds)
+            results["holdgate"] = await measure(gateway, gateway_url, token, args)
+            if args.tracing:
+                gateway.terminate()  # one holdgate at a time: the two would share the machine's cores
+                gateway.wait(10)
+                async with span_sink() as sink:
+                    traced, traced_token = start_holdgate(
+                        Path(scratch) / "on",
+                        upstream_url,
+                        traced_port,
+                        args.sessions + 2,
+                        OTEL_EXPORTER_OTLP_ENDPOINT=sink,
+                        OTEL_TRACES_EXPORTER="otlp",
+                    )
+                    gateways.append(traced)
+                    traced_url = f"http://127.0.0.1:{traced_port}/mcp/everything"
+                    results["traced"] = await measure(traced, traced_url, traced_token, args)
         finally:
-            gateway.terminate()
-            upstream.terminate()
-            gateway.wait(10)
-            upstream.wait(10)
-    d50, d99, g50, g99 = pct(direct, 50), pct(direct, 99), pct(through, 50), pct(through, 99)
+            for process in (*gateways, upstream):
+                process.terminate()
+                process.wait(10)
+    d50, d99 = pct(direct, 50), pct(direct, 99)
+    g = results["holdgate"]
     print(f"sequential echo, {args.calls} calls, one session (ms):")
     print(f"  direct    p50 {d50:7.2f}  p99 {d99:7.2f}")
-    print(f"  holdgate  p50 {g50:7.2f}  p99 {g99:7.2f}")
-    print(f"  added     p50 {g50 - d50:+7.2f}  p99 {g99 - d99:+7.2f}   (target p50 <= +1.5 ms)")
+    print(f"  holdgate  p50 {g['p50']:7.2f}  p99 {g['p99']:7.2f}")
+    print(f"  added     p50 {g['p50'] - d50:+7.2f}  p99 {g['p99'] - d99:+7.2f}   (target p50 <= +1.5 ms)")
     calls = args.calls + 50  # with the warm-up
     print(
-        f"  CPU per call: holdgate {1000 * gateway_cpu / calls:.2f} ms; the bench's client on a direct call "
+        f"  CPU per call: holdgate {g['cpu_ms']:.2f} ms; the bench's client on a direct call "
         f"{1000 * client_cpu / calls:.2f} ms (a yardstick for this machine's speed)"
     )
     print(f"throughput, {args.sessions} concurrent sessions, {args.seconds:g}s each:")
     print(f"  direct    {direct_rate:8.0f} calls/s")
-    print(
-        f"  holdgate  {through_rate:8.0f} calls/s  = {100 * through_rate / direct_rate:.0f}% of direct"
-        "   (target >= 50%)"
-    )
+    print(f"  holdgate  {g['rate']:8.0f} calls/s  = {100 * g['rate'] / direct_rate:.0f}% of direct   (target >= 50%)")
+    if "traced" in results:
+        t = results["traced"]
+        print("tracing on (OTLP/HTTP to a local sink) vs off (the default):")
+        print(f"  p50        off {g['p50']:7.2f} ms   on {t['p50']:7.2f} ms   ({t['p50'] - g['p50']:+.2f})")
+        print(f"  CPU/call   off {g['cpu_ms']:7.2f} ms   on {t['cpu_ms']:7.2f} ms   ({t['cpu_ms'] - g['cpu_ms']:+.2f})")
+        print(f"  calls/s    off {g['rate']:7.0f}      on {t['rate']:7.0f}      ({100 * t['rate'] / g['rate']:.0f}%)")
 
 
 if __name__ == "__main__":
@@ -196,4 +254,5 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--tracing", action="store_true", help="also measure a holdgate with tracing on")
     asyncio.run(main(parser.parse_args()))

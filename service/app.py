@@ -24,9 +24,9 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, db
+from service import __version__, db, logcontext
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
@@ -45,6 +45,7 @@ from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
 from service.gateway.spares import SpareUpstream
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
+from service.metrics import PendingDecisions
 from service.policy.holder import PolicyHolder
 from service.settings import Settings
 
@@ -80,6 +81,8 @@ class AppState:
     """Approval channels by name: built from settings, or given to `build_state` (tests)."""
     approvals: Approvals
     dashboard: DashboardState
+    pending_decisions: PendingDecisions
+    """`holdgate_pending_decisions`, counted in the database when /metrics is scraped."""
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
     """One per upstream server, made when the lifespan starts them (probing is I/O)."""
     serving: bool = False
@@ -94,7 +97,7 @@ def build_state(
     """Load and check configuration and build every part; raises ConfigError (or ValueError, a channel's
     settings) before anything starts. `clock` and `channels` replace the real ones (tests)."""
     load_plugins(settings.channels)  # first: the policy checks people's contacts with the channels' checks
-    policy = PolicyHolder(settings.policy_path)
+    policy = PolicyHolder(settings.policy_path, clock=clock)
     servers = load_servers(settings.servers_path)
     engine = db.create_engine(settings.effective_database_url)
     sessions = db.session_factory(engine)
@@ -145,6 +148,7 @@ def build_state(
         channels=channels,
         approvals=approvals,
         dashboard=DashboardState.build(settings, approvals.service),
+        pending_decisions=PendingDecisions(approvals.service.pending_count),
     )
 
 
@@ -214,13 +218,35 @@ class EdgeRouter:
         self.mcp = mcp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        request_id = logcontext.request_id_from(_header(scope, b"x-request-id"))
+        with logcontext.bound(request_id=request_id):
+            send = _answering_request_id(send, request_id)
             root = scope.get("root_path", "")
             path = scope["path"][len(root) :] if root and scope["path"].startswith(root) else scope["path"]
             if path == "/mcp" or path.startswith("/mcp/"):
-                await self.mcp({**scope, "root_path": root + "/mcp"}, receive, send)
+                scope = {**scope, "root_path": root + "/mcp", logcontext.REQUEST_ID_SCOPE_KEY: request_id}
+                await self.mcp(scope, receive, send)
                 return
-        await self.api(scope, receive, send)
+            await self.api(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
+def _answering_request_id(send: Send, request_id: str) -> Send:
+    """`send` that puts `X-Request-ID` on the response, so a client can quote the id the log lines carry."""
+    header = (b"x-request-id", request_id.encode("latin-1"))
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return sending
 
 
 async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:

@@ -208,13 +208,17 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from service import logs, tracing
     from service.app import build_state, create_app, prepare_serving_process
     from service.configfile import ConfigError
     from service.settings import settings_error
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_config = logs.configure("text", log_level)  # until the settings say which format
     try:
         settings = _settings(config, host=host, port=port)
+        if settings.logs.format != "text":
+            log_config = logs.configure(settings.logs.format, log_level)
+        tracing.configure_from_environment()  # on only when OTEL_* variables ask for traces
         state = build_state(settings)
     except ConfigError as exc:
         err_console().print(f"[red]holdgate refuses to start:[/red] {exc}", highlight=False)
@@ -232,6 +236,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        log_config=log_config,  # the service's one handler and format (`service.logs`), for uvicorn's lines too
         timeout_graceful_shutdown=10,
     )
 

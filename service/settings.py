@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
@@ -136,6 +136,16 @@ class ApprovalSettings(BaseModel):
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
 
 
+class LogSettings(BaseModel):
+    """How the service writes its log (`service.logs`); the level is `holdgate serve --log-level`."""
+
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: one readable line per event; `json`: one JSON object per line (time, level, logger, "
+        "message, and request_id, grant, server, tool, decision_id where known), uvicorn's access lines included.",
+    )
+
+
 FLAT_NAMES: dict[str, tuple[str, str]] = {
     **{name: ("gateway", name) for name in GatewaySettings.model_fields},
     "audit_flush_interval_s": ("audit", "flush_interval_s"),
@@ -148,6 +158,7 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "outbox_poll_interval_s": ("approvals", "outbox_poll_interval_s"),
     "outbox_max_attempts": ("approvals", "outbox_max_attempts"),
     "outbox_retry_base_s": ("approvals", "outbox_retry_base_s"),
+    "log_format": ("logs", "format"),
 }
 """The documented flat names (README "Configuration": `HOLDGATE_<NAME>`) of the sections' fields, as
 (section, field). They stay the public names: an environment variable, a .env line or a keyword argument
@@ -204,6 +215,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
 
     # Channels
     channels: list[str] = Field(
@@ -306,6 +318,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "gateway": GatewaySettings,
     "audit": AuditSettings,
     "approvals": ApprovalSettings,
+    "logs": LogSettings,
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from service import metrics as holdgate_metrics
 from service.api.deps import get_state
 
 if TYPE_CHECKING:
@@ -71,7 +72,11 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; what several replicas share (pending decisions) is read from the database."""
+    state = get_state(request)
+    await state.pending_decisions.refresh()
+    holdgate_metrics.upstreams_up({name: proxy.upstream_connected for name, proxy in state.proxies.items()})
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

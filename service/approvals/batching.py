@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from service import logcontext
+
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
@@ -29,7 +31,7 @@ class GroupCommit(Generic[Item, Answer]):
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="group-commit")
+            self._worker = asyncio.create_task(self._drain(), name="group-commit", context=logcontext.detached())
         return await future
 
     async def _drain(self) -> None:

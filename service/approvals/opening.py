@@ -101,6 +101,7 @@ class Opening(DecisionCore):
             grant,
             verdict.rule,
             iso(decision.expires_at),
+            extra={"decision_id": decision.id},
         )
         metrics.count_decision(PENDING)
         self._notify(decision)
@@ -144,7 +145,11 @@ class Opening(DecisionCore):
             )
             decision = rejoined.one_or_none()
             if decision is not None:
-                logger.info("decision %s: the agent called again and waits on it", decision.id)
+                logger.info(
+                    "decision %s: the agent called again and waits on it",
+                    decision.id,
+                    extra={"decision_id": decision.id},
+                )
                 return decision
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from service import logcontext, metrics
 from service.approvals.channels import Channel, MessageKind, is_message_kind
 from service.approvals.schemas import DecisionView
 from service.db import session_scope
@@ -149,6 +150,10 @@ class OutboxWorker:
             return _Batch(messages, decisions, votes, {(d, c): ref for d, c, ref in refs}, leased_at)
 
     async def _deliver(self, message: OutboxMessage, batch: _Batch) -> None:
+        with logcontext.bound(decision_id=message.decision_id):
+            await self._deliver_one(message, batch)
+
+    async def _deliver_one(self, message: OutboxMessage, batch: _Batch) -> None:
         decision = batch.decisions[message.decision_id]
         ref = batch.refs.get((decision.id, message.channel)) if message.kind != "request" else None
         channel = self.channels.get(message.channel)
@@ -157,6 +162,7 @@ class OutboxWorker:
         if not is_message_kind(kind):
             logger.error("decision %s: outbox row %s has an unknown kind %r; not sent", decision.id, message.id, kind)
             batch.finish(message, failed_at=now, last_error=f"unknown message kind {kind!r}")
+            metrics.count_outbox_failure(message.channel, given_up=True)
             return
         if channel is None:
             logger.error(
@@ -166,6 +172,7 @@ class OutboxWorker:
                 message.kind,
             )
             batch.finish(message, failed_at=now, last_error=f"channel {message.channel!r} not configured")
+            metrics.count_outbox_failure(message.channel, given_up=True)
             return
         try:
             view = DecisionView.of(decision, batch.votes.get(decision.id, []))
@@ -173,11 +180,13 @@ class OutboxWorker:
         except Exception as exc:
             attempts = message.attempts + 1
             error = f"{type(exc).__name__}: {exc}"[:500]
+            metrics.count_outbox_failure(message.channel, given_up=False)
             if attempts >= self.max_attempts:
                 logger.error(
                     "decision %s: %s %s failed for good: %s", decision.id, message.channel, message.kind, error
                 )
                 batch.finish(message, attempts=attempts, failed_at=now, last_error=error)
+                metrics.count_outbox_failure(message.channel, given_up=True)
             else:
                 delay = min(self.retry_base * 2.0 ** (attempts - 1), MAX_BACKOFF_S)
                 logger.warning(

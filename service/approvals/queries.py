@@ -89,7 +89,7 @@ def same_call(grant: str, server: str, tool: str, args_sha256: str, policy_versi
 
 
 class Reads(DecisionCore):
-    """One decision (`load`, `get`), many (`list`, `pending_ids`), or only their statuses (`status_of`)."""
+    """One decision (`load`, `get`), many (`list`, `pending_ids`), their statuses (`status_of`), or a count."""
 
     async def load(self, decision_id: str) -> Decision:
         async with self.sessions() as session:
@@ -113,6 +113,13 @@ class Reads(DecisionCore):
     async def list(self, query: DecisionQuery) -> tuple[builtins.list[Decision], int]:
         async with self.sessions() as session:
             return await decision_page(session, query)
+
+    async def pending_count(self) -> int:
+        """How many decisions wait for a person, in the whole database (every replica's): one COUNT on the
+        `(status, expires_at)` index, read at each metrics scrape (`service.metrics.PendingDecisions`)."""
+        async with self.sessions() as session:
+            pending = select(func.count()).select_from(Decision).where(col(Decision.status) == PENDING)
+            return await session.scalar(pending) or 0
 
     async def pending_ids(self, query: DecisionQuery) -> builtins.list[str]:
         """Pending decisions matching `query`'s filters (its status is ignored), oldest first, up to `query.limit`.

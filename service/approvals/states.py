@@ -23,7 +23,7 @@ from sqlalchemy import case, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import metrics
+from service import metrics, tracing
 from service.approvals.core import RETURNING_ROWS, DecisionCore
 from service.approvals.errors import AlreadyDecided, ApprovalError
 from service.approvals.notices import announce, enqueue_notifications
@@ -107,6 +107,7 @@ class Transitions(DecisionCore):
         if not decision_ids:
             return {}
         now = self.clock()
+        started_ns = tracing.now_ns()
         conditions = [col(Decision.id).in_(decision_ids), col(Decision.status) == PENDING]
         if due_only:
             conditions.append(col(Decision.expires_at) <= now)
@@ -144,6 +145,18 @@ class Transitions(DecisionCore):
         await enqueue_notifications(session, won, "update", now)
         await announce(session, [decision.id for decision in won])
         for decision in won:
-            metrics.count_decision(status)
-            logger.info("decision %s %s by %s via %s", decision.id, status, by, via)
+            metrics.count_ending(status, now - decision.created_at)
+            tracing.record(
+                "holdgate decision",
+                start_ns=started_ns,
+                attributes={
+                    "holdgate.decision_id": decision.id,
+                    "holdgate.status": status,
+                    "holdgate.via": via,
+                    "holdgate.server": decision.server,
+                    "holdgate.tool": decision.tool,
+                    "holdgate.grant": decision.grant,
+                },
+            )
+            logger.info("decision %s %s by %s via %s", decision.id, status, by, via, extra={"decision_id": decision.id})
         return {decision.id: decision for decision in won}

@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import update
 from sqlmodel import col
 
+from service import logcontext
 from service.approvals.service import ApprovalService
 from service.db import session_scope
 from service.models import Decision
@@ -134,20 +135,24 @@ class DecisionTimers:
         self._drop(f"rejoin:{decision_id}")
 
     async def fire_timeout(self, decision_id: str) -> None:
-        decision = await self.service.expire(decision_id)
-        if decision is None:
-            await self._retry_if_early(decision_id)
+        with logcontext.bound(decision_id=decision_id):
+            decision = await self.service.expire(decision_id)
+            if decision is None:
+                await self._retry_if_early(decision_id)
 
     async def fire_reminder(self, decision_id: str) -> None:
-        await self.service.remind(decision_id)
+        with logcontext.bound(decision_id=decision_id):
+            await self.service.remind(decision_id)
 
     async def fire_rejoin(self, decision_id: str) -> None:
         """The agent that stopped waiting did not call again within `rejoin_within`: the decision ends cancelled."""
-        await self.service.end_unrejoined(decision_id)
+        with logcontext.bound(decision_id=decision_id):
+            await self.service.end_unrejoined(decision_id)
 
     async def fire_lapse(self, decision_id: str) -> None:
         """Nobody collected the approval within `claim_within`: it lapses."""
-        await self.service.lapse(decision_id)
+        with logcontext.bound(decision_id=decision_id):
+            await self.service.lapse(decision_id)
 
     async def sweep(self) -> None:
         """Expire the overdue and send due reminders; what the timers should have done, if they did not."""
@@ -177,7 +182,10 @@ class DecisionTimers:
         # The injected clock may run ahead of the wall clock (tests); a timer never fires before
         # the wall-clock moment of `when`, and the sweep covers the rest.
         run_date = datetime.fromtimestamp(max(when, 0), UTC)
-        self.scheduler.add_job(
+        # Not in the context of the call that opened the decision: the scheduler's wake-ups and every job would
+        # inherit it (its log fields, its trace). `fire_*` give their lines the decision's id instead.
+        logcontext.detached().run(
+            self.scheduler.add_job,
             func,
             "date",
             run_date=run_date,

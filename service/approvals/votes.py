@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from service import logcontext
 from service.approvals.approvers import ApproverRecord, approvers_of, reaches
 from service.approvals.core import RETURNING_ROWS
 from service.approvals.errors import (
@@ -211,16 +212,19 @@ class Votes(Transitions):
         an approver of this decision, the call's own grant, a person voting twice, a deny without
         a reason.
         """
-        try:
-            [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason)
-        except ApprovalError as exc:
-            logger.warning("vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc)
-            raise
-        if result.refusal is not None:
-            logger.warning(
-                "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, result.message
-            )
-            raise result.refusal
+        with logcontext.bound(decision_id=decision_id):
+            try:
+                [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason)
+            except ApprovalError as exc:
+                logger.warning(
+                    "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc
+                )
+                raise
+            if result.refusal is not None:
+                logger.warning(
+                    "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, result.message
+                )
+                raise result.refusal
         assert result.decision is not None  # only a refused vote may come without its decision
         return VoteOutcome(result.decision, result.result == "decided", result.message)
 

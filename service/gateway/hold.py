@@ -38,6 +38,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from service import logcontext, tracing
 from service.approvals import FINISHED, RESULT_LIMIT_BYTES, CallHolding, approvers_of, iso
 from service.gateway.calls import HoldOutcome, ToolCall
 from service.gateway.downstream_http import stream_watch
@@ -83,6 +84,8 @@ class ApprovalGate:
             return earlier
         holding = self.holding
         decision = await holding.open(call, verdict)
+        logcontext.bind(decision_id=decision.id)  # every line about this call from here on names its decision
+        tracing.annotate(decision_id=decision.id)
         token = progress_token_of(ctx)
         stream = stream_watch(ctx.request)
         loop = asyncio.get_running_loop()

@@ -32,6 +32,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 from pydantic import BaseModel
 from sqlmodel import SQLModel
 
+from service import logcontext, tracing
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.calls import ToolCall
 from service.gateway.hold import ApprovalGate, progress_token_of
@@ -242,6 +243,7 @@ class ServerProxy:
     async def call_tool(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
     ) -> types.CallToolResult | dict[str, Any]:
+        """One tools/call, in the log context and the trace span of the call (both free while unused)."""
         call = ToolCall(
             grant=grant_of(ctx),
             server=self.name,
@@ -249,12 +251,34 @@ class ServerProxy:
             arguments=dict(params.arguments or {}),
             arguments_absent=params.arguments is None,
         )
+        request = ctx.request
+        problem = tool_name_problem(call.tool)
+        shown_tool = call.tool if problem is None else storable_tool_name(call.tool)
+        with (
+            logcontext.bound(
+                request_id=request.scope.get(logcontext.REQUEST_ID_SCOPE_KEY) if request is not None else None,
+                grant=call.grant,
+                server=call.server,
+                tool=shown_tool,
+            ),
+            tracing.span(
+                "holdgate tools/call",
+                {"holdgate.grant": call.grant, "holdgate.server": call.server, "holdgate.tool": shown_tool},
+            ),
+        ):
+            return await self._call_tool(ctx, call, problem)
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext, call: ToolCall, problem: str | None
+    ) -> types.CallToolResult | dict[str, Any]:
         started = time.perf_counter()
         now = self.core.clock()
-        verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
+        with tracing.span("holdgate policy"):
+            verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
+        tracing.annotate(verdict=verdict.action, rule=verdict.rule)
         record = AuditRecord.begin(call, verdict, ts=now)
 
-        if (problem := tool_name_problem(call.tool)) is not None:
+        if problem is not None:
             # Refused before the policy acts (no rate counter, no decision, no upstream), and audited as
             # refused under a name the audit can hold; the arguments keep the redaction the policy gives.
             refused = replace(record, tool=storable_tool_name(call.tool))
@@ -267,9 +291,11 @@ class ServerProxy:
             return tool_error(f"holdgate denied '{call.tool}' on '{call.server}': {reason} (rule {verdict.rule})")
 
         if verdict.limits:
-            limited = await rate_limits.consume(
-                self.core.sessions, verdict.limits, grant=call.grant, now=self.core.clock()
-            )
+            with tracing.span("holdgate rate_limit"):
+                limited = await rate_limits.consume(
+                    self.core.sessions, verdict.limits, grant=call.grant, now=self.core.clock()
+                )
+                tracing.annotate(allowed=limited.allowed, counter=limited.counter)
             if not limited.allowed:
                 retry = limited.retry_after or 0
                 self.core.audit.record(
@@ -295,10 +321,14 @@ class ServerProxy:
                 "approval flow is configured on this gateway, so the call was not run."
             )
         try:
-            held = await approvals.hold(call, verdict, ctx)
+            with tracing.span("holdgate hold"):
+                held = await approvals.hold(call, verdict, ctx)
+                tracing.annotate(ending=held.ending)
         except asyncio.CancelledError:
             self.core.audit.record(record.finish("cancelled", outcome="cancelled", started=started))
             raise
+        tracing.annotate(decision_id=held.decision_id, ending=held.ending)
+        logcontext.bind(decision_id=held.decision_id)
         if held.ending == "replayed" and held.result is not None:
             self.core.audit.record(
                 record.finish("approved", outcome="replayed", decision_id=held.decision_id, started=started)
@@ -336,7 +366,7 @@ class ServerProxy:
                         by_alias=True, mode="json", exclude_none=True
                     )
                 sent = True
-            with _active(link, ctx):
+            with _active(link, ctx), tracing.span("holdgate upstream"):
                 result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
         except UpstreamUnavailable as exc:
             await self._finish(record, verdict_label, "upstream_failure", str(exc), started, sent=sent)
@@ -367,6 +397,7 @@ class ServerProxy:
         if not sent:
             detail = f"{detail or outcome}; not sent: the approval stays for the same call again"
         finished = record.finish(verdict, outcome=outcome, detail=detail, started=started)
+        tracing.annotate(outcome=outcome)
         self.core.audit.record(finished)
         if record.decision_id is not None and self.core.approvals is not None:
             if not sent:

@@ -31,6 +31,7 @@ from pathlib import Path
 import mcp_types as types
 from mcp_types import INTERNAL_ERROR
 
+from service import logcontext
 from service.gateway.servers import StdioServerSpec
 from service.gateway.upstream import UpstreamClient, UpstreamListener, UpstreamUnavailable
 
@@ -162,7 +163,9 @@ class SpareUpstream:
                 self._spare = None
                 await spare.aclose()
             if self._spare is None:
-                self._starting = asyncio.create_task(self._start_one(), name=f"spare-start:{self.spec.name}")
+                self._starting = asyncio.create_task(
+                    self._start_one(), name=f"spare-start:{self.spec.name}", context=logcontext.detached()
+                )
                 try:
                     client = await self._starting  # cancelled with this task: the start closes what it began
                 except UpstreamUnavailable as exc:

@@ -38,7 +38,7 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from service import __version__
+from service import __version__, logcontext
 from service.gateway.mcp_compat import TransportStreams, dispatcher_closed
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
 from service.gateway.upstream_direct import (
@@ -156,7 +156,8 @@ class UpstreamClient:
         """Connect and initialize; raises `UpstreamUnavailable` with the reason on failure."""
         if (missing := self._missing_command()) is not None:
             raise UpstreamUnavailable(self.name, missing)
-        self._task = asyncio.create_task(self._run(), name=f"upstream:{self.name}")
+        # The session outlives the call that opened it: its lines are not that call's.
+        self._task = asyncio.create_task(self._run(), name=f"upstream:{self.name}", context=logcontext.detached())
         try:
             await asyncio.wait_for(self._ready.wait(), self._connect_timeout)
         except TimeoutError:

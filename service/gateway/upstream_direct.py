@@ -59,6 +59,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from yarl import URL
 
+from service import tracing
 from service.gateway.mcp_compat import TransportStreams, create_context_streams, resync_tracer
 from service.gateway.upstream_http import drain_and_release, proxy_for, tls_context
 
@@ -169,8 +170,11 @@ class DirectToolCalls:
             params["arguments"] = arguments
         if progress is not None:
             params["_meta"] = {"progressToken": request_id}
-        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
         headers = {**self.headers, MCP_NAME_HEADER: encode_header_value(name)}
+        if tracing.enabled():  # the trace goes on upstream: a `traceparent` header, and in `_meta` as the SDK's does
+            tracing.inject(headers)
+            tracing.inject(params.setdefault("_meta", {}))
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
         try:
             with _transport_failures():
                 async with self._client().post(

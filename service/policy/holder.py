@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from service import metrics
 from service.configfile import ConfigError
 from service.policy import Policy, load_policy
 
@@ -27,10 +30,12 @@ class PolicySource(Protocol):
 class PolicyHolder:
     """Owns the current compiled `Policy` for one policy file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock
         self._current = load_policy(path)  # a broken file at start-up refuses to start
         self.last_error: str | None = None
+        metrics.policy_loaded(True, clock())
         self._listeners: list = []
 
     @property
@@ -47,9 +52,11 @@ class PolicyHolder:
             policy = load_policy(self.path)
         except ConfigError as exc:
             self.last_error = str(exc)
+            metrics.policy_loaded(False, self._clock())
             logger.error("policy reload refused, keeping version %s: %s", self._current.version, exc)
             return False
         self.last_error = None
+        metrics.policy_loaded(True, self._clock())
         if policy.version == self._current.version:
             return False
         previous, self._current = self._current, policy

@@ -11,7 +11,8 @@ Run as `python -m tests.support.sdk_upstream PORT json|resumable`, or `python -m
 
 `http_peer` runs any such HTTP peer (this one, or a Node one in tests/peers) for the length of a test.
 
-Tools: `request-id` answers the JSON-RPC id it was called with; `fail` raises (a tool error);
+Tools: `request-id` answers the JSON-RPC id it was called with; `trace-context` the `traceparent` it got (header
+and `_meta`); `fail` raises (a tool error);
 `poll` reports progress, closes its stream, and answers after `wait` seconds.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -87,6 +89,14 @@ server = MCPServer(name="sdk-upstream", log_level="WARNING")
 @server.tool(name="request-id", structured_output=False)
 async def request_id(ctx: Context) -> str:
     return ctx.request_id
+
+
+@server.tool(name="trace-context", structured_output=False)
+async def trace_context(ctx: Context) -> str:
+    """The W3C trace context this call arrived with: the `traceparent` header and the one in `_meta`."""
+    meta = ctx.request_context.meta or {}
+    headers = ctx.headers or {}
+    return json.dumps({"header": headers.get("traceparent"), "meta": meta.get("traceparent")})
 
 
 @server.tool(name="fail", structured_output=False)

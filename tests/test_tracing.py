@@ -1,0 +1,242 @@
+"""OpenTelemetry traces (`service.tracing`): spans of a real MCP client's call through the gateway, recorded by
+the SDK's in-memory exporter, and the trace context a real HTTP upstream receives.
+
+The test's own "agent" span stands for the client's trace: the mcp SDK's client carries it in `_meta`, so the
+gateway's spans join it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
+
+from service import tracing
+from tests.approvals.support import PERSON_TOKENS, api, approval_policy, sha256, wait_for_decisions
+from tests.support.harness import free_port, run_gateway, servers, text_of, write_config
+from tests.support.sdk_upstream import http_peer, sdk_upstream_command
+from tests.test_logs import serving
+
+ALLOWED = {"version": "1", "default": "deny", "tools": {"trace-context": {"action": "allow"}}}
+HELD = {
+    "version": "1",
+    "default": "deny",
+    "people": {"alice": {"token_sha256": sha256(PERSON_TOKENS["alice"])}},
+    "tools": {"trace-context": {"action": "require_approval", "approval": {"approvers": ["alice"]}}},
+}
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[InMemorySpanExporter, Tracer]]:
+    """Tracing on for the test, into memory; the tracer is the agent's."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with tracing.installed(provider):
+        yield exporter, provider.get_tracer("agent")
+    provider.shutdown()
+
+
+def sdk_upstream() -> contextlib.AbstractAsyncContextManager[str]:
+    port = free_port()
+    return http_peer(sdk_upstream_command(port, "json"), port)
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [span for span in spans if span.name == name]
+
+
+def traceparent(span: ReadableSpan) -> str:
+    context = span.get_span_context()
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+async def test_a_call_is_one_span_with_policy_and_upstream_children_and_the_upstream_gets_its_context(tmp_path, traced):
+    exporter, agent = traced
+    async with (
+        sdk_upstream() as url,
+        run_gateway(tmp_path, policy=ALLOWED, servers={"sdk": {"url": url}}) as gw,
+        gw.session("sdk") as session,
+    ):
+        with agent.start_as_current_span("agent") as root:
+            result = await session.call_tool("trace-context", {})
+    received = json.loads(text_of(result))
+    spans = exporter.get_finished_spans()
+    [call] = by_name(spans, "holdgate tools/call")
+    [policy] = by_name(spans, "holdgate policy")
+    [upstream] = by_name(spans, "holdgate upstream")
+
+    assert call.context.trace_id == root.get_span_context().trace_id, "the agent's trace goes on through holdgate"
+    assert policy.parent.span_id == call.context.span_id and upstream.parent.span_id == call.context.span_id
+    assert policy.context.trace_id == upstream.context.trace_id == call.context.trace_id
+    assert dict(call.attributes) == {
+        "holdgate.grant": "agent",
+        "holdgate.server": "sdk",
+        "holdgate.tool": "trace-context",
+        "holdgate.verdict": "allow",
+        "holdgate.rule": "trace-context",
+        "holdgate.outcome": "ok",
+    }
+    assert received == {"header": traceparent(upstream), "meta": traceparent(upstream)}, (
+        "the HTTP upstream's request carries the upstream span as its parent, as a header and in _meta"
+    )
+    assert not by_name(spans, "holdgate hold") and not by_name(spans, "holdgate decision")
+
+
+async def test_a_held_call_has_a_hold_span_and_its_decision_change_a_span_of_its_own(tmp_path, traced):
+    exporter, agent = traced
+    async with (
+        sdk_upstream() as url,
+        run_gateway(tmp_path, policy=HELD, servers={"sdk": {"url": url}}, approval_hold_s=30) as gw,
+        gw.session("sdk") as session,
+    ):
+        with agent.start_as_current_span("agent"):
+            call = asyncio.create_task(session.call_tool("trace-context", {}))
+            [decision] = await wait_for_decisions(gw)
+        approved = await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+        result = await asyncio.wait_for(call, 10)
+    assert approved.status_code == 200
+    spans = exporter.get_finished_spans()
+    [tool_call] = by_name(spans, "holdgate tools/call")
+    [hold] = by_name(spans, "holdgate hold")
+    [upstream] = by_name(spans, "holdgate upstream")
+    [change] = by_name(spans, "holdgate decision")
+
+    assert hold.parent.span_id == tool_call.context.span_id == upstream.parent.span_id
+    assert hold.attributes["holdgate.decision_id"] == decision.id and hold.attributes["holdgate.ending"] == "approved"
+    assert tool_call.attributes["holdgate.decision_id"] == decision.id
+    assert tool_call.attributes["holdgate.verdict"] == "require_approval"
+    assert hold.end_time <= upstream.start_time, "the upstream is called once the hold has ended"
+    assert dict(change.attributes) == {
+        "holdgate.decision_id": decision.id,
+        "holdgate.status": "approved",
+        "holdgate.via": "api",
+        "holdgate.server": "sdk",
+        "holdgate.tool": "trace-context",
+        "holdgate.grant": "agent",
+    }
+    assert change.context.trace_id != tool_call.context.trace_id, "the approval is the approver's request, not the call"
+    assert json.loads(text_of(result))["header"] == traceparent(upstream)
+
+
+async def test_with_tracing_off_nothing_is_recorded_and_the_upstream_gets_no_trace_context(tmp_path):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    agent = provider.get_tracer("agent")
+    assert not tracing.enabled()
+    async with (
+        sdk_upstream() as url,
+        run_gateway(tmp_path, policy=ALLOWED, servers={"sdk": {"url": url}}) as gw,
+        gw.session("sdk") as session,
+    ):
+        with agent.start_as_current_span("agent"):
+            result = await session.call_tool("trace-context", {})
+    assert [span.name for span in exporter.get_finished_spans()] == ["agent"]
+    assert json.loads(text_of(result))["header"] is None, "holdgate adds no traceparent header while tracing is off"
+
+
+# -- the parts ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_off_is_one_shared_null_context_and_inject_writes_nothing():
+    assert not tracing.enabled()
+    assert tracing.span("a") is tracing.span("b", {"x": 1})
+    with tracing.span("a") as span:
+        assert span is None
+    carrier: dict[str, str] = {}
+    tracing.inject(carrier)
+    tracing.annotate(outcome="ok")
+    tracing.record("x", start_ns=tracing.now_ns(), attributes={})
+    assert carrier == {} and tracing.now_ns() == 0
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("environ", "wanted"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": " "}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+        ({"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_SERVICE_NAME": "holdgate"}, False),
+    ],
+)
+def test_the_standard_variables_decide_whether_to_trace(environ, wanted):
+    assert tracing.wanted(environ) is wanted
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' is not supported",
+        ),
+    ],
+)
+def test_a_setting_holdgate_cannot_follow_refuses_to_start_naming_the_variable(environ, problem):
+    with pytest.raises(ValueError, match=problem):
+        tracing.configure_from_environment(environ)
+    assert not tracing.enabled()
+
+
+async def test_holdgate_serve_exports_its_spans_over_otlp_when_the_standard_variables_say_so(tmp_path):
+    """The real command with `OTEL_EXPORTER_OTLP_ENDPOINT` set: its spans reach an OTLP/HTTP receiver (a local
+    one that keeps what it is sent), with the mcp SDK's server span as the call's parent."""
+    received: list[bytes] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        assert request.path == "/v1/traces" and request.content_type == "application/x-protobuf"
+        received.append(await request.read())
+        return web.Response(status=200, content_type="application/x-protobuf", body=b"")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    write_config(tmp_path / "config", policy=approval_policy(), servers=servers(tmp_path))
+    try:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        async with serving(tmp_path, tmp_path / "holdgate.log", **env) as gw, gw.session("jobs") as session:
+            result = await session.call_tool("list-async-jobs", {})
+            for _ in range(200):
+                if any(b"holdgate tools/call" in body for body in received):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+
+    assert not result.is_error
+    spans, services = [], set()
+    for body in received:
+        export = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in export.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            services.add(attributes.get("service.name"))
+            spans += [span for scope in resource_spans.scope_spans for span in scope.spans]
+    assert services == {"holdgate"}
+    named = {span.name: span for span in spans}
+    call = named["holdgate tools/call"]
+    assert named["holdgate policy"].parent_span_id == call.span_id == named["holdgate upstream"].parent_span_id
+    server_span = named["tools/call list-async-jobs"]  # the mcp SDK's, through the global provider
+    assert call.parent_span_id == server_span.span_id and call.trace_id == server_span.trace_id
