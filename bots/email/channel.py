@@ -150,12 +150,12 @@ class EmailChannel:
 
 
 def _recipients(decision: DecisionView) -> list[tuple[str, str]]:
-    """(approver name, address) for every address of every approver, each address once; never the
-    grant that made the call (it cannot approve its own call)."""
+    """(approver name, address) for every address of every approver, each address once; never one who may not
+    vote (the grant that made the call, or on a four-eyes decision the person its agent acts for)."""
     seen: set[str] = set()
     recipients = []
     for approver in decision.approver_details:
-        if approver.name == decision.grant:
+        if not decision.may_vote(approver.name):
             continue
         for address in approver.ids(EmailChannel.name):
             if address.lower() not in seen:
