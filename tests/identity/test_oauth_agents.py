@@ -110,6 +110,53 @@ async def test_a_real_mcp_client_calls_through_with_an_access_token_from_the_pro
             assert not (await session.call_tool("list-async-jobs", {})).is_error
 
 
+class MemoryTokens:
+    """The SDK's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: Any = None
+        self.client: Any = None
+
+    async def get_tokens(self) -> Any:
+        return self.tokens
+
+    async def set_tokens(self, tokens: Any) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> Any:
+        return self.client
+
+    async def set_client_info(self, client_info: Any) -> None:
+        self.client = client_info
+
+
+async def test_the_sdks_own_oauth_finds_the_provider_from_the_401_and_gets_a_token_for_the_server(tmp_path):
+    """The MCP SDK's client-credentials OAuth: 401 -> resource metadata -> the provider's metadata -> a token for
+    `resource=<the server's URL>` -> the call, with no token handed to it."""
+    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+
+    async with oidc_provider() as provider, oauth_gateway(tmp_path, provider) as gw:
+        url = gw.mcp_url("jobs")
+        storage = MemoryTokens()
+        auth = ClientCredentialsOAuthProvider(
+            server_url=url,
+            storage=storage,
+            client_id="agent-ci",
+            client_secret="agent-ci-secret",
+            scope="mcp",
+            issuer=provider.issuer,
+        )
+        async with (
+            httpx2.AsyncClient(auth=auth, timeout=30) as http,
+            streamable_http_client(url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool("list-async-jobs", {})
+            assert not result.is_error, text_of(result)
+        assert storage.tokens is not None and storage.tokens.access_token.count(".") == 2  # a JWT for the server
+
+
 async def test_401_points_at_the_resource_metadata_which_names_the_issuer(tmp_path):
     async with oidc_provider() as provider, oauth_gateway(tmp_path, provider) as gw:
         url = gw.mcp_url("jobs")
