@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import jwt
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
@@ -69,15 +70,18 @@ class OidcClient:
         keys: IssuerKeys | None = None,
         clock: Callable[[], float] = time.time,
         timeout_s: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         if not settings.issuer or not settings.client_id:
             raise ValueError("OIDC sign-in needs HOLDGATE_OIDC_ISSUER and HOLDGATE_OIDC_CLIENT_ID")
         self.settings = settings
         self.issuer = settings.issuer
         self.client_id = settings.client_id
-        self.keys = keys or IssuerKeys(settings.issuer)
+        self.keys = keys or IssuerKeys(settings.issuer, transport=transport)
         self.clock = clock
         self.timeout_s = timeout_s
+        self.transport = transport
+        """How requests reach the provider (tests put a MockTransport here); None: the network."""
 
     def _client(self, redirect_uri: str) -> AsyncOAuth2Client:
         secret = self.settings.client_secret.get_secret_value() if self.settings.client_secret else None
@@ -89,6 +93,7 @@ class OidcClient:
             code_challenge_method="S256",
             token_endpoint_auth_method="client_secret_basic" if secret else "none",
             timeout=self.timeout_s,
+            **({"transport": self.transport} if self.transport is not None else {}),
         )
 
     async def start(self, redirect_uri: str) -> SignInStart:
