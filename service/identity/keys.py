@@ -6,19 +6,25 @@ Discovery reads `<issuer>/.well-known/openid-configuration`, else the RFC 8414 d
 and kept for `max_age_s`; a token signed by a key id the cached set lacks makes one fetch (the issuer rotated its
 keys), at most once per `refetch_after_s`, so a flood of tokens with made-up key ids cannot make holdgate hammer the
 issuer. Every fetch is bounded by `timeout_s`; an issuer that cannot be reached is `IssuerUnavailable`, which the
-callers answer with 503 (never a 500, never "your token is bad").
+callers answer with 503 (never a 500, never "your token is bad"). After a failed fetch, requests are answered so at
+once for `retry_after_s` instead of each waiting out its own timeout; a key set past `max_age_s` that cannot be
+fetched again is kept (tokens signed by keys it knows still verify while the issuer is down).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import jwt
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class IssuerUnavailable(Exception):
@@ -36,6 +42,7 @@ class IssuerKeys:
         timeout_s: float = 10.0,
         max_age_s: float = 3600.0,
         refetch_after_s: float = 30.0,
+        retry_after_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
@@ -44,6 +51,9 @@ class IssuerKeys:
         self._timeout_s = timeout_s
         self._max_age_s = max_age_s
         self._refetch_after_s = refetch_after_s
+        self._retry_after_s = retry_after_s
+        self._failed: tuple[float, IssuerUnavailable] | None = None
+        """The last failed fetch: when, and why (repeated at once until `retry_after_s` has passed)."""
         self._clock = clock
         self._transport = transport
         self._metadata: dict[str, Any] | None = None
@@ -63,8 +73,15 @@ class IssuerKeys:
         """The signing key with id `kid` (a key set of one key answers for a token without `kid`); None when the
         issuer does not publish it, even after fetching its keys again."""
         now = self._clock()
-        if self._fetched_at is None or now - self._fetched_at > self._max_age_s:
+        if self._fetched_at is None:
             await self._refresh(force=True)
+        elif now - self._fetched_at > self._max_age_s:
+            try:
+                await self._refresh(force=True)
+            except IssuerUnavailable as exc:
+                if not self._keys:
+                    raise
+                logger.warning("keeping the cached keys of %s: %s", self.issuer, exc)
         found = self._find(kid)
         if found is None and self._fetched_at is not None and self._clock() - self._fetched_at >= self._refetch_after_s:
             await self._refresh(force=False)
@@ -84,7 +101,7 @@ class IssuerKeys:
             url = self._jwks_url or (await self._discover_locked()).get("jwks_uri")
             if not isinstance(url, str) or not url:
                 raise IssuerUnavailable(f"the metadata of {self.issuer} has no jwks_uri")
-            document = await self._get_json(url)
+            document = await self._remembering_failure(lambda: self._get_json(url))
             keys: dict[str | None, jwt.PyJWK] = {}
             for entry in document.get("keys", []) if isinstance(document.get("keys"), list) else []:
                 if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
@@ -103,6 +120,21 @@ class IssuerKeys:
         return self._metadata
 
     async def _discover(self) -> dict[str, Any]:
+        return await self._remembering_failure(self._discover_now)
+
+    async def _remembering_failure(self, fetch: Callable[[], Awaitable[_T]]) -> _T:
+        """`fetch()`, unless one failed less than `retry_after_s` ago: then that failure again, at once."""
+        if self._failed is not None and self._clock() - self._failed[0] < self._retry_after_s:
+            raise self._failed[1]
+        try:
+            result = await fetch()
+        except IssuerUnavailable as exc:
+            self._failed = (self._clock(), exc)
+            raise
+        self._failed = None
+        return result
+
+    async def _discover_now(self) -> dict[str, Any]:
         problems = []
         for url in discovery_urls(self.issuer):
             try:

@@ -209,3 +209,23 @@ def test_flat_and_nested_environment_names_set_the_identity_sections(monkeypatch
     settings = Settings(_env_file=None)
     assert settings.oauth.grants == {"agent-ci": "ci-bot"} and settings.oidc.client_id == "holdgate"
     assert not settings.oidc.token_sign_in and "s3cret" not in repr(settings)
+
+
+async def test_an_issuer_that_is_down_is_asked_again_only_after_a_pause_and_known_keys_keep_working():
+    issuer = Issuer()
+    clock = [NOW]
+    check = verifier(issuer, clock)
+    issuer.down = True
+    for _ in range(20):  # a burst of requests while the issuer is down: one attempt, the rest answered at once
+        with pytest.raises(IssuerUnavailable):
+            await check.verify(token(), "jobs")
+    assert len(issuer.fetches) == 2  # discovery tried both metadata locations, once
+    issuer.down = False
+    clock[0] += 6
+    assert (await check.verify(token(), "jobs")).grant == "ci-bot"
+
+    issuer.down = True
+    clock[0] += 3601  # the cached key set is old, and cannot be fetched again: its keys still verify
+    fetches = len(issuer.fetches)
+    assert (await check.verify(token({"exp": clock[0] + 60, "iat": clock[0]}), "jobs")).grant == "ci-bot"
+    assert len(issuer.fetches) == fetches + 1
