@@ -31,6 +31,8 @@ from service.identity.keys import IssuerKeys
 from service.settings import OAuthSettings
 
 METADATA_PREFIX = "/.well-known/oauth-protected-resource"
+MAX_VERIFIED = 10_000
+"""Verified tokens remembered (per server); past it the memory starts again."""
 """RFC 9728: a resource's metadata is at this path with the resource's own path appended."""
 
 
@@ -110,10 +112,35 @@ class AccessTokenVerifier:
         self.keys = keys or IssuerKeys(settings.issuer, jwks_url=settings.jwks_url)
         self.clock = clock
         self.algorithms: Sequence[str] = tuple(settings.algorithms)
+        self._verified: dict[tuple[str, str], Mapping[str, Any]] = {}
+        """(token, server) -> the claims of a token whose signature, issuer and audience were checked. An agent sends
+        one token with every request until it expires; parsing and verifying it costs ~1-2 ms (PyJWT checks the
+        base64 byte by byte), a lookup here microseconds. Its times are checked on every use."""
 
     async def verify(self, token: str, server: str) -> OAuthCaller:
         """The caller `token` is for `/mcp/<server>`, or TokenRefused. IssuerUnavailable when the issuer's keys
         cannot be read now (the token may be fine: the caller answers 503)."""
+        known = self._verified.get((token, server))
+        if known is not None:
+            try:
+                self._check_times(known)
+            except TokenRefused:
+                self._verified.pop((token, server), None)
+                raise
+            return self._caller(known)
+        claims = await self._verified_claims(token, server)
+        self._check_times(claims)
+        caller = self._caller(claims)  # an unmapped grant is refused here, and not remembered
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified.clear()  # cheaper than LRU bookkeeping; refills with the tokens in use
+        self._verified[(token, server)] = claims
+        return caller
+
+    def _caller(self, claims: Mapping[str, Any]) -> OAuthCaller:
+        return OAuthCaller(grant=self._grant(claims), acting_for=self._acting_for(claims), subject=_text(claims, "sub"))
+
+    async def _verified_claims(self, token: str, server: str) -> dict[str, Any]:
+        """The claims of `token`, once its algorithm, issuer, signature and audience (`server`'s URL) check out."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -148,8 +175,7 @@ class AccessTokenVerifier:
             raise _invalid(f"the token has no {exc.claim!r} claim") from None
         except jwt.PyJWTError as exc:
             raise _invalid(f"the token does not verify: {exc}") from None
-        self._check_times(claims)
-        return OAuthCaller(grant=self._grant(claims), acting_for=self._acting_for(claims), subject=_text(claims, "sub"))
+        return claims
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now, leeway = self.clock(), self.settings.leeway_s
