@@ -23,6 +23,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from service.api.deps import get_state
 from service.dashboard.auth import is_https, new_session, oidc_person_known, read_session, safe_next, write_session
+from service.dashboard.routes import render_login
 from service.identity import OidcError
 
 logger = logging.getLogger(__name__)
@@ -134,8 +135,6 @@ def _begun(request: Request) -> dict[str, Any] | None:
 
 
 async def _refused(request: Request, target: str, error: str, status: int) -> Response:
-    from service.dashboard.routes import render_login
-
     viewer = await read_session(request)
     response = render_login(request, viewer, target, error, status)
     response.delete_cookie(COOKIE, path=CALLBACK)

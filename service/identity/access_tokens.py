@@ -148,14 +148,16 @@ class AccessTokenVerifier:
             raise _invalid("the bearer token is not a well-formed JWT access token") from None
         alg = header.get("alg")
         if alg not in self.algorithms:
-            raise _invalid(f"tokens signed with {alg!r} are not accepted (accepted: {', '.join(self.algorithms)})")
+            raise _invalid(
+                f"tokens signed with {_shown(alg)} are not accepted (accepted: {', '.join(self.algorithms)})"
+            )
         issuer = unverified.get("iss")
         if issuer != self.issuer:
-            raise _invalid(f"the token was issued by {issuer!r}; this server accepts tokens from {self.issuer!r}")
+            raise _invalid(f"the token was issued by {_shown(issuer)}; this server accepts tokens from {self.issuer!r}")
         kid = header.get("kid")
         key = await self.keys.key(kid if isinstance(kid, str) else None)
         if key is None:
-            raise _invalid(f"the token is signed with a key {self.issuer} does not publish (kid {kid!r})")
+            raise _invalid(f"the token is signed with a key {self.issuer} does not publish (kid {_shown(kid)})")
         audience = resource_url(self.public_url, server)
         try:
             claims = jwt.decode(
@@ -168,7 +170,7 @@ class AccessTokenVerifier:
             )
         except jwt.InvalidAudienceError:
             raise _invalid(
-                f"the token is for {unverified.get('aud')!r}, not for this server ({audience}): ask for a token "
+                f"the token is for {_shown(unverified.get('aud'))}, not for this server ({audience}): ask for a token "
                 f"with resource={audience}"
             ) from None
         except jwt.MissingRequiredClaimError as exc:
@@ -199,13 +201,19 @@ class AccessTokenVerifier:
             raise TokenRefused(
                 403,
                 "insufficient_scope",
-                f"the token's {name} {value!r} is not mapped to a grant on this holdgate (HOLDGATE_OAUTH_GRANTS)",
+                f"the token's {name} {_shown(value)} is not mapped to a grant on this holdgate (HOLDGATE_OAUTH_GRANTS)",
             )
         return grant
 
     def _acting_for(self, claims: Mapping[str, Any]) -> str | None:
         name = self.settings.acting_for_claim
         return _text(claims, name) if name else None
+
+
+def _shown(value: Any) -> str:
+    """A value from an unverified token, as a refusal quotes it: repr, cut to 100 characters."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:100] + "…"
 
 
 def _invalid(description: str) -> TokenRefused:

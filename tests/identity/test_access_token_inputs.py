@@ -229,3 +229,14 @@ async def test_an_issuer_that_is_down_is_asked_again_only_after_a_pause_and_know
     fetches = len(issuer.fetches)
     assert (await check.verify(token({"exp": clock[0] + 60, "iat": clock[0]}), "jobs")).grant == "ci-bot"
     assert len(issuer.fetches) == fetches + 1
+
+
+async def test_huge_or_odd_values_from_an_unverified_token_are_cut_in_the_refusal():
+    check = verifier(Issuer())
+    refused = await refusal(check, token({"iss": "https://evil.example.com/" + "x" * 100_000}))
+    assert "issued by 'https://evil.example.com/xxx" in refused.description and len(refused.description) < 400
+    refused = await refusal(check, token({"aud": ["a" * 5000] * 20}))
+    assert "not for this server" in refused.description and len(refused.description) < 400
+    refused = await refusal(check, token(kid="\x00" * 1000, key=OTHER_KEY))
+    assert "does not publish" in refused.description and len(refused.description) < 400
+    assert "\x00" not in www_authenticate(PUBLIC, "jobs", refused)
