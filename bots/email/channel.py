@@ -135,7 +135,11 @@ class EmailChannel:
     def _request_message(
         self, decision: DecisionView, ref: str, name: str, address: str, *, reminder: bool = False
     ) -> EmailMessage:
-        links = Links(approve=self.link(decision, address, "approve"), deny=self.link(decision, address, "deny"))
+        links = Links(
+            approve=self.link(decision, address, "approve"),
+            deny=self.link(decision, address, "deny"),
+            page=f"{self.public_url}/decisions/{decision.id}",
+        )
         request_id = _message_id(ref, "request", address)
         return request_message(
             decision,
