@@ -31,6 +31,7 @@ from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
 from service.api import problems
+from service.api import resource_metadata as resource_metadata_api
 from service.approvals.channels import Channel, load_plugins
 from service.approvals.wiring import Approvals, build_approvals, build_channels
 from service.audit.keys import ArgsDigester
@@ -46,6 +47,7 @@ from service.gateway.spares import SpareUpstream
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
 from service.metrics import PendingDecisions
+from service.identity import AccessTokenVerifier
 from service.policy.holder import PolicyHolder
 from service.settings import Settings
 
@@ -117,7 +119,12 @@ def build_state(
         upstream_connections=settings.gateway.upstream_connections,
         clock=clock,
     )
-    endpoint = McpEndpoint(GrantResolver(sessions), settings)
+    verifier = (
+        AccessTokenVerifier(settings.oauth, settings.public_url, clock=clock)
+        if settings.oauth.enabled and settings.public_url
+        else None
+    )
+    endpoint = McpEndpoint(GrantResolver(sessions), settings, verifier)
     endpoint.known = set(servers)
     catalogs = Catalogs.load(settings.catalog_dir)
     channels = build_channels(settings) if channels is None else channels
@@ -149,6 +156,7 @@ def build_state(
         approvals=approvals,
         dashboard=DashboardState.build(settings, approvals.service),
         pending_decisions=PendingDecisions(approvals.service.pending_count),
+        dashboard=DashboardState.build(settings, approvals.service, clock=clock),
     )
 
 
@@ -197,6 +205,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
     app.include_router(health_api.router)
     app.include_router(audit_api.router)
     app.include_router(decisions_api.router)
+    app.include_router(resource_metadata_api.router)
     for plugin in load_plugins(settings.channels):  # each channel's inbound HTTP (Slack's clicks, email's pages)
         if plugin.router is not None:
             app.include_router(plugin.router)

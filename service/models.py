@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -186,6 +186,16 @@ class Decision(SQLModel, table=True):
     outcome_at: float | None = None
     result: str | None = Field(default=None, sa_column=Column(Text), description="the run's result JSON, bounded")
     previous_attempt: str | None = Field(default=None, max_length=64, description="an earlier run that may have run")
+    # Who the calling agent acts for (the grant's `acting_for`, an OAuth token's claim, or a person named like the
+    # grant), and whether that person's vote is refused (`four_eyes`, always for the name match); the groups the
+    # rule's approvers name, whose members at the identity provider may vote too.
+    acting_for: str | None = Field(default=None, max_length=200)
+    four_eyes: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    approver_groups: str = Field(
+        default="[]",
+        sa_column=Column(Text, nullable=False, server_default="[]"),
+        description="JSON list of group names (`group:ops` -> ops)",
+    )
 
 
 class Vote(SQLModel, table=True):

@@ -145,6 +145,89 @@ class LogSettings(BaseModel):
         "message, and request_id, grant, server, tool, decision_id where known), uvicorn's access lines included.",
     )
 
+class OidcSettings(BaseModel):
+    """Dashboard sign-in through the team's OpenID Connect provider (authorization code + PKCE).
+
+    On when `issuer` is set. A signed-in person is the policy person whose `sso` (or, for an address, `email`)
+    equals the ID token's `person_claim`; with `groups_claim`, the IdP's groups also count as the policy's
+    `group:<name>` approvers.
+    """
+
+    issuer: str | None = Field(
+        default=None,
+        description="The provider's issuer URL (its /.well-known/openid-configuration is read from there); "
+        "setting it turns OIDC sign-in on.",
+    )
+    client_id: str | None = Field(default=None, description="holdgate's client id at the provider.")
+    client_secret: SecretStr | None = Field(
+        default=None, description="holdgate's client secret (unset: a public client, PKCE only)."
+    )
+    scopes: str = Field(default="openid email profile", description="Scopes asked for at sign-in.")
+    person_claim: str = Field(
+        default="email",
+        description="The claim that names the person: its value is matched against each policy person's `sso`, "
+        "then (an address) their `email`. `email` or `sub` are the usual choices.",
+    )
+    groups_claim: str | None = Field(
+        default=None,
+        description="The claim holding the person's groups at the provider (often `groups`): `group:ops` in a rule's "
+        "approvers then also means the provider's group ops. Unset: only the policy's groups count.",
+    )
+    token_sign_in: bool = Field(
+        default=True,
+        description="Keep the token sign-in form beside OIDC (for small setups and break-glass access).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
+class OAuthSettings(BaseModel):
+    """Agents authenticating with OAuth 2.1 access tokens (MCP authorization): holdgate as a resource server.
+
+    On when `issuer` is set. A JWT access token is accepted for `/mcp/<server>` when the issuer's keys sign it,
+    its `iss` is `issuer`, its `aud` is that server's URL (`<HOLDGATE_PUBLIC_URL>/mcp/<server>`), it has not
+    expired and its `grant_claim` maps to a grant in `grants`. Static grant tokens (`hg_…`) keep working.
+    """
+
+    issuer: str | None = Field(
+        default=None,
+        description="The authorization server's issuer URL; setting it turns OAuth for agents on "
+        "(needs HOLDGATE_PUBLIC_URL, which names the resources).",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="Where the issuer's signing keys are; unset: the `jwks_uri` of the issuer's metadata.",
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"],
+        description="Signature algorithms accepted on access tokens (never `none` or a shared-secret HS*).",
+    )
+    grant_claim: str = Field(
+        default="client_id", description="The token claim that names the agent (`client_id` or `sub`)."
+    )
+    grants: dict[str, str] = Field(
+        default_factory=dict,
+        description='Which grant each agent is, as JSON: {"<value of grant_claim>": "<grant name>"}. '
+        "A token whose claim is not here is refused with 403.",
+    )
+    acting_for_claim: str | None = Field(
+        default=None,
+        description="A token claim naming the person the agent acts for (e.g. `email`), for `four_eyes` rules; "
+        "a grant's own `acting_for` in the policy wins over it.",
+    )
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes advertised in the protected resource metadata (none: not listed)."
+    )
+    leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew tolerated on a token's exp, nbf and iat, in seconds."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
 
 FLAT_NAMES: dict[str, tuple[str, str]] = {
     **{name: ("gateway", name) for name in GatewaySettings.model_fields},
@@ -159,6 +242,9 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "outbox_max_attempts": ("approvals", "outbox_max_attempts"),
     "outbox_retry_base_s": ("approvals", "outbox_retry_base_s"),
     "log_format": ("logs", "format"),
+    **{f"oidc_{name}": ("oidc", name) for name in OidcSettings.model_fields if name != "token_sign_in"},
+    "token_sign_in": ("oidc", "token_sign_in"),
+    **{f"oauth_{name}": ("oauth", name) for name in OAuthSettings.model_fields},
 }
 """The documented flat names (README "Configuration": `HOLDGATE_<NAME>`) of the sections' fields, as
 (section, field). They stay the public names: an environment variable, a .env line or a keyword argument
@@ -216,6 +302,8 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings)
 
     # Channels
     channels: list[str] = Field(
@@ -247,6 +335,26 @@ class Settings(BaseSettings):
         if self.gateway.anonymous_dev_grant and not is_loopback_host(self.host):
             raise ValueError(
                 f"HOLDGATE_ANONYMOUS_DEV_GRANT is only allowed on a loopback address, not on {self.host!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _identity_complete(self) -> Settings:
+        if self.oidc.enabled and not self.oidc.client_id:
+            raise ValueError("HOLDGATE_OIDC_ISSUER is set but HOLDGATE_OIDC_CLIENT_ID is not: both are needed")
+        for name, value in (("HOLDGATE_OIDC_ISSUER", self.oidc.issuer), ("HOLDGATE_OAUTH_ISSUER", self.oauth.issuer)):
+            if value is not None and not value.startswith(("https://", "http://")):
+                raise ValueError(f"{name} must be an http(s) URL, not {value!r}")
+        if self.oauth.enabled and not self.public_url:
+            raise ValueError(
+                "HOLDGATE_OAUTH_ISSUER is set but HOLDGATE_PUBLIC_URL is not: access tokens are checked against the "
+                "URL clients reach each server at (<HOLDGATE_PUBLIC_URL>/mcp/<server>)"
+            )
+        unsafe = sorted({a for a in self.oauth.algorithms if a.lower() == "none" or a.upper().startswith("HS")})
+        if unsafe:
+            raise ValueError(
+                f"HOLDGATE_OAUTH_ALGORITHMS may not allow {', '.join(unsafe)}: access tokens must be signed with "
+                "the issuer's published keys"
             )
         return self
 
@@ -319,6 +427,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "audit": AuditSettings,
     "approvals": ApprovalSettings,
     "logs": LogSettings,
+    "oidc": OidcSettings,
+    "oauth": OAuthSettings,
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})

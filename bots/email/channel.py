@@ -135,7 +135,11 @@ class EmailChannel:
     def _request_message(
         self, decision: DecisionView, ref: str, name: str, address: str, *, reminder: bool = False
     ) -> EmailMessage:
-        links = Links(approve=self.link(decision, address, "approve"), deny=self.link(decision, address, "deny"))
+        links = Links(
+            approve=self.link(decision, address, "approve"),
+            deny=self.link(decision, address, "deny"),
+            page=f"{self.public_url}/decisions/{decision.id}",
+        )
         request_id = _message_id(ref, "request", address)
         return request_message(
             decision,
@@ -150,12 +154,12 @@ class EmailChannel:
 
 
 def _recipients(decision: DecisionView) -> list[tuple[str, str]]:
-    """(approver name, address) for every address of every approver, each address once; never the
-    grant that made the call (it cannot approve its own call)."""
+    """(approver name, address) for every address of every approver, each address once; never one who may not
+    vote (the grant that made the call, or on a four-eyes decision the person its agent acts for)."""
     seen: set[str] = set()
     recipients = []
     for approver in decision.approver_details:
-        if approver.name == decision.grant:
+        if not decision.may_vote(approver.name):
             continue
         for address in approver.ids(EmailChannel.name):
             if address.lower() not in seen:

@@ -34,6 +34,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 class Links:
     approve: str
     deny: str
+    page: str | None = None
+    """The decision's page in the dashboard (which asks for sign-in first: a token, or the identity provider)."""
 
 
 def subject(decision: DecisionView) -> str:

@@ -242,7 +242,7 @@ class SlackChannel:
         channel = decision.route(self.name).get("channel")
         if channel:
             return [channel]
-        approvers = [a for a in decision.approver_details if a.name != decision.grant]  # it cannot approve anyway
+        approvers = [a for a in decision.approver_details if decision.may_vote(a.name)]  # the others cannot approve
         users = [user for approver in approvers for user in approver.ids(self.name)]
         if users:
             return list(dict.fromkeys(users))

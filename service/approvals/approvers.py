@@ -56,3 +56,9 @@ def approvers_of(decision: Decision) -> list[ApproverRecord]:
 def reaches(approver: ApproverRecord, channel: str, contact_id: str) -> bool:
     """Whether `contact_id` on `channel` is this approver."""
     return any(same_contact(channel, known, contact_id) for known in approver["contacts"].get(channel, ()))
+
+
+def approver_groups_of(decision: Decision) -> list[str]:
+    """The groups `decision`'s rule named as approvers (`group:ops` -> ops), whose members at the identity provider
+    may vote on it too (`Voter.groups`)."""
+    return list(json.loads(decision.approver_groups or "[]"))

@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from service.approvals.bus import DecisionBus
 from service.approvals.service import ApprovalService
@@ -50,8 +50,12 @@ NAME_CHARS: int = Decision.__table__.c.tool.type.length  # type: ignore[attr-def
 """The length of the decisions table's grant, server and tool columns (200)."""
 
 
-HeldCall = AuditedCall
-"""What a decision keeps of the call it holds (the gateway's `ToolCall`): what the audit reads of it."""
+class HeldCall(AuditedCall, Protocol):
+    """What a decision keeps of the call it holds (the gateway's `ToolCall`): what the audit reads of it, and whom
+    the caller's credentials say the agent acts for."""
+
+    @property
+    def acting_for(self) -> str | None: ...
 
 
 class Binding(NamedTuple):
@@ -61,6 +65,8 @@ class Binding(NamedTuple):
     server: str
     tool: str
     args_sha256: str
+    acting_for: str | None = None
+    """The person the calling agent acts for (`CallHolding.acting_for`)."""
 
 
 class Ending(NamedTuple):
@@ -146,12 +152,13 @@ class CallHolding:
                 args_sha256=binding.args_sha256,
                 policy_version=self.policy.current.version,
                 within_s=within_s,
+                acting_for=binding.acting_for,
             )
 
     async def open(self, call: HeldCall, verdict: Verdict, previous_attempt: Decision | None = None) -> Decision:
         """The decision this call waits on: an unclaimed one of the same call, or a new one."""
         # Two identical calls arriving together must share one decision, not ask people twice.
-        key = grant, server, tool, digest = await self.binding(call)
+        key = grant, server, tool, digest, acting_for = await self.binding(call)
         lock, users = self._open_locks.get(key, (asyncio.Lock(), 0))
         self._open_locks[key] = (lock, users + 1)
         try:
@@ -165,6 +172,7 @@ class CallHolding:
                     verdict=verdict,
                     policy_version=self.policy.current.version,
                     previous_attempt=previous_attempt,
+                    acting_for=acting_for,
                 )
         finally:
             lock, users = self._open_locks[key]
@@ -179,7 +187,21 @@ class CallHolding:
         256-character or NUL-bearing tool name still opens one) and the keyed digest of its arguments."""
         digest = await self.args_digest.digest(call.arguments)
         grant, server, tool = (bounded_text(name, NAME_CHARS) for name in (call.grant, call.server, call.tool))
-        return Binding(grant, server, tool, digest)
+        acting_for = self.acting_for(call.grant, call.acting_for)
+        return Binding(grant, server, tool, digest, bounded_text(acting_for, NAME_CHARS) if acting_for else None)
+
+    def acting_for(self, grant: str, claimed: str | None) -> str | None:
+        """The person a grant's agent acts for: the grant's `acting_for` in the policy; else the person the caller's
+        credentials name (an OAuth token's acting-for claim: the declared person it matches, else the claim's
+        value); else a declared person with the grant's own name (the old rule: such a grant never approves its
+        own call)."""
+        policy = self.policy.current
+        declared = policy.acting_for.get(grant)
+        if declared is not None:
+            return declared
+        if claimed:
+            return policy.person_for_identity(claimed) or claimed
+        return grant if grant in policy.people else None
 
     # -- waiting --------------------------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """Opening a decision, or joining the one a call already waits on.
 
-"The same call" is the approval's binding (`queries.same_call`): grant, server, tool, canonical arguments and
-policy version. A call joins the newest decision of the same call that is pending, or ended and not yet collected
-(within its `collect_by`); otherwise it opens a new one, with the rule's approvers, channels, quorum and deadlines
-copied onto the row — the policy may change while it waits, the decision does not. Opening queues the channels'
-`request`s in the same transaction and announces the deadlines to the other replicas.
+"The same call" is the approval's binding (`queries.same_call`): grant, server, tool, canonical arguments,
+policy version and the person the agent acts for. A call joins the newest decision of the same call that is
+pending, or ended and not yet collected (within its `collect_by`); otherwise it opens a new one, with the rule's
+approvers, channels, quorum and deadlines copied onto the row — the policy may change while it waits, the decision
+does not. Opening queues the channels' `request`s in the same transaction and announces the deadlines to the other
+replicas.
 """
 
 from __future__ import annotations
@@ -49,18 +50,22 @@ class Opening(DecisionCore):
         verdict: Verdict,
         policy_version: str,
         previous_attempt: Decision | None = None,
+        acting_for: str | None = None,
     ) -> tuple[Decision, bool]:
         """The decision this call waits on: an unclaimed one for the same call, or a new one.
 
         "The same call" is the approval's binding: grant, server, tool, canonical arguments and
         policy version; `args_sha256` is `args_digest(key, arguments)`, which the caller already has.
+        `acting_for`: the person the calling agent acts for (`CallHolding.binding`), part of the binding too.
         Returns (decision, created). `previous_attempt`: an earlier approved run of this call that may have run
         (see `earlier_run`); a new decision says so to its approvers.
         """
         spec = verdict.approval or ApprovalSpec(approvers=())
         now = self.clock()
         async with session_scope(self.sessions) as session:
-            existing = await self._joinable(session, grant, server, tool, args_sha256, policy_version, now)
+            existing = await self._joinable(
+                session, grant, server, tool, args_sha256, policy_version, now, acting_for=acting_for
+            )
             if existing is not None:
                 return existing, False
             decision = Decision(
@@ -75,6 +80,9 @@ class Opening(DecisionCore):
                 reason=_with_previous_attempt(verdict.reason, previous_attempt),
                 previous_attempt=previous_attempt.id if previous_attempt is not None else None,
                 approvers=json.dumps([approver_json(a) for a in spec.approvers]),
+                approver_groups=json.dumps(list(spec.groups)),
+                acting_for=acting_for,
+                four_eyes=spec.four_eyes,
                 channels=",".join(spec.channels),
                 routing=json.dumps(spec.routing),
                 quorum=spec.quorum,
@@ -116,6 +124,8 @@ class Opening(DecisionCore):
         args_sha256: str,
         policy_version: str,
         now: float,
+        *,
+        acting_for: str | None,
     ) -> Decision | None:
         """The newest decision of the same call that a call may still wait on, or None (then a new one opens).
 
@@ -127,7 +137,7 @@ class Opening(DecisionCore):
             found = await session.scalar(
                 select(Decision)
                 .where(
-                    *same_call(grant, server, tool, args_sha256, policy_version),
+                    *same_call(grant, server, tool, args_sha256, policy_version, acting_for=acting_for),
                     col(Decision.claimed_at).is_(None),
                     or_(col(Decision.status) == PENDING, col(Decision.collect_by) > now),
                 )

@@ -3,7 +3,7 @@
 `DecisionQuery` is the one description of "which decisions": the REST API, the CLI, bulk votes by filter and the
 dashboard's history all build one, and `decision_conditions` is the one translation of it into SQL, so a filter
 means the same everywhere. `same_call` is the other shared condition: the binding of a decision to exactly one
-call (grant, server, tool, argument hash, policy version).
+call (grant, server, tool, argument hash, policy version, and whom the agent acts for).
 
 Reads never change a decision; they see what the last commit left.
 """
@@ -77,10 +77,14 @@ async def decision_page(session: AsyncSession, query: DecisionQuery) -> tuple[li
     return list(rows), int(total or 0)
 
 
-def same_call(grant: str, server: str, tool: str, args_sha256: str, policy_version: str) -> list[Any]:
-    """The conditions that bind a decision to one call: an approval is for exactly this call."""
+def same_call(
+    grant: str, server: str, tool: str, args_sha256: str, policy_version: str, *, acting_for: str | None
+) -> list[Any]:
+    """The conditions that bind a decision to one call: an approval is for exactly this call, made for exactly this
+    person (two people's agents under one OAuth client never share an approval)."""
     return [
         col(Decision.grant) == grant,
+        col(Decision.acting_for).is_(None) if acting_for is None else col(Decision.acting_for) == acting_for,
         col(Decision.server) == server,
         col(Decision.tool) == tool,
         col(Decision.args_sha256) == args_sha256,

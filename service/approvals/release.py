@@ -352,14 +352,22 @@ class Release(DecisionCore):
     # -- a retry of a claimed call ----------------------------------------------------------------
 
     async def earlier_run(
-        self, *, grant: str, server: str, tool: str, args_sha256: str, policy_version: str, within_s: float
+        self,
+        *,
+        grant: str,
+        server: str,
+        tool: str,
+        args_sha256: str,
+        policy_version: str,
+        within_s: float,
+        acting_for: str | None = None,
     ) -> Decision | None:
         """The newest decision of this call, if it is an approved one whose release was claimed (running, finished
         within `within_s`, or of unknown outcome within `within_s`): what a retry of the call must not run again."""
         async with self.sessions() as session:
             latest = await session.scalar(
                 select(Decision)
-                .where(*same_call(grant, server, tool, args_sha256, policy_version))
+                .where(*same_call(grant, server, tool, args_sha256, policy_version, acting_for=acting_for))
                 .order_by(col(Decision.created_at).desc())
                 .limit(1)
             )

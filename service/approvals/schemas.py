@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from service.approvals.approvers import approvers_of
+from service.approvals.approvers import approver_groups_of, approvers_of
 from service.approvals.states import LAPSED
 from service.approvals.timestamps import iso
 from service.approvals.votes import VoteResult
@@ -88,6 +88,12 @@ class DecisionView(BaseModel):
     rule_reason: str | None = None
     approvers: list[str]
     approver_details: list[ApproverView] = Field(description="how each approver is reached (channels use it)")
+    approver_groups: list[str] = Field(
+        default_factory=list,
+        description="the groups the rule's approvers name; their members at the identity provider may vote too",
+    )
+    acting_for: str | None = Field(default=None, description="the person the calling agent acts for, when known")
+    four_eyes: bool = Field(default=False, description="the person the agent acts for may not approve")
     quorum: int
     channels: list[str]
     slack_channel: str | None = Field(default=None, description="the rule's Slack channel (routing.slack.channel)")
@@ -138,6 +144,11 @@ class DecisionView(BaseModel):
             return {**data, "routing": {**routing, "slack": slack}}
         return data
 
+    def may_vote(self, approver: str) -> bool:
+        """Whether `approver` may vote at all: never the grant that made the call, nor (four eyes) the person its
+        agent acts for. What channels use to leave them out of requests."""
+        return approver != self.grant and not (self.four_eyes and approver == self.acting_for)
+
     def route(self, channel: str) -> dict[str, Any]:
         """Where the rule tells `channel` to post the request (`{"channel": "C0123ABC"}` for Slack); empty: the
         channel's own default."""
@@ -158,6 +169,9 @@ class DecisionView(BaseModel):
             rule_reason=decision.reason,
             approvers=[a["name"] for a in approvers_of(decision)],
             approver_details=[ApproverView(name=a["name"], contacts=a["contacts"]) for a in approvers_of(decision)],
+            approver_groups=approver_groups_of(decision),
+            acting_for=decision.acting_for,
+            four_eyes=bool(decision.four_eyes),
             quorum=decision.quorum,
             channels=[c for c in decision.channels.split(",") if c],
             routing=json.loads(decision.routing or "{}"),

@@ -25,6 +25,7 @@ from sqlmodel import col
 
 from service import logcontext
 from service.approvals.approvers import ApproverRecord, approvers_of, reaches
+from service.approvals.approvers import ApproverRecord, approver_groups_of, approvers_of, reaches
 from service.approvals.core import RETURNING_ROWS
 from service.approvals.errors import (
     AlreadyDecided,
@@ -61,6 +62,9 @@ class Voter:
 
     kind: str
     value: str
+    groups: frozenset[str] = frozenset()
+    """A person signed in through the identity provider: their groups there (HOLDGATE_OIDC_GROUPS_CLAIM), which
+    make them an approver of a decision whose rule names one of them (`group:ops`)."""
 
     def describe(self) -> str:
         return self.value if self.kind in ("person", "operator") else f"{self.kind}:{self.value}"
@@ -106,16 +110,35 @@ class Ballot:
 
 
 def approver_name(decision: Decision, voter: Voter) -> str:
-    """The approver this voter is for `decision`, or NotAllowed."""
+    """The approver this voter is for `decision`, or NotAllowed.
+
+    Never the grant that made the call, and, on a four-eyes decision, never the person its agent acts for. A grant
+    named like a declared person acts for that person, and that refusal always held (before `four_eyes` existed it
+    was the only self-approval check): decisions opened that way are four-eyes whatever the rule says.
+    """
     if voter.kind == "operator":
         return LOCAL_OPERATOR
     if voter.kind == "person" and voter.value == decision.grant:
         raise NotAllowed(f"{voter.value} is the grant that made this call and cannot approve it")
+    name = _approver_for(decision, voter)
+    if name == decision.grant:
+        raise NotAllowed(f"{name} is the grant that made this call and cannot approve it")
+    if decision.four_eyes and decision.acting_for is not None and name == decision.acting_for:
+        raise NotAllowed(
+            f"{name} is the person the agent ({decision.grant}) acts for and cannot approve its call: "
+            "this rule needs somebody else's approval (four eyes)"
+        )
+    return name
+
+
+def _approver_for(decision: Decision, voter: Voter) -> str:
+    """The decision's approver `voter` is: a declared one, or (a person in a named group at the identity provider)
+    the person themself; else NotAllowed."""
     for approver in approvers_of(decision):
         if _is(approver, voter):
-            if approver["name"] == decision.grant:
-                raise NotAllowed(f"{approver['name']} is the grant that made this call and cannot approve it")
             return approver["name"]
+    if voter.kind == "person" and voter.groups and voter.groups.intersection(approver_groups_of(decision)):
+        return voter.value
     raise NotAllowed(f"{voter.describe()} is not an approver of {decision.id}")
 
 

@@ -1,5 +1,9 @@
-"""The web dashboard (`/`): pending queue, history, a decision's story, rules; see `routes.py`."""
+"""The web dashboard (`/`): pending queue, history, a decision's story, rules (`routes.py`); sign-in through the
+team's identity provider (`oidc_sign_in.py`)."""
 
+from service.dashboard.oidc_sign_in import router as _oidc_router
 from service.dashboard.routes import router
+
+router.include_router(_oidc_router)
 
 __all__ = ["router"]

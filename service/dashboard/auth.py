@@ -11,6 +11,11 @@ Sign-out revokes: the cookie also holds a random session id, and signing out rec
 `dashboard_signouts` until the cookie would have expired, so a copy of the cookie stops working on
 every replica (cookies from before session ids existed are treated as signed out).
 
+With OIDC on (HOLDGATE_OIDC_ISSUER), a person may sign in through the team's identity provider instead
+(`oidc_sign_in.py` runs the exchange): the session then holds the person's name and how they signed in, and, with
+HOLDGATE_OIDC_GROUPS_CLAIM, their groups at the provider. Every request checks that the policy still knows them: a
+declared person, or (groups on) a member of a group the policy declares. Such a session ends when OIDC is turned off.
+
 Sign-in is throttled: 5 refused attempts within 5 minutes from one client address, or with tokens
 that begin with the same 8 characters, make further attempts answer 429 with `Retry-After` until the
 oldest of them is 5 minutes old. Failures are counted in the database (`dashboard_signin_failures`),
@@ -57,6 +62,10 @@ class Viewer:
     token_sha256: str | None = None
     session_id: str | None = None
     """Random per sign-in; what sign-out revokes."""
+    via: str = "token"
+    """How they signed in: `token` (a person's API token) or `oidc` (the identity provider)."""
+    groups: frozenset[str] = frozenset()
+    """Their groups at the identity provider (HOLDGATE_OIDC_GROUPS_CLAIM), as it said at sign-in."""
 
 
 async def read_session(request: Request) -> Viewer:
@@ -71,10 +80,15 @@ async def read_session(request: Request) -> Viewer:
             data = {}
     csrf = data.get("c") or secrets.token_urlsafe(24)
     person, digest, session_id = data.get("p"), data.get("t"), data.get("s")
+    if not (isinstance(person, str) and person and isinstance(session_id, str) and session_id):
+        return Viewer(None, csrf)
+    if data.get("m") == "oidc":
+        groups = frozenset(g for g in data.get("g") or () if isinstance(g, str))
+        if oidc_person_known(state, person, groups) and not await _signed_out(state, session_id):
+            return Viewer(person, csrf, None, session_id, via="oidc", groups=groups)
+        return Viewer(None, csrf)
     if (
-        person
-        and digest
-        and session_id
+        digest
         and state.policy.current.person_for_token_sha256(digest) == person
         and not await _signed_out(state, session_id)
     ):
@@ -82,9 +96,22 @@ async def read_session(request: Request) -> Viewer:
     return Viewer(None, csrf)
 
 
-def new_session(person: str, token_sha256: str) -> Viewer:
+def oidc_person_known(state: AppState, person: str, groups: frozenset[str]) -> bool:
+    """Whether someone signed in through the identity provider may use the dashboard under the current policy and
+    settings: OIDC still on, and a declared person, or (groups taken from the provider) in a group the policy names."""
+    if not state.settings.oidc.enabled:
+        return False
+    policy = state.policy.current
+    if person in policy.people:
+        return True
+    return bool(state.settings.oidc.groups_claim) and not groups.isdisjoint(policy.group_names)
+
+
+def new_session(
+    person: str, token_sha256: str | None, *, via: str = "token", groups: frozenset[str] = frozenset()
+) -> Viewer:
     """A signed-in session: a new session id and a new CSRF token."""
-    return Viewer(person, secrets.token_urlsafe(24), token_sha256, secrets.token_urlsafe(18))
+    return Viewer(person, secrets.token_urlsafe(24), token_sha256, secrets.token_urlsafe(18), via=via, groups=groups)
 
 
 async def _signed_out(state: AppState, session_id: str) -> bool:
@@ -154,19 +181,26 @@ async def record_sign_in_failure(state: AppState, keys: list[str]) -> None:
 def write_session(request: Request, response: Response, viewer: Viewer) -> None:
     """Store `viewer` in the response's cookie (HttpOnly, SameSite=Lax, Secure behind https)."""
     state = get_state(request)
-    value = state.dashboard.serializer.dumps(
-        {"p": viewer.person, "t": viewer.token_sha256, "c": viewer.csrf, "s": viewer.session_id}
-    )
-    public = state.settings.public_url or ""
+    data: dict[str, Any] = {"p": viewer.person, "t": viewer.token_sha256, "c": viewer.csrf, "s": viewer.session_id}
+    if viewer.via == "oidc":
+        data |= {"m": "oidc", "g": sorted(viewer.groups)}
+    value = state.dashboard.serializer.dumps(data)
     response.set_cookie(
         COOKIE,
         value,
         max_age=MAX_AGE_S,
         httponly=True,
         samesite="lax",
-        secure=public.startswith("https://") or request.url.scheme == "https",
+        secure=is_https(request),
         path="/",
     )
+
+
+def is_https(request: Request) -> bool:
+    """Whether the browser reaches the dashboard over https (the public URL says so, or the request came so): then
+    cookies are `Secure`."""
+    public = get_state(request).settings.public_url or ""
+    return public.startswith("https://") or request.url.scheme == "https"
 
 
 def csrf_ok(viewer: Viewer, token: str | None) -> bool:
@@ -181,7 +215,8 @@ def safe_next(target: str | None) -> str:
 
 
 async def require_viewer(request: Request) -> Viewer:
-    """A signed-in person, or a redirect to /login that comes back here afterwards."""
+    """A signed-in person, or a redirect to /login that comes back here afterwards (with OIDC on, a link from Slack
+    or email to a decision page asks for sign-in first, then shows the decision)."""
     viewer = await read_session(request)
     if viewer.person is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")

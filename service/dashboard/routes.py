@@ -108,14 +108,33 @@ async def static(name: str) -> FileResponse:
     return FileResponse(path, headers={"cache-control": "no-cache"})
 
 
+def render_login(request: Request, viewer: Viewer, target: str, error: str | None, status: int = 200) -> Response:
+    """The sign-in page: the identity provider's button (OIDC on) and the token form (unless turned off)."""
+    oidc = get_state(request).settings.oidc
+    response: Response = _render(
+        request,
+        viewer,
+        "login.html",
+        status,
+        next=target,
+        error=error,
+        oidc=oidc.enabled,
+        token_sign_in=oidc.token_sign_in or not oidc.enabled,
+        oidc_start="/login/oidc?" + urlencode({"next": target}),
+    )
+    write_session(request, response, viewer)  # the anonymous session carries the sign-in form's CSRF token
+    return response
+
+
 @router.get("/login")
 async def login_page(request: Request, next: str = "/") -> Response:
     viewer = await read_session(request)
     if viewer.person is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    response: Response = _render(request, viewer, "login.html", next=safe_next(next), error=None)
-    write_session(request, response, viewer)  # the anonymous session carries the sign-in form's CSRF token
-    return response
+    oidc = get_state(request).settings.oidc
+    if oidc.enabled and not oidc.token_sign_in:  # the provider is the only way in: go there at once
+        return RedirectResponse("/login/oidc?" + urlencode({"next": safe_next(next)}), status_code=303)
+    return render_login(request, viewer, safe_next(next), None)
 
 
 @router.post("/login")
@@ -124,31 +143,26 @@ async def login(request: Request) -> Response:
     viewer = await read_session(request)
     form = await request.form()
     target = safe_next(str(form.get("next") or "/"))
-    response: Response
+    if state.settings.oidc.enabled and not state.settings.oidc.token_sign_in:
+        return render_login(
+            request, viewer, target, "Token sign-in is off here: sign in with the identity provider.", 403
+        )
     if not csrf_ok(viewer, str(form.get("csrf") or "")):
-        response = _render(request, viewer, "login.html", 403, next=target, error="The form expired: try again.")
-        write_session(request, response, viewer)
-        return response
+        return render_login(request, viewer, target, "The form expired: try again.", 403)
     token = str(form.get("token") or "").strip()
     keys = sign_in_keys(request, token)
     wait = await sign_in_wait(state, keys)
     if wait is not None:  # even a right token: the throttle would mean nothing otherwise
         logger.warning("dashboard sign-in throttled from %s", request.client.host if request.client else "?")
-        error = f"Too many failed sign-ins: try again in {wait} s."
-        response = _render(request, viewer, "login.html", 429, next=target, error=error)
+        response = render_login(request, viewer, target, f"Too many failed sign-ins: try again in {wait} s.", 429)
         response.headers["retry-after"] = str(wait)
-        write_session(request, response, viewer)
         return response
     digest = token_sha256(token) if token else ""
     person = state.policy.current.person_for_token_sha256(digest) if token else None
     if person is None:
         logger.warning("dashboard sign-in refused from %s", request.client.host if request.client else "?")
         await record_sign_in_failure(state, keys)
-        response = _render(
-            request, viewer, "login.html", 401, next=target, error="That token belongs to no person in the policy."
-        )
-        write_session(request, response, viewer)
-        return response
+        return render_login(request, viewer, target, "That token belongs to no person in the policy.", 401)
     signed_in = new_session(person, digest)
     response = RedirectResponse(target, status_code=303)
     write_session(request, response, signed_in)
@@ -230,7 +244,11 @@ async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewe
     wants_json = "application/json" in request.headers.get("accept", "")
     try:
         outcome = await approvals.vote(
-            decision_id, Voter("person", viewer.person or ""), choice, via="dashboard", reason=reason
+            decision_id,
+            Voter("person", viewer.person or "", groups=viewer.groups),
+            choice,
+            via="dashboard",
+            reason=reason,
         )
     except ApprovalError as exc:
         if wants_json:

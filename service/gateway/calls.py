@@ -20,6 +20,8 @@ class ToolCall:
     tool: str
     arguments: dict[str, Any]
     """What the policy, the audit and the approval see (`{}` when the request had none)."""
+    acting_for: str | None = None
+    """Whom the caller's credentials say the agent acts for (an OAuth token's acting-for claim), as given."""
     arguments_absent: bool = False
     """The request had no `arguments` at all: forwarded without them, as `{}` is forwarded as `{}`.
     Upstreams built on the TypeScript SDK 1.x tell the two apart (one of them is -32602)."""

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 GRANT_SCOPE_KEY = "holdgate.grant"
+ACTING_FOR_SCOPE_KEY = "holdgate.acting_for"
+"""Whom the request's credentials say the agent acts for (an OAuth token's acting-for claim), set by the edge."""
 _LINK_STATE_KEY = "holdgate.link"
 
 
@@ -99,6 +101,13 @@ class GatewayCore:
     """The hold point of `require_approval` calls (`service.gateway.hold`); None: no approval flow here."""
     filter_tools: bool = True
     connect_timeout: float = 30.0
+
+
+def acting_for_of(ctx: ServerRequestContext) -> str | None:
+    """Whom the request's OAuth token says the agent acts for, if it says (set on the ASGI scope by the edge)."""
+    request = ctx.request
+    value = request.scope.get(ACTING_FOR_SCOPE_KEY) if request is not None else None
+    return value if isinstance(value, str) and value else None
 
 
 def grant_of(ctx: ServerRequestContext) -> str:
@@ -249,6 +258,7 @@ class ServerProxy:
             server=self.name,
             tool=params.name,
             arguments=dict(params.arguments or {}),
+            acting_for=acting_for_of(ctx),
             arguments_absent=params.arguments is None,
         )
         request = ctx.request

@@ -22,15 +22,19 @@ from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.gateway.downstream_http import GatewaySessionManager
-from service.gateway.proxy import GRANT_SCOPE_KEY, ServerProxy
+from service.gateway.proxy import ACTING_FOR_SCOPE_KEY, GRANT_SCOPE_KEY, ServerProxy
 from service.gateway.sessions import SessionBudget
 from service.grants.service import ANONYMOUS_DEV_GRANT, GrantResolver
+from service.identity import AccessTokenVerifier, IssuerUnavailable, OAuthCaller, TokenRefused
+from service.identity.access_tokens import www_authenticate
 from service.settings import Settings, is_loopback_host
 
 logger = logging.getLogger(__name__)
 
 GRANT_LOOKUP_RETRY_AFTER_S = 5
 """Retry-After of a request refused because the grant lookup failed (the database was out of reach)."""
+ISSUER_RETRY_AFTER_S = 10
+"""Retry-After of a request whose OAuth token could not be checked (the issuer's keys were out of reach)."""
 
 
 def security_settings(settings: Settings) -> TransportSecuritySettings:
@@ -62,9 +66,13 @@ def build_manager(proxy: ServerProxy, settings: Settings, budget: SessionBudget)
 class McpEndpoint:
     """ASGI app mounted at `/mcp`: `/mcp/{server}` -> that server's session manager."""
 
-    def __init__(self, resolver: GrantResolver, settings: Settings) -> None:
+    def __init__(
+        self, resolver: GrantResolver, settings: Settings, verifier: AccessTokenVerifier | None = None
+    ) -> None:
         self.resolver = resolver
         self.settings = settings
+        self.verifier = verifier
+        """Checks OAuth access tokens (HOLDGATE_OAUTH_ISSUER); None: static grant tokens only."""
         self.managers: dict[str, GatewaySessionManager] = {}
         self.budget = SessionBudget(
             max_sessions=settings.gateway.max_sessions,
@@ -91,7 +99,7 @@ class McpEndpoint:
             await _refuse(send, 503, "starting", "the gateway is still starting: try again in a moment")
             return
         try:
-            grant = await self._authenticate(scope)
+            caller = await self._authenticate(scope, name)
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # Under load (the database's connections, or the process's file descriptors, all taken) the
             # grant lookup fails: say so, as a refusal the client can retry, never as a 500.
@@ -104,17 +112,41 @@ class McpEndpoint:
                 headers={"retry-after": str(GRANT_LOOKUP_RETRY_AFTER_S)},
             )
             return
-        if grant is None:
+        except IssuerUnavailable as exc:
+            logger.warning("OAuth token not checked, refusing the request with 503: %s", exc)
+            await _refuse(
+                send,
+                503,
+                "issuer_unavailable",
+                "holdgate cannot check the access token now (the authorization server's keys cannot be read); "
+                "try again shortly",
+                headers={"retry-after": str(ISSUER_RETRY_AFTER_S)},
+            )
+            return
+        except TokenRefused as refusal:
+            logger.warning("/mcp/%s: access token refused (%d): %s", name, refusal.status, refusal.description)
+            await _refuse(
+                send,
+                refusal.status,
+                "unauthorized" if refusal.status == 401 else "forbidden",
+                f"holdgate refused the access token: {refusal.description}",
+                headers={"www-authenticate": self._challenge(name, refusal)},
+            )
+            return
+        if caller is None:
             await _refuse(
                 send,
                 401,
                 "unauthorized",
-                "a valid 'Authorization: Bearer <token>' is required",
-                headers={"www-authenticate": 'Bearer realm="holdgate"'},
+                "a valid 'Authorization: Bearer <token>' is required"
+                + (" (a holdgate grant token, or an OAuth access token for this server)" if self.verifier else ""),
+                headers={"www-authenticate": self._challenge(name, None)},
             )
             return
-        scope[GRANT_SCOPE_KEY] = grant
-        scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=grant, scopes=[]))
+        scope[GRANT_SCOPE_KEY] = caller.grant
+        if caller.acting_for is not None:
+            scope[ACTING_FOR_SCOPE_KEY] = caller.acting_for
+        scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=caller.grant, scopes=[]))
         await manager.handle_request(scope, receive, send)
 
     async def _unknown_server(self, name: str, scope: Scope, send: Send) -> None:
@@ -126,24 +158,53 @@ class McpEndpoint:
         shown = name if len(name) <= 100 else name[:100] + "…"  # the path is the caller's: bounded in the answer
         message = f"no MCP server named {shown!r} on this holdgate"
         data: dict[str, Any] = {}
-        if await self._authenticate(scope) is not None:
+        if await self._authenticate(scope, None) is not None:
             names = sorted(self.known)
             data["servers"] = names
             message += f"; its servers: {', '.join(names)}" if names else "; it has no servers configured"
         await _refuse(send, 404, "unknown_server", message, data=data)
 
-    async def _authenticate(self, scope: Scope) -> str | None:
+    async def _authenticate(self, scope: Scope, server: str | None) -> OAuthCaller | None:
+        """Who calls: a grant token's grant, an OAuth access token's caller (for `server`), or the loopback dev grant;
+        None when the request proves nobody. TokenRefused for an access token refused with a reason."""
         headers = _headers(scope)
         auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return await self.resolver.resolve(token.strip())
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            if self.verifier is not None and _looks_like_jwt(token):
+                if server is None:
+                    return None  # a token names its resource: none is for a server holdgate does not have
+                return await self.verifier.verify(token, server)
+            grant = await self.resolver.resolve(token)
+            if grant is not None:
+                return OAuthCaller(grant=grant, acting_for=None, subject=None)
+            if self.verifier is not None and server is not None:
+                raise TokenRefused(
+                    401,
+                    "invalid_token",
+                    "the token is neither a grant token of this holdgate nor a JWT access token from "
+                    f"{self.verifier.issuer}",
+                )
+            return None
         if auth:
             return None
         client = scope.get("client")
         if self.settings.gateway.anonymous_dev_grant and client and is_loopback_host(client[0]):
-            return ANONYMOUS_DEV_GRANT
+            return OAuthCaller(grant=ANONYMOUS_DEV_GRANT, acting_for=None, subject=None)
         return None
+
+    def _challenge(self, server: str, refusal: TokenRefused | None) -> str:
+        """The `WWW-Authenticate` of a refusal: with OAuth on, where the server's resource metadata is (MCP
+        authorization); otherwise the plain bearer challenge."""
+        if self.verifier is None:
+            return 'Bearer realm="holdgate"'
+        return www_authenticate(self.verifier.public_url, server, refusal)
+
+
+def _looks_like_jwt(token: str) -> bool:
+    """A JWS compact serialization (three dot-separated parts); grant tokens (`hg_…`) have no dots."""
+    return token.count(".") == 2 and not token.startswith("hg_")
 
 
 def _headers(scope: Scope) -> Mapping[str, str]:

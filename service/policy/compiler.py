@@ -104,6 +104,18 @@ class _Compiler:
         }
         default = self._default_verdict(self.file.default, self.file.default_reason, "default")
         rule_count = len(self.file.tools) + sum(len(g.tools) for g in self.file.grants.values())
+        acting_for = {}
+        for grant, grant_in in self.file.grants.items():
+            if grant_in.acting_for is None:
+                continue
+            if grant_in.acting_for not in self.people:
+                declared = ", ".join(self.people) or "none"
+                raise self.error(
+                    ("grants", grant, "acting_for"),
+                    f"unknown person {grant_in.acting_for!r}: a grant acts for a person declared in people "
+                    f"(declared: {declared})",
+                )
+            acting_for[grant] = grant_in.acting_for
         return Policy(
             path=self.path,
             version=version,
@@ -114,6 +126,8 @@ class _Compiler:
             list_tools=self.file.list_tools,
             rule_count=rule_count,
             people=self.people,
+            acting_for=acting_for,
+            group_names=tuple(self.file.groups),
             cache_size=cache_size,
         )
 
@@ -356,6 +370,7 @@ class _Compiler:
     def _approval(self, approval_in: ApprovalIn | None, where: Loc) -> ApprovalSpec:
         if approval_in is None:
             return ApprovalSpec(approvers=tuple(self.people.values()))
+        groups: tuple[str, ...] = ()
         if approval_in.approvers is None:
             approvers = tuple(self.people.values())
         else:
@@ -363,8 +378,10 @@ class _Compiler:
             for i, entry in enumerate(approval_in.approvers):
                 found.extend(self._approver(entry, (*where, "approvers", i)))
             approvers = _distinct(found)
+            groups = self._groups_named(approval_in.approvers)
         reachable = len(approvers) or 1  # nobody declared: the local operator alone decides
-        if approval_in.quorum > reachable:
+        provider_group = any(not self.file.groups[name] for name in groups)
+        if approval_in.quorum > reachable and not provider_group:  # an empty group's members are the IdP's
             who = f"{len(approvers)} distinct approver(s)" if approvers else "only the local operator"
             raise self.error((*where, "quorum"), f"quorum {approval_in.quorum} can never be reached: there are {who}")
         remind = approval_in.remind_before
@@ -383,7 +400,20 @@ class _Compiler:
             routing={"slack": {"channel": approval_in.slack_channel}} if approval_in.slack_channel else {},
             claim_within_seconds=float(approval_in.claim_within),
             rejoin_within_seconds=float(approval_in.rejoin_within),
+            four_eyes=approval_in.four_eyes,
+            groups=groups,
         )
+
+    def _groups_named(self, entries: Sequence[str]) -> tuple[str, ...]:
+        """The groups these approver entries name, with the groups those include (checked by `_approver`)."""
+        names: dict[str, None] = {}
+        pending = [entry for entry in entries if entry.startswith("group:")]
+        while pending:
+            name = pending.pop().partition(":")[2]
+            if name not in names:
+                names[name] = None
+                pending.extend(entry for entry in self.file.groups.get(name, ()) if entry.startswith("group:"))
+        return tuple(sorted(names))
 
 
 def _person(name: str, person: PersonIn) -> Approver:
@@ -396,6 +426,7 @@ def _person(name: str, person: PersonIn) -> Approver:
         name=name,
         contacts=contacts,
         token_sha256s=(person.token_sha256,) if person.token_sha256 else (),
+        sso=person.sso,
     )
 
 

@@ -207,6 +207,8 @@ class Policy:
         list_tools: Literal["callable", "all"],
         rule_count: int,
         people: dict[str, Approver] | None = None,
+        acting_for: dict[str, str] | None = None,
+        group_names: tuple[str, ...] = (),
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self.path = path
@@ -219,6 +221,14 @@ class Policy:
         self.rule_count = rule_count
         self.people: dict[str, Approver] = dict(people or {})
         self._people_by_token = {digest: person for person in self.people.values() for digest in person.token_sha256s}
+        self._people_by_sso = {person.sso: person.name for person in self.people.values() if person.sso}
+        self._people_by_email = {
+            address.lower(): person.name for person in self.people.values() for address in person.ids("email")
+        }
+        self.acting_for: dict[str, str] = dict(acting_for or {})
+        """grant -> the declared person its agent acts for (`grants.<grant>.acting_for`)."""
+        self.group_names = group_names
+        """The groups the policy declares (`groups`)."""
         self._cache: dict[tuple[str, str, str], Verdict | CompiledRule] = {}
         self._cache_size = cache_size
 
@@ -266,6 +276,18 @@ class Policy:
         """The declared person whose API token hashes to `digest` (the REST API's and dashboard's login)."""
         person = self._people_by_token.get(digest)
         return person.name if person is not None else None
+
+    def person_for_identity(self, value: str) -> str | None:
+        """The declared person an identity provider's claim value names: their `sso`, else (an address) their `email`.
+
+        What OIDC sign-in and an OAuth token's acting-for claim resolve through; None when nobody matches.
+        """
+        if not value:
+            return None
+        found = self._people_by_sso.get(value)
+        if found is None and "@" in value:
+            found = self._people_by_email.get(value.lower())
+        return found
 
     def visible(self, grant: str, server: str, tool: str) -> bool:
         """Whether tools/list shows this tool to this grant (`list_tools`: callable | all).

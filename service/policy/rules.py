@@ -144,6 +144,11 @@ class ApprovalIn(_Model):
         default=None,
         description="Slack channel (C0123ABC or #name) for the request; without it, approvers get a DM.",
     )
+    four_eyes: bool = Field(
+        default=False,
+        description="Refuse a vote from the person the calling agent acts for (the grant's `acting_for`, or the "
+        "OAuth token's acting-for claim): somebody else must approve.",
+    )
 
 
 class CaseIn(_Model):
@@ -198,6 +203,13 @@ class PersonIn(_Model):
     email: str | None = None
     contacts: dict[str, str] = Field(default_factory=dict)
     token_sha256: str | None = None
+    sso: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The person at the identity provider: the value of HOLDGATE_OIDC_PERSON_CLAIM (a subject, "
+        "a user name) when it is not their `email`.",
+    )
     description: str | None = None
 
     @field_validator("slack")
@@ -234,6 +246,10 @@ class GrantIn(_Model):
     default: Action | None = None
     default_reason: str | None = None
     tools: dict[str, RuleIn] = Field(default_factory=dict)
+    acting_for: str | None = Field(
+        default=None,
+        description="The declared person this grant's agent acts for: a `four_eyes` rule refuses their vote.",
+    )
     description: str | None = None
 
 

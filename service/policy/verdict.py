@@ -38,6 +38,8 @@ class Approver:
     name: str
     contacts: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     token_sha256s: tuple[str, ...] = ()
+    sso: str | None = None
+    """Who they are at the identity provider (policy `sso`), when that is not their email."""
 
     def ids(self, channel: str) -> tuple[str, ...]:
         """This approver's ids on `channel` (none: not reachable there)."""
@@ -68,6 +70,11 @@ class ApprovalSpec:
     rejoin_within_seconds: float = 2 * 60
     """How long a decision whose caller stopped waiting stays open for the same call to join it
     again (`approval.rejoin_within`)."""
+    four_eyes: bool = False
+    """Refuse a vote from the person the calling agent acts for (`approval.four_eyes`)."""
+    groups: tuple[str, ...] = ()
+    """The groups the approvers name (`group:ops` -> `ops`): members at the identity provider count too, when
+    holdgate takes groups from it (HOLDGATE_OIDC_GROUPS_CLAIM)."""
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"
@@ -77,6 +84,8 @@ class ApprovalSpec:
         )
         if self.remind_before_seconds is not None:
             text += f"; reminder {format_seconds(self.remind_before_seconds)} before the timeout"
+        if self.four_eyes:
+            text += "; four eyes (not the person the agent acts for)"
         return text
 
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from service import db
@@ -123,23 +124,30 @@ async def test_the_migration_rewrites_stored_approvers_by_channel_and_back(engin
         {"name": "slack:U0CAROL", "slack_ids": ["U0CAROL"], "emails": []},
         {"name": "dave", "slack_ids": [], "emails": []},
     ]
-    row = Decision(
-        id="d_old",
-        server="jobs",
-        tool="cancel",
-        grant="agent",
-        arguments="{}",
-        args_sha256="0" * 64,
-        policy_version="v1",
-        rule="r",
-        approvers=json.dumps(legacy),
-        channels="slack,email",
-        created_at=1.0,
-        expires_at=2.0,
-    )
+    values = {
+        "id": "d_old",
+        "server": "jobs",
+        "tool": "cancel",
+        "grant": "agent",
+        "arguments": "{}",
+        "args_sha256": "0" * 64,
+        "policy_version": "v1",
+        "rule": "r",
+        "approvers": json.dumps(legacy),
+        "channels": "slack,email",
+        "quorum": 1,
+        "on_timeout": "deny",
+        "status": "pending",
+        "claim_within_s": 600.0,
+        "rejoin_within_s": 120.0,
+        "created_at": 1.0,
+        "expires_at": 2.0,
+    }
+    # The columns of that revision only (today's model has columns later migrations add).
+    then = sa.table("decisions", *(sa.column(name) for name in values))
     sessions = db.session_factory(engine)
     async with db.session_scope(sessions) as session:
-        session.add(row)
+        await session.execute(sa.insert(then).values(**values))
 
     async def stored() -> list[dict]:
         async with sessions() as session:

@@ -127,6 +127,8 @@ async def test_request_goes_to_every_address_once_with_its_own_links(smtp):
         assert LinkSigner(SECRET).verify(links["deny"].rsplit("/", 1)[1]).action == "deny"
         assert "cancelling loses work" in mail.text and "cancelling loses work" in mail.html
         assert mail.message["In-Reply-To"] is None
+        page = "https://holdgate.example/decisions/d_test123"  # the dashboard asks for sign-in (token or SSO) first
+        assert f"(sign in first): {page}" in mail.text and f'href="{page}"' in mail.html
 
 
 async def test_sending_again_reuses_the_message_ids(smtp):
