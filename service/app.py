@@ -46,8 +46,8 @@ from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
 from service.gateway.spares import SpareUpstream
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
-from service.metrics import PendingDecisions
 from service.identity import AccessTokenVerifier
+from service.metrics import PendingDecisions
 from service.policy.holder import PolicyHolder
 from service.settings import Settings
 
@@ -154,9 +154,8 @@ def build_state(
         endpoint=endpoint,
         channels=channels,
         approvals=approvals,
-        dashboard=DashboardState.build(settings, approvals.service),
-        pending_decisions=PendingDecisions(approvals.service.pending_count),
         dashboard=DashboardState.build(settings, approvals.service, clock=clock),
+        pending_decisions=PendingDecisions(approvals.service.pending_count),
     )
 
 

@@ -145,6 +145,7 @@ class LogSettings(BaseModel):
         "message, and request_id, grant, server, tool, decision_id where known), uvicorn's access lines included.",
     )
 
+
 class OidcSettings(BaseModel):
     """Dashboard sign-in through the team's OpenID Connect provider (authorization code + PKCE).
 

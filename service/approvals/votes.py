@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import logcontext
-from service.approvals.approvers import ApproverRecord, approvers_of, reaches
 from service.approvals.approvers import ApproverRecord, approver_groups_of, approvers_of, reaches
 from service.approvals.core import RETURNING_ROWS
 from service.approvals.errors import (
