@@ -291,6 +291,8 @@ class HistoryFilter:
     since: str = ""
     until: str = ""
     offset: int = 0
+    shadow: str = ""
+    """"1": only calls where the shadow policy disagreed with the enforced one (the calls tab)."""
 
     @classmethod
     def of(cls, request: Request) -> HistoryFilter:
@@ -308,6 +310,7 @@ class HistoryFilter:
             since=q.get("since", ""),
             until=q.get("until", ""),
             offset=offset,
+            shadow="1" if q.get("shadow") == "1" else "",
         )
 
     def query(self, **changes: Any) -> str:
@@ -334,6 +337,7 @@ class HistoryFilter:
             verdict=self.status or None,
             since=_when(self.since),
             until=_when(self.until),
+            shadow_disagrees=self.shadow == "1",
         )
 
 
