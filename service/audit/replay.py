@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,7 +33,7 @@ from service.audit.service import UNRECORDABLE
 from service.models import AuditEvent
 from service.policy import Policy, Verdict
 from service.policy.limits import MemoryWindows, scope_key
-from service.policy.partial import RecordedArguments, Undecided, decide
+from service.policy.partial import RecordedArguments, Undecided, decide_rule
 
 EDGE_REFUSAL = "refused at the edge: "
 """How the reason of a call refused before any policy begins (`service.gateway.proxy`)."""
@@ -205,7 +205,25 @@ _COLUMNS = (
 )
 
 
-async def recorded_calls(session: AsyncSession, flt: ReplayFilter, *, batch: int = BATCH) -> AsyncIterator[Any]:
+class RecordedCall(NamedTuple):
+    """The columns of an audit record a replay reads (a plain tuple: a million of them go by)."""
+
+    id: int
+    ts: datetime
+    grant: str
+    server: str
+    tool: str
+    arguments: str
+    verdict: str
+    rule: str | None
+    reason: str | None
+    decision_id: str | None
+    detail: str | None
+
+
+async def recorded_calls(
+    session: AsyncSession, flt: ReplayFilter, *, batch: int = BATCH
+) -> AsyncIterator[RecordedCall]:
     """The call records matching `flt`, oldest first (by time, then id), fetched `batch` rows at a time."""
     query = select(*_COLUMNS).where(col(AuditEvent.duration_ms).is_not(None))
     if flt.since is not None:
@@ -218,9 +236,10 @@ async def recorded_calls(session: AsyncSession, flt: ReplayFilter, *, batch: int
         query = query.where(col(AuditEvent.server) == flt.server)
     query = query.order_by(col(AuditEvent.ts), col(AuditEvent.id)).execution_options(yield_per=batch)
     result = await session.stream(query)
+    make = RecordedCall._make
     async for partition in result.partitions(batch):
         for row in partition:
-            yield row
+            yield make(row)
 
 
 class Replayer:
@@ -233,21 +252,35 @@ class Replayer:
         self._tainted: dict[tuple[str, str], float] = {}
         """(counter, scope key) -> until when an undecidable call may have used it."""
         self._examples = examples
+        self._last: datetime | None = None
 
-    def feed(self, row: Any) -> None:
-        """One audit row (`recorded_calls`' columns)."""
+    def finish(self) -> ReplayReport:
+        """The report, once every call has been fed."""
+        if self._last is not None:
+            self.report.last = _aware(self._last)
+        return self.report
+
+    def feed(self, row: RecordedCall) -> None:
+        """One audit record, in time order."""
         report = self.report
         if row.verdict == "denied" and (row.reason or "").startswith(EDGE_REFUSAL):
             report.skipped += 1
             return
-        ts = _aware(row.ts)
-        now = ts.timestamp()
+        ts = row.ts
+        now = (ts - _NAIVE_EPOCH).total_seconds() if ts.tzinfo is None else ts.timestamp()  # SQLite: naive UTC
         report.replayed += 1
-        report.first = report.first or ts
-        report.last = ts
+        if report.first is None:
+            report.first = _aware(ts)
+        self._last = ts
         recorded = recorded_action(row.verdict, row.decision_id, row.reason)
-        arguments = RecordedArguments.parse(row.arguments, unrecordable=(row.detail or "").startswith(UNRECORDABLE))
-        answer = decide(self.candidate, row.grant, row.server, row.tool, arguments, now=now, recorded_reason=row.reason)
+        found = self.candidate.decider(row.grant, row.server, row.tool)
+        answer: Verdict | Undecided
+        if isinstance(found, Verdict):
+            answer = found
+        else:  # a rule with cases: only now are the arguments read
+            unrecordable = (row.detail or "").startswith(UNRECORDABLE)
+            arguments = RecordedArguments.parse(row.arguments, unrecordable=unrecordable)
+            answer = decide_rule(found, row.grant, row.server, row.tool, arguments, now=now, recorded_reason=row.reason)
         if isinstance(answer, Undecided):
             self._taint(answer, row.grant, now)
             self._undecidable(row, ts, recorded, answer.rule, answer.location, answer.reason)
@@ -261,19 +294,17 @@ class Replayer:
         if recorded == action:
             return
         report.by_rule[(answer.rule, recorded, action)] += 1
-        example = self._example(row, ts, recorded, action, answer.rule, reason or answer.reason)
-        if example is not None:
-            shown = report.examples.setdefault(key, [])
-            if len(shown) < self._examples:
-                shown.append(example)
+        shown = report.examples.setdefault(key, [])
+        if len(shown) < self._examples:
+            shown.append(self._example(row, ts, recorded, action, answer.rule, reason or answer.reason))
         if action == "rate_limited":
             counter = (reason or "").removeprefix("counter ").split(";")[0]
             refusals = report.limits.setdefault(counter, LimitRefusals(counter))
             refusals.refused += 1
-            refusals.first = refusals.first or ts
-            refusals.last = ts
-            if len(refusals.examples) < self._examples and example is not None:
-                refusals.examples.append(example)
+            refusals.first = refusals.first or _aware(ts)
+            refusals.last = _aware(ts)
+            if len(refusals.examples) < self._examples:
+                refusals.examples.append(self._example(row, ts, recorded, action, answer.rule, reason))
 
     def _limited(self, verdict: Verdict, grant: str, now: float) -> tuple[str, str | None]:
         """The candidate's action once its limits have counted this call (in memory, recorded time as clock)."""
@@ -311,23 +342,20 @@ class Replayer:
         shown = report.undecidable_examples.setdefault(key, [])
         if len(shown) < self._examples:
             example = self._example(row, ts, recorded, UNDECIDABLE, rule, reason)
-            if example is not None:
-                shown.append(example)
-                changes = report.examples.setdefault((recorded, UNDECIDABLE), [])
-                if len(changes) < self._examples:
-                    changes.append(example)
+            shown.append(example)
+            changes = report.examples.setdefault((recorded, UNDECIDABLE), [])
+            if len(changes) < self._examples:
+                changes.append(example)
 
     @staticmethod
-    def _example(
-        row: Any, ts: datetime, recorded: str, candidate: str, rule: str, reason: str | None
-    ) -> ExampleCall | None:
+    def _example(row: Any, ts: datetime, recorded: str, candidate: str, rule: str, reason: str | None) -> ExampleCall:
         try:
             arguments = json.loads(row.arguments)
         except (ValueError, RecursionError):
             arguments = None
         return ExampleCall(
             id=row.id,
-            ts=ts,
+            ts=_aware(ts),
             grant=row.grant,
             server=row.server,
             tool=row.tool,
@@ -355,7 +383,10 @@ async def replay(
         replayer.feed(row)
         if progress is not None and replayer.report.replayed % 100_000 == 0:
             progress(replayer.report.replayed)
-    return replayer.report
+    return replayer.finish()
+
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def _aware(value: datetime) -> datetime:

@@ -78,6 +78,7 @@ class RecordedArguments:
         """From the audit's `arguments` column (`unrecordable`: a minimal record, whose arguments were not kept)."""
         if unrecordable or text is None:
             return cls({}, all_unknown=True)
+        plain = REDACTED not in text and "[number: " not in text and "\\ud" not in text
         try:
             values = json.loads(text)
         except (ValueError, RecursionError):
@@ -86,6 +87,8 @@ class RecordedArguments:
             return cls({}, all_unknown=True)
         if values.get(TOO_DEEP) is True and len(values) == 1:
             return cls(values, too_deep=True)
+        if plain:  # the common case: nothing redacted or respelt anywhere in the text
+            return cls(values)
         unknown: list[Path] = []
         try:
             respelt = _scan(values, (), unknown, 0)
@@ -132,7 +135,20 @@ def decide(
     found = policy.decider(grant, server, tool)
     if isinstance(found, Verdict):
         return found
-    rule = found
+    return decide_rule(found, grant, server, tool, arguments, now=now, recorded_reason=recorded_reason)
+
+
+def decide_rule(
+    rule: CompiledRule,
+    grant: str,
+    server: str,
+    tool: str,
+    arguments: RecordedArguments,
+    *,
+    now: float,
+    recorded_reason: str | None = None,
+) -> Verdict | Undecided:
+    """`decide` once the policy found that `rule`, a rule with cases, decides the call."""
     if arguments.too_deep or (recorded_reason or "").startswith(ARGUMENTS_UNCHECKABLE):
         reason = "nested too deeply to record" if arguments.too_deep else "as recorded"
         return rule.failed(rule.verdict.rule, ConditionFailed(f"{ARGUMENTS_UNCHECKABLE} ({reason})"))
