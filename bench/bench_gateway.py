@@ -3,7 +3,12 @@
 Starts server-everything (`node … streamableHttp`) as the upstream and `holdgate serve` in front of
 it (policy on, audit on, a rate-limit-free allow rule with argument redaction), then drives both
 with the same mcp SDK client: sequential calls for p50/p99, then 16 concurrent sessions for
-throughput. Usage: python bench/bench_gateway.py [--calls 500] [--seconds 8] [--sessions 16]
+throughput. Usage: python bench/bench_gateway.py [--calls 500] [--seconds 8] [--sessions 16] [--shadow]
+
+`--shadow` adds a shadow policy (`policy.shadow.json`, service.policy.shadow) of the same size beside the
+enforced one, whose `echo` rule has a CEL case on the arguments and a sliding-window limit counted in memory,
+and that disagrees with the enforced policy on every call (so each call also counts a disagreement and
+carries it into its audit record): run the bench with and without it for the shadow's cost per call.
 """
 
 from __future__ import annotations
@@ -111,7 +116,24 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
-def start_holdgate(tmp: Path, upstream_url: str, port: int, sessions: int) -> tuple[subprocess.Popen, str]:
+SHADOW_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "echo": {
+            "action": "require_approval",
+            "redact": ["message"],
+            "cases": [{"when": "args.message.startsWith('prod-')", "action": "deny"}],
+            "rate_limit": {"max": 100_000, "window": "minute"},
+        },
+        "get-env": {"action": "deny"},
+    },
+}
+
+
+def start_holdgate(
+    tmp: Path, upstream_url: str, port: int, sessions: int, shadow: bool = False
+) -> tuple[subprocess.Popen, str]:
     config = tmp / "config"
     config.mkdir()
     policy = {
@@ -120,6 +142,8 @@ def start_holdgate(tmp: Path, upstream_url: str, port: int, sessions: int) -> tu
         "tools": {"echo": {"action": "allow", "redact": ["message"]}, "get-env": {"action": "deny"}},
     }
     (config / "policy.json").write_text(json.dumps(policy))
+    if shadow:
+        (config / "policy.shadow.json").write_text(json.dumps(SHADOW_POLICY))
     (config / "servers.json").write_text(json.dumps({"mcpServers": {"everything": {"url": upstream_url}}}))
     env = {
         **os.environ,
@@ -156,7 +180,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     with tempfile.TemporaryDirectory() as scratch:
         upstream_url = f"http://127.0.0.1:{up_port}/mcp"
-        gateway, token = start_holdgate(Path(scratch), upstream_url, gw_port, args.sessions + 2)
+        gateway, token = start_holdgate(Path(scratch), upstream_url, gw_port, args.sessions + 2, args.shadow)
         try:
             await wait_http(f"http://127.0.0.1:{up_port}/")
             await wait_http(f"http://127.0.0.1:{gw_port}/healthz")
@@ -174,6 +198,9 @@ async def main(args: argparse.Namespace) -> None:
             gateway.wait(10)
             upstream.wait(10)
     d50, d99, g50, g99 = pct(direct, 50), pct(direct, 99), pct(through, 50), pct(through, 99)
+    load = os.getloadavg()
+    shadowed = "with a shadow policy (disagreeing on every call)" if args.shadow else "no shadow policy"
+    print(f"{shadowed}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     print(f"sequential echo, {args.calls} calls, one session (ms):")
     print(f"  direct    p50 {d50:7.2f}  p99 {d99:7.2f}")
     print(f"  holdgate  p50 {g50:7.2f}  p99 {g99:7.2f}")
@@ -196,4 +223,5 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--shadow", action="store_true", help="Run a shadow policy beside the enforced one.")
     asyncio.run(main(parser.parse_args()))
