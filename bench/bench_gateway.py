@@ -195,8 +195,8 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             gateway.terminate()
             upstream.terminate()
-            gateway.wait(10)
-            upstream.wait(10)
+            gateway.wait(30)
+            upstream.wait(30)
     d50, d99, g50, g99 = pct(direct, 50), pct(direct, 99), pct(through, 50), pct(through, 99)
     load = os.getloadavg()
     shadowed = "with a shadow policy (disagreeing on every call)" if args.shadow else "no shadow policy"

@@ -81,7 +81,9 @@ class RecordedArguments:
         plain = REDACTED not in text and "[number: " not in text and "\\ud" not in text
         try:
             values = json.loads(text)
-        except (ValueError, RecursionError):
+        except RecursionError:  # nested far deeper than any condition reads (64 levels): denied live by any case
+            return cls({}, too_deep=True)
+        except ValueError:
             return cls({}, all_unknown=True)
         if not isinstance(values, dict):
             return cls({}, all_unknown=True)

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from service.audit import chain
+from service.audit import service as audit_service
 from tests.approvals.support import approval_policy
 from tests.dashboard.support import browser, sign_in
 from tests.support.harness import audit_events, executed_calls, run_gateway, servers, text_of
@@ -64,6 +65,10 @@ async def test_shadow_disagreements_reach_the_audit_and_the_metrics(tmp_path: Pa
         events = [(e.tool, e.verdict, e.shadow_verdict, e.shadow_rule) for e in await audit_events(gw)]
         async with gw.state.sessions() as db_session:
             report = await chain.verify(db_session)
+            exported = [
+                audit_service.to_jsonl(event)
+                async for event in audit_service.iter_events(db_session, flt=audit_service.AuditFilter())
+            ]
         health = (await _get(gw, "/healthz")).json()
         shadow_version = gw.state.shadow.current.version if gw.state.shadow.current is not None else None
         async with browser(gw) as client:
@@ -85,6 +90,8 @@ async def test_shadow_disagreements_reach_the_audit_and_the_metrics(tmp_path: Pa
         ("submit-llm-request-async", "denied", None, None),  # both deny: no disagreement
     ]
     assert report.ok, report.describe()
+    assert json.loads(exported[0])["shadow_verdict"] == "deny"
+    assert chain.verify_export(exported).ok, "an export with the shadow fields verifies too"
     assert disagreements("cancel-async-job.cases[0]", "allow", "deny") == before["prod"] + 1
     assert disagreements("list-async-jobs", "allow", "rate_limited") == before["list"] + 1
     assert health["shadow_policy"] == {"active": True, "version": shadow_version, "paused": False}
