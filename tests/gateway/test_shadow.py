@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from service.audit import chain
 from service.audit import service as audit_service
-from tests.approvals.support import approval_policy
+from tests.approvals.support import api, approval_policy
 from tests.dashboard.support import browser, sign_in
 from tests.support.harness import audit_events, executed_calls, run_gateway, servers, text_of
 
@@ -70,6 +70,7 @@ async def test_shadow_disagreements_reach_the_audit_and_the_metrics(tmp_path: Pa
                 async for event in audit_service.iter_events(db_session, flt=audit_service.AuditFilter())
             ]
         health = (await _get(gw, "/healthz")).json()
+        api_rows = (await api(gw, "GET", "/api/audit?shadow_disagrees=true", "alice")).json()["items"]
         shadow_version = gw.state.shadow.current.version if gw.state.shadow.current is not None else None
         async with browser(gw) as client:
             await sign_in(client, "alice")
@@ -91,6 +92,10 @@ async def test_shadow_disagreements_reach_the_audit_and_the_metrics(tmp_path: Pa
     ]
     assert report.ok, report.describe()
     assert json.loads(exported[0])["shadow_verdict"] == "deny"
+    assert [(row["tool"], row["shadow_verdict"]) for row in api_rows] == [
+        ("list-async-jobs", "rate_limited"),
+        ("cancel-async-job", "deny"),
+    ]
     assert chain.verify_export(exported).ok, "an export with the shadow fields verifies too"
     assert disagreements("cancel-async-job.cases[0]", "allow", "deny") == before["prod"] + 1
     assert disagreements("list-async-jobs", "allow", "rate_limited") == before["list"] + 1
