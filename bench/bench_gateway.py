@@ -27,6 +27,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -131,6 +133,27 @@ SHADOW_POLICY = {
 }
 
 
+def shadow_cost_us(tmp: Path, calls: int = 20_000) -> float:
+    """CPU microseconds per call that the shadow adds on the call's path, measured in this process: its verdict
+    (CEL case, in-memory limit), the comparison with the enforced action (metrics) and the record's copy."""
+    from dataclasses import replace
+
+    from service.audit.service import AuditRecord
+    from service.policy.shadow import ShadowPolicy, disagreement
+
+    path = tmp / "shadow-cost.json"
+    path.write_text(json.dumps(SHADOW_POLICY))
+    shadow = ShadowPolicy(path)
+    record = AuditRecord(ts=0.0, grant="bench", server="everything", tool="echo", arguments={}, redact=(), rule="echo")
+    started = time.process_time()
+    for i in range(calls):
+        arguments = {"message": f"call {i}"}
+        differs = disagreement(shadow.decide("bench", "everything", "echo", arguments, now=1e9 + i), "allow")
+        if differs is not None:
+            record = replace(record, shadow_verdict=differs.action, shadow_rule=differs.rule)
+    return (time.process_time() - started) / calls * 1e6
+
+
 def start_holdgate(
     tmp: Path, upstream_url: str, port: int, sessions: int, shadow: bool = False
 ) -> tuple[subprocess.Popen, str]:
@@ -205,6 +228,9 @@ async def main(args: argparse.Namespace) -> None:
     load = os.getloadavg()
     shadowed = "with a shadow policy (disagreeing on every call)" if args.shadow else "no shadow policy"
     print(f"{shadowed}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    if args.shadow:
+        with tempfile.TemporaryDirectory() as scratch:
+            print(f"  the shadow's own work per call, in-process: {shadow_cost_us(Path(scratch)):.1f} us CPU")
     print(f"sequential echo, {args.calls} calls, one session (ms):")
     print(f"  direct    p50 {d50:7.2f}  p99 {d99:7.2f}")
     print(f"  holdgate  p50 {g50:7.2f}  p99 {g99:7.2f}")
