@@ -29,9 +29,8 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, insert  # noqa: E402
 
 from service import db  # noqa: E402
-from service.audit.replay import ReplayFilter, replay  # noqa: E402
+from service.audit.replay import ReplayFilter, load_candidate, replay  # noqa: E402
 from service.models import AuditEvent  # noqa: E402
-from service.policy import load_policy  # noqa: E402
 
 SERVERS = 50
 TOOLS_PER_SERVER = 20
@@ -135,7 +134,7 @@ def main(args: argparse.Namespace) -> None:
         url = args.database_url or f"sqlite+aiosqlite:///{Path(scratch) / 'audit.db'}"
         policy_path = Path(scratch) / "candidate.json"
         policy_path.write_text(json.dumps(policy_document()))
-        policy = load_policy(policy_path)
+        policy = load_candidate(policy_path)  # as `holdgate policy replay` loads it
         load_before = os.getloadavg()
         took = generate(url, args.calls)
         print(f"history: {args.calls:,} calls written in {took:.1f} s ({url.split(':')[0]})")

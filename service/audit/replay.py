@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
@@ -31,7 +32,7 @@ from sqlmodel import col
 
 from service.audit.service import UNRECORDABLE
 from service.models import AuditEvent
-from service.policy import Policy, Verdict
+from service.policy import Policy, Verdict, load_policy
 from service.policy.limits import MemoryWindows, scope_key
 from service.policy.partial import RecordedArguments, Undecided, decide_rule
 
@@ -42,6 +43,14 @@ UNDECIDABLE = "undecidable"
 EXAMPLES = 3
 """Example calls kept for each change (and each undecidable rule)."""
 BATCH = 5000
+CANDIDATE_CACHE_SIZE = 500_000
+"""Verdicts the candidate keeps per (grant, server, tool): a history holds far more distinct names than live
+traffic does in a while, and the default cache (100,000), cleared whenever full, would miss on every row."""
+
+
+def load_candidate(path: Path) -> Policy:
+    """The candidate policy file, compiled as the service would (ConfigError naming the file and the place)."""
+    return load_policy(path, cache_size=CANDIDATE_CACHE_SIZE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,11 @@ def replay(
     from service import db
     from service.audit import replay as replay_audit
 
-    policy = _load(candidate)
+    try:
+        policy = replay_audit.load_candidate(candidate)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
     now = datetime.now(UTC)
     try:
         flt = replay_audit.ReplayFilter(

@@ -612,7 +612,6 @@ def _replay_in_thread(settings: Any, text: str, fields: dict[str, str]) -> dict[
     from service import db
     from service.audit import replay as replay_audit
     from service.configfile import ConfigError
-    from service.policy import load_policy
 
     now = datetime.now(UTC)
     flt = replay_audit.ReplayFilter(
@@ -625,7 +624,7 @@ def _replay_in_thread(settings: Any, text: str, fields: dict[str, str]) -> dict[
         path = Path(scratch) / "candidate.json"
         path.write_text(text, encoding="utf-8")
         try:
-            candidate = load_policy(path)
+            candidate = replay_audit.load_candidate(path)
         except ConfigError as exc:
             raise ValueError(str(exc).replace(str(path), "candidate")) from None
 
