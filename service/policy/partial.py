@@ -29,7 +29,6 @@ import copy
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,8 +275,3 @@ def _unspell(value: Any) -> Any:
         if _SPELT_SURROGATE.search(value):
             return _SPELT_SURROGATE.sub(lambda m: chr(int(m.group(0)[2:], 16)), value)
     return value
-
-
-def possible_limits(answer: Undecided) -> Mapping[str, int]:
-    """The counters (with their windows) an undecided call may have used."""
-    return {limit.counter: limit.window_seconds for verdict in answer.possible for limit in verdict.limits}
