@@ -3,11 +3,16 @@
 Starts server-everything (`node … streamableHttp`) as the upstream and `holdgate serve` in front of
 it (policy on, audit on, a rate-limit-free allow rule with argument redaction), then drives both
 with the same mcp SDK client: sequential calls for p50/p99, then 16 concurrent sessions for
-throughput. Usage: python bench/bench_gateway.py [--calls 500] [--seconds 8] [--sessions 16] [--tracing]
+throughput. Usage: python bench/bench_gateway.py [--calls 500] [--seconds 8] [--sessions 16] [--tracing] [--shadow]
 
 `--tracing` adds a second holdgate with OpenTelemetry tracing on (OTLP over HTTP to a sink in this process
 that accepts and drops the spans), measured the same way: the cost of tracing on, beside the first holdgate's
 figures with tracing off (the default: no OTEL_* variables).
+
+`--shadow` adds a shadow policy (`policy.shadow.json`, service.policy.shadow) of the same size beside the
+enforced one, whose `echo` rule has a CEL case on the arguments and a sliding-window limit counted in memory,
+and that disagrees with the enforced policy on every call (so each call also counts a disagreement and
+carries it into its audit record): run the bench with and without it for the shadow's cost per call.
 """
 
 from __future__ import annotations
@@ -115,8 +120,44 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
+SHADOW_POLICY = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "echo": {
+            "action": "require_approval",
+            "redact": ["message"],
+            "cases": [{"when": "args.message.startsWith('prod-')", "action": "deny"}],
+            "rate_limit": {"max": 100_000, "window": "minute"},
+        },
+        "get-env": {"action": "deny"},
+    },
+}
+
+
+def shadow_cost_us(tmp: Path, calls: int = 20_000) -> float:
+    """CPU microseconds per call that the shadow adds on the call's path, measured in this process: its verdict
+    (CEL case, in-memory limit), the comparison with the enforced action (metrics) and the record's copy."""
+    from dataclasses import replace
+
+    from service.audit.service import AuditRecord
+    from service.policy.shadow import ShadowPolicy, disagreement
+
+    path = tmp / "shadow-cost.json"
+    path.write_text(json.dumps(SHADOW_POLICY))
+    shadow = ShadowPolicy(path)
+    record = AuditRecord(ts=0.0, grant="bench", server="everything", tool="echo", arguments={}, redact=(), rule="echo")
+    started = time.process_time()
+    for i in range(calls):
+        arguments = {"message": f"call {i}"}
+        differs = disagreement(shadow.decide("bench", "everything", "echo", arguments, now=1e9 + i), "allow")
+        if differs is not None:
+            record = replace(record, shadow_verdict=differs.action, shadow_rule=differs.rule)
+    return (time.process_time() - started) / calls * 1e6
+
+
 def start_holdgate(
-    tmp: Path, upstream_url: str, port: int, sessions: int, **extra_env: str
+    tmp: Path, upstream_url: str, port: int, sessions: int, shadow: bool = False, **extra_env: str
 ) -> tuple[subprocess.Popen, str]:
     config = tmp / "config"
     config.mkdir(parents=True)
@@ -126,6 +167,8 @@ def start_holdgate(
         "tools": {"echo": {"action": "allow", "redact": ["message"]}, "get-env": {"action": "deny"}},
     }
     (config / "policy.json").write_text(json.dumps(policy))
+    if shadow:
+        (config / "policy.shadow.json").write_text(json.dumps(SHADOW_POLICY))
     (config / "servers.json").write_text(json.dumps({"mcpServers": {"everything": {"url": upstream_url}}}))
     env = {
         **os.environ,
@@ -197,7 +240,7 @@ async def main(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         upstream_url = f"http://127.0.0.1:{up_port}/mcp"
-        gateway, token = start_holdgate(Path(scratch) / "off", upstream_url, gw_port, args.sessions + 2)
+        gateway, token = start_holdgate(Path(scratch) / "off", upstream_url, gw_port, args.sessions + 2, args.shadow)
         gateways.append(gateway)
         try:
             await wait_http(f"http://127.0.0.1:{up_port}/")
@@ -217,6 +260,7 @@ async def main(args: argparse.Namespace) -> None:
                         upstream_url,
                         traced_port,
                         args.sessions + 2,
+                        args.shadow,
                         OTEL_EXPORTER_OTLP_ENDPOINT=sink,
                         OTEL_TRACES_EXPORTER="otlp",
                     )
@@ -229,6 +273,12 @@ async def main(args: argparse.Namespace) -> None:
                 process.wait(10)
     d50, d99 = pct(direct, 50), pct(direct, 99)
     g = results["holdgate"]
+    load = os.getloadavg()
+    shadowed = "with a shadow policy (disagreeing on every call)" if args.shadow else "no shadow policy"
+    print(f"{shadowed}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    if args.shadow:
+        with tempfile.TemporaryDirectory() as scratch:
+            print(f"  the shadow's own work per call, in-process: {shadow_cost_us(Path(scratch)):.1f} us CPU")
     print(f"sequential echo, {args.calls} calls, one session (ms):")
     print(f"  direct    p50 {d50:7.2f}  p99 {d99:7.2f}")
     print(f"  holdgate  p50 {g['p50']:7.2f}  p99 {g['p99']:7.2f}")
@@ -255,4 +305,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--tracing", action="store_true", help="also measure a holdgate with tracing on")
+    parser.add_argument("--shadow", action="store_true", help="run a shadow policy beside the enforced one")
     asyncio.run(main(parser.parse_args()))

@@ -49,6 +49,7 @@ from service.grants.service import GrantResolver
 from service.identity import AccessTokenVerifier
 from service.metrics import PendingDecisions
 from service.policy.holder import PolicyHolder
+from service.policy.shadow import ShadowPolicy
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class AppState:
     dashboard: DashboardState
     pending_decisions: PendingDecisions
     """`holdgate_pending_decisions`, counted in the database when /metrics is scraped."""
+    shadow: ShadowPolicy
+    """The shadow policy beside the enforced one (none loaded while its file is absent or refused)."""
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
     """One per upstream server, made when the lifespan starts them (probing is I/O)."""
     serving: bool = False
@@ -100,6 +103,8 @@ def build_state(
     settings) before anything starts. `clock` and `channels` replace the real ones (tests)."""
     load_plugins(settings.channels)  # first: the policy checks people's contacts with the channels' checks
     policy = PolicyHolder(settings.policy_path, clock=clock)
+    policy = PolicyHolder(settings.policy_path)
+    shadow = ShadowPolicy(settings.shadow_policy_path)  # never refuses to start: a broken file pauses shadowing
     servers = load_servers(settings.servers_path)
     engine = db.create_engine(settings.effective_database_url)
     sessions = db.session_factory(engine)
@@ -118,6 +123,7 @@ def build_state(
         connect_timeout=settings.gateway.upstream_connect_timeout_s,
         upstream_connections=settings.gateway.upstream_connections,
         clock=clock,
+        shadow=shadow,
     )
     verifier = (
         AccessTokenVerifier(settings.oauth, settings.public_url, clock=clock)
@@ -156,6 +162,8 @@ def build_state(
         approvals=approvals,
         dashboard=DashboardState.build(settings, approvals.service, clock=clock),
         pending_decisions=PendingDecisions(approvals.service.pending_count),
+        dashboard=DashboardState.build(settings, approvals.service),
+        shadow=shadow,
     )
 
 
@@ -334,16 +342,24 @@ def _restore_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals, previo
 
 
 def _watch_policy(state: AppState, stack: AsyncExitStack) -> None:
-    """Reload on SIGHUP and on file change; both keep the last good policy on error."""
+    """Reload the policy and the shadow policy on SIGHUP and on file change; the policy keeps its last good
+    version on error, the shadow pauses."""
     loop = asyncio.get_running_loop()
+
+    def reload_both() -> None:
+        state.policy.reload()
+        state.shadow.reload()
+
     try:
-        loop.add_signal_handler(signal.SIGHUP, state.policy.reload)
+        loop.add_signal_handler(signal.SIGHUP, reload_both)
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
     except (NotImplementedError, RuntimeError):  # not the main thread (tests) or no signals
         pass
     if state.settings.watch_policy:
         task = asyncio.create_task(state.policy.watch(), name="policy-watch")
         stack.callback(task.cancel)
+        shadow_task = asyncio.create_task(state.shadow.watch(), name="shadow-policy-watch")
+        stack.callback(shadow_task.cancel)
 
 
 def _watch_servers(state: AppState, stack: AsyncExitStack) -> None:

@@ -167,3 +167,32 @@ def watch_open_sessions(count: Callable[[], int]) -> None:
 
 def count_refused_session(limit: str) -> None:
     REFUSED_SESSIONS.labels(limit).inc()
+
+
+SHADOW_CALLS = Counter("holdgate_shadow_calls_total", "Calls the shadow policy also decided (service.policy.shadow)")
+SHADOW_DISAGREEMENTS = Counter(
+    "holdgate_shadow_disagreements_total",
+    "Calls where the shadow policy's action differs from the enforced one, by the shadow's rule and both actions",
+    ["rule", "enforced", "shadow"],
+)
+SHADOW_ERRORS = Counter("holdgate_shadow_errors_total", "Calls the shadow policy failed to evaluate (the log says why)")
+SHADOW_LOADED = Gauge(
+    "holdgate_shadow_policy_loaded",
+    "1 while a shadow policy runs; 0 with none, or while its file is refused and shadowing is paused",
+)
+
+
+def count_shadow_call() -> None:
+    SHADOW_CALLS.inc()
+
+
+def count_shadow_disagreement(rule: str, enforced: str, shadow: str) -> None:
+    SHADOW_DISAGREEMENTS.labels(rule, enforced, shadow).inc()
+
+
+def count_shadow_error() -> None:
+    SHADOW_ERRORS.inc()
+
+
+def set_shadow_loaded(loaded: bool) -> None:
+    SHADOW_LOADED.set(1 if loaded else 0)

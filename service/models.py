@@ -52,6 +52,13 @@ class AuditEvent(SQLModel, table=True):
     hash: str | None = Field(
         default=None, max_length=64, description="sha256 over this record's fields and prev_hash (service.audit.chain)"
     )
+    shadow_verdict: str | None = Field(
+        default=None,
+        max_length=32,
+        index=True,
+        description="the shadow policy's action where it differs from the enforced one (service.policy.shadow)",
+    )
+    shadow_rule: str | None = Field(default=None, max_length=300, description="the shadow policy's deciding rule")
 
 
 class AuditChainHead(SQLModel, table=True):

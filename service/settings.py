@@ -230,7 +230,19 @@ class OAuthSettings(BaseModel):
         return bool(self.issuer)
 
 
+class PolicySettings(BaseModel):
+    """Where the policy's companion files are (the policy itself is `policy.json` in the config directory)."""
+
+    shadow_path: Path | None = Field(
+        default=None,
+        description="A candidate policy evaluated beside the enforced one on every call, never enforced "
+        "(shadow rules: disagreements go to the audit and /metrics); default `policy.shadow.json` in the "
+        "config directory. A missing file means no shadow; a broken one pauses shadowing, never the policy.",
+    )
+
+
 FLAT_NAMES: dict[str, tuple[str, str]] = {
+    "shadow_policy_path": ("policy", "shadow_path"),
     **{name: ("gateway", name) for name in GatewaySettings.model_fields},
     "audit_flush_interval_s": ("audit", "flush_interval_s"),
     "audit_retention_days": ("audit", "retention_days"),
@@ -305,6 +317,7 @@ class Settings(BaseSettings):
     logs: LogSettings = Field(default_factory=LogSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
     # Channels
     channels: list[str] = Field(
@@ -374,6 +387,13 @@ class Settings(BaseSettings):
         return self.config_dir / "policy.json"
 
     @property
+    def shadow_policy_path(self) -> Path:
+        """The shadow policy file (`HOLDGATE_SHADOW_POLICY_PATH`, else `policy.shadow.json` beside policy.json)."""
+        return (
+            self.policy.shadow_path if self.policy.shadow_path is not None else self.config_dir / "policy.shadow.json"
+        )
+
+    @property
     def servers_path(self) -> Path:
         return self.config_dir / "servers.json"
 
@@ -430,6 +450,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "logs": LogSettings,
     "oidc": OidcSettings,
     "oauth": OAuthSettings,
+    "policy": PolicySettings,
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})

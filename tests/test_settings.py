@@ -58,3 +58,9 @@ def test_a_bad_value_under_a_flat_name_is_refused(monkeypatch):
 def test_the_anonymous_grant_is_still_refused_off_loopback():
     with pytest.raises(ValidationError, match="HOLDGATE_ANONYMOUS_DEV_GRANT is only allowed on a loopback"):
         Settings(_env_file=None, anonymous_dev_grant=True, host="0.0.0.0")
+
+
+def test_the_shadow_policy_sits_beside_the_policy_unless_told(monkeypatch, tmp_path):
+    assert Settings(_env_file=None, config_dir=tmp_path).shadow_policy_path == tmp_path / "policy.shadow.json"
+    monkeypatch.setenv("HOLDGATE_SHADOW_POLICY_PATH", str(tmp_path / "elsewhere.json"))
+    assert Settings(_env_file=None).shadow_policy_path == tmp_path / "elsewhere.json"

@@ -26,12 +26,14 @@ async def audit(
     verdict: str | None = None,
     since: UtcDateTime | None = None,
     until: UtcDateTime | None = None,
+    shadow_disagrees: bool = False,
     format: Literal["json", "jsonl", "csv"] = "json",
     limit: int = Query(100, ge=1, le=1000),
     offset: Offset = 0,
 ):
-    """Newest first as JSON (paginated); `jsonl` and `csv` stream the whole filtered history, oldest first."""
-    flt = audit_service.AuditFilter(grant, server, tool, verdict, since, until)
+    """Newest first as JSON (paginated); `jsonl` and `csv` stream the whole filtered history, oldest first.
+    `shadow_disagrees=true`: only calls where the shadow policy's action differed from the enforced one."""
+    flt = audit_service.AuditFilter(grant, server, tool, verdict, since, until, shadow_disagrees=shadow_disagrees)
     if format == "json":
         events = await audit_service.list_events(session, flt=flt, limit=limit, offset=offset)
         return {"items": [audit_service.event_dict(e) for e in events], "limit": limit, "offset": offset}

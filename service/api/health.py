@@ -2,7 +2,8 @@
 
 `/healthz` answers 200 while the process serves, and says what is wrong: `"status": "degraded"`
 with one reason per problem (the policy file on disk was refused at reload and an older version is in
-force; an upstream is not reachable; the audit writer's last write failed). Reasons name the policy,
+force; the shadow policy's file was refused and shadowing is paused; an upstream is not reachable; the
+audit writer's last write failed). Reasons name the policy,
 the upstream or the audit writer, never a file path, a URL or a person: the route needs no token.
 Restarting the process would not fix any of these, so it is not a liveness failure.
 
@@ -50,6 +51,11 @@ async def healthz(request: Request) -> dict[str, Any]:
             for name, proxy in state.proxies.items()
         },
         "audit": {"last_write_failed": state.audit.last_write_failed, "backlog": state.audit.backlog},
+        "shadow_policy": {
+            "active": state.shadow.active,
+            "version": state.shadow.current.version if state.shadow.current is not None else None,
+            "paused": state.shadow.last_error is not None,
+        },
     }
 
 
@@ -86,6 +92,11 @@ def _problems(state: AppState) -> list[str]:
         problems.append(
             f"policy: the policy file on disk was refused at reload; version {state.policy.current.version} "
             "stays in force (the log says why)"
+        )
+    if state.shadow.last_error is not None:
+        problems.append(
+            "shadow policy: its file was refused, so shadowing is paused until it loads; the enforced policy is "
+            "not affected (the log says why)"
         )
     for name, proxy in sorted(state.proxies.items()):
         if proxy.info is None:

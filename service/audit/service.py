@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FIELDS = (
     "id", "ts", "grant", "server", "tool", "arguments", "args_sha256", "verdict", "rule", "reason",
-    "outcome", "detail", "duration_ms", "decision_id", "prev_hash", "hash",
+    "outcome", "detail", "duration_ms", "decision_id", "shadow_verdict", "shadow_rule", "prev_hash", "hash",
 )  # fmt: skip
 
 
@@ -86,6 +86,9 @@ class AuditRecord:
     decision_id: str | None = None
     args_sha256: str | None = None
     """Given when `arguments` are not the call's own (a decision's event, from its redacted copy)."""
+    shadow_verdict: str | None = None
+    """The shadow policy's action, set only where it differs from the enforced one (`service.policy.shadow`)."""
+    shadow_rule: str | None = None
 
     @classmethod
     def begin(cls, call: AuditedCall, verdict: Verdict, *, ts: float) -> AuditRecord:
@@ -139,6 +142,8 @@ class AuditRecord:
                 detail=(self.detail or "")[:DETAIL_CHARS] or None,
                 duration_ms=self.duration_ms,
                 decision_id=self.decision_id,
+                shadow_verdict=self.shadow_verdict,
+                shadow_rule=self.shadow_rule,
             )
         )
 
@@ -159,6 +164,8 @@ class AuditRecord:
                 detail=f"{UNRECORDABLE}: {error_text(error)}; its arguments and detail were not kept",
                 duration_ms=self.duration_ms,
                 decision_id=self.decision_id,
+                shadow_verdict=self.shadow_verdict,
+                shadow_rule=self.shadow_rule,
             )
         )
 
@@ -368,6 +375,8 @@ class AuditFilter:
     verdict: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    shadow_disagrees: bool = False
+    """Only calls where the shadow policy's action differed from the enforced one."""
 
 
 def _filtered(query: Select[AuditEvent], flt: AuditFilter) -> Select[AuditEvent]:
@@ -383,6 +392,8 @@ def _filtered(query: Select[AuditEvent], flt: AuditFilter) -> Select[AuditEvent]
         query = query.where(col(AuditEvent.ts) >= flt.since)
     if flt.until is not None:
         query = query.where(col(AuditEvent.ts) < flt.until)
+    if flt.shadow_disagrees:
+        query = query.where(col(AuditEvent.shadow_verdict).is_not(None))
     return query
 
 

@@ -1,8 +1,10 @@
-"""`holdgate policy ...`: check a policy file, explain a decision, write a starter policy for a server.
+"""`holdgate policy ...`: check a policy file, explain a decision, write a starter policy for a server, replay a
+candidate policy on the audited calls.
 
 A typer sub-app; `service/cli.py` mounts it with `app.add_typer(policy_cli.app, name="policy")`.
 Only a thin layer over `load_policy`, `explain` and `service.commands.policy_init`, imported inside the
 commands (the lazy-import rule at the top of service/cli.py).
+Only a thin layer over `load_policy`, `explain`, `service.commands.policy_init` and `service.audit.replay`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,59 @@ def init(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {target}: {len(classes)} tool(s) of '{server}'; check it with `holdgate policy check {target}`")
+
+
+@app.command()
+def replay(
+    candidate: Annotated[Path, typer.Argument(help="The candidate policy file (same format as policy.json).")],
+    since: Annotated[
+        str, typer.Option(help="Oldest calls to replay: an age (7d, 12h, 30m) or a UTC time (2026-11-24T12:00).")
+    ] = "7d",
+    until: Annotated[
+        str | None, typer.Option(help="Newest calls (excluded): an age or a UTC time; default now.")
+    ] = None,
+    grant: Annotated[str | None, typer.Option("--grant", "-g", help="Only this grant's calls.")] = None,
+    server: Annotated[str | None, typer.Option("--server", "-s", help="Only calls to this server.")] = None,
+    examples: Annotated[int, typer.Option(min=0, max=100, help="Example calls shown per change.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of tables.")] = False,
+) -> None:
+    """Replay CANDIDATE on the audited calls: what would it have changed?
+
+    Each call is decided by the candidate with its arguments as the audit recorded them (a case that
+    depends on a redacted value is reported undecidable, never guessed) and the candidate's rate limits are
+    replayed in time order with the recorded times. Prints the calls whose verdict would change, by
+    (recorded -> candidate) verdict and by rule, with examples, and the refusals the limits would have caused.
+    """
+    from datetime import UTC, datetime
+
+    from service import db
+    from service.audit import replay as replay_audit
+
+    try:
+        policy = replay_audit.load_candidate(candidate)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    now = datetime.now(UTC)
+    try:
+        flt = replay_audit.ReplayFilter(
+            since=replay_audit.time_point(since, now=now),
+            until=replay_audit.time_point(until, now=now) if until is not None else None,
+            grant=grant,
+            server=server,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = get_settings()
+    report = db.run_in_session(
+        settings.effective_database_url,
+        lambda session: replay_audit.replay(session, policy, flt, examples=examples),
+        migrate=settings.run_migrations,
+    )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    typer.echo(replay_audit.describe(report))
 
 
 def _load(file: Path | None) -> Policy:

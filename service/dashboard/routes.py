@@ -309,6 +309,8 @@ class HistoryFilter:
     since: str = ""
     until: str = ""
     offset: int = 0
+    shadow: str = ""
+    """"1": only calls where the shadow policy disagreed with the enforced one (the calls tab)."""
 
     @classmethod
     def of(cls, request: Request) -> HistoryFilter:
@@ -326,6 +328,7 @@ class HistoryFilter:
             since=q.get("since", ""),
             until=q.get("until", ""),
             offset=offset,
+            shadow="1" if q.get("shadow") == "1" else "",
         )
 
     def query(self, **changes: Any) -> str:
@@ -352,6 +355,7 @@ class HistoryFilter:
             verdict=self.status or None,
             since=_when(self.since),
             until=_when(self.until),
+            shadow_disagrees=self.shadow == "1",
         )
 
 
@@ -582,8 +586,94 @@ def _children(value: dict[str, Any] | list[Any]) -> list[Any]:
     return list(value.values()) if isinstance(value, dict) else value
 
 
+MAX_CANDIDATE_BYTES = 4 * 1024 * 1024
+"""The largest candidate policy the Rules page takes (pasted or uploaded)."""
+_replay_running = asyncio.Lock()
+
+
+@router.post("/rules/replay")
+async def replay_candidate(request: Request, viewer: CsrfViewerDep) -> HTMLResponse:
+    """Replay a pasted or uploaded candidate policy on the audited calls; the Rules page with the changes table."""
+    form = await request.form()
+    upload = form.get("file")
+    text = str(form.get("candidate") or "")
+    if upload is not None and not isinstance(upload, str):
+        data = await upload.read(MAX_CANDIDATE_BYTES + 1)
+        if data:
+            text = data.decode("utf-8", errors="replace")
+    fields = {name: str(form.get(name) or "").strip() for name in ("since", "until", "grant", "server")}
+    fields["since"] = fields["since"] or "7d"
+    replayed: dict[str, Any] | None = None
+    problem: str | None = None
+    if not text.strip():
+        problem = "paste a candidate policy or choose a file"
+    elif len(text.encode("utf-8")) > MAX_CANDIDATE_BYTES:
+        problem = f"the candidate is larger than {MAX_CANDIDATE_BYTES // (1024 * 1024)} MB"
+    elif _replay_running.locked():
+        problem = "another replay is running on this replica; try again when it has finished"
+    else:
+        async with _replay_running:
+            try:
+                replayed = await asyncio.to_thread(_replay_in_thread, get_state(request).settings, text, fields)
+            except ValueError as exc:  # a time that does not parse, a candidate that does not load
+                problem = str(exc)
+    return await _rules_page(
+        request, viewer, replay_form=fields | {"candidate": text}, replayed=replayed, problem=problem
+    )
+
+
+def _replay_in_thread(settings: Any, text: str, fields: dict[str, str]) -> dict[str, Any]:
+    """The replay, on a thread with an event loop and database engine of its own: a long history is CPU work that
+    must not stall the gateway's event loop. ValueError says what is wrong with the input."""
+    import tempfile
+
+    from service import db
+    from service.audit import replay as replay_audit
+    from service.configfile import ConfigError
+
+    now = datetime.now(UTC)
+    flt = replay_audit.ReplayFilter(
+        since=replay_audit.time_point(fields["since"], now=now),
+        until=replay_audit.time_point(fields["until"], now=now) if fields["until"] else None,
+        grant=fields["grant"] or None,
+        server=fields["server"] or None,
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "candidate.json"
+        path.write_text(text, encoding="utf-8")
+        try:
+            candidate = replay_audit.load_candidate(path)
+        except ConfigError as exc:
+            raise ValueError(str(exc).replace(str(path), "candidate")) from None
+
+    async def run() -> dict[str, Any]:
+        engine = db.create_engine(settings.effective_database_url)
+        try:
+            async with db.session_factory(engine)() as session:
+                report = await replay_audit.replay(session, candidate, flt)
+        finally:
+            await engine.dispose()
+        document = report.to_dict()
+        document["candidate"]["path"] = "candidate"
+        return document
+
+    return asyncio.run(run())
+
+
 @router.get("/rules")
 async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
+    return await _rules_page(request, viewer)
+
+
+async def _rules_page(
+    request: Request,
+    viewer: Viewer,
+    *,
+    replay_form: dict[str, str] | None = None,
+    replayed: dict[str, Any] | None = None,
+    problem: str | None = None,
+) -> HTMLResponse:
+    """The rules per upstream tool, `explain`, and (after a POST to /rules/replay) a candidate's changes table."""
     state = get_state(request)
     policy = state.policy.current
     q = request.query_params
@@ -636,4 +726,7 @@ async def rules(request: Request, viewer: ViewerDep) -> HTMLResponse:
         policy_error=state.policy.last_error,
         form=form,
         explained=explained,
+        replay_form=replay_form or {"since": "7d", "until": "", "grant": "", "server": "", "candidate": ""},
+        replayed=replayed,
+        replay_problem=problem,
     )

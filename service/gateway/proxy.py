@@ -44,6 +44,7 @@ from service.models import AuditEvent, Decision
 from service.policy import Verdict
 from service.policy import limits as rate_limits
 from service.policy.holder import PolicySource
+from service.policy.shadow import ShadowPolicy, ShadowVerdict, disagreement
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class GatewayCore:
     """The hold point of `require_approval` calls (`service.gateway.hold`); None: no approval flow here."""
     filter_tools: bool = True
     connect_timeout: float = 30.0
+    shadow: ShadowPolicy | None = None
+    """The shadow policy evaluated beside the enforced one (`service.policy.shadow`); None: no shadowing here."""
 
 
 def acting_for_of(ctx: ServerRequestContext) -> str | None:
@@ -295,8 +298,14 @@ class ServerProxy:
             self.core.audit.record(refused.finish("denied", reason=f"refused at the edge: {problem}", started=started))
             raise MCPError(code=INVALID_PARAMS, message=f"holdgate refused the call: {problem}")
 
+        shadow = self.core.shadow
+        shadowed = (
+            shadow.decide(call.grant, call.server, call.tool, call.arguments, now=now) if shadow is not None else None
+        )
+
         if verdict.action == "deny":
             reason = verdict.reason or "not allowed by policy"
+            record = _with_shadow(record, shadowed, "deny")
             self.core.audit.record(record.finish("denied", reason=reason, started=started))
             return tool_error(f"holdgate denied '{call.tool}' on '{call.server}': {reason} (rule {verdict.rule})")
 
@@ -308,6 +317,7 @@ class ServerProxy:
                 tracing.annotate(allowed=limited.allowed, counter=limited.counter)
             if not limited.allowed:
                 retry = limited.retry_after or 0
+                record = _with_shadow(record, shadowed, "rate_limited")
                 self.core.audit.record(
                     record.finish("rate_limited", reason=f"counter {limited.counter}", started=started)
                 )
@@ -316,6 +326,7 @@ class ServerProxy:
                     f"(rule {verdict.rule}); retry_after={retry:g} seconds"
                 )
 
+        record = _with_shadow(record, shadowed, verdict.action)
         if verdict.action == "require_approval":
             return await self._held_call(ctx, call, verdict, record, started)
         return await self._forward_call(ctx, call, record, started)
@@ -461,6 +472,14 @@ class ServerProxy:
     async def set_logging_level(self, ctx, params: types.SetLevelRequestParams):
         upstream, _ = await self.upstream_for(ctx)
         return await call_upstream(upstream, lambda s: s.set_logging_level(params.level))
+
+
+def _with_shadow(record: AuditRecord, shadowed: ShadowVerdict | None, enforced: str) -> AuditRecord:
+    """The record carrying the shadow policy's verdict and rule where its action differs from `enforced`."""
+    differs = disagreement(shadowed, enforced)
+    if differs is None:
+        return record
+    return replace(record, shadow_verdict=differs.action, shadow_rule=differs.rule)
 
 
 class _MirroringServer(Server[Any]):

@@ -131,6 +131,10 @@ class Condition:
     def __repr__(self) -> str:
         return f"Condition({self.source!r})"
 
+    def serialized(self) -> bytes:
+        """The checked expression (a `google.protobuf.Any` of a `cel.expr.CheckedExpr`), for `service.policy.reads`."""
+        return self._program.serialize()
+
     def evaluate(self, variables: CallVariables) -> bool | ConditionFailed:
         """True or False, or why this call's answer cannot be known (deny it)."""
         try:

@@ -77,7 +77,7 @@ class CompiledRule:
         """The verdict for one call of a rule with cases, and each case's outcome up to the one that decided."""
         variables = call_variables(arguments, tool=tool, server=server, grant=grant, now=now)
         if isinstance(variables, ConditionFailed):
-            return self._failed(self.verdict.rule, variables), []
+            return self.failed(self.verdict.rule, variables), []
         return self._first_true(variables)
 
     def _first_true(self, variables: CallVariables) -> tuple[Verdict, list[CaseOutcome]]:
@@ -88,10 +88,10 @@ class CompiledRule:
             if outcome is True:
                 return case.verdict, seen
             if outcome is not False:
-                return self._failed(case.verdict.rule, outcome), seen
+                return self.failed(case.verdict.rule, outcome), seen
         return self.verdict, seen
 
-    def _failed(self, label: str, failure: ConditionFailed) -> Verdict:
+    def failed(self, label: str, failure: ConditionFailed) -> Verdict:
         """Fail closed: deny, saying which condition and why (the reason reaches the agent and the audit).
 
         A case that cannot be decided does not fall through to the next: what it would have decided
@@ -256,6 +256,11 @@ class Policy:
         if arguments is None:
             return found.verdict
         return found.decide(arguments, grant, server, tool, time.time() if now is None else now)[0]
+
+    def decider(self, grant: str, server: str, tool: str) -> Verdict | CompiledRule:
+        """What decides a call of `tool` on `server` by `grant`: its verdict, or the rule whose cases must
+        see the call's arguments (`service.policy.partial` evaluates those with arguments partly unknown)."""
+        return self._lookup(grant, server, tool)
 
     def _lookup(self, grant: str, server: str, tool: str) -> Verdict | CompiledRule:
         """The deciding verdict, or the deciding rule when its cases must see the call (never a cached verdict)."""

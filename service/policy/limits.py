@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,68 @@ async def prune(factory: async_sessionmaker[AsyncSession], now: float) -> int:
                 )
             )
     return len(gone)
+
+
+class MemoryWindows:
+    """The same sliding windows, kept in this process's memory: for what must not touch the database.
+
+    A replay of the audit (`service.audit.replay`, calls in time order with their recorded times as `now`) and
+    a shadow policy's limits (counted beside the live ones, never enforced) use it. It answers exactly as
+    `consume` does (tests/policy/test_limits_memory.py runs both on the same calls): at most `max` calls in
+    any span of `window`, all or nothing, the first full limit in (counter, scope key) order refuses, and
+    a changed `max` keeps the newest calls. Keys idle past their window go with `prune`.
+    """
+
+    def __init__(self) -> None:
+        self._rings: dict[tuple[str, str], deque[float]] = {}
+        self._windows: dict[tuple[str, str], int] = {}
+
+    def consume(self, limits: Sequence[Limit], *, grant: str, now: float) -> LimitOutcome:
+        """Count one call against every limit, or against none if any is full."""
+        if not limits:
+            return ALLOWED
+        for limit in limits:
+            if limit.max <= 0:
+                return LimitOutcome(allowed=False, counter=limit.counter, retry_after=None)
+        keyed = sorted(
+            ((limit, scope_key(limit, grant)) for limit in limits), key=lambda pair: (pair[0].counter, pair[1])
+        )
+        rings = []
+        for limit, key in keyed:
+            ring = self._ring((limit.counter, key), limit.max)
+            if len(ring) >= limit.max and ring[0] > now - limit.window_seconds:
+                return LimitOutcome(
+                    allowed=False,
+                    counter=limit.counter,
+                    retry_after=_round_up(ring[0] + limit.window_seconds - now),
+                )
+            rings.append((ring, limit, key))
+        for ring, limit, key in rings:
+            ring.append(now)
+            self._windows[(limit.counter, key)] = limit.window_seconds
+        return ALLOWED
+
+    def keys(self) -> Iterator[tuple[str, str]]:
+        """The (counter, scope key) pairs counted so far."""
+        return iter(self._rings)
+
+    def prune(self, now: float) -> int:
+        """Forget the keys whose newest call left its window (answers never change); returns how many went."""
+        gone = [key for key, ring in self._rings.items() if not ring or ring[-1] + self._windows.get(key, 0) <= now]
+        for key in gone:
+            del self._rings[key]
+            self._windows.pop(key, None)
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._rings)
+
+    def _ring(self, key: tuple[str, str], size: int) -> deque[float]:
+        ring = self._rings.get(key)
+        if ring is None or ring.maxlen != size:
+            ring = deque(ring or (), maxlen=size)  # a changed max keeps the newest calls
+            self._rings[key] = ring
+        return ring
 
 
 class _Full(Exception):
