@@ -103,7 +103,6 @@ def build_state(
     settings) before anything starts. `clock` and `channels` replace the real ones (tests)."""
     load_plugins(settings.channels)  # first: the policy checks people's contacts with the channels' checks
     policy = PolicyHolder(settings.policy_path, clock=clock)
-    policy = PolicyHolder(settings.policy_path)
     shadow = ShadowPolicy(settings.shadow_policy_path)  # never refuses to start: a broken file pauses shadowing
     servers = load_servers(settings.servers_path)
     engine = db.create_engine(settings.effective_database_url)
@@ -162,7 +161,6 @@ def build_state(
         approvals=approvals,
         dashboard=DashboardState.build(settings, approvals.service, clock=clock),
         pending_decisions=PendingDecisions(approvals.service.pending_count),
-        dashboard=DashboardState.build(settings, approvals.service),
         shadow=shadow,
     )
 

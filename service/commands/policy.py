@@ -2,9 +2,8 @@
 candidate policy on the audited calls.
 
 A typer sub-app; `service/cli.py` mounts it with `app.add_typer(policy_cli.app, name="policy")`.
-Only a thin layer over `load_policy`, `explain` and `service.commands.policy_init`, imported inside the
-commands (the lazy-import rule at the top of service/cli.py).
-Only a thin layer over `load_policy`, `explain`, `service.commands.policy_init` and `service.audit.replay`.
+Only a thin layer over `load_policy`, `explain`, `service.commands.policy_init` and `service.audit.replay`,
+imported inside the commands (the lazy-import rule at the top of service/cli.py).
 """
 
 from __future__ import annotations
@@ -142,6 +141,8 @@ def replay(
 
     from service import db
     from service.audit import replay as replay_audit
+    from service.configfile import ConfigError
+    from service.settings import get_settings
 
     try:
         policy = replay_audit.load_candidate(candidate)
