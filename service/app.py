@@ -29,6 +29,7 @@ from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
+from service.api import tools as tools_api
 from service.approvals.channels import Channel, load_plugins
 from service.approvals.wiring import Approvals, build_approvals, build_channels
 from service.audit.keys import ArgsDigester
@@ -45,6 +46,7 @@ from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
 from service.policy.holder import PolicyHolder
 from service.settings import Settings
+from service.tooldefs import ToolDefinitions
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class AppState:
     """Approval channels by name: built from settings, or given to `build_state` (tests)."""
     approvals: Approvals
     dashboard: DashboardState
+    tool_definitions: ToolDefinitions
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
     """One per upstream server, made when the lifespan starts them (probing is I/O)."""
     serving: bool = False
@@ -95,7 +98,11 @@ def build_state(
         retention_days=settings.audit.retention_days,
         args_digest=ArgsDigester(sessions, settings.secret_key),
     )
+    tool_definitions = ToolDefinitions(
+        sessions, audit=audit, clock=clock, refresh_s=settings.tool_definitions.refresh_s
+    )
     core = GatewayCore(
+        tool_definitions=tool_definitions,
         policy=policy,
         audit=audit,
         sessions=sessions,
@@ -136,6 +143,7 @@ def build_state(
         channels=channels,
         approvals=approvals,
         dashboard=DashboardState.build(settings, approvals.service),
+        tool_definitions=tool_definitions,
     )
 
 
@@ -153,6 +161,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             state.audit.start()
             stack.push_async_callback(state.audit.aclose)
             await state.approvals.start(stack)
+            await state.tool_definitions.start(stack)  # before the probe, which records what upstreams list
             await _start_gateway(state, stack)
             # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
             stack.callback(state.approvals.holding.begin_shutdown)
@@ -175,6 +184,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
     app.include_router(health_api.router)
     app.include_router(audit_api.router)
     app.include_router(decisions_api.router)
+    app.include_router(tools_api.router)
     for plugin in load_plugins(settings.channels):  # each channel's inbound HTTP (Slack's clicks, email's pages)
         if plugin.router is not None:
             app.include_router(plugin.router)

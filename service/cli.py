@@ -24,6 +24,7 @@ from service import db
 from service.approvals.channels import ChannelCommands, load_plugins
 from service.audit import cli as audit_cli
 from service.commands import policy as policy_cli
+from service.commands import tools as tools_cli
 from service.configfile import ConfigError
 from service.settings import DEFAULT_CHANNELS, Settings, get_settings
 
@@ -57,6 +58,7 @@ app.add_typer(grant_app, name="grant")
 app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(tools_cli.app, name="tools")
 
 console = Console()
 err_console = Console(stderr=True)

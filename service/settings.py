@@ -125,6 +125,18 @@ class ApprovalSettings(BaseModel):
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
 
 
+class ToolDefinitionSettings(BaseModel):
+    """How replicas learn of tool definitions recorded or accepted elsewhere (`service.tooldefs`)."""
+
+    refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How often each process re-reads the tool definitions' hashes from the database, so an accept "
+        "made on another replica or with the CLI lets calls through here within this time (held meanwhile).",
+    )
+
+
 FLAT_NAMES: dict[str, tuple[str, str]] = {
     **{name: ("gateway", name) for name in GatewaySettings.model_fields},
     "audit_flush_interval_s": ("audit", "flush_interval_s"),
@@ -137,6 +149,7 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "outbox_poll_interval_s": ("approvals", "outbox_poll_interval_s"),
     "outbox_max_attempts": ("approvals", "outbox_max_attempts"),
     "outbox_retry_base_s": ("approvals", "outbox_retry_base_s"),
+    "tool_definitions_refresh_s": ("tool_definitions", "refresh_s"),
 }
 """The documented flat names (README "Configuration": `HOLDGATE_<NAME>`) of the sections' fields, as
 (section, field). They stay the public names: an environment variable, a .env line or a keyword argument
@@ -175,6 +188,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    tool_definitions: ToolDefinitionSettings = Field(default_factory=ToolDefinitionSettings)
 
     # Channels
     channels: list[str] = Field(
@@ -274,6 +288,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "gateway": GatewaySettings,
     "audit": AuditSettings,
     "approvals": ApprovalSettings,
+    "tool_definitions": ToolDefinitionSettings,
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -74,6 +75,7 @@ class Opening(DecisionCore):
                 rule=verdict.rule,
                 reason=_with_previous_attempt(verdict.reason, previous_attempt),
                 previous_attempt=previous_attempt.id if previous_attempt is not None else None,
+                tool_change=json.dumps(asdict(verdict.tool_change)) if verdict.tool_change is not None else None,
                 approvers=json.dumps([approver_json(a) for a in spec.approvers]),
                 channels=",".join(spec.channels),
                 routing=json.dumps(spec.routing),
