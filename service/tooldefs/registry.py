@@ -94,10 +94,17 @@ class ToolDefinitions:
         """An upstream's `tools/list` result (each tool as JSON, wire names). `complete`: every page of it, so it may
         be the server's first sight. Writes only what differs from memory; never raises (a database that fails
         leaves changed tools held, and the next listing tries again)."""
-        presented = {}
+        presented: dict[str, store.Presented] = {}
         for tool in tools:
-            definition = definition_of(tool)
-            presented[str(tool["name"])] = store.Presented(definition, definition_sha256(definition))
+            name = str(tool["name"])
+            try:
+                definition = definition_of(tool)
+                presented[name] = store.Presented(definition, definition_sha256(definition))
+            except (ValueError, RecursionError) as exc:  # nested past what JSON can spell: never as accepted
+                logger.warning("tool definitions: %s/%s cannot be read (%s); its calls stay held", server, name, exc)
+                self._unrecorded[(server, name)] = ToolChangeNote(
+                    kind="changed", accepted_sha256=None, current_sha256="-", diff=f"(cannot be read: {exc})"
+                )
         if server in self.known_servers and all(
             self._current.get((server, name)) == tool.sha256 for name, tool in presented.items()
         ):
@@ -146,7 +153,7 @@ class ToolDefinitions:
                 continue
             if recorded.rows or recorded.first_sight:
                 self.known_servers.add(server)
-            for key in [key for key in self._unrecorded if key[0] == server]:
+            for key in [key for key in self._unrecorded if key[0] == server and key[1] in presented]:
                 del self._unrecorded[key]
             for row in recorded.rows:
                 self._remember(row)
