@@ -268,3 +268,33 @@ async def test_a_rule_that_requires_approval_keeps_its_approvers_and_shows_the_c
         [decision] = await decisions(gw, status="pending")
     assert decision.rule == "cancel-async-job" and decision.approvers == ["bob"]
     assert decision.tool_change is not None and decision.tool_change.kind == "changed"
+
+
+async def test_calls_read_no_tool_definition_from_the_database(tmp_path):
+    """The call path's check is memory only: calls to changed and unchanged tools send no statement about
+    definitions (a tools/list that matches what is known sends none either)."""
+    from sqlalchemy import event
+
+    settings = {"approval_hold_s": 0.2, "tool_definitions_refresh_s": 3600}
+    async with run_gateway(tmp_path, policy=policy(), servers=servers(tmp_path), **settings) as gw:
+        tokens = gw.tokens
+    changed = servers(tmp_path, JOBS_TOOLS_VERSION="2")
+    async with run_gateway(tmp_path, policy=policy(), servers=changed, grants=[], tokens=tokens, **settings) as gw:
+        statements: list[str] = []
+
+        def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+            if "tool_definitions" in statement or "tool_servers" in statement:
+                statements.append(statement)
+
+        event.listen(gw.state.engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            async with gw.session("jobs") as session:
+                await session.list_tools()
+                for i in range(10):
+                    await session.call_tool("list-async-jobs", {})
+                    await session.call_tool("get-async-job-result", {"jobId": f"j{i}"})
+                held = await session.call_tool("cancel-async-job", {"jobId": "j"})
+        finally:
+            event.remove(gw.state.engine.sync_engine, "before_cursor_execute", seen)
+    assert "approval pending" in text_of(held)
+    assert statements == []
