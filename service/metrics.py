@@ -21,6 +21,10 @@ TOOL_CALL_SECONDS = Histogram(
 )
 DECISIONS = Counter("holdgate_decisions_total", "Decision changes by status", ["status"])
 HELD_CALLS = Gauge("holdgate_held_calls", "Calls waiting for a decision in this process")
+TOOLS_NOT_ACCEPTED = Gauge(
+    "holdgate_tools_not_accepted",
+    "Upstream tools whose definition changed since a person accepted it, or that are new (as this process knows)",
+)
 
 
 def count_call(server: str, verdict: str, outcome: str | None, duration_ms: float | None) -> None:
@@ -35,6 +39,10 @@ def count_decision(status: str) -> None:
 
 def watch_held_calls(count: Callable[[], int]) -> None:
     HELD_CALLS.set_function(count)
+
+
+def watch_tools_not_accepted(count: Callable[[], int]) -> None:
+    TOOLS_NOT_ACCEPTED.set_function(count)
 
 
 AUDIT_UNRECORDABLE = Counter(

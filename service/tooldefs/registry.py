@@ -24,6 +24,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service import metrics
 from service.audit.service import AuditWriter
 from service.models import ToolDefinition
 from service.policy import ToolChangeNote
@@ -224,9 +225,15 @@ class ToolDefinitions:
                     pending[(row.server, row.tool)] = note
             self.known_servers, self._current, self._pending = servers, current, pending
 
+    @property
+    def not_accepted(self) -> int:
+        """How many tools this process holds calls to (changed, new, or not recorded): `/metrics`."""
+        return len(self._pending.keys() | self._unrecorded.keys())
+
     async def start(self, stack: AsyncExitStack) -> None:
         """Load memory from the database, then keep re-reading it every `refresh_s` until `stack` closes."""
         await self.refresh()
+        metrics.watch_tools_not_accepted(lambda: self.not_accepted)
         task = asyncio.create_task(self._refresh_loop(), name="tool-definitions-refresh")
 
         async def stop() -> None:

@@ -124,6 +124,9 @@ async def test_a_changed_tool_is_held_diffed_accepted_and_then_runs(tmp_path, da
         assert '-    "destructiveHint": true,' in decision.tool_change.diff
         assert "changed since it was accepted" in decision.tool_change.summary
 
+        metrics = await api(gw, "GET", "/metrics")
+        assert "holdgate_tools_not_accepted 2.0" in metrics.text
+
         # The diff, from the real CLI: text and JSON.
         code, out, err = await holdgate_cli(tmp_path, database, "tools", "diff", "jobs", "cancel-async-job")
         assert code == 0, err
