@@ -189,3 +189,12 @@ def test_a_rule_with_limits_keeps_counting_them_when_held(tmp_path):
     verdict = policy.evaluate("agent", "jobs", "x", {})
     held = with_tool_change(verdict, policy.on_tool_change("jobs"), NOTE, "jobs", "x")
     assert held.action == "require_approval" and held.limits == verdict.limits
+
+
+def test_explain_says_what_a_changed_definition_would_get(tmp_path):
+    from service.policy import explain
+
+    policy = load(tmp_path, {"servers": {"jobs": {"on_tool_change": "deny"}}})
+    text = explain(policy, None, "jobs", "x")
+    assert "changed, or new): deny (servers.jobs.on_tool_change)" in text
+    assert "new): require_approval (on_tool_change)" in explain(policy, None, "time", "x")
