@@ -35,12 +35,22 @@ class ConsoleChannel:
         if kind in ("request", "reminder"):
             head = "APPROVAL NEEDED" if kind == "request" else "REMINDER: still waiting"
             who = ", ".join(decision.approvers) or "the local operator"
-            return (
+            text = (
                 f"{head} {decision.id}: grant '{decision.grant}' wants to call {call} "
                 f"(rule {decision.rule}; approvers {who}; expires {decision.expires_at}).\n"
                 f"    approve: holdgate approve {decision.id}\n"
                 f"    deny:    holdgate deny {decision.id} --reason '...'"
             )
+            change = decision.tool_change
+            if change is not None and kind == "request":
+                text += (
+                    f"\n    TOOL DEFINITION {'NEW' if change.kind == 'new' else 'CHANGED'}: {change.summary}\n"
+                    f"    review:  holdgate tools diff {decision.server} {decision.tool}\n"
+                    f"    accept:  holdgate tools accept {decision.server} {decision.tool} "
+                    f"--sha256 {change.current_sha256}\n"
+                    + "\n".join("    | " + line for line in change.diff.splitlines())
+                )
+            return text
         if decision.status == "pending" or decision.lapsed:  # the agent stopped waiting; an approval lapsed
             return f"decision {decision.id}: {decision.state}"
         if decision.execution is not None:

@@ -32,6 +32,7 @@ from service.api import decisions as decisions_api
 from service.api import health as health_api
 from service.api import problems
 from service.api import resource_metadata as resource_metadata_api
+from service.api import tools as tools_api
 from service.approvals.channels import Channel, load_plugins
 from service.approvals.wiring import Approvals, build_approvals, build_channels
 from service.audit.keys import ArgsDigester
@@ -51,6 +52,7 @@ from service.metrics import PendingDecisions
 from service.policy.holder import PolicyHolder
 from service.policy.shadow import ShadowPolicy
 from service.settings import Settings
+from service.tooldefs import ToolDefinitions
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class AppState:
     """`holdgate_pending_decisions`, counted in the database when /metrics is scraped."""
     shadow: ShadowPolicy
     """The shadow policy beside the enforced one (none loaded while its file is absent or refused)."""
+    tool_definitions: ToolDefinitions
     proxies: dict[str, ServerProxy] = field(default_factory=dict)
     """One per upstream server, made when the lifespan starts them (probing is I/O)."""
     serving: bool = False
@@ -113,7 +116,11 @@ def build_state(
         retention_days=settings.audit.retention_days,
         args_digest=ArgsDigester(sessions, settings.secret_key),
     )
+    tool_definitions = ToolDefinitions(
+        sessions, audit=audit, clock=clock, refresh_s=settings.tool_definitions.refresh_s
+    )
     core = GatewayCore(
+        tool_definitions=tool_definitions,
         policy=policy,
         audit=audit,
         sessions=sessions,
@@ -162,6 +169,7 @@ def build_state(
         dashboard=DashboardState.build(settings, approvals.service, clock=clock),
         pending_decisions=PendingDecisions(approvals.service.pending_count),
         shadow=shadow,
+        tool_definitions=tool_definitions,
     )
 
 
@@ -179,6 +187,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             state.audit.start()
             stack.push_async_callback(state.audit.aclose)
             await state.approvals.start(stack)
+            await state.tool_definitions.start(stack)  # before the probe, which records what upstreams list
             await _start_gateway(state, stack)
             # Runs first on the way out: calls cut off by the shutdown keep their decisions pending.
             stack.callback(state.approvals.holding.begin_shutdown)
@@ -211,6 +220,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
     app.include_router(audit_api.router)
     app.include_router(decisions_api.router)
     app.include_router(resource_metadata_api.router)
+    app.include_router(tools_api.router)
     for plugin in load_plugins(settings.channels):  # each channel's inbound HTTP (Slack's clicks, email's pages)
         if plugin.router is not None:
             app.include_router(plugin.router)

@@ -31,6 +31,7 @@ from typer.core import TyperGroup
 import service
 from service.audit import cli as audit_cli
 from service.commands import policy as policy_cli
+from service.commands import tools as tools_cli
 
 if TYPE_CHECKING:
     # The context class TyperGroup.invoke takes: the installed typer ships its own copy of click (typer._click), whose
@@ -108,6 +109,7 @@ app.add_typer(grant_app, name="grant")
 app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(tools_cli.app, name="tools")
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]

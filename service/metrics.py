@@ -66,6 +66,10 @@ POLICY_RELOAD_SUCCESS = Gauge(
 POLICY_RELOAD_TIME = Gauge(
     "holdgate_policy_last_reload_timestamp_seconds", "When the policy file was last loaded or refused (unix seconds)"
 )
+TOOLS_NOT_ACCEPTED = Gauge(
+    "holdgate_tools_not_accepted",
+    "Upstream tools whose definition changed since a person accepted it, or that are new (as this process knows)",
+)
 
 
 def count_call(server: str, verdict: str, outcome: str | None, duration_ms: float | None) -> None:
@@ -143,6 +147,10 @@ class PendingDecisions:
                 pending = math.nan
             PENDING_DECISIONS.set(pending)
             self._read_at = self._clock()
+
+
+def watch_tools_not_accepted(count: Callable[[], int]) -> None:
+    TOOLS_NOT_ACCEPTED.set_function(count)
 
 
 AUDIT_UNRECORDABLE = Counter(

@@ -203,6 +203,12 @@ class Decision(SQLModel, table=True):
         sa_column=Column(Text, nullable=False, server_default="[]"),
         description="JSON list of group names (`group:ops` -> ops)",
     )
+    tool_change: str | None = Field(
+        default=None,
+        sa_column=Column(Text),
+        description="JSON: the tool's definition changed (or is new) since a person accepted it "
+        "({kind, accepted_sha256, current_sha256, diff}, the diff bounded); None for a tool as accepted",
+    )
 
 
 class Vote(SQLModel, table=True):
@@ -262,3 +268,39 @@ class DashboardSignInFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=100, description="'address:<ip>' or 'token:<sha256 of the token's prefix>'")
     at: float = Field(index=True)
+
+
+class ToolServer(SQLModel, table=True):
+    """An upstream server whose tools holdgate has recorded: its first complete tools/list was trusted as accepted.
+
+    The row is the "first sight" marker (`service.tooldefs`): inserted once, in the transaction that records the
+    server's first tools, so two replicas starting at once cannot both take their listing as the first one.
+    """
+
+    __tablename__ = "tool_servers"
+
+    server: str = Field(primary_key=True, max_length=200)
+    first_seen_at: float
+
+
+class ToolDefinition(SQLModel, table=True):
+    """One upstream tool's definition: the one a person accepted and the one the upstream presents now.
+
+    Definitions are canonical JSON of {name, title, description, inputSchema, outputSchema, annotations}; a hash is
+    sha256 of it. `accepted_sha256 == current_sha256`: as accepted; `accepted_sha256` None: a tool that appeared
+    after its server was first seen (new); otherwise changed. Shared by every replica (`service.tooldefs`).
+    """
+
+    __tablename__ = "tool_definitions"
+
+    server: str = Field(primary_key=True, max_length=200)
+    tool: str = Field(primary_key=True, max_length=200)
+    accepted_sha256: str | None = Field(default=None, max_length=64)
+    accepted_definition: str | None = Field(default=None, sa_column=Column(Text))
+    accepted_at: float | None = None
+    accepted_by: str | None = Field(default=None, max_length=200)
+    accepted_via: str | None = Field(default=None, max_length=32)
+    current_sha256: str = Field(max_length=64)
+    current_definition: str = Field(sa_column=Column(Text, nullable=False))
+    first_seen_at: float
+    changed_at: float = Field(description="when the upstream first presented the current definition")

@@ -241,6 +241,18 @@ class PolicySettings(BaseModel):
     )
 
 
+class ToolDefinitionSettings(BaseModel):
+    """How replicas learn of tool definitions recorded or accepted elsewhere (`service.tooldefs`)."""
+
+    refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How often each process re-reads the tool definitions' hashes from the database, so an accept "
+        "made on another replica or with the CLI lets calls through here within this time (held meanwhile).",
+    )
+
+
 FLAT_NAMES: dict[str, tuple[str, str]] = {
     "shadow_policy_path": ("policy", "shadow_path"),
     **{name: ("gateway", name) for name in GatewaySettings.model_fields},
@@ -258,6 +270,7 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     **{f"oidc_{name}": ("oidc", name) for name in OidcSettings.model_fields if name != "token_sign_in"},
     "token_sign_in": ("oidc", "token_sign_in"),
     **{f"oauth_{name}": ("oauth", name) for name in OAuthSettings.model_fields},
+    "tool_definitions_refresh_s": ("tool_definitions", "refresh_s"),
 }
 """The documented flat names (README "Configuration": `HOLDGATE_<NAME>`) of the sections' fields, as
 (section, field). They stay the public names: an environment variable, a .env line or a keyword argument
@@ -318,6 +331,7 @@ class Settings(BaseSettings):
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    tool_definitions: ToolDefinitionSettings = Field(default_factory=ToolDefinitionSettings)
 
     # Channels
     channels: list[str] = Field(
@@ -451,6 +465,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "oidc": OidcSettings,
     "oauth": OAuthSettings,
     "policy": PolicySettings,
+    "tool_definitions": ToolDefinitionSettings,
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})

@@ -213,3 +213,31 @@ def test_bad_duration_stops_the_server_with_a_clear_message(tmp_path: Path) -> N
     )
     assert completed.returncode == 2
     assert "JOBS_PENDING_SECONDS must be a number of seconds, got 'soon'" in completed.stderr
+
+
+async def test_tools_version_2_changes_cancel_and_adds_purge(tmp_path: Path) -> None:
+    """`JOBS_TOOLS_VERSION=2`: the upstream whose tools change under holdgate (tests/tooldefs)."""
+    async with jobs_server(tmp_path, pending=HOUR, processing=HOUR, JOBS_TOOLS_VERSION="2") as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        job_id = await submit(session)
+        cancelled = await call_ok(session, "cancel-async-job", {"jobId": job_id, "deleteResults": True})
+        purged = await call_ok(session, "purge-async-jobs", {})
+    cancel = tools["cancel-async-job"]
+    assert "deleteResults" in cancel.input_schema["properties"]
+    assert "Safe to call at any time" in (cancel.description or "")
+    assert cancel.annotations is not None and cancel.annotations.destructive_hint is None
+    assert "**Status:** cancelled" in cancelled
+    assert "would purge 1 finished job(s)" in purged
+
+
+def test_an_unknown_tools_version_stops_the_server_with_a_clear_message(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(SERVER)],
+        env={"JOBS_STATE_DIR": str(tmp_path), "JOBS_TOOLS_VERSION": "3"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert completed.returncode == 2
+    assert "JOBS_TOOLS_VERSION must be 1 or 2, got '3'" in completed.stderr

@@ -26,7 +26,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from service.approvals.schemas import DecisionView, ExecutionView
+from service.approvals.schemas import DecisionView, ExecutionView, ToolChangeView
 from service.catalog import ToolRisk
 
 APPROVE = "holdgate_approve"
@@ -75,6 +75,8 @@ def decision_message(decision: DecisionView, *, risk: ToolRisk | None = None, li
         SectionBlock(fields=_fields(decision, risk)),
         SectionBlock(text=MarkdownTextObject(text=f"*Arguments*\n```{_arguments(decision.arguments)}```")),
     ]
+    if decision.tool_change is not None:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_tool_change(decision.tool_change))))
     if decision.status == "pending":
         if decision.votes:
             blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_votes(decision))]))
@@ -193,6 +195,17 @@ def _outcome(decision: DecisionView) -> str:
     if decision.reason:
         line += "\n>" + _esc(_clip(decision.reason, REASON_LIMIT)).replace("\n", "\n>")
     return line
+
+
+def _tool_change(change: ToolChangeView) -> str:
+    """The warning that the tool is not as a person accepted it, and the diff (cut to fit a section)."""
+    head = f":warning: *Tool definition {'is new' if change.kind == 'new' else 'changed'}:* {_esc(change.summary)}"
+    room = 2_900 - len(head)
+    diff = _esc(change.diff).replace("```", "`\u200b``")
+    if len(diff) > room:
+        cut = diff[: room - 40]
+        diff = (cut[: cut.rfind("\n")] if "\n" in cut else cut) + "\n… (cut: the dashboard shows the whole diff)"
+    return f"{head}\n```{diff}```"
 
 
 def _execution(execution: ExecutionView) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -79,6 +80,7 @@ class Opening(DecisionCore):
                 rule=verdict.rule,
                 reason=_with_previous_attempt(verdict.reason, previous_attempt),
                 previous_attempt=previous_attempt.id if previous_attempt is not None else None,
+                tool_change=json.dumps(asdict(verdict.tool_change)) if verdict.tool_change is not None else None,
                 approvers=json.dumps([approver_json(a) for a in spec.approvers]),
                 approver_groups=json.dumps(list(spec.groups)),
                 acting_for=acting_for,

@@ -73,6 +73,18 @@ class ApproverView(BaseModel):
         return self.ids("email")
 
 
+class ToolChangeView(BaseModel):
+    """The tool the call names is not as a person accepted it: what its approvers should know before approving."""
+
+    kind: str = Field(description="changed (since accepted) | new (appeared after its server was first seen)")
+    accepted_sha256: str | None = Field(default=None, description="the accepted definition's hash (None: new)")
+    current_sha256: str = Field(description="the hash of the definition the upstream presents")
+    diff: str = Field(
+        description="unified diff of the accepted and the current definition, bounded to 4,000 characters"
+    )
+    summary: str = Field(description="one sentence saying what changed")
+
+
 class DecisionView(BaseModel):
     """A held call and where its decision stands."""
 
@@ -113,6 +125,9 @@ class DecisionView(BaseModel):
     execution: ExecutionView | None = None
     previous_attempt: str | None = Field(
         default=None, description="an earlier approved run of this call that may have run (its outcome is unknown)"
+    )
+    tool_change: ToolChangeView | None = Field(
+        default=None, description="the tool's definition changed (or is new) since a person accepted it"
     )
     votes: list[VoteView] = []
     agent_stopped_waiting_at: str | None = Field(
@@ -191,6 +206,7 @@ class DecisionView(BaseModel):
                 else None
             ),
             previous_attempt=decision.previous_attempt,
+            tool_change=_tool_change_view(decision),
             votes=[
                 VoteView(approver=v.approver, value=v.value, via=v.via, reason=v.reason, at=iso(v.at))
                 for v in votes or []
@@ -201,6 +217,19 @@ class DecisionView(BaseModel):
             lapsed=decision.outcome == LAPSED,
             state=state_of(decision),
         )
+
+
+def _tool_change_view(decision: Decision) -> ToolChangeView | None:
+    if not decision.tool_change:
+        return None
+    change = json.loads(decision.tool_change)
+    if change["kind"] == "new":
+        summary = f"tool '{decision.tool}' is new on server '{decision.server}': nobody has accepted its definition yet"
+    else:
+        summary = (
+            f"the definition of tool '{decision.tool}' on server '{decision.server}' changed since it was accepted"
+        )
+    return ToolChangeView(summary=summary, **change)
 
 
 def state_of(decision: Decision) -> str:

@@ -34,6 +34,25 @@ def check(
     """Validate a policy file; exit 1 naming the file, the place in it and what is wrong."""
     policy = _load(file)
     typer.echo(f"ok: {policy.path}: {policy.rule_count} rules, version {policy.version}")
+    _warn_unknown_servers(policy)
+
+
+def _warn_unknown_servers(policy: Policy) -> None:
+    """`servers.<name>` settings for a name servers.json does not have apply to nothing: say so (a typo)."""
+    from service.configfile import ConfigError
+    from service.gateway.servers import load_servers
+    from service.settings import get_settings
+
+    try:
+        known = load_servers(get_settings().servers_path)
+    except ConfigError:
+        return  # no servers.json here (a policy checked on its own): nothing to compare with
+    for name in sorted(set(policy.server_tool_change) - set(known)):
+        typer.echo(
+            f"warning: {policy.path}: servers.{name}: no server '{name}' in {get_settings().servers_path}; "
+            "its settings apply to nothing",
+            err=True,
+        )
 
 
 @app.command()

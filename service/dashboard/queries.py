@@ -110,6 +110,8 @@ async def counts_by_tool(session: AsyncSession) -> dict[tuple[str, str], ToolCou
         )
     )
     for server, tool, verdict, n in audit_rows:
+        if verdict.startswith("definition_"):  # a tool's definition changed or was accepted: not a call
+            continue
         c = counts.setdefault((server, tool), ToolCounts())
         c.calls += n
         if verdict in ("allowed", "approved"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -48,6 +48,8 @@ from service.dashboard.state import DashboardDep
 from service.grants.service import token_sha256
 from service.models import AuditEvent, Decision, Vote
 from service.policy import explain
+from service.tooldefs import ToolDefinitionError, ToolDefinitionView, get, listing, status_of
+from service.tooldefs import accept as accept_definition
 
 logger = logging.getLogger(__name__)
 
@@ -523,6 +525,8 @@ class ToolRow:
     rule: str
     detail: str
     counts: queries.ToolCounts
+    definition: str = "not recorded"
+    """accepted | changed | new (the pinned definition, `service.tooldefs`), or not recorded yet."""
 
 
 async def _tools_of(request: Request, server: str) -> tuple[list[Any], str | None]:
@@ -539,6 +543,7 @@ async def _tools_of(request: Request, server: str) -> tuple[list[Any], str | Non
         return [], "no answer to tools/list within 15 s"
     except Exception as exc:
         return [], str(getattr(getattr(exc, "error", None), "message", None) or exc)
+    await proxy.observe_tools(result.tools, complete=not result.next_cursor)  # a change seen here is held too
     return list(result.tools), None
 
 
@@ -677,10 +682,11 @@ async def _rules_page(
     state = get_state(request)
     policy = state.policy.current
     q = request.query_params
-    async with state.sessions() as session:
-        counts = await queries.counts_by_tool(session)
     names = sorted(state.servers)
     listed = await asyncio.gather(*(_tools_of(request, name) for name in names))
+    async with state.sessions() as session:
+        counts = await queries.counts_by_tool(session)
+        definitions = {(row.server, row.tool): status_of(row) for row in await listing(session)}
     annotations = state.dashboard.annotations
     servers = []
     for name, (tools, error) in zip(names, listed, strict=True):
@@ -706,9 +712,11 @@ async def _rules_page(
                     rule=verdict.rule,
                     detail=detail,
                     counts=counts.get((name, tool.name), queries.ToolCounts()),
+                    definition=definitions.get((name, tool.name), "not recorded"),
                 )
             )
-        servers.append({"name": name, "tools": rows, "error": error})
+        change_rule = policy.on_tool_change(name)
+        servers.append({"name": name, "tools": rows, "error": error, "on_tool_change": change_rule})
     explained = None
     form = {k: q.get(k, "") for k in ("server", "tool", "grant", "args")}
     if form["server"] and form["tool"]:
@@ -730,3 +738,47 @@ async def _rules_page(
         replayed=replayed,
         replay_problem=problem,
     )
+
+
+# -- tool definitions -------------------------------------------------------------------------------
+
+
+@router.get("/tools/{server}/{tool:path}")
+async def tool_definition(
+    request: Request, server: str, tool: str, viewer: ViewerDep, msg: str | None = None
+) -> HTMLResponse:
+    """One tool's pinned definition: its status, the diff from the accepted one, and the accept button."""
+    state = get_state(request)
+    async with state.sessions() as session:
+        try:
+            row = await get(session, server, tool)
+        except ToolDefinitionError:
+            return _render(request, viewer, "not_found.html", 404, what=f"recorded tool {tool!r} on server {server!r}")
+    view = ToolDefinitionView.of(row, details=True)
+    change_rule = state.policy.current.on_tool_change(server)
+    return _render(request, viewer, "tool.html", t=view, on_tool_change=change_rule, message=msg)
+
+
+@router.post("/tools/{server}/{tool:path}/accept")
+async def accept_tool(request: Request, server: str, tool: str, viewer: CsrfViewerDep) -> RedirectResponse:
+    """Accept the definition the person reviewed (the form carries its hash: a newer one is refused)."""
+    state = get_state(request)
+    form = await request.form()
+    reviewed = str(form.get("sha256") or "")
+    page = f"/tools/{quote(server, safe='')}/{quote(tool, safe='')}"
+    try:
+        row, _ = await accept_definition(
+            state.sessions,
+            server,
+            tool,
+            by=viewer.person or "",
+            via="dashboard",
+            now=state.tool_definitions.clock(),
+            audit_key=await state.audit.args_digest.key(),
+            expected_sha256=reviewed or None,
+        )
+    except ToolDefinitionError as exc:
+        return RedirectResponse(f"{page}?{urlencode({'msg': exc.message})}", status_code=303)
+    state.tool_definitions.accepted(row)
+    message = f"accepted: calls to {tool} follow their rule again (sha256 {row.current_sha256[:12]})"
+    return RedirectResponse(f"{page}?{urlencode({'msg': message})}", status_code=303)

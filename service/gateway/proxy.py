@@ -41,10 +41,11 @@ from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
 from service.models import AuditEvent, Decision
-from service.policy import Verdict
+from service.policy import Verdict, with_tool_change
 from service.policy import limits as rate_limits
 from service.policy.holder import PolicySource
 from service.policy.shadow import ShadowPolicy, ShadowVerdict, disagreement
+from service.tooldefs import ToolDefinitions
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 GRANT_SCOPE_KEY = "holdgate.grant"
 ACTING_FOR_SCOPE_KEY = "holdgate.acting_for"
 """Whom the request's credentials say the agent acts for (an OAuth token's acting-for claim), set by the edge."""
+MAX_TOOL_PAGES = 100
+"""Pages of tools/list the start-up probe follows (a server paging forever is cut off, and logged)."""
 _LINK_STATE_KEY = "holdgate.link"
 
 
@@ -104,6 +107,8 @@ class GatewayCore:
     connect_timeout: float = 30.0
     shadow: ShadowPolicy | None = None
     """The shadow policy evaluated beside the enforced one (`service.policy.shadow`); None: no shadowing here."""
+    tool_definitions: ToolDefinitions | None = None
+    """The pinned tool definitions (`service.tooldefs`); None: definitions are not checked (tests of other parts)."""
 
 
 def acting_for_of(ctx: ServerRequestContext) -> str | None:
@@ -153,10 +158,47 @@ class ServerProxy:
     async def probe(self) -> None:
         """Connect once at start-up to learn the upstream's capabilities; keep it as the shared session."""
         try:
-            await self.shared_upstream()
+            upstream = await self.shared_upstream()
         except UpstreamUnavailable as exc:
             logger.warning("%s (will retry on first use)", exc.error.message)
+        else:
+            await self.record_tools(upstream)
         self.server = self._build_server()
+
+    async def record_tools(self, upstream: UpstreamClient) -> None:
+        """List every page of the upstream's tools and record their definitions (the first sight of a server, or
+        what changed while holdgate was down). A failure is logged: the next tools/list records them."""
+        if self.core.tool_definitions is None or self.info is None or self.info.capabilities.tools is None:
+            return
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        try:
+            for _ in range(MAX_TOOL_PAGES):
+                page = await asyncio.wait_for(_list_tools_page(upstream, cursor), self.core.connect_timeout)
+                tools += page.tools
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            else:
+                logger.warning(
+                    "upstream %s: more than %d pages of tools; recorded as listed", self.name, MAX_TOOL_PAGES
+                )
+        except (MCPError, TimeoutError) as exc:
+            logger.warning("upstream %s: could not list its tools at start-up: %s", self.name, exc)
+            return
+        await self.observe_tools(tools, complete=cursor is None)
+
+    async def observe_tools(self, tools: list[types.Tool], *, complete: bool) -> None:
+        """Tell the pinned definitions what this upstream lists (names holdgate refuses at the edge left out)."""
+        definitions = self.core.tool_definitions
+        if definitions is None:
+            return
+        listed = [
+            tool.model_dump(by_alias=True, mode="json", exclude_none=True)
+            for tool in tools
+            if tool_name_problem(tool.name) is None
+        ]
+        await definitions.observe(self.name, listed, complete=complete)
 
     @property
     def upstream_connected(self) -> bool:
@@ -241,6 +283,9 @@ class ServerProxy:
         grant = grant_of(ctx)
         upstream, _ = await self.upstream_for(ctx)
         result = await call_upstream(upstream, lambda s: s.list_tools(params=upstream.params_for(params)))
+        await self.observe_tools(
+            result.tools, complete=(params is None or params.cursor is None) and not result.next_cursor
+        )
         policy = self.core.policy.current
         tools = []
         for tool in result.tools:
@@ -286,8 +331,13 @@ class ServerProxy:
     ) -> types.CallToolResult | dict[str, Any]:
         started = time.perf_counter()
         now = self.core.clock()
+        policy = self.core.policy.current
         with tracing.span("holdgate policy"):
-            verdict = self.core.policy.current.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
+            verdict = policy.evaluate(call.grant, call.server, call.tool, call.arguments, now=now)
+            definitions = self.core.tool_definitions
+            if definitions is not None and (change := definitions.change_of(call.server, call.tool)) is not None:
+                # Not as a person accepted it: the stricter of the rule and on_tool_change (memory only, no I/O).
+                verdict = with_tool_change(verdict, policy.on_tool_change(call.server), change, call.server, call.tool)
         tracing.annotate(verdict=verdict.action, rule=verdict.rule)
         record = AuditRecord.begin(call, verdict, ts=now)
 
@@ -480,6 +530,11 @@ def _with_shadow(record: AuditRecord, shadowed: ShadowVerdict | None, enforced: 
     if differs is None:
         return record
     return replace(record, shadow_verdict=differs.action, shadow_rule=differs.rule)
+
+
+async def _list_tools_page(upstream: UpstreamClient, cursor: str | None) -> types.ListToolsResult:
+    params = types.PaginatedRequestParams(cursor=cursor) if cursor is not None else None
+    return await call_upstream(upstream, lambda session: session.list_tools(params=params))
 
 
 class _MirroringServer(Server[Any]):

@@ -14,7 +14,15 @@ from service.policy.engine import Policy
 from service.policy.explain import explain
 from service.policy.limits import LimitOutcome, consume, prune
 from service.policy.redaction import args_digest, canonical_json, redact_arguments
-from service.policy.verdict import ApprovalSpec, Approver, Limit, Verdict
+from service.policy.verdict import (
+    ApprovalSpec,
+    Approver,
+    Limit,
+    ToolChangeNote,
+    ToolChangeRule,
+    Verdict,
+    with_tool_change,
+)
 
 __all__ = [
     "ApprovalSpec",
@@ -22,6 +30,8 @@ __all__ = [
     "Limit",
     "LimitOutcome",
     "Policy",
+    "ToolChangeNote",
+    "ToolChangeRule",
     "Verdict",
     "args_digest",
     "canonical_json",
@@ -30,4 +40,5 @@ __all__ = [
     "load_policy",
     "prune",
     "redact_arguments",
+    "with_tool_change",
 ]

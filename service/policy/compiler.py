@@ -19,6 +19,7 @@ rule and must name its action (no "listed means allow" for a condition), and can
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,9 +46,11 @@ from service.policy.rules import (
     RuleIn,
     is_valid_name,
 )
-from service.policy.verdict import ApprovalSpec, Approver, Limit, Verdict
+from service.policy.verdict import ApprovalSpec, Approver, Limit, ToolChangeRule, Verdict
 
 Loc = tuple[str | int, ...]
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+"""A servers.json name (`service.gateway.servers.SERVER_NAME`; the policy does not import the gateway)."""
 MAX_COUNTER_LENGTH = 200
 """Longest counter name (`rate_counters.counter` is a VARCHAR(200))."""
 
@@ -129,7 +132,31 @@ class _Compiler:
             acting_for=acting_for,
             group_names=tuple(self.file.groups),
             cache_size=cache_size,
+            tool_change=self._tool_change(),
+            server_tool_change={
+                name: self._tool_change(name)
+                for name, server_in in self.file.servers.items()
+                if server_in.on_tool_change is not None or server_in.tool_change_approval is not None
+            },
         )
+
+    def _tool_change(self, server: str | None = None) -> ToolChangeRule:
+        """`on_tool_change` (and its approval) at the top level, or for one server (unset keys: the top level's)."""
+        action = self.file.on_tool_change
+        approval_in = self.file.tool_change_approval
+        label = "on_tool_change"
+        where: Loc = ("tool_change_approval",)
+        if server is not None:
+            if not _SERVER_NAME.match(server):
+                raise self.error(
+                    ("servers", server), "a server name is 1-64 letters, digits, '_', '.' or '-' (as in servers.json)"
+                )
+            server_in = self.file.servers[server]
+            if server_in.on_tool_change is not None:
+                action, label = server_in.on_tool_change, f"servers.{server}.on_tool_change"
+            if server_in.tool_change_approval is not None:
+                approval_in, where = server_in.tool_change_approval, ("servers", server, "tool_change_approval")
+        return ToolChangeRule(action=action, label=label, approval=self._approval(approval_in, where))
 
     # -- rules --------------------------------------------------------------------------------------
 

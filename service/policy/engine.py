@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from service.policy.conditions import CallVariables, Condition, ConditionFailed, call_variables
 from service.policy.patterns import ANY, STAR, GlobSet, KeyPattern, key_regex, server_regex, tool_regex
-from service.policy.verdict import Approver, Verdict
+from service.policy.verdict import ApprovalSpec, Approver, ToolChangeRule, Verdict
 
 DEFAULT_CACHE_SIZE = 100_000
 MAX_NAME_LENGTH = 256
@@ -210,6 +210,8 @@ class Policy:
         acting_for: dict[str, str] | None = None,
         group_names: tuple[str, ...] = (),
         cache_size: int = DEFAULT_CACHE_SIZE,
+        tool_change: ToolChangeRule | None = None,
+        server_tool_change: dict[str, ToolChangeRule] | None = None,
     ) -> None:
         self.path = path
         self.version = version
@@ -231,6 +233,10 @@ class Policy:
         """The groups the policy declares (`groups`)."""
         self._cache: dict[tuple[str, str, str], Verdict | CompiledRule] = {}
         self._cache_size = cache_size
+        self.tool_change = tool_change or ToolChangeRule(
+            "require_approval", "on_tool_change", ApprovalSpec(approvers=tuple(self.people.values()))
+        )
+        self.server_tool_change: dict[str, ToolChangeRule] = dict(server_tool_change or {})
 
     def __repr__(self) -> str:
         return f"Policy(path={str(self.path)!r}, version={self.version!r}, rules={self.rule_count})"
@@ -276,6 +282,10 @@ class Policy:
                 self._cache.clear()  # cheaper than LRU bookkeeping; refills from the hot names
             self._cache[key] = found
         return found
+
+    def on_tool_change(self, server: str) -> ToolChangeRule:
+        """What calls to a changed or new tool of `server` get: its `servers.<name>` setting, else the top level's."""
+        return self.server_tool_change.get(server, self.tool_change)
 
     def person_for_token_sha256(self, digest: str) -> str | None:
         """The declared person whose API token hashes to `digest` (the REST API's and dashboard's login)."""

@@ -44,6 +44,11 @@ def explain(policy: Policy, grant: str | None, server: str, tool: str, args: dic
     if winner.rule is not None and winner.rule.cases:
         lines += _case_lines(winner.rule, args, grant_name, server, tool, now)
     lines += _verdict_lines(policy, verdict, grant_name, server, tool)
+    change = policy.on_tool_change(server)
+    lines.append(
+        f"if the tool's definition is not as a person accepted it (changed, or new): {change.action} "
+        f"({change.label}), or the rule's verdict if that is stricter"
+    )
     if args is not None:
         redacted = redact_arguments(args, verdict.redact)
         lines.append(f"arguments as the audit records them: {json.dumps(redacted, ensure_ascii=False, sort_keys=True)}")

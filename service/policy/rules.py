@@ -253,6 +253,24 @@ class GrantIn(_Model):
     description: str | None = None
 
 
+ToolChangeAction = Literal["require_approval", "deny", "allow"]
+
+
+class ServerIn(_Model):
+    """Settings of one upstream server (a name from servers.json) that are not about one tool."""
+
+    on_tool_change: ToolChangeAction | None = Field(
+        default=None,
+        description="What calls to a tool whose definition changed since a person accepted it (or that is new on "
+        "this server) get until someone accepts it; unset: the top-level on_tool_change.",
+    )
+    tool_change_approval: ApprovalIn | None = Field(
+        default=None,
+        description="Who approves calls held for a changed definition on this server; unset: the top level's.",
+    )
+    description: str | None = None
+
+
 class PolicyFileIn(_Model):
     """The whole file."""
 
@@ -269,6 +287,9 @@ class PolicyFileIn(_Model):
     people: dict[str, PersonIn] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     grants: dict[str, GrantIn] = Field(default_factory=dict)
+    on_tool_change: ToolChangeAction = "require_approval"
+    tool_change_approval: ApprovalIn | None = None
+    servers: dict[str, ServerIn] = Field(default_factory=dict)
 
 
 def check_redact_path(path: str) -> str:

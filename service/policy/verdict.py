@@ -6,7 +6,7 @@ All frozen: a compiled policy hands out the same objects to every caller, built 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 ActionName = Literal["allow", "deny", "require_approval"]
@@ -105,6 +105,64 @@ class Verdict:
     hide: bool = False
     redact: tuple[str, ...] = ()
     approval: ApprovalSpec | None = None
+    tool_change: ToolChangeNote | None = None
+    """Set when the tool's definition differs from the one a person accepted (`with_tool_change`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChangeNote:
+    """The tool a call names is not as a person accepted it: changed since, or new on a known server."""
+
+    kind: Literal["changed", "new"]
+    accepted_sha256: str | None
+    current_sha256: str
+    diff: str
+    """A unified diff of the accepted and the current definition, bounded for messages."""
+
+    def describe(self, server: str, tool: str) -> str:
+        if self.kind == "new":
+            return f"tool '{tool}' is new on server '{server}' and no person has accepted its definition yet"
+        return (
+            f"the definition of tool '{tool}' on server '{server}' changed since a person accepted it "
+            f"(sha256 {(self.accepted_sha256 or '')[:12]} -> {self.current_sha256[:12]})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChangeRule:
+    """What the policy does with a call to a changed or new tool (`on_tool_change`), and who approves it."""
+
+    action: ActionName
+    label: str
+    """Where it is set: `on_tool_change` or `servers.<name>.on_tool_change` (the audit's rule)."""
+    approval: ApprovalSpec
+
+
+_STRICTNESS: dict[str, int] = {"allow": 0, "require_approval": 1, "deny": 2}
+
+
+def with_tool_change(verdict: Verdict, rule: ToolChangeRule, note: ToolChangeNote, server: str, tool: str) -> Verdict:
+    """The stricter of the rule's verdict and `on_tool_change` (deny > require_approval > allow), with the note.
+
+    A rule that denies still denies, with its own reason; a rule that requires approval keeps its approvers and
+    gains the note (its request shows the diff); a rule that allows gets `on_tool_change`'s action, named by it,
+    with its limits still counted.
+    """
+    if _STRICTNESS[verdict.action] >= _STRICTNESS[rule.action]:
+        if verdict.action == "require_approval":
+            return replace(verdict, tool_change=note)
+        return verdict
+    why = note.describe(server, tool)
+    accept = f"holdgate tools accept {server} {tool}"
+    if rule.action == "deny":
+        reason = f"{why}; a person must accept it first ({accept})"
+        return replace(
+            verdict, action="deny", rule=rule.label, reason=reason, limits=(), approval=None, tool_change=note
+        )
+    reason = f"{why}; approve this call, or accept the definition ({accept}) to let calls through"
+    return replace(
+        verdict, action="require_approval", rule=rule.label, reason=reason, approval=rule.approval, tool_change=note
+    )
 
 
 def format_seconds(seconds: float) -> str:
