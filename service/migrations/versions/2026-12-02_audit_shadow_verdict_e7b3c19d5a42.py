@@ -5,7 +5,7 @@ Two nullable columns (`shadow_verdict`, `shadow_rule`), empty on every existing 
 records: the two fields enter a record's hash only when set (`service.audit.chain.record_hash`).
 
 Revision ID: e7b3c19d5a42
-Revises: a4d2c8e61f37
+Revises: e7c19a4b2d58
 Create Date: 2026-12-02 05:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "e7b3c19d5a42"
-down_revision = "a4d2c8e61f37"
+down_revision = "e7c19a4b2d58"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """tool definitions: each upstream tool's accepted and current definition; decisions say a definition changed
 
 Revision ID: e7b3c91f5a20
-Revises: a4d2c8e61f37
+Revises: e7b3c19d5a42
 Create Date: 2026-12-02 05:00:00
 """
 
@@ -10,7 +10,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "e7b3c91f5a20"
-down_revision = "a4d2c8e61f37"
+down_revision = "e7b3c19d5a42"
 branch_labels = None
 depends_on = None
 
