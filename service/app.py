@@ -29,6 +29,7 @@ from service import __version__, db
 from service.api import audit as audit_api
 from service.api import decisions as decisions_api
 from service.api import health as health_api
+from service.api import standing as standing_api
 from service.approvals.channels import Channel, load_plugins
 from service.approvals.wiring import Approvals, build_approvals, build_channels
 from service.audit.keys import ArgsDigester
@@ -175,6 +176,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
     app.include_router(health_api.router)
     app.include_router(audit_api.router)
     app.include_router(decisions_api.router)
+    app.include_router(standing_api.router)
     for plugin in load_plugins(settings.channels):  # each channel's inbound HTTP (Slack's clicks, email's pages)
         if plugin.router is not None:
             app.include_router(plugin.router)

@@ -24,6 +24,7 @@ from service import db
 from service.approvals.channels import ChannelCommands, load_plugins
 from service.audit import cli as audit_cli
 from service.commands import policy as policy_cli
+from service.commands import standing as standing_cli
 from service.configfile import ConfigError
 from service.settings import DEFAULT_CHANNELS, Settings, get_settings
 
@@ -57,6 +58,7 @@ app.add_typer(grant_app, name="grant")
 app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(standing_cli.app, name="standing")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -304,9 +306,37 @@ def approve(
     server: ServerOption = None,
     tool: ToolOption = None,
     grant: GrantOption = None,
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            help="Give a standing approval instead of a one-off one, where the rule allows it: same_args (later "
+            "identical calls of the same grant) or tool (every call of the tool by that grant). Needs --for."
+        ),
+    ] = None,
+    for_: Annotated[
+        str | None, typer.Option("--for", help="With --scope: for how long (30m, 1h), within the rule's limit.")
+    ] = None,
 ) -> None:
     """Approve held calls as the local operator: one ID, several, or --all-pending [--server/--tool/--grant]."""
-    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant)
+    standing = _standing_terms(scope, for_)
+    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, standing=standing)
+
+
+def _standing_terms(scope: str | None, duration: str | None) -> Any:
+    """`--scope` and `--for` as the standing approval asked for (None: approve once); a usage error (exit 2)
+    when malformed. Whether the rule allows it is judged per decision, when the vote is cast."""
+    if scope is None and duration is None:
+        return None
+    if scope is None:
+        err_console.print("[red]--for goes with --scope (same_args or tool)[/red]")
+        raise typer.Exit(2)
+    from service.approvals import ApprovalError, StandingTerms
+
+    try:
+        return StandingTerms.parse(scope, duration)
+    except ApprovalError as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command("deny")
@@ -330,6 +360,8 @@ def _decide_cli(
     server: str | None,
     tool: str | None,
     grant: str | None,
+    *,
+    standing: Any = None,
 ) -> None:
     """One ID keeps the single-decision command's answers; several IDs or --all-pending vote in bulk."""
     filtered = any((server, tool, grant))
@@ -339,16 +371,18 @@ def _decide_cli(
         )
         raise typer.Exit(2)
     if len(ids) == 1:
-        _decide(ids[0], value, reason)
+        _decide(ids[0], value, reason, standing=standing)
     else:
-        _decide_many(ids, value, reason, server=server, tool=tool, grant=grant)
+        _decide_many(ids, value, reason, server=server, tool=tool, grant=grant, standing=standing)
 
 
-def _decide(decision_id: str, value: str, reason: str | None) -> None:
+def _decide(decision_id: str, value: str, reason: str | None, *, standing: Any = None) -> None:
     from service.approvals import ApprovalError, Voter
 
     async def vote(service):
-        return await service.vote(decision_id, Voter("operator", "local-operator"), value, via="cli", reason=reason)
+        return await service.vote(
+            decision_id, Voter("operator", "local-operator"), value, via="cli", reason=reason, standing=standing
+        )
 
     try:
         outcome = _with_approvals(_settings(), vote)
@@ -359,7 +393,14 @@ def _decide(decision_id: str, value: str, reason: str | None) -> None:
 
 
 def _decide_many(
-    ids: list[str], value: str, reason: str | None, *, server: str | None, tool: str | None, grant: str | None
+    ids: list[str],
+    value: str,
+    reason: str | None,
+    *,
+    server: str | None,
+    tool: str | None,
+    grant: str | None,
+    standing: Any = None,
 ) -> None:
     """Vote on `ids`, or (none given) on the pending decisions matching the filters; exit 1 if any was refused."""
     from service.approvals import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
@@ -368,7 +409,9 @@ def _decide_many(
         targets = ids or await service.pending_ids(
             DecisionQuery(server=server, tool=tool, grant=grant, limit=sys.maxsize)
         )
-        return await service.vote_many(targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason)
+        return await service.vote_many(
+            targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason, standing=standing
+        )
 
     try:
         results = _with_approvals(_settings(), vote)

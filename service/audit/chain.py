@@ -42,7 +42,9 @@ HASHED_FIELDS = (
     "ts", "grant", "server", "tool", "arguments", "args_sha256", "verdict", "rule", "reason",
     "outcome", "detail", "duration_ms", "decision_id", "prev_hash",
 )  # fmt: skip
-"""Every field of a record but its id and its own hash."""
+"""Every field of a record but its id and its own hash (and the optional ones below)."""
+OPTIONAL_HASHED_FIELDS = ("standing_id",)
+"""Fields added later: hashed only when set, so every record written before them keeps its hash."""
 
 
 def canonical_ts(value: datetime | str) -> str:
@@ -57,6 +59,7 @@ def canonical_ts(value: datetime | str) -> str:
 def record_hash(fields: Mapping[str, Any]) -> str:
     """The hash of one record, from its row values or its exported form (`arguments` as text or parsed)."""
     payload = {name: fields.get(name) for name in HASHED_FIELDS}
+    payload |= {name: fields[name] for name in OPTIONAL_HASHED_FIELDS if fields.get(name) is not None}
     ts = payload["ts"]
     if ts is None:  # an export line cut short or edited by hand: name the field, not a NoneType error
         raise ValueError("a record without its 'ts' (time) cannot be hashed")
@@ -68,7 +71,7 @@ def record_hash(fields: Mapping[str, Any]) -> str:
 
 
 def row_fields(row: AuditEvent) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in HASHED_FIELDS}
+    return {name: getattr(row, name) for name in (*HASHED_FIELDS, *OPTIONAL_HASHED_FIELDS)}
 
 
 async def lock_head(session: AsyncSession) -> AuditChainHead:

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FIELDS = (
     "id", "ts", "grant", "server", "tool", "arguments", "args_sha256", "verdict", "rule", "reason",
-    "outcome", "detail", "duration_ms", "decision_id", "prev_hash", "hash",
+    "outcome", "detail", "duration_ms", "decision_id", "standing_id", "prev_hash", "hash",
 )  # fmt: skip
 
 
@@ -86,6 +86,8 @@ class AuditRecord:
     decision_id: str | None = None
     args_sha256: str | None = None
     """Given when `arguments` are not the call's own (a decision's event, from its redacted copy)."""
+    standing_id: str | None = None
+    """The standing approval that let the call through without asking (or whose end this record is)."""
 
     @classmethod
     def begin(cls, call: AuditedCall, verdict: Verdict, *, ts: float) -> AuditRecord:
@@ -113,7 +115,7 @@ class AuditRecord:
         return replace(
             self,
             verdict=verdict,
-            reason=reason,
+            reason=reason if reason is not None else self.reason,
             outcome=outcome,
             detail=detail,
             decision_id=decision_id or self.decision_id,
@@ -139,6 +141,7 @@ class AuditRecord:
                 detail=(self.detail or "")[:DETAIL_CHARS] or None,
                 duration_ms=self.duration_ms,
                 decision_id=self.decision_id,
+                standing_id=self.standing_id,
             )
         )
 

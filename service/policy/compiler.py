@@ -383,6 +383,7 @@ class _Compiler:
             routing={"slack": {"channel": approval_in.slack_channel}} if approval_in.slack_channel else {},
             claim_within_seconds=float(approval_in.claim_within),
             rejoin_within_seconds=float(approval_in.rejoin_within),
+            scopes={scope: float(seconds) for scope, seconds in (approval_in.scopes or {}).items()},
         )
 
 

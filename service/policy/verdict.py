@@ -68,6 +68,9 @@ class ApprovalSpec:
     rejoin_within_seconds: float = 2 * 60
     """How long a decision whose caller stopped waiting stays open for the same call to join it
     again (`approval.rejoin_within`)."""
+    scopes: Mapping[str, float] = field(default_factory=dict, hash=False)
+    """The standing approvals an approver may give instead of a one-off one: scope (`same_args`, `tool`) ->
+    longest duration in seconds (`approval.scopes`); empty: one-off approvals only."""
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"
@@ -77,6 +80,9 @@ class ApprovalSpec:
         )
         if self.remind_before_seconds is not None:
             text += f"; reminder {format_seconds(self.remind_before_seconds)} before the timeout"
+        if self.scopes:
+            standing = ", ".join(f"{scope} up to {format_seconds(s)}" for scope, s in self.scopes.items())
+            text += f"; standing approvals: {standing}"
         return text
 
 
