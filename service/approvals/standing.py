@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from service.policy.verdict import format_seconds
 logger = logging.getLogger(__name__)
 
 StandingScope = Literal["same_args", "tool"]
+_SECONDS = re.compile(r"\d{1,9}(?:\.\d{1,6})?")
 SCOPE_WORDS = {"same_args": "the same call", "tool": "every call of the tool"}
 """How people read a scope (buttons, pages)."""
 
@@ -84,6 +86,8 @@ class StandingTerms:
             raise StandingNotAllowed(f"unknown scope {scope!r}; a standing approval's scope is same_args or tool")
         if duration is None:
             raise StandingNotAllowed(f"a standing approval needs a duration: for how long ({scope!r} for what?)")
+        if isinstance(duration, str) and _SECONDS.fullmatch(duration.strip()):
+            duration = float(duration)  # `--for 1800`, a Slack button's value: seconds
         try:
             seconds = parse_standing_duration(duration)
         except ValueError as exc:
