@@ -280,6 +280,8 @@ def decisions_show(
         print(f"  {view.status} by {view.decided_by} via {view.decided_via} at {view.decided_at}: {view.reason or ''}")
     if view.previous_attempt:
         print(f"  previous attempt {view.previous_attempt} may have run (outcome unknown)")
+    if view.standing_id:
+        print(f"  standing approval {view.standing_id} given (holdgate standing list --all)")
     if view.lapsed:
         print(f"  not run: {view.state}")
     elif view.execution is None:
