@@ -220,8 +220,11 @@ class Standing(DecisionCore):
                 .limit(8)
             )
             for standing in rows:
-                if standing.created_at + scopes[standing.scope] > now:
-                    return standing
+                if standing.created_at + scopes[standing.scope] <= now:
+                    continue  # the rule now allows this scope for less time than has passed
+                if standing.args_sha256 == args_sha256 and await _uncollected(session, standing.decision_id, now):
+                    return None  # the approved call itself, called again to collect its approval: the hold collects it
+                return standing
         return None
 
     async def standing_list(self, query: StandingQuery) -> list[StandingApproval]:
@@ -309,6 +312,19 @@ class Standing(DecisionCore):
                 )
                 or 0
             )
+
+
+async def _uncollected(session: AsyncSession, decision_id: str, now: float) -> bool:
+    """Whether the decision that gave a standing approval still waits for its own call to collect it (the agent
+    was answered "approval pending" and calls again): that call collects the decision, so that the decision
+    records its run instead of lapsing beside a run the standing approval made."""
+    decision = await session.get(Decision, decision_id)
+    return (
+        decision is not None
+        and decision.status == "approved"
+        and decision.claimed_at is None
+        and (decision.collect_by or 0) > now
+    )
 
 
 async def audit_standing(

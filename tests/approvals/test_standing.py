@@ -370,3 +370,29 @@ async def test_a_covered_call_still_obeys_limits_and_cases_that_deny(tmp_path, d
     assert denied.is_error and "never production" in text_of(denied)
     assert limited.is_error and "rate limit" in text_of(limited)
     assert [args["jobId"] for _, args in ran(tmp_path)] == ["l-1", "l-2", "l-3"]
+
+
+async def test_the_approved_call_called_again_collects_its_decision_then_the_standing_approval_covers(tmp_path):
+    """No progress token, a short hold: the agent is told "approval pending" and calls again once approved. That
+    call collects the decision (which records its run) rather than running beside it under the standing approval."""
+    async with (
+        run_gateway(tmp_path, policy=standing_policy(), servers=two_servers(tmp_path), approval_hold_s=0.3) as gw,
+        gw.session("jobs") as session,
+    ):
+        pending = await session.call_tool("cancel-async-job", {"jobId": "p-1"})
+        assert "approval pending" in text_of(pending)
+        [decision] = await decisions(gw)
+        given = await api(
+            gw, "POST", f"/api/decisions/{decision.id}/approve", "alice", json={"scope": "same_args", "for": "1h"}
+        )
+        collected = await asyncio.wait_for(session.call_tool("cancel-async-job", {"jobId": "p-1"}), 10)
+        view = (await api(gw, "GET", f"/api/decisions/{decision.id}", "alice")).json()
+        await assert_covered(gw, session, "cancel-async-job", {"jobId": "p-1"})  # later: the standing approval
+        await gw.state.audit.flush()
+        events = await audit_events(gw)
+
+    assert given.json()["decision"]["standing_id"]
+    assert "holdgate" not in text_of(collected)
+    assert view["released"] is True and view["execution"] is not None, "the decision recorded its own run"
+    assert [e.decision_id is not None for e in events if e.verdict == "approved"] == [True, False]
+    assert ran(tmp_path).count(("cancel-async-job", {"jobId": "p-1"})) == 2
