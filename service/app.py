@@ -32,6 +32,7 @@ from service.api import decisions as decisions_api
 from service.api import health as health_api
 from service.api import problems
 from service.api import resource_metadata as resource_metadata_api
+from service.api import standing as standing_api
 from service.api import tools as tools_api
 from service.approvals.channels import Channel, load_plugins
 from service.approvals.wiring import Approvals, build_approvals, build_channels
@@ -221,6 +222,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
     app.include_router(decisions_api.router)
     app.include_router(resource_metadata_api.router)
     app.include_router(tools_api.router)
+    app.include_router(standing_api.router)
     for plugin in load_plugins(settings.channels):  # each channel's inbound HTTP (Slack's clicks, email's pages)
         if plugin.router is not None:
             app.include_router(plugin.router)

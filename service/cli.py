@@ -31,6 +31,7 @@ from typer.core import TyperGroup
 import service
 from service.audit import cli as audit_cli
 from service.commands import policy as policy_cli
+from service.commands import standing as standing_cli
 from service.commands import tools as tools_cli
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(decisions_app, name="decisions")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(tools_cli.app, name="tools")
+app.add_typer(standing_cli.app, name="standing")
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
@@ -452,6 +454,8 @@ def decisions_show(
         print(f"  {view.status} by {view.decided_by} via {view.decided_via} at {view.decided_at}: {view.reason or ''}")
     if view.previous_attempt:
         print(f"  previous attempt {view.previous_attempt} may have run (outcome unknown)")
+    if view.standing_id:
+        print(f"  standing approval {view.standing_id} given (holdgate standing list --all)")
     if view.lapsed:
         print(f"  not run: {view.state}")
     elif view.execution is None:
@@ -480,9 +484,37 @@ def approve(
     grant: GrantOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            help="Give a standing approval instead of a one-off one, where the rule allows it: same_args (later "
+            "identical calls of the same grant) or tool (every call of the tool by that grant). Needs --for."
+        ),
+    ] = None,
+    for_: Annotated[
+        str | None, typer.Option("--for", help="With --scope: for how long (30m, 1h), within the rule's limit.")
+    ] = None,
 ) -> None:
     """Approve held calls as the local operator (or with --url, as a person): one ID, several, or --all-pending."""
-    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, url, token)
+    standing = _standing_terms(scope, for_)
+    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, url, token, standing=standing)
+
+
+def _standing_terms(scope: str | None, duration: str | None) -> Any:
+    """`--scope` and `--for` as the standing approval asked for (None: approve once); a usage error (exit 2)
+    when malformed. Whether the rule allows it is judged per decision, when the vote is cast."""
+    if scope is None and duration is None:
+        return None
+    if scope is None:
+        err_console().print("[red]--for goes with --scope (same_args or tool)[/red]")
+        raise typer.Exit(2)
+    from service.approvals import ApprovalError, StandingTerms
+
+    try:
+        return StandingTerms.parse(scope, duration)
+    except ApprovalError as exc:
+        err_console().print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.command("deny")
@@ -510,6 +542,8 @@ def _decide_cli(
     grant: str | None,
     url: str | None,
     token: str | None,
+    *,
+    standing: Any = None,
 ) -> None:
     """One ID keeps the single-decision command's answers; several IDs or --all-pending vote in bulk."""
     filtered = any((server, tool, grant))
@@ -519,18 +553,20 @@ def _decide_cli(
         )
         raise typer.Exit(2)
     if url is not None:
-        _decide_remote(_rest(url, token), ids, value, reason, server=server, tool=tool, grant=grant)
+        _decide_remote(_rest(url, token), ids, value, reason, server=server, tool=tool, grant=grant, standing=standing)
     elif len(ids) == 1:
-        _decide(ids[0], value, reason)
+        _decide(ids[0], value, reason, standing=standing)
     else:
-        _decide_many(ids, value, reason, server=server, tool=tool, grant=grant)
+        _decide_many(ids, value, reason, server=server, tool=tool, grant=grant, standing=standing)
 
 
-def _decide(decision_id: str, value: str, reason: str | None) -> None:
+def _decide(decision_id: str, value: str, reason: str | None, *, standing: Any = None) -> None:
     from service.approvals import ApprovalError, Voter
 
     async def vote(service):
-        return await service.vote(decision_id, Voter("operator", "local-operator"), value, via="cli", reason=reason)
+        return await service.vote(
+            decision_id, Voter("operator", "local-operator"), value, via="cli", reason=reason, standing=standing
+        )
 
     try:
         outcome = _with_approvals(_settings(), vote)
@@ -540,7 +576,14 @@ def _decide(decision_id: str, value: str, reason: str | None) -> None:
 
 
 def _decide_many(
-    ids: list[str], value: str, reason: str | None, *, server: str | None, tool: str | None, grant: str | None
+    ids: list[str],
+    value: str,
+    reason: str | None,
+    *,
+    server: str | None,
+    tool: str | None,
+    grant: str | None,
+    standing: Any = None,
 ) -> None:
     """Vote on `ids`, or (none given) on the pending decisions matching the filters; exit 1 if any was refused."""
     from service.approvals import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
@@ -549,7 +592,9 @@ def _decide_many(
         targets = ids or await service.pending_ids(
             DecisionQuery(server=server, tool=tool, grant=grant, limit=sys.maxsize)
         )
-        return await service.vote_many(targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason)
+        return await service.vote_many(
+            targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason, standing=standing
+        )
 
     try:
         results = _with_approvals(_settings(), vote)
@@ -569,14 +614,19 @@ def _decide_remote(
     server: str | None,
     tool: str | None,
     grant: str | None,
+    standing: Any = None,
 ) -> None:
     """Vote through the REST API as the token's person: the same answers and exit codes as the local commands."""
     from service.commands.rest_client import RestError
 
+    terms = {"scope": standing.scope, "for": f"{standing.seconds:g}"} if standing is not None else {}
     try:
         if len(ids) == 1:
-            typer.echo(client.vote(ids[0], value, reason).get("message", ""))
+            typer.echo(client.vote(ids[0], value, reason, **terms).get("message", ""))
             return
+        if terms:
+            err_console().print("[red]a standing approval (--scope) is given one decision at a time with --url[/red]")
+            raise typer.Exit(2)
         body: dict[str, Any] = {"ids": ids} if ids else {"server": server, "tool": tool, "grant": grant}
         if not ids and not any((server, tool, grant)):
             body = {"all_pending": True}

@@ -48,6 +48,9 @@ class AuditEvent(SQLModel, table=True):
     detail: str | None = Field(default=None, sa_column=Column(Text))
     duration_ms: float | None = None
     decision_id: str | None = Field(default=None, max_length=64, index=True)
+    standing_id: str | None = Field(
+        default=None, max_length=64, index=True, description="the standing approval that let the call through"
+    )
     prev_hash: str | None = Field(default=None, max_length=64, description="the previous record's hash")
     hash: str | None = Field(
         default=None, max_length=64, description="sha256 over this record's fields and prev_hash (service.audit.chain)"
@@ -209,6 +212,12 @@ class Decision(SQLModel, table=True):
         description="JSON: the tool's definition changed (or is new) since a person accepted it "
         "({kind, accepted_sha256, current_sha256, diff}, the diff bounded); None for a tool as accepted",
     )
+    scopes: str = Field(
+        default="{}",
+        sa_column=Column(Text, nullable=False, server_default="{}"),
+        description='JSON: the standing approvals the rule lets an approver give ({"tool": 1800.0}: scope -> seconds)',
+    )
+    standing_id: str | None = Field(default=None, max_length=64, description="the standing approval its quorum gave")
 
 
 class Vote(SQLModel, table=True):
@@ -224,6 +233,44 @@ class Vote(SQLModel, table=True):
     via: str = Field(max_length=32)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     at: float
+    scope: str | None = Field(
+        default=None, max_length=16, description="a standing approval asked for: same_args | tool"
+    )
+    scope_seconds: float | None = Field(default=None, description="for how long the standing approval was asked")
+
+
+class StandingApproval(SQLModel, table=True):
+    """An approval that covers later calls of one grant for a while (`service.approvals.standing`).
+
+    `scope` `same_args`: calls of `tool` on `server` whose arguments have the keyed digest `args_sha256`;
+    `tool`: every call of `tool` on `server` (`args_sha256` is then the first call's, kept for display). Made by
+    the quorum of `decision_id`; covers calls while `expires_at` is ahead and `revoked_at` is not set. `ended_at`
+    is when its end (revoke or expiry) was audited, once.
+    """
+
+    __tablename__ = "standing_approvals"
+    __table_args__ = (
+        Index("ix_standing_call", "grant", "server", "tool", "expires_at"),  # the call path's one lookup
+        Index("ix_standing_unended", "ended_at", "expires_at"),  # the sweep that audits expiries
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    scope: str = Field(max_length=16)
+    grant: str = Field(max_length=200)
+    server: str = Field(max_length=200)
+    tool: str = Field(max_length=200)
+    args_sha256: str = Field(max_length=64)
+    arguments: str = Field(sa_column=Column(Text, nullable=False), description="redacted JSON, for display")
+    rule: str = Field(max_length=300)
+    decision_id: str = Field(foreign_key="decisions.id", max_length=64, index=True)
+    approved_by: str = Field(max_length=200)
+    approved_via: str = Field(max_length=32)
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    revoked_by: str | None = Field(default=None, max_length=200)
+    revoke_reason: str | None = Field(default=None, sa_column=Column(Text))
+    ended_at: float | None = None
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -34,10 +34,12 @@ from service.approvals import (
     DecisionView,
     NotAllowed,
     ReasonRequired,
+    StandingTerms,
     UnknownDecision,
     Voter,
 )
 from service.models import Vote
+from service.policy.verdict import format_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +111,20 @@ async def decide(token: str, request: Request) -> HTMLResponse:
         )
     reason = form.get("reason")
     reason = reason.strip()[:2000] if isinstance(reason, str) else ""
+    choice = form.get("standing")
     try:
+        standing = (
+            StandingTerms.parse(*_scope_and_seconds(choice))
+            if claim.action == "approve" and isinstance(choice, str) and choice
+            else None
+        )
         outcome = await email.approvals.vote(
-            claim.decision_id, Voter("email", claim.address), claim.action, via="email", reason=reason or None
+            claim.decision_id,
+            Voter("email", claim.address),
+            claim.action,
+            via="email",
+            reason=reason or None,
+            standing=standing,
         )
     except AlreadyDecided:
         view = DecisionView.of(*await email.approvals.get(claim.decision_id))
@@ -120,7 +133,7 @@ async def decide(token: str, request: Request) -> HTMLResponse:
         return _unknown()
     except ReasonRequired as exc:
         return await _reason_required(email, token, claim, _sentence(exc.message))
-    except ApprovalError as exc:  # AlreadyVoted, NotAllowed
+    except ApprovalError as exc:  # AlreadyVoted, NotAllowed, a standing approval the rule does not allow
         return _page(exc.status_code, "Not counted", _sentence(exc.message), tone="error")
     decision, votes = await email.approvals.get(claim.decision_id)
     view = DecisionView.of(decision, votes)
@@ -172,6 +185,7 @@ def _confirmation(
         "approver": approver,
         "error": error,
         "reason": "",
+        "durations": {scope: format_seconds(seconds) for scope, seconds in view.scopes.items()},
     }
     return _page(status, title, message, tone="info", decision=view, form=form)
 
@@ -254,6 +268,12 @@ def _page(
         form=form,
     )
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+def _scope_and_seconds(choice: str) -> tuple[str, str | None]:
+    """The confirmation page's "Approve for" choice, `<scope>|<seconds>`."""
+    scope, _, seconds = choice.partition("|")
+    return scope, seconds or None
 
 
 def _cross_site(request: Request, origin: str) -> str | None:

@@ -30,6 +30,8 @@ from service.approvals.schemas import DecisionView, ExecutionView, ToolChangeVie
 from service.catalog import ToolRisk
 
 APPROVE = "holdgate_approve"
+APPROVE_FOR = "holdgate_approve_for_"
+"""The prefix of a standing approval's button: `holdgate_approve_for_<scope>`, valued `<decision id>|<seconds>`."""
 DENY = "holdgate_deny"
 OPEN = "holdgate_open"
 ACTIONS_BLOCK = "holdgate_actions"
@@ -172,14 +174,41 @@ def _fields(decision: DecisionView, risk: ToolRisk | None) -> list[MarkdownTextO
     return [MarkdownTextObject(text=_clip(field, 2000)) for field in fields]
 
 
+STANDING_LABELS = {"same_args": "same call", "tool": "this tool"}
+
+
 def _buttons(decision: DecisionView, link: str | None) -> ActionsBlock:
+    """Approve (or, where the rule allows standing approvals, "Approve once" and one "Approve for …" button per
+    scope, at the rule's longest duration), Deny…, and the link to the decision page."""
     elements: list[Any] = [
-        ButtonElement(text="Approve", action_id=APPROVE, value=decision.id, style="primary"),
-        ButtonElement(text="Deny…", action_id=DENY, value=decision.id, style="danger"),
+        ButtonElement(
+            text="Approve once" if decision.scopes else "Approve", action_id=APPROVE, value=decision.id, style="primary"
+        )
     ]
+    for scope, seconds in decision.scopes.items():
+        elements.append(
+            ButtonElement(
+                text=f"Approve for {human_duration(seconds)} ({STANDING_LABELS.get(scope, scope)})",
+                action_id=f"{APPROVE_FOR}{scope}",
+                value=f"{decision.id}|{seconds:g}",
+            )
+        )
+    elements.append(ButtonElement(text="Deny…", action_id=DENY, value=decision.id, style="danger"))
     if link:
         elements.append(LinkButtonElement(text="Open in holdgate", url=link, action_id=OPEN))
     return ActionsBlock(block_id=f"{ACTIONS_BLOCK}:{decision.id}", elements=elements)
+
+
+def human_duration(seconds: float) -> str:
+    """1800 -> '30 min', 3600 -> '1 h', 5400 -> '90 min', 86400 -> '1 day', 45 -> '45 s'."""
+    if seconds >= 86400 and seconds % 86400 == 0:
+        days = int(seconds // 86400)
+        return f"{days} day" + ("s" if days > 1 else "")
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} min"
+    return f"{seconds:g} s"
 
 
 def _outcome(decision: DecisionView) -> str:
@@ -194,6 +223,11 @@ def _outcome(decision: DecisionView) -> str:
         line += f" {slack_date(decision.decided_at)}, {duration(taken)} after the request"
     if decision.reason:
         line += "\n>" + _esc(_clip(decision.reason, REASON_LIMIT)).replace("\n", "\n>")
+    if decision.standing_id:
+        line += (
+            f"\n*Standing approval* `{_esc(decision.standing_id)}`: later calls it covers run without asking "
+            "(`holdgate standing list`; revoke with `holdgate standing revoke`)"
+        )
     return line
 
 

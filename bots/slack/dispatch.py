@@ -5,6 +5,8 @@ an envelope ack without payload); everything that talks to the database or to Sl
 as a task on the channel (`SlackChannel.spawn`), because Slack wants the ack within 3 s.
 
 - Approve button: vote `approve` as the clicking Slack user, on the decision id the button carries.
+- "Approve for 30 min" button (where the rule allows standing approvals): the same vote, asking for the scope
+  its action id names for the seconds its value carries (judged against the decision's rule when cast).
 - Deny button: `views.open` the reason modal first (trigger ids expire in seconds), then check that
   the user may decide this at all; if not, the modal is replaced by the reason and nothing changes.
 - Reason modal submitted: an empty reason is refused inside the modal; otherwise vote `deny`.
@@ -25,7 +27,15 @@ from typing import Any, Literal
 
 from bots.slack import blocks
 from bots.slack.channel import Post, SlackChannel
-from service.approvals import AlreadyDecided, AlreadyVoted, ApprovalError, DecisionView, NotAllowed, Voter
+from service.approvals import (
+    AlreadyDecided,
+    AlreadyVoted,
+    ApprovalError,
+    DecisionView,
+    NotAllowed,
+    StandingTerms,
+    Voter,
+)
 
 logger = logging.getLogger("holdgate.slack")
 
@@ -71,6 +81,10 @@ def _block_actions(slack: SlackChannel, payload: dict[str, Any]) -> None:
         decision_id = action.get("value")
         if action["action_id"] == blocks.APPROVE and decision_id:
             slack.spawn(_vote(slack, decision_id, user, "approve", None, where))
+        elif action["action_id"].startswith(blocks.APPROVE_FOR) and decision_id:
+            scope = action["action_id"].removeprefix(blocks.APPROVE_FOR)
+            decision_id, _, seconds = decision_id.partition("|")
+            slack.spawn(_vote_standing(slack, decision_id, user, scope, seconds, where))
         elif action["action_id"] == blocks.DENY and decision_id:
             slack.spawn(_ask_reason(slack, payload["trigger_id"], decision_id, user, where))
 
@@ -121,6 +135,18 @@ async def _refusal(slack: SlackChannel, decision_id: str, user: str) -> str | No
     return None
 
 
+async def _vote_standing(
+    slack: SlackChannel, decision_id: str, user: str, scope: str, seconds: str, where: Where
+) -> None:
+    """An "Approve for …" click: an approval asking for a standing approval; a malformed button is refused."""
+    try:
+        terms = StandingTerms.parse(scope, seconds)
+    except ApprovalError as exc:
+        await slack.ephemeral(where.channel, user, exc.message)
+        return
+    await _vote(slack, decision_id, user, "approve", None, where, standing=terms)
+
+
 async def _vote(
     slack: SlackChannel,
     decision_id: str,
@@ -128,10 +154,12 @@ async def _vote(
     value: Literal["approve", "deny"],
     reason: str | None,
     where: Where,
+    *,
+    standing: StandingTerms | None = None,
 ) -> None:
     try:
         outcome = await slack.approval_service().vote(
-            decision_id, Voter("slack", user), value, via="slack", reason=reason
+            decision_id, Voter("slack", user), value, via="slack", reason=reason, standing=standing
         )
     except NotAllowed as exc:
         await slack.ephemeral(where.channel, user, _not_an_approver(exc))

@@ -4,7 +4,8 @@ Every route needs a person's token (declared in the policy's `people` with `toke
 is accepted only from an approver of that decision. Refusals are problem details (service.api.problems) with
 the reason in `detail`:
 401 no/unknown token, 403 not an approver (or the call's own grant), 404 unknown decision,
-409 already decided or already voted, 422 a deny without a reason.
+409 already decided or already voted, 422 a deny without a reason, or a standing approval (`{"scope": "tool",
+"for": "30m"}` on approve) that the decision's rule does not allow (or longer than it allows): nothing changes.
 
 `POST /api/decisions/approve` and `/deny` vote on many decisions (named by id, or pending ones matched
 by a filter) under the same rules; they answer 200 with a result per decision, where a refusal
@@ -20,7 +21,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from service.api.deps import PersonDep, get_approvals, require_person
 from service.api.params import Offset, UtcDateTime, refuse_nul
 from service.api.problems import responses
-from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, Voter, VoteValue
+from service.approvals import (
+    STATUSES,
+    ApprovalError,
+    ApprovalService,
+    DecisionQuery,
+    StandingTerms,
+    Voter,
+    VoteValue,
+)
 from service.approvals.schemas import (
     MAX_BULK,
     BulkVoteRequest,
@@ -97,21 +106,34 @@ async def get_decision(decision_id: str, service: ApprovalService = ServiceDep) 
 async def approve(
     decision_id: str, person: PersonDep, body: VoteRequest | None = None, service: ApprovalService = ServiceDep
 ) -> VoteResponse:
-    return await _vote(service, decision_id, person, "approve", body.reason if body else None)
+    try:
+        standing = body.standing() if body else None
+    except ApprovalError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
+    return await _vote(service, decision_id, person, "approve", body.reason if body else None, standing)
 
 
 @router.post("/{decision_id}/deny", response_model=VoteResponse, responses=VOTE_ERRORS)
 async def deny(
     decision_id: str, person: PersonDep, body: VoteRequest, service: ApprovalService = ServiceDep
 ) -> VoteResponse:
+    if body.scope is not None or body.for_ is not None:
+        raise HTTPException(status_code=422, detail="a deny cannot be standing: scope and for go with an approval")
     return await _vote(service, decision_id, person, "deny", body.reason)
 
 
 async def _vote(
-    service: ApprovalService, decision_id: str, person: str, value: VoteValue, reason: str | None
+    service: ApprovalService,
+    decision_id: str,
+    person: str,
+    value: VoteValue,
+    reason: str | None,
+    standing: StandingTerms | None = None,
 ) -> VoteResponse:
     try:
-        outcome = await service.vote(decision_id, Voter("person", person), value, via="api", reason=reason)
+        outcome = await service.vote(
+            decision_id, Voter("person", person), value, via="api", reason=reason, standing=standing
+        )
     except ApprovalError as exc:
         raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
     decision, votes = await service.get(decision_id)

@@ -18,8 +18,17 @@ from service.approvals.holding import CallHolding
 from service.approvals.outbox import was_sent
 from service.approvals.queries import DecisionQuery, decision_conditions, decision_page
 from service.approvals.release import FINISHED, RESULT_LIMIT_BYTES, Reconciled
-from service.approvals.schemas import DecisionView
+from service.approvals.schemas import DecisionView, RevokeRequest, StandingPage, StandingView
 from service.approvals.service import ApprovalService
+from service.approvals.standing import (
+    SCOPE_WORDS,
+    StandingEnded,
+    StandingNotAllowed,
+    StandingQuery,
+    StandingTerms,
+    UnknownStanding,
+    standing_state,
+)
 from service.approvals.states import ENDINGS, LAPSED, PENDING, STATUSES, UNKNOWN, Status
 from service.approvals.timestamps import iso
 from service.approvals.votes import LOCAL_OPERATOR, VoteOutcome, Voter, VoteResult, VoteValue
@@ -31,6 +40,7 @@ __all__ = [
     "LOCAL_OPERATOR",
     "PENDING",
     "RESULT_LIMIT_BYTES",
+    "SCOPE_WORDS",
     "STATUSES",
     "UNKNOWN",
     "AlreadyDecided",
@@ -44,8 +54,16 @@ __all__ = [
     "NotAllowed",
     "ReasonRequired",
     "Reconciled",
+    "RevokeRequest",
+    "StandingEnded",
+    "StandingNotAllowed",
+    "StandingPage",
+    "StandingQuery",
+    "StandingTerms",
+    "StandingView",
     "Status",
     "UnknownDecision",
+    "UnknownStanding",
     "VoteOutcome",
     "VoteResult",
     "VoteValue",
@@ -55,5 +73,6 @@ __all__ = [
     "decision_conditions",
     "decision_page",
     "iso",
+    "standing_state",
     "was_sent",
 ]

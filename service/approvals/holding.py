@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from service.approvals.bus import DecisionBus
 from service.approvals.service import ApprovalService
 from service.audit.service import AuditedCall
-from service.models import Decision
+from service.models import Decision, StandingApproval
 from service.policy.redaction import bounded_text, storable_text
 
 if TYPE_CHECKING:
@@ -181,6 +181,20 @@ class CallHolding:
             else:
                 self._open_locks[key] = (lock, users - 1)
         return decision
+
+    async def covering(self, call: HeldCall, verdict: Verdict) -> StandingApproval | None:
+        """The standing approval that lets this `require_approval` call run without asking, or None.
+
+        One indexed lookup, and none at all when the verdict's rule allows no standing approval.
+        """
+        scopes = verdict.approval.scopes if verdict.approval is not None else {}
+        if not scopes:
+            return None
+        grant, server, tool, digest, _acting_for = await self.binding(call)
+        async with self._db_slots:
+            return await self.service.covering(
+                grant=grant, server=server, tool=tool, args_sha256=digest, rule=verdict.rule, scopes=scopes
+            )
 
     async def binding(self, call: HeldCall) -> Binding:
         """The call as the decisions table keys it: grant, server, tool (bounded as the table holds them: a

@@ -91,6 +91,7 @@ class Opening(DecisionCore):
                 on_timeout=spec.on_timeout,
                 claim_within_s=spec.claim_within_seconds,
                 rejoin_within_s=spec.rejoin_within_seconds,
+                scopes=json.dumps(dict(spec.scopes)),
                 created_at=now,
                 expires_at=now + spec.timeout_seconds,
                 remind_at=(

@@ -11,10 +11,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from service.approvals.approvers import approver_groups_of, approvers_of
+from service.approvals.standing import (
+    StandingNotAllowed,
+    StandingTerms,
+    allowed_scopes,
+    standing_state,
+)
 from service.approvals.states import LAPSED
 from service.approvals.timestamps import iso
 from service.approvals.votes import VoteResult
-from service.models import Decision, Vote
+from service.models import Decision, StandingApproval, Vote
 
 
 class VoteView(BaseModel):
@@ -23,6 +29,8 @@ class VoteView(BaseModel):
     via: str
     reason: str | None = None
     at: str
+    scope: str | None = Field(default=None, description="the standing approval this vote asked for, if any")
+    scope_seconds: float | None = None
 
 
 class ExecutionView(BaseModel):
@@ -142,6 +150,11 @@ class DecisionView(BaseModel):
     )
     lapsed: bool = Field(default=False, description="approved, but no call collected it within claim_within: not run")
     state: str = Field(default="", description="where the decision stands, in words")
+    scopes: dict[str, float] = Field(
+        default_factory=dict,
+        description="standing approvals its rule lets an approver give: scope (same_args | tool) -> longest seconds",
+    )
+    standing_id: str | None = Field(default=None, description="the standing approval its quorum gave, if any")
 
     @model_validator(mode="before")
     @classmethod
@@ -208,7 +221,15 @@ class DecisionView(BaseModel):
             previous_attempt=decision.previous_attempt,
             tool_change=_tool_change_view(decision),
             votes=[
-                VoteView(approver=v.approver, value=v.value, via=v.via, reason=v.reason, at=iso(v.at))
+                VoteView(
+                    approver=v.approver,
+                    value=v.value,
+                    via=v.via,
+                    reason=v.reason,
+                    at=iso(v.at),
+                    scope=v.scope,
+                    scope_seconds=v.scope_seconds,
+                )
                 for v in votes or []
             ],
             agent_stopped_waiting_at=_iso_or_none(decision.withdrawn_at) if decision.status == "pending" else None,
@@ -216,6 +237,8 @@ class DecisionView(BaseModel):
             collect_by=_iso_or_none(decision.collect_by) if decision.status != "pending" else None,
             lapsed=decision.outcome == LAPSED,
             state=state_of(decision),
+            scopes=allowed_scopes(decision),
+            standing_id=decision.standing_id,
         )
 
 
@@ -263,6 +286,78 @@ class DecisionPage(BaseModel):
 
 
 class VoteRequest(BaseModel):
+    reason: str | None = Field(default=None, max_length=2000)
+    scope: str | None = Field(
+        default=None,
+        description="approve: give a standing approval instead of a one-off one (same_args | tool), where the rule "
+        "allows it (`approval.scopes`); needs `for`",
+    )
+    for_: str | float | None = Field(
+        default=None, alias="for", description="with `scope`: for how long (`30m`, `1h`, seconds), within the rule's"
+    )
+
+    def standing(self) -> StandingTerms | None:
+        """The standing approval asked for, or None (approve once); StandingNotAllowed when malformed."""
+        if self.scope is None:
+            if self.for_ is not None:
+                raise StandingNotAllowed("`for` goes with a `scope` (same_args or tool)")
+            return None
+        return StandingTerms.parse(self.scope, self.for_)
+
+
+class StandingView(BaseModel):
+    """A standing approval as people see it (REST, CLI, dashboard)."""
+
+    id: str
+    scope: str = Field(description="same_args (later identical calls) | tool (every call of the tool)")
+    grant: str
+    server: str
+    tool: str
+    arguments: dict[str, Any] = Field(description="the approved call's, redacted (what same_args covers)")
+    args_sha256: str
+    rule: str
+    decision_id: str = Field(description="the decision whose quorum gave it")
+    approved_by: str
+    approved_via: str
+    created_at: str
+    expires_at: str
+    revoked_at: str | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+    active: bool
+    state: str
+
+    @classmethod
+    def of(cls, standing: StandingApproval, now: float) -> StandingView:
+        return cls(
+            id=standing.id,
+            scope=standing.scope,
+            grant=standing.grant,
+            server=standing.server,
+            tool=standing.tool,
+            arguments=json.loads(standing.arguments),
+            args_sha256=standing.args_sha256,
+            rule=standing.rule,
+            decision_id=standing.decision_id,
+            approved_by=standing.approved_by,
+            approved_via=standing.approved_via,
+            created_at=iso(standing.created_at),
+            expires_at=iso(standing.expires_at),
+            revoked_at=_iso_or_none(standing.revoked_at),
+            revoked_by=standing.revoked_by,
+            revoke_reason=standing.revoke_reason,
+            active=standing.revoked_at is None and standing.expires_at > now,
+            state=standing_state(standing, now),
+        )
+
+
+class StandingPage(BaseModel):
+    items: list[StandingView]
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     reason: str | None = Field(default=None, max_length=2000)
 
 

@@ -8,6 +8,7 @@ Each part is a module of one concept, and a class that owns its methods:
     endings.Endings      timeouts, reminders, waits withdrawn, approvals that lapse
     release.Release      claim the ending for one call, mark it sent, record its outcome, leases, give-backs
     queries.Reads        decisions as they stand: one, a page, their statuses
+    standing.Standing    standing approvals: made by a quorum (a base of `Votes`), covering, list, revoke, expiry
 
 They share `core.DecisionCore` (the database, the clock, this process's claim-holder name, the listeners) and
 the hand-over (`handoff.Handoff`), which is wired here because it needs both the transition (which claims an

@@ -155,7 +155,9 @@ class DecisionTimers:
             await self.service.lapse(decision_id)
 
     async def sweep(self) -> None:
-        """Expire the overdue and send due reminders; what the timers should have done, if they did not."""
+        """Expire the overdue and send due reminders; what the timers should have done, if they did not. Standing
+        approvals that expired get their audit record here (they stop covering calls at `expires_at` whatever the
+        sweep does: the lookup compares with the clock)."""
         try:
             for decision_id in await self.service.overdue_ids():
                 await self.service.expire(decision_id)
@@ -165,6 +167,7 @@ class DecisionTimers:
                 await self.service.end_unrejoined(decision_id)
             for decision_id in await self.service.lapse_due_ids():
                 await self.service.lapse(decision_id)
+            await self.service.end_expired()  # standing approvals: their expiry audited, once
         except Exception:  # the next sweep tries again; a timeout is never silently skipped
             logger.exception("timeout sweep failed")
 

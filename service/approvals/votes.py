@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlalchemy import insert, select, update
@@ -34,9 +34,11 @@ from service.approvals.errors import (
     ReasonRequired,
     UnknownDecision,
 )
+from service.approvals.standing import Standing, StandingNotAllowed, StandingTerms, agreed_terms, check_terms
 from service.approvals.states import PENDING, Status, Transitions
+from service.approvals.timestamps import iso
 from service.db import session_scope
-from service.models import Decision, Vote
+from service.models import Decision, StandingApproval, Vote
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +100,18 @@ class Ballot:
     approver: str | None = None
     ending_by: str | None = None
     remaining: int = 0
+    standing: StandingTerms | None = None
+    """The standing approval the quorum agreed to, when this vote approves the decision (`agreed_terms`)."""
+    standing_asked: bool = False
+    """Some approving vote asked for a standing approval (none is made unless all of them did)."""
 
     def result(self, decision_id: str, ended: Decision | None, current: Decision | None) -> VoteResult:
         if self.refusal is not None:
             return VoteResult(decision_id, "refused", self.refusal.message, current, self.refusal)
         if ended is not None:
             return VoteResult(decision_id, "decided", f"{decision_id} {ended.status} by {ended.decided_by}", ended)
-        message = f"approval by {self.approver} recorded; {self.remaining} more needed"
+        asked = " (asking for a standing approval)" if self.standing_asked else ""
+        message = f"approval by {self.approver}{asked} recorded; {self.remaining} more needed"
         return VoteResult(decision_id, "recorded", message, current)
 
 
@@ -163,34 +170,79 @@ def eligible_approver(decision_id: str, decision: Decision | None, prior: Sequen
     return approver
 
 
-def judge(decision_id: str, decision: Decision | None, prior: list[Vote], voter: Voter, value: VoteValue) -> Ballot:
+def judge(
+    decision_id: str,
+    decision: Decision | None,
+    prior: list[Vote],
+    voter: Voter,
+    value: VoteValue,
+    standing: StandingTerms | None = None,
+) -> Ballot:
     """The rules of one vote, given the locked decision and its votes so far (oldest first).
 
-    Refused when `eligible_approver` refuses. Otherwise the vote counts; a deny ends the decision, and so does the
-    approval that reaches the quorum.
+    Refused when `eligible_approver` refuses, or when it asks for a standing approval the decision's rule does
+    not allow (`check_terms`). Otherwise the vote counts; a deny ends the decision, and so does the approval that
+    reaches the quorum — with the standing approval every approving vote agreed to, if they all asked for one.
     """
     try:
         approver = eligible_approver(decision_id, decision, prior, voter)
+        assert decision is not None  # eligible_approver refuses an unknown decision
+        check_terms(decision, standing)
     except ApprovalError as exc:
         return Ballot(refusal=exc)
-    assert decision is not None  # eligible_approver refuses an unknown decision
     if value == "deny":
         return Ballot(approver=approver, ending_by=approver)
-    approvals = [vote.approver for vote in prior if vote.value == "approve"] + [approver]
+    approving = [vote for vote in prior if vote.value == "approve"]
+    asked = [_terms_of(vote) for vote in approving] + [standing]
+    standing_asked = any(terms is not None for terms in asked)
+    approvals = [vote.approver for vote in approving] + [approver]
     if len(approvals) >= decision.quorum:
-        return Ballot(approver=approver, ending_by=", ".join(approvals))
-    return Ballot(approver=approver, remaining=decision.quorum - len(approvals))
+        return Ballot(
+            approver=approver,
+            ending_by=", ".join(approvals),
+            standing=agreed_terms(asked),
+            standing_asked=standing_asked,
+        )
+    return Ballot(approver=approver, remaining=decision.quorum - len(approvals), standing_asked=standing_asked)
 
 
-def _required_reason(value: VoteValue | None, reason: str | None) -> str | None:
-    """The reason as recorded (stripped; empty is none); a deny without one is refused."""
+def _terms_of(vote: Vote) -> StandingTerms | None:
+    """The standing approval a recorded vote asked for, or None (approve once)."""
+    if vote.scope is None or vote.scope_seconds is None:
+        return None
+    return StandingTerms(vote.scope, vote.scope_seconds)
+
+
+def _standing_note(ballot: Ballot, standing: StandingApproval | None) -> str:
+    """What the voter reads about the standing approval their deciding vote made, or did not."""
+    if standing is not None:
+        return (
+            f"; standing approval {standing.id}: {SCOPE_NOTE[standing.scope]} by grant {standing.grant} "
+            f"run without asking until {iso(standing.expires_at)}"
+        )
+    if ballot.standing_asked:
+        return "; approved once: not every approving vote asked for a standing approval"
+    return ""
+
+
+SCOPE_NOTE = {
+    "same_args": "later identical calls",
+    "tool": "calls of the tool",
+}
+
+
+def _required_reason(value: VoteValue | None, reason: str | None, standing: StandingTerms | None = None) -> str | None:
+    """The reason as recorded (stripped; empty is none); a deny without one is refused, and so is a deny that
+    asks for a standing approval (there are no standing denials)."""
+    if value == "deny" and standing is not None:
+        raise StandingNotAllowed("a deny cannot be standing: scope and duration go with an approval")
     reason = (reason or "").strip() or None
     if value == "deny" and reason is None:
         raise ReasonRequired("a reason is required to deny")
     return reason
 
 
-class Votes(Transitions):
+class Votes(Transitions, Standing):
     """Voting on decisions: one (`vote`), many at once (`vote_many`), or only asking (`check_vote`)."""
 
     def approver_name(self, decision: Decision, voter: Voter) -> str:
@@ -198,14 +250,20 @@ class Votes(Transitions):
         return approver_name(decision, voter)
 
     async def check_vote(
-        self, decision_id: str, voter: Voter, value: VoteValue | None = None, *, reason: str | None = None
+        self,
+        decision_id: str,
+        voter: Voter,
+        value: VoteValue | None = None,
+        *,
+        reason: str | None = None,
+        standing: StandingTerms | None = None,
     ) -> Decision:
         """The decision, if `voter` may vote on it now; else the error `vote` would raise. Changes nothing.
 
         What a channel calls before it shows or accepts a vote. `value` (optional): a deny without a `reason` is
         refused too. Not a promise: the vote is judged again, under a lock, when it is cast.
         """
-        _required_reason(value, reason)
+        _required_reason(value, reason, standing)
         async with self.sessions() as session:
             decision = await session.get(Decision, decision_id, populate_existing=True)
             prior: list[Vote] = []
@@ -217,6 +275,7 @@ class Votes(Transitions):
                 )
         eligible_approver(decision_id, decision, prior, voter)
         assert decision is not None  # eligible_approver refuses an unknown decision
+        check_terms(decision, standing)
         return decision
 
     async def vote(
@@ -227,6 +286,7 @@ class Votes(Transitions):
         *,
         via: str,
         reason: str | None = None,
+        standing: StandingTerms | None = None,
     ) -> VoteOutcome:
         """Record a person's vote; one deny ends the decision, `quorum` distinct approvals approve it.
 
@@ -236,7 +296,7 @@ class Votes(Transitions):
         """
         with logcontext.bound(decision_id=decision_id):
             try:
-                [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason)
+                [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason, standing=standing)
             except ApprovalError as exc:
                 logger.warning(
                     "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc
@@ -258,19 +318,23 @@ class Votes(Transitions):
         *,
         via: str,
         reason: str | None = None,
+        standing: StandingTerms | None = None,
     ) -> list[VoteResult]:
         """One person's vote on many decisions (a bulk approval), by the same rules as `vote`, per decision.
 
         Set-based, in transactions of `VOTE_CHUNK` decisions: lock and read the decisions and their
         votes, insert the new votes in one statement, and end the decisions that reach their quorum
         (or are denied) through `transition_many`. Returns one result per distinct id, in order.
-        Raises ReasonRequired (a deny without a reason) before anything is read.
+        Raises ReasonRequired (a deny without a reason) before anything is read. `standing`: the standing
+        approval this approval asks for (`service.approvals.standing`), judged per decision against its rule.
         """
-        reason = _required_reason(value, reason)
+        reason = _required_reason(value, reason, standing)
         ids = list(dict.fromkeys(decision_ids))
         results: list[VoteResult] = []
         for start in range(0, len(ids), VOTE_CHUNK):
-            results += await self._vote_chunk(ids[start : start + VOTE_CHUNK], voter, value, via=via, reason=reason)
+            results += await self._vote_chunk(
+                ids[start : start + VOTE_CHUNK], voter, value, via=via, reason=reason, standing=standing
+            )
         refused = [r for r in results if r.refusal is not None]
         if len(ids) > 1:
             decided = sum(r.result == "decided" for r in results)
@@ -287,16 +351,30 @@ class Votes(Transitions):
         return results
 
     async def _vote_chunk(
-        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+        self,
+        ids: list[str],
+        voter: Voter,
+        value: VoteValue,
+        *,
+        via: str,
+        reason: str | None,
+        standing: StandingTerms | None = None,
     ) -> list[VoteResult]:
         """One transaction of `vote_many`; a vote raced by the same person's identical vote is re-judged once."""
         try:
-            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason, standing=standing)
         except IntegrityError:  # the same person voting on a decision twice at the same instant
-            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason, standing=standing)
 
     async def _vote_chunk_once(
-        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+        self,
+        ids: list[str],
+        voter: Voter,
+        value: VoteValue,
+        *,
+        via: str,
+        reason: str | None,
+        standing: StandingTerms | None = None,
     ) -> list[VoteResult]:
         now = self.clock()
         async with session_scope(self.sessions) as session:
@@ -308,9 +386,18 @@ class Votes(Transitions):
                     select(Vote).where(col(Vote.decision_id).in_(pending)).order_by(col(Vote.id))
                 ):
                     prior.setdefault(row.decision_id, []).append(row)
-            judged = {i: judge(i, found.get(i), prior.get(i, []), voter, value) for i in ids}
+            judged = {i: judge(i, found.get(i), prior.get(i, []), voter, value, standing) for i in ids}
             votes = [
-                {"decision_id": i, "approver": j.approver, "value": value, "via": via, "reason": reason, "at": now}
+                {
+                    "decision_id": i,
+                    "approver": j.approver,
+                    "value": value,
+                    "via": via,
+                    "reason": reason,
+                    "at": now,
+                    "scope": standing.scope if standing is not None else None,
+                    "scope_seconds": standing.seconds if standing is not None else None,
+                }
                 for i, j in judged.items()
                 if j.approver is not None
             ]
@@ -326,9 +413,20 @@ class Votes(Transitions):
                 ended |= await self.transition_many(session, group, status, by=by, via=via, reason=reason)
             if len(ended) != sum(map(len, endings.values())):
                 raise RuntimeError("a locked pending decision was decided by someone else")  # rolls back the chunk
+            given: dict[str, StandingApproval] = {}
+            for decision_id, decision in ended.items():
+                terms = judged[decision_id].standing
+                if terms is not None and decision.status == "approved":
+                    given[decision_id] = await self.grant_standing(session, decision, terms, now)
         for decision in ended.values():
             self._notify(decision)
-        return [judged[i].result(i, ended.get(i), found.get(i)) for i in ids]
+        results = [judged[i].result(i, ended.get(i), found.get(i)) for i in ids]
+        return [
+            replace(r, message=r.message + _standing_note(judged[r.decision_id], given.get(r.decision_id)))
+            if r.result == "decided"
+            else r
+            for r in results
+        ]
 
     async def _lock_for_votes(self, session: AsyncSession, ids: list[str]) -> dict[str, Decision]:
         """Read `ids` locked against other voters, so quorums are counted one vote after another.

@@ -43,7 +43,7 @@ HASHED_FIELDS = (
     "outcome", "detail", "duration_ms", "decision_id", "prev_hash",
 )  # fmt: skip
 """Every field of a record but its id and its own hash (and the optional ones below)."""
-OPTIONAL_HASHED_FIELDS = ("shadow_verdict", "shadow_rule")
+OPTIONAL_HASHED_FIELDS = ("shadow_verdict", "shadow_rule", "standing_id")
 """Fields added later: hashed only when set, so the records written before them keep their hashes."""
 
 

@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FIELDS = (
     "id", "ts", "grant", "server", "tool", "arguments", "args_sha256", "verdict", "rule", "reason",
-    "outcome", "detail", "duration_ms", "decision_id", "shadow_verdict", "shadow_rule", "prev_hash", "hash",
+    "outcome", "detail", "duration_ms", "decision_id", "shadow_verdict", "shadow_rule", "standing_id", "prev_hash",
+    "hash",
 )  # fmt: skip
 
 
@@ -89,6 +90,8 @@ class AuditRecord:
     shadow_verdict: str | None = None
     """The shadow policy's action, set only where it differs from the enforced one (`service.policy.shadow`)."""
     shadow_rule: str | None = None
+    standing_id: str | None = None
+    """The standing approval that let the call through without asking (or whose end this record is)."""
 
     @classmethod
     def begin(cls, call: AuditedCall, verdict: Verdict, *, ts: float) -> AuditRecord:
@@ -116,7 +119,7 @@ class AuditRecord:
         return replace(
             self,
             verdict=verdict,
-            reason=reason,
+            reason=reason if reason is not None else self.reason,
             outcome=outcome,
             detail=detail,
             decision_id=decision_id or self.decision_id,
@@ -144,6 +147,7 @@ class AuditRecord:
                 decision_id=self.decision_id,
                 shadow_verdict=self.shadow_verdict,
                 shadow_rule=self.shadow_rule,
+                standing_id=self.standing_id,
             )
         )
 

@@ -51,9 +51,10 @@ class RestClient:
         """GET /api/decisions with the filters that are set: {"items": [...], "total": N, ...}."""
         return self._request("GET", "/api/decisions", query={k: v for k, v in filters.items() if v is not None})
 
-    def vote(self, decision_id: str, value: str, reason: str | None) -> dict[str, Any]:
-        """POST /api/decisions/{id}/approve|deny: {"decided", "message", "decision"}."""
-        body = {"reason": reason} if reason is not None else None
+    def vote(self, decision_id: str, value: str, reason: str | None, **terms: str) -> dict[str, Any]:
+        """POST /api/decisions/{id}/approve|deny: {"decided", "message", "decision"}; `terms` are a standing
+        approval's `scope` and `for`."""
+        body = ({"reason": reason} if reason is not None else {}) | terms or None
         return self._request("POST", f"/api/decisions/{quote(decision_id, safe='')}/{value}", body=body)
 
     def vote_many(self, value: str, body: dict[str, Any]) -> dict[str, Any]:

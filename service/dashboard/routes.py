@@ -44,6 +44,7 @@ from service.dashboard.auth import (
     sign_out,
     write_session,
 )
+from service.dashboard.standing import standing_choice
 from service.dashboard.state import DashboardDep
 from service.grants.service import token_sha256
 from service.models import AuditEvent, Decision, Vote
@@ -245,12 +246,14 @@ async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewe
     reason = str(form.get("reason") or "") or None
     wants_json = "application/json" in request.headers.get("accept", "")
     try:
+        standing = standing_choice(str(form.get("standing") or "")) if choice == "approve" else None
         outcome = await approvals.vote(
             decision_id,
             Voter("person", viewer.person or "", groups=viewer.groups),
             choice,
             via="dashboard",
             reason=reason,
+            standing=standing,
         )
     except ApprovalError as exc:
         if wants_json:

@@ -42,7 +42,7 @@ from service import logcontext, tracing
 from service.approvals import FINISHED, RESULT_LIMIT_BYTES, CallHolding, approvers_of, iso
 from service.gateway.calls import HoldOutcome, ToolCall
 from service.gateway.downstream_http import stream_watch
-from service.models import Decision
+from service.models import Decision, StandingApproval
 from service.policy import ApprovalSpec
 
 if TYPE_CHECKING:
@@ -124,6 +124,10 @@ class ApprovalGate:
                 holding.withdraw(decision.id)
                 raise
         return self._ending(ended.decision, ended.claimed)
+
+    async def covering(self, call: ToolCall, verdict: Verdict) -> StandingApproval | None:
+        """The standing approval that lets this call run without asking (`CallHolding.covering`), or None."""
+        return await self.holding.covering(call, verdict)
 
     async def sending(self, decision_id: str) -> bool:
         return await self.holding.sending(decision_id)

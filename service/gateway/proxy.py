@@ -391,6 +391,16 @@ class ServerProxy:
                 f"holdgate: '{call.tool}' requires a person's approval (rule {verdict.rule}), and no "
                 "approval flow is configured on this gateway, so the call was not run."
             )
+        standing = await approvals.covering(call, verdict)
+        if standing is not None:
+            # A standing approval covers it: run without asking, audited with the standing approval's id.
+            covered = replace(
+                record,
+                standing_id=standing.id,
+                reason=f"standing approval {standing.id} ({standing.scope}, by {standing.approved_by}, "
+                f"from decision {standing.decision_id})",
+            )
+            return await self._forward_call(ctx, call, covered, started, verdict_label="approved")
         try:
             with tracing.span("holdgate hold"):
                 held = await approvals.hold(call, verdict, ctx)

@@ -429,6 +429,7 @@ class _Compiler:
             rejoin_within_seconds=float(approval_in.rejoin_within),
             four_eyes=approval_in.four_eyes,
             groups=groups,
+            scopes={scope: float(seconds) for scope, seconds in (approval_in.scopes or {}).items()},
         )
 
     def _groups_named(self, entries: Sequence[str]) -> tuple[str, ...]:

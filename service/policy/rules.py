@@ -66,6 +66,22 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+STANDING_SCOPES = ("same_args", "tool")
+"""What a standing approval may cover (`approval.scopes`): later calls of the same grant with the same tool, server
+and arguments (`same_args`), or every call of the tool on that server by that grant (`tool`), narrowest first."""
+MAX_STANDING_SECONDS = 7 * 86400
+"""Longest a standing approval may last: a week. A standing approval is a hole in the gate; a call that should
+pass unasked for longer is what an `allow` rule (with limits and cases) says, in the file, under review."""
+
+
+def parse_standing_duration(value: Any) -> float:
+    """How long a standing approval may last (`approval.scopes.<scope>`): a duration of at most 7 days."""
+    seconds = parse_duration(value)
+    if seconds > MAX_STANDING_SECONDS:
+        raise ValueError(f"a standing approval may last at most 7d ({MAX_STANDING_SECONDS} seconds), got {value!r}")
+    return seconds
+
+
 def parse_window(value: Any) -> int:
     """second | minute | hour | day, a whole positive number of seconds, or a duration string."""
     if isinstance(value, str) and value in WINDOW_NAMES:
@@ -84,6 +100,7 @@ def parse_window(value: Any) -> int:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+StandingDuration = Annotated[float, BeforeValidator(lambda value: parse_standing_duration(value))]
 RedactPath = Annotated[str, AfterValidator(lambda path: check_redact_path(path))]
 Window = Annotated[int, BeforeValidator(parse_window)]
 
@@ -149,6 +166,20 @@ class ApprovalIn(_Model):
         description="Refuse a vote from the person the calling agent acts for (the grant's `acting_for`, or the "
         "OAuth token's acting-for claim): somebody else must approve.",
     )
+    scopes: dict[str, StandingDuration] | None = Field(
+        default=None,
+        description="Standing approvals an approver may give instead of a one-off one: scope -> longest duration "
+        "(`same_args`: later identical calls of the same grant; `tool`: every call of the tool by that grant).",
+    )
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _known_scopes(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = [key for key in value if key not in STANDING_SCOPES]
+            if unknown:
+                raise ValueError(f"unknown scope {unknown[0]!r}; a standing approval's scope is same_args or tool")
+        return value
 
 
 class CaseIn(_Model):

@@ -75,6 +75,9 @@ class ApprovalSpec:
     groups: tuple[str, ...] = ()
     """The groups the approvers name (`group:ops` -> `ops`): members at the identity provider count too, when
     holdgate takes groups from it (HOLDGATE_OIDC_GROUPS_CLAIM)."""
+    scopes: Mapping[str, float] = field(default_factory=dict, hash=False)
+    """The standing approvals an approver may give instead of a one-off one: scope (`same_args`, `tool`) ->
+    longest duration in seconds (`approval.scopes`); empty: one-off approvals only."""
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"
@@ -86,6 +89,9 @@ class ApprovalSpec:
             text += f"; reminder {format_seconds(self.remind_before_seconds)} before the timeout"
         if self.four_eyes:
             text += "; four eyes (not the person the agent acts for)"
+        if self.scopes:
+            standing = ", ".join(f"{scope} up to {format_seconds(s)}" for scope, s in self.scopes.items())
+            text += f"; standing approvals: {standing}"
         return text
 
 

@@ -362,3 +362,40 @@ def test_policy_check_refuses_an_absurd_timeout_naming_file_place_and_bound(tmp_
     assert f"{path}: tools.x.approval.timeout: duration must be at most 30d (2592000 seconds), got '99999999d'" in (
         result.output
     )
+
+
+# -- standing approvals (approval.scopes) -----------------------------------------------------------
+
+
+def scopes(value: Any) -> dict[str, Any]:
+    return rule(action="require_approval", approval={"scopes": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "location", "message"),
+    [
+        ({"forever": "1h"}, "tools.x.approval.scopes", "unknown scope 'forever'; a standing approval's scope is "
+         "same_args or tool"),
+        ({"tool": "0s"}, "tools.x.approval.scopes.tool", "duration must be more than 0 seconds"),
+        ({"tool": -5}, "tools.x.approval.scopes.tool", "duration must be more than 0 seconds"),
+        ({"tool": "8d"}, "tools.x.approval.scopes.tool", "a standing approval may last at most 7d"),
+        ({"same_args": 1e400}, "tools.x.approval.scopes.same_args", "duration must be more than 0 seconds"),
+        ({"tool": "soon"}, "tools.x.approval.scopes.tool", "invalid duration 'soon'"),
+        ({"tool": True}, "tools.x.approval.scopes.tool", "expected a duration"),
+        ("tool", "tools.x.approval.scopes", "dictionary"),
+    ],
+)  # fmt: skip
+def test_bad_standing_scopes(tmp_path, value, location, message):
+    error = error_for(tmp_path, scopes(value))
+    assert error.location == location
+    assert message in error.message
+
+
+def test_scopes_load_and_are_explained(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(scopes({"same_args": "1h", "tool": 1800})))
+    verdict = load_policy(path).evaluate("agent", "jobs", "x", {})
+    assert verdict.approval is not None and dict(verdict.approval.scopes) == {"same_args": 3600.0, "tool": 1800.0}
+    assert "standing approvals: same_args up to 1h, tool up to 30m" in verdict.approval.describe()
+    path.write_text(json.dumps(rule(action="require_approval", approval={})))
+    assert load_policy(path).evaluate("agent", "jobs", "x", {}).approval.scopes == {}
