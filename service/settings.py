@@ -125,6 +125,29 @@ class ApprovalSettings(BaseModel):
     outbox_retry_base_s: float = Field(default=2.0, description="First retry delay of a failed notification; doubles.")
 
 
+class TaskSettings(BaseModel):
+    """Held calls as MCP tasks (2025-11-25 tasks, the 2026-07-28 tasks extension)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Declare and serve tasks: a client that asks for one gets a task for a held call at once.",
+    )
+    poll_interval_ms: int = Field(
+        default=5000, ge=100, le=3_600_000, description="The pollInterval a task suggests to its client (ms)."
+    )
+    keep_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="How long an ended task stays readable: a task's ttl is at least its decision's expiry, plus the "
+        "rule's claim_within, plus this.",
+    )
+    max_ttl_s: float = Field(
+        default=7 * 86400.0, gt=0, le=30 * 86400, description="The longest ttl a task gets, whatever the client asks."
+    )
+    purge_interval_s: float = Field(default=60.0, gt=0, description="How often tasks past their ttl are deleted.")
+
+
 FLAT_NAMES: dict[str, tuple[str, str]] = {
     **{name: ("gateway", name) for name in GatewaySettings.model_fields},
     "audit_flush_interval_s": ("audit", "flush_interval_s"),
@@ -137,6 +160,9 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "outbox_poll_interval_s": ("approvals", "outbox_poll_interval_s"),
     "outbox_max_attempts": ("approvals", "outbox_max_attempts"),
     "outbox_retry_base_s": ("approvals", "outbox_retry_base_s"),
+    "tasks_enabled": ("tasks", "enabled"),
+    "task_poll_interval_ms": ("tasks", "poll_interval_ms"),
+    "task_keep_s": ("tasks", "keep_s"),
 }
 """The documented flat names (README "Configuration": `HOLDGATE_<NAME>`) of the sections' fields, as
 (section, field). They stay the public names: an environment variable, a .env line or a keyword argument
@@ -175,6 +201,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
 
     # Channels
     channels: list[str] = Field(
