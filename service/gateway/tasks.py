@@ -421,24 +421,25 @@ class HeldTasks:
     # -- cancelling -------------------------------------------------------------------------------
 
     async def cancel(self, task: HeldTask) -> HeldTask:
-        """`tasks/cancel`: a pending decision ends `cancelled` (one compare-and-set: an approval racing it either
-        wins, and the call is not started for this task, or loses), and the task ends `cancelled`. Raises
-        `TaskEnded` for a task that had already ended."""
+        """`tasks/cancel`: the task ends `cancelled` (a compare-and-set: it may have ended first, then `TaskEnded`),
+        then its pending decision ends `cancelled` through the one compare-and-set of decisions. An approval racing
+        it either loses (the decision is cancelled) or wins; then the driver finds the task cancelled before it
+        starts the call, and gives the approval back unspent. A call already running is not stopped: the task stays
+        `cancelled`, as the specification says, and the decision records how the call went."""
         if task.status in TERMINAL:
             raise TaskEnded(task)
         reason = f"the agent cancelled task {task.id}"
-        decision = None
-        if task.decision_id:
-            decision = await self.holding.cancel(task.decision_id, by=task.grant, reason=reason)
         moved = await self.store.move(task.id, expected=LIVE, to="cancelled", status_message=f"holdgate: {reason}")
         self._wake(task.id)
         if moved is None:
             current = await self.store.load(task.id)
             raise TaskEnded(current or task)
-        if decision is not None:
-            self.audit.record(
-                self._record(moved, decision).finish("cancelled", reason=reason, started=time.perf_counter())
-            )
+        if moved.decision_id:
+            decision = await self.holding.cancel(moved.decision_id, by=moved.grant, reason=reason)
+            if decision is not None:
+                self.audit.record(
+                    self._record(moved, decision).finish("cancelled", reason=reason, started=time.perf_counter())
+                )
         return moved
 
 

@@ -67,7 +67,12 @@ class Wire2026:
         self.turn = itertools.cycle(range(len(gw_urls)))
 
     async def request(
-        self, method: str, params: dict[str, Any] | None = None, *, tasks: bool = True, name: str | None = None,
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        tasks: bool = True,
+        name: str | None = None,
         url: str | None = None,
     ) -> dict[str, Any]:
         params = {**(params or {}), "_meta": modern_meta(tasks=tasks)}
