@@ -29,6 +29,7 @@ from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 from sqlmodel import SQLModel
 
@@ -150,6 +151,12 @@ class ServerProxy:
         self.server = self._build_server()
 
     @property
+    def modern_only(self) -> bool:
+        """The upstream refused `initialize` when it was probed: it speaks the stateless revision only, and every
+        session with it is opened with `server/discover`."""
+        return self.info is not None and self.info.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    @property
     def upstream_connected(self) -> bool:
         """Whether the shared upstream session (opened at start-up, reopened on use) is connected now."""
         return self.info is not None and self._shared is not None and self._shared.alive
@@ -170,6 +177,7 @@ class ServerProxy:
                     config_dir=self.core.config_dir,
                     connect_timeout=self.core.connect_timeout,
                     connections=self.core.upstream_connections,
+                    modern_only=self.modern_only,
                 )
                 self.info = await client.start()
                 self._shared = client
@@ -559,6 +567,7 @@ class DownstreamLink:
                         config_dir=self.proxy.core.config_dir,
                         connect_timeout=self.proxy.core.connect_timeout,
                         connections=self.proxy.core.upstream_connections,
+                        modern_only=self.proxy.modern_only,
                     )
                     await client.start()
                 self._client = client
