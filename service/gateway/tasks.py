@@ -341,24 +341,27 @@ class HeldTasks:
         left to report ends the task; a live task gets a driver here (`drive`)."""
         if task.status in TERMINAL or not task.decision_id:
             return task
-        decision = await self.holding.load(task.decision_id)
+        settled, _decision = await self._settle(task, await self.holding.load(task.decision_id), drive=drive)
+        return settled
+
+    async def _settle(self, task: HeldTask, decision: Decision, *, drive: bool) -> tuple[HeldTask, Decision]:
         now = self.store.clock()
         if task.status == WORKING:
             if decision.status in ("denied", "expired", "cancelled"):
-                return await self._end(task, decision, ending_message(decision))
+                return await self._end(task, decision, ending_message(decision)), decision
             if decision.status == "approved" and decision.claimed_at is not None:
                 if decision.outcome == LAPSED:
-                    return await self._end(task, decision, lapsed_message(decision))
+                    return await self._end(task, decision, lapsed_message(decision)), decision
                 if (
                     decision.outcome is not None
                     and decision.outcome_at is not None
                     and (now - decision.outcome_at > self.holding.service.lease_s)
                 ):
                     # The one release went to another call of the same tool and arguments, long enough ago.
-                    return await self._end(task, decision, released_elsewhere_message(decision))
+                    return await self._end(task, decision, released_elsewhere_message(decision)), decision
         elif task.status == RUNNING:
             if decision.outcome == UNKNOWN:
-                return await self._end_running(task, decision)
+                return await self._end_running(task, decision), decision
             if decision.outcome is None and decision.claimed_at is None:
                 # Its driver's process stopped before sending; the claim was given back: run it again from here.
                 moved = await self.store.move(task.id, expected=(RUNNING,), to=WORKING)
@@ -368,10 +371,10 @@ class HeldTasks:
                 and decision.outcome_at is not None
                 and now - decision.outcome_at > self.holding.service.lease_s
             ):
-                return await self._end_running(task, decision)
+                return await self._end_running(task, decision), decision
         if drive:
             self.drive(task)
-        return task
+        return task, decision
 
     async def _end_running(self, task: HeldTask, decision: Decision) -> HeldTask:
         """A running task whose driver stopped without ending it: the decision's record says how the call went."""
@@ -391,11 +394,10 @@ class HeldTasks:
         return moved or (await self.store.load(task.id)) or task
 
     async def view(self, task: HeldTask) -> tuple[HeldTask, Decision | None]:
-        """The task settled, and its decision (None for a task that ended as it was made)."""
-        task = await self.settle(task)
+        """The task settled, and its decision (None for a task that ended as it was made): two reads."""
         if not task.decision_id:
             return task, None
-        return task, await self.holding.load(task.decision_id)
+        return await self._settle(task, await self.holding.load(task.decision_id), drive=True)
 
     async def until_ended(self, task: HeldTask, *, gone: Callable[[], bool]) -> HeldTask | None:
         """Wait for the task to end (`tasks/result`); None when the service stops or the client went away first."""

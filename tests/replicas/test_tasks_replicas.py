@@ -59,7 +59,7 @@ async def test_a_2025_task_made_on_one_replica_is_read_and_cancelled_on_the_othe
         got = (await on_b.request("tasks/get", {"taskId": task["taskId"]}))["result"]
         listed = (await on_b.request("tasks/list"))["result"]["tasks"]
         cancelled = (await on_b.request("tasks/cancel", {"taskId": task["taskId"]}))["result"]
-        seen_on_a = (await on_a.request("tasks/result", {"taskId": task["taskId"]}))
+        seen_on_a = await on_a.request("tasks/result", {"taskId": task["taskId"]})
     assert got["status"] == "working" and [t["taskId"] for t in listed] == [task["taskId"]]
     assert cancelled["status"] == "cancelled"
     assert "cancelled task" in seen_on_a["error"]["message"]
