@@ -301,6 +301,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "gateway": GatewaySettings,
     "audit": AuditSettings,
     "approvals": ApprovalSettings,
+    "tasks": TaskSettings,
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})

@@ -228,3 +228,18 @@ async def test_a_task_outlives_a_restart_and_its_call_runs_once_after_it(tmp_pat
     assert result.get("isError") is not True
     assert [(t["taskId"], t["status"]) for t in listed] == [(task["taskId"], "completed")]
     assert len(listings(tmp_path)) == 1
+
+
+async def test_with_tasks_off_nothing_is_declared_and_task_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLDGATE_TASKS_ENABLED", "false")  # the documented variable
+    async with (
+        run_gateway(tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=0.3) as gw,
+        wire_2025(gw, "jobs") as wire,
+    ):
+        listed = (await wire.request("tools/list"))["result"]["tools"]
+        answer = await wire.call_as_task("cancel-async-job", {"jobId": "job-9"})
+        get = await wire.request("tasks/get", {"taskId": "t_x"})
+    assert "tasks" not in wire.initialize_result["capabilities"]
+    assert all("execution" not in tool for tool in listed)
+    assert "task" not in answer["result"] and "approval pending" in answer["result"]["content"][0]["text"]
+    assert get["error"]["code"] == -32601
