@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.approvals.support import api, approval_policy, wait_for_decisions
-from tests.support.harness import executed_calls, run_gateway, servers
+from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
+from tests.support.harness import executed_calls, run_gateway, servers, wire_answer
 from tests.tasks.support import wire_2025
 
 
@@ -243,3 +243,25 @@ async def test_with_tasks_off_nothing_is_declared_and_task_is_ignored(tmp_path, 
     assert all("execution" not in tool for tool in listed)
     assert "task" not in answer["result"] and "approval pending" in answer["result"]["content"][0]["text"]
     assert get["error"]["code"] == -32601
+
+
+async def test_odd_task_inputs_get_a_clear_error_and_change_nothing(tmp_path):
+    async with (
+        run_gateway(tmp_path, policy=approval_policy(), servers=servers(tmp_path)) as gw,
+        wire_2025(gw, "jobs") as wire,
+    ):
+        huge = await wire.request("tasks/get", {"taskId": "t_" + "x" * 10_000})
+        nul = await wire.request("tasks/get", {"taskId": "t_\u0000"})
+        number = await wire.request("tasks/cancel", {"taskId": 7})
+        missing = await wire.request("tasks/result", {})
+        not_an_object = await wire.request("tools/call", {"name": "cancel-async-job", "arguments": {}, "task": "soon"})
+        raw = (
+            '{"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": "cancel-async-job", '
+            '"arguments": {"jobId": "j"}, "task": {"ttl": 1e400}}}'
+        )
+        infinite = wire_answer(await wire.http.post(wire.url, content=raw))
+        listed = (await wire.request("tasks/list"))["result"]["tasks"]
+    for answer in (huge, nul, number, missing, not_an_object, infinite):
+        assert answer["error"]["code"] == -32602, answer
+    assert listed == [], "no task was made"
+    assert await decisions(gw) == [], "and no decision opened"
