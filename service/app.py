@@ -46,6 +46,8 @@ from service.gateway.hold import ApprovalGate
 from service.gateway.proxy import GatewayCore, ServerProxy
 from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
 from service.gateway.spares import SpareUpstream
+from service.gateway.task_store import TaskStore
+from service.gateway.tasks import HeldTasks
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
 from service.identity import AccessTokenVerifier
@@ -155,6 +157,16 @@ def build_state(
         progress_interval=settings.approvals.progress_interval_s,
         hold_bound=settings.approvals.hold_s,
     )
+    if settings.tasks.enabled:
+        core.tasks = HeldTasks(
+            TaskStore(sessions, clock),
+            approvals.holding,
+            policy=policy,
+            audit=audit,
+            keep_s=settings.tasks.keep_s,
+            max_ttl_s=settings.tasks.max_ttl_s,
+            poll_interval_ms=settings.tasks.poll_interval_ms,
+        )
     return AppState(
         settings=settings,
         engine=engine,
@@ -290,6 +302,14 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
             stack.push_async_callback(proxy.spare.aclose)
         state.endpoint.managers[name] = manager
     state.proxies = proxies
+    tasks = state.core.tasks
+    if tasks is not None:
+        tasks.runners.update(proxies)
+        stack.push_async_callback(tasks.aclose)
+        resumed = await tasks.resume()
+        if resumed:
+            logger.info("tasks: %d live task(s) resumed from the database", resumed)
+        tasks.start_purging(state.settings.tasks.purge_interval_s)
 
 
 def prepare_serving_process() -> None:

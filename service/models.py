@@ -351,3 +351,46 @@ class ToolDefinition(SQLModel, table=True):
     current_definition: str = Field(sa_column=Column(Text, nullable=False))
     first_seen_at: float
     changed_at: float = Field(description="when the upstream first presented the current definition")
+
+
+class HeldTask(SQLModel, table=True):
+    """An MCP task (2025-11-25 tasks, or the 2026-07-28 tasks extension) backed by a held call's decision.
+
+    The decision says whether the call may run; this row says what the client asking about the task is told,
+    and keeps what it needs to run the call from any replica (the call's arguments, until the task ends) and
+    what the run returned (`result`). `status` is the task's own: `working` (waiting on the decision),
+    `running` (its approved call was claimed and is being sent; shown as `working`), then `completed`,
+    `failed` or `cancelled`, each reached once by compare-and-set (`service.gateway.task_store`).
+    """
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_grant_created", "grant", "created_at"),
+        Index("ix_tasks_status", "status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    decision_id: str = Field(max_length=64, index=True)
+    era: str = Field(max_length=16, description="the protocol revision the task was made in (its wire shapes)")
+    grant: str = Field(max_length=200)
+    server: str = Field(max_length=200)
+    tool: str = Field(max_length=200)
+    arguments: str | None = Field(
+        default=None,
+        sa_column=Column(Text),
+        description="the call's own arguments as JSON (`null` JSON: none were sent), kept to run the call once "
+        "approved and cleared when the task ends",
+    )
+    status: str = Field(default="working", max_length=16)
+    status_message: str | None = Field(default=None, sa_column=Column(Text))
+    result: str | None = Field(
+        default=None,
+        sa_column=Column(Text),
+        description="JSON: the CallToolResult the call would have returned, or a JSON-RPC error object",
+    )
+    result_is_error: bool = False
+    """`result` is a JSON-RPC error object (the call failed at the protocol level), not a tool result."""
+    created_at: float
+    updated_at: float
+    ttl_ms: int | None = None
+    poll_interval_ms: int = 5000

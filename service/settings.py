@@ -253,6 +253,29 @@ class ToolDefinitionSettings(BaseModel):
     )
 
 
+class TaskSettings(BaseModel):
+    """Held calls as MCP tasks (2025-11-25 tasks, the 2026-07-28 tasks extension)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Declare and serve tasks: a client that asks for one gets a task for a held call at once.",
+    )
+    poll_interval_ms: int = Field(
+        default=5000, ge=100, le=3_600_000, description="The pollInterval a task suggests to its client (ms)."
+    )
+    keep_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="How long an ended task stays readable: a task's ttl is at least its decision's expiry, plus the "
+        "rule's claim_within, plus this.",
+    )
+    max_ttl_s: float = Field(
+        default=7 * 86400.0, gt=0, le=30 * 86400, description="The longest ttl a task gets, whatever the client asks."
+    )
+    purge_interval_s: float = Field(default=60.0, gt=0, description="How often tasks past their ttl are deleted.")
+
+
 FLAT_NAMES: dict[str, tuple[str, str]] = {
     "shadow_policy_path": ("policy", "shadow_path"),
     **{name: ("gateway", name) for name in GatewaySettings.model_fields},
@@ -271,6 +294,9 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "token_sign_in": ("oidc", "token_sign_in"),
     **{f"oauth_{name}": ("oauth", name) for name in OAuthSettings.model_fields},
     "tool_definitions_refresh_s": ("tool_definitions", "refresh_s"),
+    "tasks_enabled": ("tasks", "enabled"),
+    "task_poll_interval_ms": ("tasks", "poll_interval_ms"),
+    "task_keep_s": ("tasks", "keep_s"),
 }
 """The documented flat names (README "Configuration": `HOLDGATE_<NAME>`) of the sections' fields, as
 (section, field). They stay the public names: an environment variable, a .env line or a keyword argument
@@ -332,6 +358,7 @@ class Settings(BaseSettings):
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     tool_definitions: ToolDefinitionSettings = Field(default_factory=ToolDefinitionSettings)
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
 
     # Channels
     channels: list[str] = Field(
@@ -466,6 +493,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "oauth": OAuthSettings,
     "policy": PolicySettings,
     "tool_definitions": ToolDefinitionSettings,
+    "tasks": TaskSettings,
 }
 
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "change-me", "secret", "secret-key", "xxxxxxxxxxxxxxxx"})

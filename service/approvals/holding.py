@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from service.approvals.bus import DecisionBus
+from service.approvals.errors import AlreadyDecided
 from service.approvals.service import ApprovalService
 from service.audit.service import AuditedCall
 from service.models import Decision, StandingApproval
@@ -277,6 +278,19 @@ class CallHolding:
             await self.service.withdraw(decision_id, cancelled=True)
         except Exception:
             logger.exception("could not record that the agent stopped waiting on decision %s", decision_id)
+
+    async def cancel(self, decision_id: str, *, by: str, reason: str) -> Decision | None:
+        """The agent cancelled the request itself (`tasks/cancel`), not only its wait: a pending decision ends
+        `cancelled` now, through the one compare-and-set. None when it had already ended (an approval won)."""
+        try:
+            return await self.service.transition(decision_id, "cancelled", by=by, via="mcp", reason=reason)
+        except AlreadyDecided:
+            return None
+
+    async def load(self, decision_id: str) -> Decision:
+        """The decision as it stands."""
+        async with self._db_slots:
+            return await self.service.load(decision_id)
 
     # -- the released call's run ----------------------------------------------------------------
 

@@ -41,6 +41,7 @@ __all__ = [
     "dispatcher_closed",
     "resync_tracer",
     "session_connection",
+    "session_initialized",
 ]
 
 RequestStreams = tuple[MemoryObjectSendStream[EventMessage], MemoryObjectReceiveStream[EventMessage]]
@@ -57,6 +58,13 @@ def session_connection(session: object) -> Any | None:
     `send_raw_request` and `notify` are what ties a downstream session to its upstream session.
     """
     return getattr(session, "_connection", None)
+
+
+def session_initialized(session: object) -> bool:
+    """Whether the connection behind a server request's session finished `initialize` (the SDK's own gate, which a
+    server middleware answering a request itself runs ahead of); a stateless request has no handshake: True."""
+    connection = session_connection(session)
+    return connection is None or bool(getattr(connection, "initialize_accepted", True))
 
 
 def dispatcher_closed(session: object) -> bool:

@@ -28,7 +28,8 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import ServerMessageMetadata
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 from sqlmodel import SQLModel
 
@@ -39,6 +40,8 @@ from service.gateway.hold import ApprovalGate, progress_token_of
 from service.gateway.mcp_compat import session_connection
 from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
+from service.gateway.task_wire import TaskAugmentation, TaskMethods, created, server_capabilities, task_request_2026
+from service.gateway.tasks import HeldTasks, TaskRequest
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
 from service.models import AuditEvent, Decision
 from service.policy import Verdict, with_tool_change
@@ -109,6 +112,8 @@ class GatewayCore:
     """The shadow policy evaluated beside the enforced one (`service.policy.shadow`); None: no shadowing here."""
     tool_definitions: ToolDefinitions | None = None
     """The pinned tool definitions (`service.tooldefs`); None: definitions are not checked (tests of other parts)."""
+    tasks: HeldTasks | None = None
+    """Held calls as MCP tasks (`service.gateway.tasks`); None: tasks are neither declared nor served."""
 
 
 def acting_for_of(ctx: ServerRequestContext) -> str | None:
@@ -201,6 +206,12 @@ class ServerProxy:
         await definitions.observe(self.name, listed, complete=complete)
 
     @property
+    def modern_only(self) -> bool:
+        """The upstream refused `initialize` when it was probed: it speaks the stateless revision only, and every
+        session with it is opened with `server/discover`."""
+        return self.info is not None and self.info.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    @property
     def upstream_connected(self) -> bool:
         """Whether the shared upstream session (opened at start-up, reopened on use) is connected now."""
         return self.info is not None and self._shared is not None and self._shared.alive
@@ -221,14 +232,15 @@ class ServerProxy:
                     config_dir=self.core.config_dir,
                     connect_timeout=self.core.connect_timeout,
                     connections=self.core.upstream_connections,
+                    modern_only=self.modern_only,
                 )
                 self.info = await client.start()
                 self._shared = client
             return self._shared
 
-    async def upstream_for(self, ctx: ServerRequestContext) -> tuple[UpstreamClient, DownstreamLink | None]:
-        """The upstream session that belongs to this request's downstream session."""
-        connection = session_connection(ctx.session)
+    async def upstream_for(self, ctx: ServerRequestContext | None) -> tuple[UpstreamClient, DownstreamLink | None]:
+        """The upstream session that belongs to this request's downstream session (none: the shared one)."""
+        connection = session_connection(ctx.session) if ctx is not None else None
         if connection is None or connection.session_id is None:
             return await self.shared_upstream(), None
         link = connection.state.get(_LINK_STATE_KEY)
@@ -261,6 +273,7 @@ class ServerProxy:
         info = self.info.server_info if self.info else None
         server = _MirroringServer(
             f"holdgate/{self.name}",
+            tasks=self.core.tasks is not None,
             version=info.version if info else "",
             title=info.title if info else None,
             instructions=self.info.instructions if self.info else None,
@@ -273,6 +286,9 @@ class ServerProxy:
         )
         if caps is None or caps.logging is not None:
             server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self.set_logging_level)
+        if self.core.tasks is not None:
+            server.middleware.append(TaskAugmentation(self.call_tool_as_task))
+            TaskMethods(self.core.tasks, grant_of).register(server)
         return server
 
     # -- handlers -----------------------------------------------------------------------------
@@ -292,13 +308,52 @@ class ServerProxy:
             if self.core.filter_tools and not policy.visible(grant, self.name, tool.name):
                 continue
             if tool.execution is not None and tool.execution.task_support is not None:
-                # holdgate does not implement tasks, so it must not promise them.
+                # holdgate does not pass an upstream's own tasks through, so it must not promise them.
                 tool = tool.model_copy(update={"execution": None})
+            if self.core.tasks is not None and policy.may_hold(grant, self.name, tool.name):
+                # A call that waits for a person may be a task (2025-11-25; 2026-07-28 drops `execution`).
+                tool = tool.model_copy(update={"execution": types.ToolExecution(task_support="optional")})
             tools.append(tool)
         return types.ListToolsResult(tools=tools, next_cursor=result.next_cursor)
 
     async def call_tool(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | dict[str, Any]:
+        as_task = task_request_2026(ctx) if self.core.tasks is not None else None
+        return await self._call(ctx, params, as_task)
+
+    async def call_tool_as_task(
+        self, ctx: ServerRequestContext, params: types.CallToolRequestParams, as_task: TaskRequest
+    ) -> dict[str, Any]:
+        """A 2025-11-25 task-augmented `tools/call` (`TaskAugmentation`): answered with a task, always."""
+        grant = grant_of(ctx)
+        if not self.core.policy.current.may_hold(grant, self.name, params.name):
+            # Not listed with taskSupport for this grant: the specification's answer (-32601).
+            raise MCPError(
+                code=METHOD_NOT_FOUND,
+                message=f"holdgate: '{params.name}' does not support tasks here (it never waits for an approval); "
+                "call it without `task`",
+            )
+        answer = await self._call(ctx, params, as_task)
+        if isinstance(answer, types.CallToolResult):
+            answer = answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if "task" in answer:
+            return answer
+        # The policy answered this call at once (allowed, denied, rate-limited): a task that has already ended.
+        tasks = self.core.tasks
+        assert tasks is not None
+        call = ToolCall(grant=grant, server=self.name, tool=params.name, arguments=dict(params.arguments or {}))
+        message = "the call was answered at once; its result is ready"
+        task = await tasks.finished(call, as_task, result=answer, message=message)
+        return created(task, None)
+
+    async def run_released(self, call: ToolCall, record: AuditRecord) -> dict[str, Any]:
+        """Run an approved task's call whose release this process claimed (`ReleasedCallRunner`), through the
+        shared upstream session: the task outlives the request that asked for it."""
+        return await self._forward_call(None, call, record, time.perf_counter(), verdict_label="approved")
+
+    async def _call(
+        self, ctx: ServerRequestContext, params: types.CallToolRequestParams, as_task: TaskRequest | None
     ) -> types.CallToolResult | dict[str, Any]:
         """One tools/call, in the log context and the trace span of the call (both free while unused)."""
         call = ToolCall(
@@ -324,10 +379,10 @@ class ServerProxy:
                 {"holdgate.grant": call.grant, "holdgate.server": call.server, "holdgate.tool": shown_tool},
             ),
         ):
-            return await self._call_tool(ctx, call, problem)
+            return await self._call_tool(ctx, call, problem, as_task)
 
     async def _call_tool(
-        self, ctx: ServerRequestContext, call: ToolCall, problem: str | None
+        self, ctx: ServerRequestContext, call: ToolCall, problem: str | None, as_task: TaskRequest | None
     ) -> types.CallToolResult | dict[str, Any]:
         started = time.perf_counter()
         now = self.core.clock()
@@ -378,8 +433,18 @@ class ServerProxy:
 
         record = _with_shadow(record, shadowed, verdict.action)
         if verdict.action == "require_approval":
+            if as_task is not None and self.core.tasks is not None and self.core.approvals is not None:
+                return await self._held_task(call, verdict, as_task)
             return await self._held_call(ctx, call, verdict, record, started)
         return await self._forward_call(ctx, call, record, started)
+
+    async def _held_task(self, call: ToolCall, verdict: Verdict, as_task: TaskRequest) -> dict[str, Any]:
+        """A held call asked for as a task: its decision (opened or joined), and a task backed by it, at once."""
+        approvals, tasks = self.core.approvals, self.core.tasks
+        assert approvals is not None and tasks is not None
+        decision = await approvals.holding.open(call, verdict)
+        task = await tasks.start(call, decision, as_task)
+        return created(task, decision)
 
     async def _held_call(
         self, ctx: ServerRequestContext, call: ToolCall, verdict: Verdict, record: AuditRecord, started: float
@@ -426,17 +491,18 @@ class ServerProxy:
 
     async def _forward_call(
         self,
-        ctx: ServerRequestContext,
+        ctx: ServerRequestContext | None,
         call: ToolCall,
         record: AuditRecord,
         started: float,
         verdict_label: str = "allowed",
     ) -> dict[str, Any]:
         async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
-            await ctx.session.report_progress(progress, total, message)
+            if ctx is not None:
+                await ctx.session.report_progress(progress, total, message)
 
         # Progress is asked of the upstream only when the client asked for it: there is nobody else to tell.
-        progress = forward_progress if progress_token_of(ctx) is not None else None
+        progress = forward_progress if ctx is not None and progress_token_of(ctx) is not None else None
         sent = record.decision_id is None  # a released decision's call is "sent" once marked so, just below
         try:
             upstream, link = await self.upstream_for(ctx)  # opens a session's upstream: before the "sending" mark
@@ -548,9 +614,27 @@ async def _list_tools_page(upstream: UpstreamClient, cursor: str | None) -> type
 
 
 class _MirroringServer(Server[Any]):
-    """A `Server` whose advertised list_changed flags mirror the upstream's."""
+    """A `Server` whose advertised list_changed flags mirror the upstream's, and that declares tasks (in the
+    client's revision's way) when the gateway serves them."""
 
     notification_options: NotificationOptions | None = None
+
+    def __init__(self, name: str, *, tasks: bool = False, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.tasks = tasks
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        capabilities = super().get_capabilities(
+            notification_options, experimental_capabilities, extensions, protocol_version=protocol_version
+        )
+        return server_capabilities(capabilities, protocol_version) if self.tasks else capabilities
 
     def create_initialization_options(
         self,
@@ -566,15 +650,15 @@ class _MirroringServer(Server[Any]):
 class _active:
     """Marks a downstream request as in flight on a link, so upstream callbacks can ride its stream."""
 
-    def __init__(self, link: DownstreamLink | None, ctx: ServerRequestContext) -> None:
+    def __init__(self, link: DownstreamLink | None, ctx: ServerRequestContext | None) -> None:
         self._link, self._ctx = link, ctx
 
     def __enter__(self) -> None:
-        if self._link is not None:
+        if self._link is not None and self._ctx is not None:
             self._link.in_flight.append(self._ctx)
 
     def __exit__(self, *exc: object) -> None:
-        if self._link is not None:
+        if self._link is not None and self._ctx is not None:
             self._link.in_flight.remove(self._ctx)
 
 
@@ -608,6 +692,7 @@ class DownstreamLink:
                         config_dir=self.proxy.core.config_dir,
                         connect_timeout=self.proxy.core.connect_timeout,
                         connections=self.proxy.core.upstream_connections,
+                        modern_only=self.proxy.modern_only,
                     )
                     await client.start()
                 self._client = client

@@ -34,9 +34,11 @@ from mcp_types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     LOG_LEVEL_META_KEY,
+    METHOD_NOT_FOUND,
     PROTOCOL_VERSION_META_KEY,
+    UNSUPPORTED_PROTOCOL_VERSION,
 )
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from service import __version__, logcontext
 from service.gateway.mcp_compat import TransportStreams, dispatcher_closed
@@ -118,9 +120,11 @@ class UpstreamClient:
         config_dir: Path,
         connect_timeout: float = 30.0,
         connections: int | None = None,
+        modern_only: bool = False,
     ) -> None:
         """`connections`: the pool of the direct `tools/call` path on an HTTP session; None keeps calls on
-        the SDK's client (one-off sessions that only list tools)."""
+        the SDK's client (one-off sessions that only list tools). `modern_only`: the upstream is known to refuse
+        `initialize` (an earlier connection learned it): discover at once."""
         self.spec = spec
         self._connections = connections
         self.listener = listener
@@ -134,6 +138,11 @@ class UpstreamClient:
         self._error: BaseException | None = None
         self._http: HttpSession | None = None
         self._direct: DirectToolCalls | None = None
+        self.modern_only = modern_only
+        """The upstream refused `initialize` (it speaks 2026-07-28 only): connect with `server/discover` and
+        send stateless requests. Learned on the first connection; a refused handshake locks that connection
+        into the handshake era, so the second connection is a new one."""
+        self._handshake_refused = False
 
     @property
     def name(self) -> str:
@@ -153,7 +162,23 @@ class UpstreamClient:
         return self._session
 
     async def start(self) -> UpstreamInfo:
-        """Connect and initialize; raises `UpstreamUnavailable` with the reason on failure."""
+        """Connect and initialize (or, with an upstream that refuses the handshake, discover); raises
+        `UpstreamUnavailable` with the reason on failure."""
+        try:
+            return await self._start()
+        except UpstreamUnavailable:
+            if not self._handshake_refused or self.modern_only:
+                raise
+        logger.info("upstream %s refused initialize; connecting in the stateless 2026-07-28 form", self.name)
+        self.modern_only = True
+        self._ready = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._error = None
+        self._session = None
+        self.info = None
+        return await self._start()
+
+    async def _start(self) -> UpstreamInfo:
         if (missing := self._missing_command()) is not None:
             raise UpstreamUnavailable(self.name, missing)
         # The session outlives the call that opened it: its lines are not that call's.
@@ -211,13 +236,7 @@ class UpstreamClient:
                         client_info=CLIENT_INFO,
                     )
                 )
-                result = await session.initialize()
-                self.info = UpstreamInfo(
-                    server_info=result.server_info,
-                    capabilities=result.capabilities,
-                    instructions=result.instructions,
-                    protocol_version=str(result.protocol_version),
-                )
+                self.info = await self._handshake(session)
                 if isinstance(self.spec, HttpServerSpec) and self._http and self._connections is not None:
                     self._direct = direct_calls_for(
                         self._http, dict(self.spec.headers), self.info.protocol_version, connections=self._connections
@@ -233,6 +252,28 @@ class UpstreamClient:
                 logger.warning("upstream %s: session ended: %s", self.name, _describe(exc))
         finally:
             self._ready.set()
+
+    async def _handshake(self, session: ClientSession) -> UpstreamInfo:
+        """`initialize`, or `server/discover` with an upstream known to refuse the handshake."""
+        if self.modern_only:
+            discovered = await session.discover()
+            return UpstreamInfo(
+                server_info=session.server_info or types.Implementation(name=self.name, version=""),
+                capabilities=discovered.capabilities,
+                instructions=discovered.instructions,
+                protocol_version=str(session.protocol_version),
+            )
+        try:
+            result = await session.initialize()
+        except MCPError as exc:
+            self._handshake_refused = refuses_handshake(exc)
+            raise
+        return UpstreamInfo(
+            server_info=result.server_info,
+            capabilities=result.capabilities,
+            instructions=result.instructions,
+            protocol_version=str(result.protocol_version),
+        )
 
     async def _open_transport(self, stack: AsyncExitStack) -> TransportStreams:
         """The SDK transport for this spec, entered on `stack`; an HTTP client it needs is closed after it."""
@@ -346,6 +387,18 @@ class UpstreamClient:
 
 
 T = TypeVar("T")
+
+
+def refuses_handshake(exc: MCPError) -> bool:
+    """Whether an error answering `initialize` says the upstream speaks only the stateless revisions: -32022
+    naming no handshake-era version it supports, or -32601 (no such method)."""
+    if exc.error.code == METHOD_NOT_FOUND:
+        return True
+    if exc.error.code != UNSUPPORTED_PROTOCOL_VERSION:
+        return False
+    data = exc.error.data if isinstance(exc.error.data, dict) else {}
+    supported = data.get("supported")
+    return isinstance(supported, list) and not any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in supported)
 
 
 async def call_upstream(client: UpstreamClient, request: Callable[[ClientSession], Awaitable[T]]) -> T:

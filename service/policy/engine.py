@@ -316,6 +316,17 @@ class Policy:
             return True
         return isinstance(found, CompiledRule) and any(case.verdict.action != "deny" for case in found.cases)
 
+    def may_hold(self, grant: str, server: str, tool: str) -> bool:
+        """Whether some call of this tool by this grant waits for a person (the rule's action, or any case's):
+        such a tool is listed with task support."""
+        found = self._lookup(grant, server, tool)
+        verdict = found if isinstance(found, Verdict) else found.verdict
+        if verdict.action == "require_approval":
+            return True
+        return isinstance(found, CompiledRule) and any(
+            case.verdict.action == "require_approval" for case in found.cases
+        )
+
     def _decide(self, grant: str, server: str, tool: str) -> Verdict | CompiledRule:
         hidden = self.hide.best(server, tool)
         if hidden is not None:

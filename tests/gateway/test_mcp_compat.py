@@ -40,6 +40,7 @@ from service.gateway.mcp_compat import (
     dispatcher_closed,
     resync_tracer,
     session_connection,
+    session_initialized,
 )
 
 TRANSPORT_PRIVATES = {
@@ -169,6 +170,7 @@ async def test_the_sdk_calls_the_hooks_and_a_request_sees_its_sessions_connectio
 
     async def call_tool(ctx: ServerRequestContext, params: types.CallToolRequestParams) -> types.CallToolResult:
         connections.append(session_connection(ctx.session))
+        assert session_initialized(ctx.session)  # the connection's `initialize_accepted`, read by TaskAugmentation
         return types.CallToolResult(content=[types.TextContent(type="text", text="here")])
 
     manager = RecordingManager(app=Server("compat", on_list_tools=list_tools, on_call_tool=call_tool))
@@ -186,6 +188,7 @@ async def test_the_sdk_calls_the_hooks_and_a_request_sees_its_sessions_connectio
     (connection,) = connections
     assert connection is not None and connection.session_id == "compat-session"
     assert isinstance(connection.state, dict) and connection.exit_stack is not None
+    assert isinstance(type(connection).initialize_accepted, property)  # what `session_initialized` reads
     # Called each time the SDK lets go of it (the DELETE, then its server task's end): `SessionBudget.release`
     # gives a slot back once.
     assert set(manager.discarded) == {"compat-session"} and manager.sessions == {}

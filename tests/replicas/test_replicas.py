@@ -73,9 +73,14 @@ async def replica(tmp_path: Path, name: str, database_url: str, tokens: dict[str
         log.close()
 
 
+REPLICA_START_S = 180.0
+"""How long a replica may take to answer /healthz (migrations, probing its upstream): minutes on a loaded host."""
+
+
 async def _wait_healthy(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    deadline = asyncio.get_running_loop().time() + REPLICA_START_S
     async with httpx2.AsyncClient() as client:
-        for _ in range(600):
+        while asyncio.get_running_loop().time() < deadline:
             if process.returncode is not None:
                 raise RuntimeError(f"replica exited during start-up:\n{log.read_text()[-3000:]}")
             try:

@@ -1,0 +1,171 @@
+"""The cost of `tasks/get`: a 2026-07-28 client polling a held call's task, on one replica and across two.
+
+Starts server-everything over Streamable HTTP as the upstream, a fresh PostgreSQL database and two
+`holdgate serve` processes on it (this checkout's code). A 2026-era client (raw JSON-RPC, one POST per
+request, as the tasks extension is spoken) calls `get-sum`, which needs approval, on replica A and gets a
+task; then it sends `tasks/get` for that task N times to A only, and N times alternating A and B (any
+replica answers: the task and its decision are rows). The same again once the task has completed (its
+`tasks/get` carries the result). Prints p50/p95 of each, in ms, client side (one persistent HTTP client).
+
+Usage: python bench/bench_tasks.py [--requests 400]
+The PostgreSQL server: HOLDGATE_TEST_POSTGRES_URL or postgresql+asyncpg://postgres@127.0.0.1:5432/test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2
+from bench_gateway import EVERYTHING, free_port, pct, wait_http
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.postgres import fresh_database  # noqa: E402 - needs the repository on sys.path
+
+APPROVER_TOKEN = "bench-approver-token"
+MODERN = "2026-07-28"
+EXTENSION = "io.modelcontextprotocol/tasks"
+META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXTENSION: {}}},
+    "io.modelcontextprotocol/clientInfo": {"name": "bench-tasks", "version": "0"},
+}
+
+
+def write_config(config: Path, upstream_url: str) -> None:
+    config.mkdir()
+    policy = {
+        "version": "1",
+        "default": "deny",
+        "people": {"alice": {"token_sha256": hashlib.sha256(APPROVER_TOKEN.encode()).hexdigest()}},
+        "tools": {
+            "get-sum": {"action": "require_approval", "approval": {"approvers": ["alice"], "channels": ["console"]}}
+        },
+    }
+    (config / "policy.json").write_text(json.dumps(policy))
+    (config / "servers.json").write_text(json.dumps({"mcpServers": {"everything": {"url": upstream_url}}}))
+
+
+def holdgate(env: dict[str, str], *args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "service", *args], cwd=ROOT, env=env, **kwargs)
+
+
+class Client:
+    def __init__(self, http: httpx2.AsyncClient, token: str) -> None:
+        self.http, self.token, self.ids = http, token, itertools.count(1)
+
+    async def request(self, url: str, method: str, params: dict, name: str) -> dict:
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": MODERN,
+            "Mcp-Method": method,
+            "Mcp-Name": name,
+            "Authorization": f"Bearer {self.token}",
+        }
+        body = {"jsonrpc": "2.0", "id": next(self.ids), "method": method, "params": {**params, "_meta": META}}
+        response = await self.http.post(url, json=body, headers=headers)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+            return json.loads(data[-1])
+        return response.json()
+
+
+async def poll(client: Client, urls: list[str], task_id: str, count: int) -> list[float]:
+    latencies = []
+    for url in itertools.islice(itertools.cycle(urls), count):
+        started = time.perf_counter()
+        answer = await client.request(url, "tasks/get", {"taskId": task_id}, task_id)
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert "result" in answer, answer
+    return latencies
+
+
+async def main(args: argparse.Namespace) -> None:
+    up_port, a_port, b_port = free_port(), free_port(), free_port()
+    upstream = subprocess.Popen(
+        ["node", str(EVERYTHING), "streamableHttp"],
+        env={**os.environ, "PORT": str(up_port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    replicas: list[subprocess.Popen] = []
+    async with fresh_database() as database_url:
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = Path(scratch)
+            write_config(tmp / "config", f"http://127.0.0.1:{up_port}/mcp")
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "HOLDGATE_CONFIG_DIR": str(tmp / "config"),
+                "HOLDGATE_DATA_DIR": str(tmp / "data"),
+                "HOLDGATE_DATABASE_URL": database_url,
+            }
+            created = holdgate(env, "grant", "create", "bench", stdout=subprocess.PIPE, text=True)
+            token = created.communicate()[0].strip().splitlines()[-1]
+            try:
+                quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+                replicas = [
+                    holdgate(env, "serve", "--port", str(port), "--log-level", "warning", **quiet)
+                    for port in (a_port, b_port)
+                ]
+                a_url, b_url = (f"http://127.0.0.1:{port}" for port in (a_port, b_port))
+                await wait_http(f"http://127.0.0.1:{up_port}/")
+                for url in (a_url, b_url):
+                    await wait_http(f"{url}/healthz")
+                a_mcp, b_mcp = f"{a_url}/mcp/everything", f"{b_url}/mcp/everything"
+                async with httpx2.AsyncClient(timeout=30) as http:
+                    client = Client(http, token)
+                    made = await client.request(
+                        a_mcp, "tools/call", {"name": "get-sum", "arguments": {"a": 1, "b": 2}}, "get-sum"
+                    )
+                    task_id = made["result"]["taskId"]
+                    await poll(client, [a_mcp, b_mcp], task_id, 20)  # warm both replicas
+                    working_one = await poll(client, [a_mcp], task_id, args.requests)
+                    working_two = await poll(client, [a_mcp, b_mcp], task_id, args.requests)
+                    listed = await http.get(
+                        f"{b_url}/api/decisions?status=pending", headers={"Authorization": f"Bearer {APPROVER_TOKEN}"}
+                    )
+                    decision_id = listed.json()["items"][0]["id"]
+                    await http.post(
+                        f"{b_url}/api/decisions/{decision_id}/approve",
+                        headers={"Authorization": f"Bearer {APPROVER_TOKEN}"},
+                        json={},
+                    )
+                    for _ in range(200):
+                        got = await client.request(b_mcp, "tasks/get", {"taskId": task_id}, task_id)
+                        if got["result"]["status"] != "working":
+                            break
+                        await asyncio.sleep(0.05)
+                    assert got["result"]["status"] == "completed", got
+                    done_one = await poll(client, [a_mcp], task_id, args.requests)
+                    done_two = await poll(client, [a_mcp, b_mcp], task_id, args.requests)
+            finally:
+                for process in [*replicas, upstream]:
+                    process.terminate()
+                for process in [*replicas, upstream]:
+                    process.wait(10)
+    print(f"PostgreSQL, 2 replicas, {os.cpu_count()} CPUs, {args.requests} sequential tasks/get each, ms (client side)")
+    for label, values in (
+        ("working task, one replica (A)      ", working_one),
+        ("working task, alternating A and B  ", working_two),
+        ("completed task, one replica (A)    ", done_one),
+        ("completed task, alternating A and B", done_two),
+    ):
+        print(f"  {label}  p50 {pct(values, 50):6.2f}  p95 {pct(values, 95):6.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=400)
+    asyncio.run(main(parser.parse_args()))
