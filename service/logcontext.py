@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
+from typing import cast
 
 from opentelemetry import context as trace_context
 
@@ -52,11 +53,12 @@ class bound:
         self._fields = fields
 
     def __enter__(self) -> None:
-        merged = dict(_context.get())
-        for name, value in self._fields.items():
-            if value is not None:
-                merged[name] = value
-        self._token = _context.set(merged)
+        fields: Mapping[str, str | None] = self._fields
+        if None in fields.values():
+            fields = {name: value for name, value in fields.items() if value is not None}
+        current = _context.get()
+        merged = {**current, **fields} if current else fields  # `fields` is this block's own dict: never changed
+        self._token = _context.set(cast("Mapping[str, str]", merged))
 
     def __exit__(self, *exc_info: object) -> None:
         _context.reset(self._token)
