@@ -58,8 +58,8 @@ async def oidc_provider(redirect_uris: Sequence[str] = (), port: int | None = No
     finally:
         if process.returncode is None:
             process.terminate()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 10)
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        try:  # read its output to the end too, so the pipe's transport closes in this event loop
+            await asyncio.wait_for(process.communicate(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.communicate()
