@@ -42,6 +42,7 @@ from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnava
 from service.models import AuditEvent, Decision
 from service.policy import Verdict
 from service.policy import limits as rate_limits
+from service.policy.conditions import ConditionFailed
 from service.policy.holder import PolicySource
 
 logger = logging.getLogger(__name__)
@@ -267,8 +268,16 @@ class ServerProxy:
             return tool_error(f"holdgate denied '{call.tool}' on '{call.server}': {reason} (rule {verdict.rule})")
 
         if verdict.limits:
+            amounts = rate_limits.charges(
+                verdict.limits, call.arguments, grant=call.grant, server=call.server, tool=call.tool, now=now
+            )
+            if isinstance(amounts, ConditionFailed):  # an amount that cannot be counted: fail closed
+                self.core.audit.record(record.finish("denied", reason=amounts.reason, started=started))
+                return tool_error(
+                    f"holdgate denied '{call.tool}' on '{call.server}': {amounts.reason} (rule {verdict.rule})"
+                )
             limited = await rate_limits.consume(
-                self.core.sessions, verdict.limits, grant=call.grant, now=self.core.clock()
+                self.core.sessions, verdict.limits, grant=call.grant, now=self.core.clock(), amounts=amounts
             )
             if not limited.allowed:
                 retry = limited.retry_after or 0

@@ -32,7 +32,7 @@ from service.configfile import (
     read_config_bytes,
     validation_error_to_config_error,
 )
-from service.policy.conditions import ConditionSyntaxError, compile_condition
+from service.policy.conditions import ConditionSyntaxError, compile_amount, compile_condition
 from service.policy.contacts import check_contact, contact_channels, same_contact
 from service.policy.engine import DEFAULT_CACHE_SIZE, CompiledCase, CompiledRule, GrantLayer, Policy, RuleSet
 from service.policy.patterns import KeyPattern, PatternError, overlap, parse_key
@@ -73,7 +73,7 @@ class _Compiler:
     def __init__(self, path: Path, file_in: PolicyFileIn) -> None:
         self.path = path
         self.file = file_in
-        self.counters: dict[str, tuple[int, str, str]] = {}  # name -> window, scope, location
+        self.counters: dict[str, tuple[int, str, bool, str]] = {}  # name -> window, scope, adds amounts, location
         self.people = self._people()
         self.groups_checked: dict[str, tuple[Approver, ...]] = {}
         self.all_tools_limits = tuple(
@@ -271,16 +271,30 @@ class _Compiler:
     # -- limits -------------------------------------------------------------------------------------
 
     def _limit(self, limit_in: LimitIn, where: Loc) -> Limit:
-        limit = Limit(limit_in.counter, limit_in.window, limit_in.max, limit_in.scope)
+        amount = None
+        if limit_in.amount is not None:
+            try:
+                amount = compile_amount(limit_in.amount)
+            except ConditionSyntaxError as exc:
+                raise self.error((*where, "amount"), f"invalid CEL expression: {exc}") from None
+        limit = Limit(limit_in.counter, limit_in.window, limit_in.max, limit_in.scope, amount)
+        adds = amount is not None
         seen = self.counters.get(limit.counter)
         location = format_location(where)
         if seen is None:
-            self.counters[limit.counter] = (limit.window_seconds, limit.scope, location)
+            self.counters[limit.counter] = (limit.window_seconds, limit.scope, adds, location)
         elif seen[:2] != (limit.window_seconds, limit.scope):
             raise self.error(
                 where,
                 f"counter {limit.counter!r} is used with window {limit.window_seconds}s, scope {limit.scope} here "
-                f"but with window {seen[0]}s, scope {seen[1]} at {seen[2]}; a counter must mean one thing "
+                f"but with window {seen[0]}s, scope {seen[1]} at {seen[3]}; a counter must mean one thing "
+                "(give this limit its own counter name)",
+            )
+        elif seen[2] != adds:
+            counts, sums = ("adds up an amount", "counts calls") if adds else ("counts calls", "adds up an amount")
+            raise self.error(
+                where,
+                f"counter {limit.counter!r} {counts} here but {sums} at {seen[3]}; a counter must mean one thing "
                 "(give this limit its own counter name)",
             )
         return limit

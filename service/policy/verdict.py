@@ -7,23 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from service.policy.conditions import Amount
 
 ActionName = Literal["allow", "deny", "require_approval"]
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """At most `max` calls in any span of `window_seconds` (sliding), counted per grant or globally."""
+    """At most `max` calls in any span of `window_seconds` (sliding), counted per grant or globally.
+
+    With `amount` (compiled CEL, `limits[].amount`), a call adds that amount instead of 1: at most `max` in total."""
 
     counter: str
     window_seconds: int
-    max: int
+    max: int | float
     scope: Literal["grant", "global"] = "grant"
+    amount: Amount | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         per = "per grant" if self.scope == "grant" else "across all grants"
-        return f"{self.counter}: at most {self.max} in any {format_seconds(self.window_seconds)}, {per}"
+        what = f"{self.max:g} of `{self.amount.source}`" if self.amount is not None else f"{self.max}"
+        return f"{self.counter}: at most {what} in any {format_seconds(self.window_seconds)}, {per}"
 
 
 @dataclass(frozen=True, slots=True)
