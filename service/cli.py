@@ -304,8 +304,28 @@ def approve(
     server: ServerOption = None,
     tool: ToolOption = None,
     grant: GrantOption = None,
+    arguments: Annotated[
+        str | None,
+        typer.Option(help="One ID, an editable rule: run the call with these arguments instead (a JSON object)."),
+    ] = None,
 ) -> None:
     """Approve held calls as the local operator: one ID, several, or --all-pending [--server/--tool/--grant]."""
+    if arguments is not None:
+        if len(decision_ids or []) != 1 or all_pending:
+            err_console.print("[red]--arguments edits one decision: give exactly one ID[/red]")
+            raise typer.Exit(2)
+        from service.commands.approve_edit import approve_edited
+
+        approve_edited(
+            (decision_ids or [])[0],
+            arguments,
+            reason,
+            settings=_settings(),
+            with_approvals=_with_approvals,
+            console=console,
+            err_console=err_console,
+        )
+        return
     _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant)
 
 

@@ -14,9 +14,9 @@ every decision in a batch is judged by the same rules (`judge`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -204,15 +204,16 @@ class Votes(Transitions):
         *,
         via: str,
         reason: str | None = None,
+        ending: Mapping[str, Any] | None = None,
     ) -> VoteOutcome:
         """Record a person's vote; one deny ends the decision, `quorum` distinct approvals approve it.
 
         Refused (logged, nothing changes): unknown decision, already decided, a voter who is not
         an approver of this decision, the call's own grant, a person voting twice, a deny without
-        a reason.
+        a reason. `ending`: columns written with the status if this vote ends the decision (an edit).
         """
         try:
-            [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason)
+            [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason, ending=ending)
         except ApprovalError as exc:
             logger.warning("vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc)
             raise
@@ -232,6 +233,7 @@ class Votes(Transitions):
         *,
         via: str,
         reason: str | None = None,
+        ending: Mapping[str, Any] | None = None,
     ) -> list[VoteResult]:
         """One person's vote on many decisions (a bulk approval), by the same rules as `vote`, per decision.
 
@@ -244,7 +246,8 @@ class Votes(Transitions):
         ids = list(dict.fromkeys(decision_ids))
         results: list[VoteResult] = []
         for start in range(0, len(ids), VOTE_CHUNK):
-            results += await self._vote_chunk(ids[start : start + VOTE_CHUNK], voter, value, via=via, reason=reason)
+            chunk = ids[start : start + VOTE_CHUNK]
+            results += await self._vote_chunk(chunk, voter, value, via=via, reason=reason, ending=ending)
         refused = [r for r in results if r.refusal is not None]
         if len(ids) > 1:
             decided = sum(r.result == "decided" for r in results)
@@ -261,16 +264,30 @@ class Votes(Transitions):
         return results
 
     async def _vote_chunk(
-        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+        self,
+        ids: list[str],
+        voter: Voter,
+        value: VoteValue,
+        *,
+        via: str,
+        reason: str | None,
+        ending: Mapping[str, Any] | None = None,
     ) -> list[VoteResult]:
         """One transaction of `vote_many`; a vote raced by the same person's identical vote is re-judged once."""
         try:
-            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason, ending=ending)
         except IntegrityError:  # the same person voting on a decision twice at the same instant
-            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason)
+            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason, ending=ending)
 
     async def _vote_chunk_once(
-        self, ids: list[str], voter: Voter, value: VoteValue, *, via: str, reason: str | None
+        self,
+        ids: list[str],
+        voter: Voter,
+        value: VoteValue,
+        *,
+        via: str,
+        reason: str | None,
+        ending: Mapping[str, Any] | None = None,
     ) -> list[VoteResult]:
         now = self.clock()
         async with session_scope(self.sessions) as session:
@@ -297,7 +314,7 @@ class Votes(Transitions):
             status: Status = "denied" if value == "deny" else "approved"
             ended: dict[str, Decision] = {}
             for by, group in endings.items():
-                ended |= await self.transition_many(session, group, status, by=by, via=via, reason=reason)
+                ended |= await self.transition_many(session, group, status, by=by, via=via, reason=reason, also=ending)
             if len(ended) != sum(map(len, endings.values())):
                 raise RuntimeError("a locked pending decision was decided by someone else")  # rolls back the chunk
         for decision in ended.values():

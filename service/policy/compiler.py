@@ -171,8 +171,20 @@ class _Compiler:
             limits.extend(self.all_tools_limits)
         self._check_counter_names(limits, where)
         approval = None
+        if rule_in.editable and action != "require_approval":
+            raise self.error(
+                (*where, "editable"),
+                f"editable only applies to action 'require_approval' (an approver edits a held call), "
+                f"but this {'case' if 'cases' in where else 'rule'}'s action is '{action}'",
+            )
         if action == "require_approval":
-            approval = self._approval(rule_in.approval, (*where, "approval"))
+            approval = self._approval(rule_in.approval, (*where, "approval"), editable=rule_in.editable)
+            if approval.editable and approval.quorum > 1:
+                raise self.error(
+                    (*where, "editable"),
+                    f"an editable approval needs quorum 1 (this one has quorum {approval.quorum}): with several "
+                    "approvers, each would have to approve the same edited call",
+                )
         return Verdict(
             action=action,
             rule=label,
@@ -203,6 +215,7 @@ class _Compiler:
                 "reason": case_in.reason,
                 "approval": case_in.approval,
                 "limits": case_in.limits,
+                "editable": case_in.editable,
                 "rate_limit": None,
                 "hide": False,
                 "cases": [],
@@ -367,9 +380,9 @@ class _Compiler:
             f"unknown approver kind {kind!r} in {entry!r}; use a person's name, {', '.join(kinds[:-1])} or {kinds[-1]}",
         )
 
-    def _approval(self, approval_in: ApprovalIn | None, where: Loc) -> ApprovalSpec:
+    def _approval(self, approval_in: ApprovalIn | None, where: Loc, *, editable: bool = False) -> ApprovalSpec:
         if approval_in is None:
-            return ApprovalSpec(approvers=tuple(self.people.values()))
+            return ApprovalSpec(approvers=tuple(self.people.values()), editable=editable)
         if approval_in.approvers is None:
             approvers = tuple(self.people.values())
         else:
@@ -397,6 +410,7 @@ class _Compiler:
             routing={"slack": {"channel": approval_in.slack_channel}} if approval_in.slack_channel else {},
             claim_within_seconds=float(approval_in.claim_within),
             rejoin_within_seconds=float(approval_in.rejoin_within),
+            editable=editable,
         )
 
 

@@ -212,6 +212,15 @@ def compile_condition(source: str) -> Condition:
     return Condition(source, program)
 
 
+def arguments_problem(args: Any) -> str | None:
+    """Why `args` cannot be a call's arguments that every part of holdgate holds faithfully, or None: not an object,
+    a NUL or lone surrogate in a string, an integer outside 64 bits, NaN or infinity, nesting deeper than
+    `MAX_DEPTH`, a key that is not a string (the checks a condition makes; an approver's edit must pass them)."""
+    if type(args) is not dict:
+        return "args is not a JSON object"
+    return None if _fits(args, 1) else (_check_value(args, "args", 0) or "args cannot be converted")
+
+
 def _fits(container: Any, depth: int) -> bool:
     """Fast path of `_check_value` (which says where and why): True if every value can go to CEL.
 

@@ -188,6 +188,7 @@ class CaseIn(_Model):
     approval: ApprovalIn | None = None
     limits: list[LimitIn] = Field(default_factory=list)
     hide: bool = False
+    editable: bool = False
     description: str | None = None
 
 
@@ -201,6 +202,9 @@ class RuleIn(_Model):
     rate_limit: Annotated[RateLimitIn | None, BeforeValidator(_rate_limit_string)] = None
     redact: list[RedactPath] = Field(default_factory=list)
     approval: ApprovalIn | None = None
+    editable: bool = Field(
+        default=False, description="an approver may approve the call with changed arguments (require_approval)"
+    )
     cases: list[CaseIn] = Field(default_factory=list)
     description: str | None = None
     require: list[Any] = Field(default_factory=list)

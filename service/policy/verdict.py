@@ -75,6 +75,8 @@ class ApprovalSpec:
     rejoin_within_seconds: float = 2 * 60
     """How long a decision whose caller stopped waiting stays open for the same call to join it
     again (`approval.rejoin_within`)."""
+    editable: bool = False
+    """An approver may approve the call with changed arguments (the rule's or case's `editable`)."""
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"
@@ -84,6 +86,8 @@ class ApprovalSpec:
         )
         if self.remind_before_seconds is not None:
             text += f"; reminder {format_seconds(self.remind_before_seconds)} before the timeout"
+        if self.editable:
+            text += "; editable (an approver may change the arguments before release)"
         return text
 
 
