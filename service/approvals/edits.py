@@ -59,9 +59,7 @@ def read_edit(arguments: Any, shown_original: Mapping[str, Any]) -> dict[str, An
         raise EditRefused(f"arguments must be a JSON object (the tool's whole argument object), not {_kind(arguments)}")
     problem = arguments_problem(arguments)
     if problem is not None:
-        raise EditRefused(
-            f"the edited arguments cannot be used: {'arguments' + problem.removeprefix('args')}"
-        )
+        raise EditRefused(f"the edited arguments cannot be used: {'arguments' + problem.removeprefix('args')}")
     size = len(canonical_json(arguments).encode())
     if size > MAX_EDIT_BYTES:
         raise EditRefused(f"the edited arguments are {size:,} bytes as JSON; at most {MAX_EDIT_BYTES:,}")

@@ -22,12 +22,13 @@ def editable_policy() -> dict[str, Any]:
     submit-llm-request-async needs ops too but is not editable, and its prompt is redacted."""
     policy = approval_policy()
     ops = {"approvers": ["group:ops"], "channels": ["console"], "timeout": "15m"}
+    carol = {"approvers": ["carol"]}
     policy["tools"]["cancel-async-job"] = {
         "action": "allow",
         "cases": [
             {"when": "args.jobId == 'job-payroll'", "action": "deny", "reason": "payroll is never cancelled"},
             {"when": "args.jobId.startsWith('prod-')", "action": "require_approval", "approval": ops, "editable": True},
-            {"when": "args.jobId.startsWith('fin-')", "action": "require_approval", "approval": {"approvers": ["carol"]}},
+            {"when": "args.jobId.startsWith('fin-')", "action": "require_approval", "approval": carol},
         ],
     }
     policy["tools"]["submit-llm-request-async"] = {"action": "require_approval", "approval": ops}
@@ -70,7 +71,7 @@ async def test_an_edited_approval_reaches_the_upstream_with_the_edited_arguments
     assert cancelled(tmp_path) == ["prod-2"], "the upstream ran the edited call, once"
     said = text_of(result)
     assert said.startswith(
-        f'holdgate: approved with edits by alice (decision {decision.id}); cancel-async-job ran with changed '
+        f"holdgate: approved with edits by alice (decision {decision.id}); cancel-async-job ran with changed "
         'arguments: jobId: "prod-1" → "prod-2"'
     )
     assert "prod-2" in result.content[1].text, "then the upstream's own answer, about the edited call"
@@ -117,8 +118,9 @@ async def test_an_edit_must_land_on_this_rules_approval_or_on_allow(tmp_path: Pa
         "never cancelled)"
     )
     assert to_other_rule.status_code == 422
-    assert "it needs approval under rule cancel-async-job.cases[2], not under rule cancel-async-job.cases[1]" in (
-        to_other_rule.json()["detail"]
+    assert (
+        "it needs approval under rule cancel-async-job.cases[2], not under rule cancel-async-job.cases[1]"
+        in (to_other_rule.json()["detail"])
     )
     assert missing_key.status_code == 422 and 'Key not found in map : "jobId"' in missing_key.json()["detail"]
     assert (still.status, still.edit, votes) == ("pending", None, []), "a refused edit changes nothing"
