@@ -14,6 +14,7 @@ import pytest
 
 from service.approvals import MAX_EDIT_BYTES
 from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
+from tests.dashboard.support import browser, sign_in
 from tests.support.harness import audit_events, executed_calls, run_gateway, servers, text_of
 
 
@@ -246,3 +247,38 @@ async def test_the_cli_approves_with_arguments(tmp_path: Path, holdgate) -> None
     assert f"{decision.id} approved by local-operator (with edits)" in edited.stdout
     assert cancelled(tmp_path) == ["prod-7"]
     assert 'jobId: "prod-6" → "prod-7"' in text_of(result)
+
+
+async def test_the_dashboard_decision_page_edits_in_a_text_area(tmp_path: Path) -> None:
+    async with (
+        run_gateway(tmp_path, policy=editable_policy(), servers=servers(tmp_path), approval_hold_s=30) as gw,
+        gw.session("jobs") as session,
+        browser(gw) as client,
+    ):
+        held = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "prod-8"}))
+        other = asyncio.create_task(
+            session.call_tool("submit-llm-request-async", {"provider": "chatgpt", "prompt": "hi"})
+        )
+        by_tool = {d.tool: d for d in await wait_for_decisions(gw, 2)}
+        decision = by_tool["cancel-async-job"]
+        csrf = await sign_in(client, "alice")
+        page = await client.get(f"/decisions/{decision.id}")
+        plain_page = await client.get(f"/decisions/{by_tool['submit-llm-request-async'].id}")
+        url = f"/decisions/{decision.id}/approve"
+        form = {"csrf": csrf, "next": f"/decisions/{decision.id}"}
+        not_json = await client.post(url, data={**form, "arguments": "{jobId"}, headers={"accept": "application/json"})
+        denied = await client.post(url, data={**form, "arguments": '{"jobId": "job-payroll"}'})
+        edited = await client.post(url, data={**form, "arguments": '{\n  "jobId": "prod-9"\n}'})
+        result = await asyncio.wait_for(held, 10)
+        after = await client.get(f"/decisions/{decision.id}")
+        other.cancel()
+
+    assert 'data-testid="edit-arguments"' in page.text and "prod-8" in page.text
+    assert 'data-testid="edit-arguments"' not in plain_page.text, "only an editable decision offers the text area"
+    assert not_json.status_code == 422 and "the arguments are not JSON" in not_json.json()["message"]
+    assert denied.status_code == 303 and "the+policy+denies+it" in denied.headers["location"]
+    assert edited.status_code == 303, edited.text
+    assert cancelled(tmp_path) == ["prod-9"]
+    assert 'jobId: "prod-8" → "prod-9"' in text_of(result)
+    assert 'data-testid="edit"><strong>Approved with edits</strong> by alice' in after.text
+    assert "&#34;prod-8&#34; → &#34;prod-9&#34;" in after.text or '"prod-8" → "prod-9"' in after.text
