@@ -278,7 +278,9 @@ def decisions_show(
         print(f"  {view.status} by {view.decided_by} via {view.decided_via} at {view.decided_at}: {view.reason or ''}")
     if view.previous_attempt:
         print(f"  previous attempt {view.previous_attempt} may have run (outcome unknown)")
-    if view.lapsed:
+    if view.edit is not None:
+        print(f"  approved with edits by {view.edit.by}: {json.dumps(view.edit.arguments, ensure_ascii=False)}")
+    if view.lapsed or (view.execution is not None and view.execution.outcome in ("policy_denied", "policy_changed")):
         print(f"  not run: {view.state}")
     elif view.execution is None:
         print("  released, no outcome yet" if view.released else f"  not run ({view.state})")

@@ -282,3 +282,39 @@ async def test_the_dashboard_decision_page_edits_in_a_text_area(tmp_path: Path) 
     assert 'jobId: "prod-8" → "prod-9"' in text_of(result)
     assert 'data-testid="edit"><strong>Approved with edits</strong> by alice' in after.text
     assert "&#34;prod-8&#34; → &#34;prod-9&#34;" in after.text or '"prod-8" → "prod-9"' in after.text
+
+
+async def test_an_edit_that_raises_an_amount_is_charged_the_increase_at_release(tmp_path: Path) -> None:
+    policy = editable_policy()
+    policy["tools"]["submit-llm-request-async"] = {
+        "action": "require_approval",
+        "editable": True,
+        "approval": {"approvers": ["group:ops"]},
+        "limits": [{"counter": "heat", "window": "hour", "max": 2.0, "amount": "args.temperature"}],
+    }
+
+    def submit(temperature: float) -> dict[str, Any]:
+        return {"provider": "chatgpt", "prompt": f"at {temperature}", "temperature": temperature}
+
+    async with (
+        run_gateway(tmp_path, policy=policy, servers=servers(tmp_path), approval_hold_s=30) as gw,
+        gw.session("jobs") as session,
+    ):
+        first = asyncio.create_task(session.call_tool("submit-llm-request-async", submit(0.5)))  # 0.5 counted
+        [a] = await wait_for_decisions(gw)
+        second = asyncio.create_task(session.call_tool("submit-llm-request-async", submit(1.0)))  # 1.5 counted
+        await wait_for_decisions(gw, 2)
+        too_hot = await approve(gw, a.id, {"arguments": submit(1.2) | {"prompt": "at 0.5"}})  # +0.7: 2.2 > 2.0
+        refused = await asyncio.wait_for(first, 10)
+        view = (await api(gw, "GET", f"/api/decisions/{a.id}", "bob")).json()
+        second.cancel()
+
+    assert too_hot.status_code == 200, "the approval is given; the limit is charged when the call runs"
+    assert refused.is_error
+    assert f"was approved with edits (decision {a.id}), but the edited call has no room in limit 'heat'" in (
+        text_of(refused)
+    )
+    assert "retry_after=" in text_of(refused)
+    assert executed_calls(tmp_path) == [], "not run"
+    assert view["status"] == "approved" and view["released"] is False and view["execution"] is None
+    assert view["state"].startswith("approved; waiting for the agent to call again"), "the approval stays"
