@@ -28,6 +28,10 @@ A retry of a call whose approved release was already claimed never runs it again
 `claim_within`), or is told that the run may have happened, and a new decision asks the approvers again,
 saying so. An approval that lapsed never ran: the same call again simply asks anew.
 
+An approved call is checked again before it runs (`_release`, `CallHolding.check_release`): the policy now in
+force must still allow it or ask the same rule's approval, and an approver's edit (`service.approvals.edits`) is
+applied; otherwise the call is answered with why it did not run.
+
 Every word the agent reads about its held call is written here (`*_message`).
 """
 
