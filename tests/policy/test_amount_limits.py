@@ -174,3 +174,22 @@ def test_an_amount_that_overflows_or_divides_by_zero_fails_closed() -> None:
     assert isinstance(failed, ConditionFailed) and "overflow" in failed.reason.lower()
     ratio = Limit("r", 60, 10, "grant", compile_amount("1.0 / args.amount"))
     assert isinstance(charged([ratio], {"amount": 0.0}), ConditionFailed), "1/0 is infinite"
+
+
+def test_explain_shows_what_a_call_adds_and_an_amount_that_fails_closed(tmp_path) -> None:
+    import json as json_module
+
+    from service.policy import explain, load_policy
+
+    path = tmp_path / "policy.json"
+    limits = [
+        {"counter": "spend", "window": "day", "max": 5000, "amount": "args.amount"},
+        {"counter": "payments", "window": "hour", "max": 20},
+    ]
+    path.write_text(json_module.dumps({"tools": {"pay": {"limits": limits}}}))
+    policy = load_policy(path)
+    shown = explain(policy, "agent", "bank", "pay", {"amount": 250})
+    assert "  - spend: at most 5000 of `args.amount` in any 1d, per grant" in shown
+    assert "amounts this call adds: spend +250, payments +1" in shown
+    failing = explain(policy, "agent", "bank", "pay", {"amount": "lots"})
+    assert "amounts: cannot be counted, so the call is denied (fails closed): limit 'spend'" in failing
