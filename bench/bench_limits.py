@@ -6,7 +6,9 @@ database on 127.0.0.1:5432): sequential calls for p50/p99, then `--tasks` concur
 the same counters for throughput. Limits are large enough never to refuse, and the clock moves
 1 ms a call, so every call writes. `--rounds N` repeats each figure N times and keeps the best (on a
 shared machine the best is the least disturbed). Also the process's own CPU per call.
-Usage: python bench/bench_limits.py [--calls 2000] [--tasks 16] [--rounds 1]
+`--amounts`: the global limit adds up an amount (`limits[].amount`, 3.5 a call) instead of counting calls;
+every call stays inside its 60 s window, so each check sums all the key's calls so far (the worst case).
+Usage: python bench/bench_limits.py [--calls 2000] [--tasks 16] [--rounds 1] [--amounts]
 """
 
 from __future__ import annotations
@@ -24,9 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service import db
 from service.policy import Limit, consume
+from service.policy.conditions import compile_amount
 from tests.support.postgres import fresh_database, unreachable_reason
 
 LIMITS = [Limit("bench_rate", 60, 100_000, "grant"), Limit("bench_all", 3600, 100_000, "global")]
+AMOUNT_LIMITS = [
+    Limit("bench_rate", 60, 100_000, "grant"),
+    Limit("bench_sum", 60, 10**12, "global", compile_amount("args.n")),
+]
+AMOUNTS: list[float] | None = None
 T0 = 1_800_000_000.0
 
 
@@ -38,7 +46,8 @@ async def run(url: str, calls: int, tasks: int) -> tuple[float, float, float, fl
         tick = iter(range(10**9))
 
         async def one(grant: str) -> None:
-            outcome = await consume(sessions, LIMITS, grant=grant, now=T0 + next(tick) / 1000)
+            limits = LIMITS if AMOUNTS is None else AMOUNT_LIMITS
+            outcome = await consume(sessions, limits, grant=grant, now=T0 + next(tick) / 1000, amounts=AMOUNTS)
             assert outcome.allowed
 
         for _ in range(50):  # warm the pool and the statement caches
@@ -83,7 +92,11 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--tasks", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--amounts", action="store_true", help="a global limit that adds up an amount")
     args = parser.parse_args()
+    if args.amounts:
+        global AMOUNTS
+        AMOUNTS = [1.0, 3.5]
 
     @asynccontextmanager
     async def sqlite_file():

@@ -456,7 +456,9 @@ def decisions_show(
         print(f"  previous attempt {view.previous_attempt} may have run (outcome unknown)")
     if view.standing_id:
         print(f"  standing approval {view.standing_id} given (holdgate standing list --all)")
-    if view.lapsed:
+    if view.edit is not None:
+        print(f"  approved with edits by {view.edit.by}: {json.dumps(view.edit.arguments, ensure_ascii=False)}")
+    if view.lapsed or (view.execution is not None and view.execution.outcome in ("policy_denied", "policy_changed")):
         print(f"  not run: {view.state}")
     elif view.execution is None:
         print("  released, no outcome yet" if view.released else f"  not run ({view.state})")
@@ -494,8 +496,37 @@ def approve(
     for_: Annotated[
         str | None, typer.Option("--for", help="With --scope: for how long (30m, 1h), within the rule's limit.")
     ] = None,
+    arguments: Annotated[
+        str | None,
+        typer.Option(help="One ID, an editable rule: run the call with these arguments instead (a JSON object)."),
+    ] = None,
 ) -> None:
     """Approve held calls as the local operator (or with --url, as a person): one ID, several, or --all-pending."""
+    if arguments is not None:
+        if len(decision_ids or []) != 1 or all_pending:
+            err_console().print("[red]--arguments edits one decision: give exactly one ID[/red]")
+            raise typer.Exit(2)
+        if scope is not None or for_ is not None:
+            err_console().print("[red]an approval with --arguments is one-off: not with --scope/--for[/red]")
+            raise typer.Exit(2)
+        if url is not None:
+            err_console().print(
+                "[red]--arguments acts on the database as the local operator; with --url, POST the arguments to "
+                "/api/decisions/{id}/approve[/red]"
+            )
+            raise typer.Exit(2)
+        from service.commands.approve_edit import approve_edited
+
+        approve_edited(
+            (decision_ids or [])[0],
+            arguments,
+            reason,
+            settings=_settings(),
+            with_approvals=_with_approvals,
+            console=console(),
+            err_console=err_console(),
+        )
+        return
     standing = _standing_terms(scope, for_)
     _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, url, token, standing=standing)
 

@@ -129,6 +129,22 @@ class RateCounterCall(SQLModel, table=True):
     window_seconds: int
 
 
+class RateAmount(SQLModel, table=True):
+    """One call's amount counted by a limit that adds up an amount (`limits[].amount`): when, and how much.
+
+    A key's rows are the calls still inside its window (older ones are deleted as calls come); the key's
+    `rate_counters` row is the lock that serialises its callers, as for the limits that count calls."""
+
+    __tablename__ = "rate_amounts"
+    __table_args__ = (Index("ix_rate_amounts_key_at", "counter", "scope_key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    counter: str = Field(max_length=200)
+    scope_key: str = Field(max_length=200)
+    at: float
+    amount: float
+
+
 class Decision(SQLModel, table=True):
     """A held call waiting for (or past) a person's decision; the database is its source of truth.
 
@@ -218,6 +234,15 @@ class Decision(SQLModel, table=True):
         description='JSON: the standing approvals the rule lets an approver give ({"tool": 1800.0}: scope -> seconds)',
     )
     standing_id: str | None = Field(default=None, max_length=64, description="the standing approval its quorum gave")
+    # Edit before release (service.approvals.edits): whether the rule lets an approver change the arguments, and the
+    # approval's edit: the arguments to run (whole, for the releasing process; erased once the run is recorded), the
+    # same redacted for display, and the changes (redacted), written in the compare-and-set that approves.
+    editable: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    edited_arguments: str | None = Field(
+        default=None, sa_column=Column(Text), description="the arguments the approver gave, whole, until the run"
+    )
+    edited_shown: str | None = Field(default=None, sa_column=Column(Text), description="redacted JSON, for display")
+    edit_diff: str | None = Field(default=None, sa_column=Column(Text), description="JSON list of changes, redacted")
 
 
 class Vote(SQLModel, table=True):

@@ -4,8 +4,10 @@ Every route needs a person's token (declared in the policy's `people` with `toke
 is accepted only from an approver of that decision. Refusals are problem details (service.api.problems) with
 the reason in `detail`:
 401 no/unknown token, 403 not an approver (or the call's own grant), 404 unknown decision,
-409 already decided or already voted, 422 a deny without a reason, or a standing approval (`{"scope": "tool",
-"for": "30m"}` on approve) that the decision's rule does not allow (or longer than it allows): nothing changes.
+409 already decided or already voted, 422 a deny without a reason, a standing approval (`{"scope": "tool",
+"for": "30m"}` on approve) that the decision's rule does not allow (or longer than it allows), or an approval with
+`arguments` that cannot be given (the rule is not editable, not a JSON object, or the edited call would not land on
+this rule or on allow): nothing changes.
 
 `POST /api/decisions/approve` and `/deny` vote on many decisions (named by id, or pending ones matched
 by a filter) under the same rules; they answer 200 with a result per decision, where a refusal
@@ -16,9 +18,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from service.api.deps import PersonDep, get_approvals, require_person
+from service.api.deps import PersonDep, get_approvals, get_state, require_person
 from service.api.params import Offset, UtcDateTime, refuse_nul
 from service.api.problems import responses
 from service.approvals import (
@@ -32,6 +34,7 @@ from service.approvals import (
 )
 from service.approvals.schemas import (
     MAX_BULK,
+    ApproveRequest,
     BulkVoteRequest,
     BulkVoteResponse,
     DecisionPage,
@@ -104,13 +107,38 @@ async def get_decision(decision_id: str, service: ApprovalService = ServiceDep) 
 
 @router.post("/{decision_id}/approve", response_model=VoteResponse, responses=VOTE_ERRORS)
 async def approve(
-    decision_id: str, person: PersonDep, body: VoteRequest | None = None, service: ApprovalService = ServiceDep
+    decision_id: str,
+    person: PersonDep,
+    request: Request,
+    body: ApproveRequest | None = None,
+    service: ApprovalService = ServiceDep,
 ) -> VoteResponse:
+    """Approve; with `arguments` (an editable rule), the call runs with them instead (422 when it may not); with
+    `scope` and `for`, a standing approval (422 when the rule does not allow it). An edit is one-off."""
     try:
         standing = body.standing() if body else None
     except ApprovalError as exc:
         raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
-    return await _vote(service, decision_id, person, "approve", body.reason if body else None, standing)
+    if body is None or not body.edits:
+        return await _vote(service, decision_id, person, "approve", body.reason if body else None, standing)
+    if standing is not None:
+        raise HTTPException(
+            status_code=422,
+            detail="an approval with edited arguments is one-off: give `arguments` or a standing `scope`, not both",
+        )
+    try:
+        outcome = await service.approve_edited(
+            decision_id,
+            Voter("person", person),
+            body.arguments,
+            policy=get_state(request).policy.current,
+            via="api",
+            reason=body.reason,
+        )
+    except ApprovalError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.message) from None
+    decision, votes = await service.get(decision_id)
+    return VoteResponse(decided=outcome.decided, message=outcome.message, decision=DecisionView.of(decision, votes))
 
 
 @router.post("/{decision_id}/deny", response_model=VoteResponse, responses=VOTE_ERRORS)

@@ -6,10 +6,12 @@ not from the modules inside; `service.approvals.service` explains how `ApprovalS
 """
 
 from service.approvals.approvers import ApproverRecord, approver_json, approvers_of
+from service.approvals.edits import MAX_EDIT_BYTES, describe_changes
 from service.approvals.errors import (
     AlreadyDecided,
     AlreadyVoted,
     ApprovalError,
+    EditRefused,
     NotAllowed,
     ReasonRequired,
     UnknownDecision,
@@ -38,6 +40,7 @@ __all__ = [
     "FINISHED",
     "LAPSED",
     "LOCAL_OPERATOR",
+    "MAX_EDIT_BYTES",
     "PENDING",
     "RESULT_LIMIT_BYTES",
     "SCOPE_WORDS",
@@ -51,6 +54,7 @@ __all__ = [
     "CallHolding",
     "DecisionQuery",
     "DecisionView",
+    "EditRefused",
     "NotAllowed",
     "ReasonRequired",
     "Reconciled",
@@ -72,6 +76,7 @@ __all__ = [
     "approvers_of",
     "decision_conditions",
     "decision_page",
+    "describe_changes",
     "iso",
     "standing_state",
     "was_sent",

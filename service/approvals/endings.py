@@ -186,6 +186,7 @@ class Endings(Transitions):
                         outcome=LAPSED,
                         outcome_detail="no call collected the approval in time; it was not run",
                         outcome_at=now,
+                        edited_arguments=None,  # an edit's whole arguments are kept only until the release settles
                     )
                     .returning(Decision),
                     execution_options=RETURNING_ROWS,

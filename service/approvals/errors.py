@@ -8,7 +8,9 @@ person who acted; the REST API answers `status_code`. The tree:
     ├── AlreadyDecided (409)     it ended: "already decided: approved by alice"
     ├── AlreadyVoted (409)       this approver has voted on it already
     ├── NotAllowed (403)         not an approver of it, or the call's own grant
-    └── ReasonRequired (422)     a deny without a reason
+    ├── ReasonRequired (422)     a deny without a reason
+    └── EditRefused (422)        changed arguments the decision cannot be approved with (not editable, not an
+                                 object, too large, or the edited call would not land on this rule or on allow)
 """
 
 from __future__ import annotations
@@ -52,4 +54,10 @@ class NotAllowed(ApprovalError):
 
 
 class ReasonRequired(ApprovalError):
+    status_code = 422
+
+
+class EditRefused(ApprovalError):
+    """An approval with changed arguments that cannot be given; nothing changed (`service.approvals.edits`)."""
+
     status_code = 422

@@ -26,13 +26,17 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from service.approvals.bus import DecisionBus
 from service.approvals.errors import AlreadyDecided
+from service.approvals.recheck import RATE_LIMITED, ReleaseCheck, edit_charges, judge_release, refused_by_amount
 from service.approvals.service import ApprovalService
 from service.audit.service import AuditedCall
 from service.models import Decision, StandingApproval
+from service.policy import limits
+from service.policy.conditions import ConditionFailed
 from service.policy.redaction import bounded_text, storable_text
 
 if TYPE_CHECKING:
@@ -291,6 +295,39 @@ class CallHolding:
         """The decision as it stands."""
         async with self._db_slots:
             return await self.service.load(decision_id)
+
+    # -- the release check ----------------------------------------------------------------------
+
+    async def check_release(self, call: HeldCall, verdict: Verdict, decision: Decision) -> ReleaseCheck:
+        """Before the claimed, approved `decision` runs `call` (which arrived under `verdict`): the policy as it is
+        now must still let it run (`service.approvals.recheck`). Not run: the decision records why (or, when an
+        edit finds its limits full, the approval goes back for the same call again)."""
+        now = self.service.clock()
+        check = judge_release(self.policy.current, call, decision, now=now)
+        if check.refusal is None and check.edited:
+            extra = edit_charges(check, verdict, call, now=now)
+            if isinstance(extra, ConditionFailed):
+                check = refused_by_amount(check, extra)
+            elif extra:
+                limited = await limits.consume(
+                    self.service.sessions,
+                    [limit for limit, _ in extra],
+                    grant=call.grant,
+                    now=now,
+                    amounts=[amount for _, amount in extra],
+                )
+                if not limited.allowed:
+                    await self.service.release_unsent(decision.id)
+                    return replace(
+                        check,
+                        refusal=f"the edited call has no room in limit {limited.counter!r}",
+                        outcome=RATE_LIMITED,
+                        retry_after=limited.retry_after,
+                    )
+        if check.refusal is not None and check.outcome != RATE_LIMITED:
+            assert check.outcome is not None
+            await self.service.refuse_release(decision.id, outcome=check.outcome, detail=check.refusal)
+        return check
 
     # -- the released call's run ----------------------------------------------------------------
 

@@ -90,6 +90,7 @@ class Opening(DecisionCore):
                 quorum=spec.quorum,
                 on_timeout=spec.on_timeout,
                 claim_within_s=spec.claim_within_seconds,
+                editable=spec.editable,
                 rejoin_within_s=spec.rejoin_within_seconds,
                 scopes=json.dumps(dict(spec.scopes)),
                 created_at=now,

@@ -35,7 +35,7 @@ from service.approvals.batching import GroupCommit
 from service.approvals.core import RETURNING_ROWS, DecisionCore
 from service.approvals.notices import announce, enqueue_notifications
 from service.approvals.queries import same_call
-from service.approvals.states import LAPSED, PENDING, UNKNOWN
+from service.approvals.states import NOT_RUN, PENDING, UNKNOWN
 from service.db import session_scope
 from service.models import Decision
 
@@ -213,6 +213,7 @@ class Release(DecisionCore):
                         result=by_id("result"),
                         outcome_at=now,
                         lease_until=None,
+                        edited_arguments=None,  # an edit's whole arguments are kept only until its run is recorded
                     )
                     .returning(Decision),
                     execution_options=RETURNING_ROWS,
@@ -222,6 +223,37 @@ class Release(DecisionCore):
         for decision in recorded:
             self._notify(decision)
         return [None] * len(executions)
+
+    async def refuse_release(self, decision_id: str, *, outcome: str, detail: str) -> Decision | None:
+        """The claimed call is not run: the policy, checked at its release (`service.approvals.recheck`), now denies
+        it (`policy_denied`) or asks another rule's approval for it (`policy_changed`). Recorded once, by
+        compare-and-set on this process's claim of a call not yet sent; channels and listeners hear of it."""
+        self._running.discard(decision_id)
+        now = self.clock()
+        async with session_scope(self.sessions) as session:
+            refused = list(
+                await session.scalars(
+                    update(Decision)
+                    .where(
+                        col(Decision.id) == decision_id,
+                        col(Decision.status) == "approved",
+                        col(Decision.claim_holder) == self.holder,
+                        col(Decision.sending_at).is_(None),
+                        col(Decision.outcome).is_(None),
+                    )
+                    .values(
+                        outcome=outcome, outcome_detail=detail, outcome_at=now, lease_until=None, edited_arguments=None
+                    )
+                    .returning(Decision),
+                    execution_options=RETURNING_ROWS,
+                )
+            )
+            await enqueue_notifications(session, refused, "update", now)
+            await announce(session, [d.id for d in refused])
+        for decision in refused:
+            logger.info("decision %s: approved, but not run at its release (%s): %s", decision.id, outcome, detail)
+            self._notify(decision)
+        return refused[0] if refused else None
 
     # -- leases -----------------------------------------------------------------------------------
 
@@ -263,7 +295,9 @@ class Release(DecisionCore):
                 await session.scalars(
                     update(Decision)
                     .where(*expired, col(Decision.sending_at).is_not(None))
-                    .values(outcome=UNKNOWN, outcome_detail=detail, outcome_at=now, lease_until=None)
+                    .values(
+                        outcome=UNKNOWN, outcome_detail=detail, outcome_at=now, lease_until=None, edited_arguments=None
+                    )
                     .returning(Decision),
                     execution_options=RETURNING_ROWS,
                 )
@@ -371,8 +405,8 @@ class Release(DecisionCore):
                 .order_by(col(Decision.created_at).desc())
                 .limit(1)
             )
-        if latest is None or latest.status != "approved" or latest.claimed_at is None or latest.outcome == LAPSED:
-            return None  # not approved, not claimed, or lapsed (an approval nobody collected never ran)
+        if latest is None or latest.status != "approved" or latest.claimed_at is None or latest.outcome in NOT_RUN:
+            return None  # not approved, not claimed, or it never ran (lapsed, or refused by the policy at release)
         if latest.outcome is not None and (latest.outcome_at or 0) < self.clock() - within_s:
             return None
         return latest

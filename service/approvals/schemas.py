@@ -17,7 +17,7 @@ from service.approvals.standing import (
     allowed_scopes,
     standing_state,
 )
-from service.approvals.states import LAPSED
+from service.approvals.states import LAPSED, NOT_RUN, POLICY_CHANGED, POLICY_DENIED
 from service.approvals.timestamps import iso
 from service.approvals.votes import VoteResult
 from service.models import Decision, StandingApproval, Vote
@@ -36,10 +36,21 @@ class VoteView(BaseModel):
 class ExecutionView(BaseModel):
     outcome: str = Field(
         description="ok | tool_error | upstream_failure | protocol_error | cancelled | unknown (sent by a gateway "
-        "process that stopped before the answer: it may have run)"
+        "process that stopped before the answer: it may have run) | lapsed | policy_denied | policy_changed (the "
+        "policy, checked at release, denies the call or asks another rule's approval: not run; `detail` says why)"
     )
     detail: str | None = None
     duration_ms: float | None = None
+
+
+class EditView(BaseModel):
+    """An approval given with changed arguments: what runs instead of the call as the agent sent it."""
+
+    by: str | None = Field(description="who approved with the edit")
+    arguments: dict[str, Any] = Field(description="the arguments that run, as the policy's redaction leaves them")
+    changes: list[dict[str, Any]] = Field(
+        description='each change: {"path", "from", "to"} (no "from": added; no "to": removed), values redacted'
+    )
 
 
 class ApproverView(BaseModel):
@@ -149,6 +160,8 @@ class DecisionView(BaseModel):
         default=None, description="ended: its ending waits until then for the call; an approval not collected lapses"
     )
     lapsed: bool = Field(default=False, description="approved, but no call collected it within claim_within: not run")
+    editable: bool = Field(default=False, description="an approver may approve it with changed arguments")
+    edit: EditView | None = Field(default=None, description="approved with changed arguments: what runs")
     state: str = Field(default="", description="where the decision stands, in words")
     scopes: dict[str, float] = Field(
         default_factory=dict,
@@ -210,7 +223,9 @@ class DecisionView(BaseModel):
             decided_by=decision.decided_by,
             decided_via=decision.decided_via,
             reason=decision.decision_reason,
-            released=decision.status == "approved" and decision.claimed_at is not None and decision.outcome != LAPSED,
+            released=decision.status == "approved"
+            and decision.claimed_at is not None
+            and decision.outcome not in NOT_RUN,
             execution=(
                 ExecutionView(
                     outcome=decision.outcome, detail=decision.outcome_detail, duration_ms=decision.duration_ms
@@ -236,6 +251,16 @@ class DecisionView(BaseModel):
             rejoin_by=_iso_or_none(decision.rejoin_by) if decision.status == "pending" else None,
             collect_by=_iso_or_none(decision.collect_by) if decision.status != "pending" else None,
             lapsed=decision.outcome == LAPSED,
+            editable=decision.editable,
+            edit=(
+                EditView(
+                    by=decision.decided_by,
+                    arguments=json.loads(decision.edited_shown or "{}"),
+                    changes=json.loads(decision.edit_diff),
+                )
+                if decision.edit_diff is not None
+                else None
+            ),
             state=state_of(decision),
             scopes=allowed_scopes(decision),
             standing_id=decision.standing_id,
@@ -269,6 +294,8 @@ def state_of(decision: Decision) -> str:
     if decision.status == "approved":
         if decision.outcome == LAPSED:
             return f"approved, lapsed: no call collected it by {iso(decision.collect_by or 0)}; it was not run"
+        if decision.outcome in (POLICY_DENIED, POLICY_CHANGED):
+            return f"approved, not run: at its release {decision.outcome_detail}"
         if decision.claimed_at is None and decision.collect_by is not None:
             return f"approved; waiting for the agent to call again (until {iso(decision.collect_by)})"
     return decision.status
@@ -359,6 +386,21 @@ class RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=2000)
+
+
+class ApproveRequest(VoteRequest):
+    """An approval; with `arguments` (an editable rule), the call runs with these arguments instead of its own."""
+
+    arguments: Any = Field(
+        default=None,
+        description='the tool\'s whole new argument object (a value left as shown, e.g. "[redacted]", keeps the '
+        "call's own); the edited call must land on this rule's approval or on allow",
+    )
+
+    @property
+    def edits(self) -> bool:
+        """`arguments` was given (even as null, which is refused as not an object)."""
+        return "arguments" in self.model_fields_set
 
 
 class VoteResponse(BaseModel):

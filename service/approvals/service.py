@@ -5,6 +5,7 @@ Each part is a module of one concept, and a class that owns its methods:
     states.Transitions   the one compare-and-set that moves a decision out of `pending`
     opening.Opening      open a decision for a held call, or join the one the same call waits on
     votes.Votes          who may vote, the pre-vote check, votes and quorums (one or many at once)
+    edits.Edits          approving a held call with changed arguments (an editable rule)
     endings.Endings      timeouts, reminders, waits withdrawn, approvals that lapse
     release.Release      claim the ending for one call, mark it sent, record its outcome, leases, give-backs
     queries.Reads        decisions as they stand: one, a page, their statuses
@@ -18,6 +19,7 @@ the names `service.approvals` exports, never the parts.
 
 from __future__ import annotations
 
+from service.approvals.edits import Edits
 from service.approvals.endings import Endings
 from service.approvals.handoff import Handoff
 from service.approvals.opening import Opening
@@ -26,7 +28,7 @@ from service.approvals.release import Release
 from service.approvals.votes import Votes
 
 
-class ApprovalService(Opening, Votes, Endings, Release, Reads):
+class ApprovalService(Opening, Edits, Votes, Endings, Release, Reads):
     """Every read and write of decisions, votes and their outbox rows."""
 
     def __post_init__(self) -> None:

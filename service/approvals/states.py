@@ -1,6 +1,7 @@
 """A decision's states, and the one compare-and-set every change of status goes through.
 
     pending ──▶ approved ──▶ (claimed by one call) ──▶ executed: outcome ok | tool_error | … | unknown
+       │    │                                        ├─▶ policy_denied | policy_changed (checked at release: not run)
        │    ├─▶ denied                               └─▶ lapsed (no call collected it by `collect_by`)
        │    ├─▶ expired
        │    └─▶ cancelled
@@ -16,7 +17,7 @@ same transaction the channels' `update`s are queued and the replicas told. After
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import case, update
@@ -41,6 +42,14 @@ UNKNOWN = "unknown"
 """The outcome of a call that was sent upstream by a process that stopped before it learned the answer."""
 LAPSED = "lapsed"
 """The outcome of an approval no call collected within the rule's `claim_within`: it never ran."""
+POLICY_DENIED = "policy_denied"
+"""The outcome of an approval whose call the policy denies at its release (it changed while the call was held, or
+the approver's edit is denied by it): not run."""
+POLICY_CHANGED = "policy_changed"
+"""The outcome of an approval whose call the policy, at its release, sends to another rule's approval: not run on
+this approval (the same call again asks under that rule)."""
+NOT_RUN = (LAPSED, POLICY_DENIED, POLICY_CHANGED)
+"""Outcomes of an approval that never ran: a retry of the call is judged afresh, never told it may have run."""
 
 
 class Transitions(DecisionCore):
@@ -98,11 +107,14 @@ class Transitions(DecisionCore):
         reason: str | None = None,
         due_only: bool = False,
         rejoin_due: bool = False,
+        also: Mapping[str, Any] | None = None,
     ) -> dict[str, Decision]:
         """The only writer of a decision's status: one compare-and-set for all of `decision_ids`.
 
         Returns the decisions this call moved (the winners), reloaded; the others were not pending (or
         not due). Runs in the caller's transaction; the caller commits and then `_notify`s each winner.
+        `also`: more columns written in the same statement (an approval's edit, `service.approvals.edits`), so
+        they exist exactly when the status does.
         """
         if not decision_ids:
             return {}
@@ -120,6 +132,8 @@ class Transitions(DecisionCore):
             "decided_via": via,
             "decision_reason": reason,
         }
+        if also:
+            values.update(also)
         if status != "cancelled":  # the ending waits this long for a call to collect it (an approval then lapses)
             values["collect_by"] = now + col(Decision.claim_within_s)
         waited = set() if status == "cancelled" else {i for i in decision_ids if self.local_waiters(i)}

@@ -14,9 +14,9 @@ every decision in a batch is judged by the same rules (`judge`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -287,16 +287,19 @@ class Votes(Transitions, Standing):
         via: str,
         reason: str | None = None,
         standing: StandingTerms | None = None,
+        ending: Mapping[str, Any] | None = None,
     ) -> VoteOutcome:
         """Record a person's vote; one deny ends the decision, `quorum` distinct approvals approve it.
 
         Refused (logged, nothing changes): unknown decision, already decided, a voter who is not
         an approver of this decision, the call's own grant, a person voting twice, a deny without
-        a reason.
+        a reason. `ending`: columns written with the status if this vote ends the decision (an edit).
         """
         with logcontext.bound(decision_id=decision_id):
             try:
-                [result] = await self.vote_many([decision_id], voter, value, via=via, reason=reason, standing=standing)
+                [result] = await self.vote_many(
+                    [decision_id], voter, value, via=via, reason=reason, standing=standing, ending=ending
+                )
             except ApprovalError as exc:
                 logger.warning(
                     "vote refused: %s on %s by %s via %s: %s", value, decision_id, voter.describe(), via, exc
@@ -319,6 +322,7 @@ class Votes(Transitions, Standing):
         via: str,
         reason: str | None = None,
         standing: StandingTerms | None = None,
+        ending: Mapping[str, Any] | None = None,
     ) -> list[VoteResult]:
         """One person's vote on many decisions (a bulk approval), by the same rules as `vote`, per decision.
 
@@ -332,8 +336,9 @@ class Votes(Transitions, Standing):
         ids = list(dict.fromkeys(decision_ids))
         results: list[VoteResult] = []
         for start in range(0, len(ids), VOTE_CHUNK):
+            chunk = ids[start : start + VOTE_CHUNK]
             results += await self._vote_chunk(
-                ids[start : start + VOTE_CHUNK], voter, value, via=via, reason=reason, standing=standing
+                chunk, voter, value, via=via, reason=reason, standing=standing, ending=ending
             )
         refused = [r for r in results if r.refusal is not None]
         if len(ids) > 1:
@@ -359,12 +364,17 @@ class Votes(Transitions, Standing):
         via: str,
         reason: str | None,
         standing: StandingTerms | None = None,
+        ending: Mapping[str, Any] | None = None,
     ) -> list[VoteResult]:
         """One transaction of `vote_many`; a vote raced by the same person's identical vote is re-judged once."""
         try:
-            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason, standing=standing)
+            return await self._vote_chunk_once(
+                ids, voter, value, via=via, reason=reason, standing=standing, ending=ending
+            )
         except IntegrityError:  # the same person voting on a decision twice at the same instant
-            return await self._vote_chunk_once(ids, voter, value, via=via, reason=reason, standing=standing)
+            return await self._vote_chunk_once(
+                ids, voter, value, via=via, reason=reason, standing=standing, ending=ending
+            )
 
     async def _vote_chunk_once(
         self,
@@ -375,6 +385,7 @@ class Votes(Transitions, Standing):
         via: str,
         reason: str | None,
         standing: StandingTerms | None = None,
+        ending: Mapping[str, Any] | None = None,
     ) -> list[VoteResult]:
         now = self.clock()
         async with session_scope(self.sessions) as session:
@@ -410,7 +421,7 @@ class Votes(Transitions, Standing):
             status: Status = "denied" if value == "deny" else "approved"
             ended: dict[str, Decision] = {}
             for by, group in endings.items():
-                ended |= await self.transition_many(session, group, status, by=by, via=via, reason=reason)
+                ended |= await self.transition_many(session, group, status, by=by, via=via, reason=reason, also=ending)
             if len(ended) != sum(map(len, endings.values())):
                 raise RuntimeError("a locked pending decision was decided by someone else")  # rolls back the chunk
             given: dict[str, StandingApproval] = {}

@@ -27,7 +27,16 @@ from starlette.templating import Jinja2Templates
 
 from service.api.deps import ApprovalsDep, get_state
 from service.api.params import MAX_OFFSET, as_utc, refuse_nul
-from service.approvals import STATUSES, ApprovalError, ApprovalService, DecisionQuery, DecisionView, Voter, iso
+from service.approvals import (
+    STATUSES,
+    ApprovalError,
+    ApprovalService,
+    DecisionQuery,
+    DecisionView,
+    EditRefused,
+    Voter,
+    iso,
+)
 from service.audit import service as audit_service
 from service.dashboard import plots, queries
 from service.dashboard.auth import (
@@ -245,16 +254,23 @@ async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewe
     form = await request.form()
     reason = str(form.get("reason") or "") or None
     wants_json = "application/json" in request.headers.get("accept", "")
+    edited = form.get("arguments") if choice == "approve" else None  # the text area of an editable decision
+    voter = Voter("person", viewer.person or "", groups=viewer.groups)
     try:
         standing = standing_choice(str(form.get("standing") or "")) if choice == "approve" else None
-        outcome = await approvals.vote(
-            decision_id,
-            Voter("person", viewer.person or "", groups=viewer.groups),
-            choice,
-            via="dashboard",
-            reason=reason,
-            standing=standing,
-        )
+        if isinstance(edited, str) and standing is None:  # a rule is never both editable and standing (policy load)
+            outcome = await approvals.approve_edited(
+                decision_id,
+                voter,
+                _edited_arguments(edited),
+                policy=get_state(request).policy.current,
+                via="dashboard",
+                reason=reason,
+            )
+        else:
+            outcome = await approvals.vote(
+                decision_id, voter, choice, via="dashboard", reason=reason, standing=standing
+            )
     except ApprovalError as exc:
         if wants_json:
             return JSONResponse({"ok": False, "message": exc.message}, status_code=exc.status_code)
@@ -264,6 +280,16 @@ async def vote(request: Request, decision_id: str, value: str, viewer: CsrfViewe
     back = safe_next(str(form.get("next") or "/"))
     separator = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{separator}{urlencode({'msg': outcome.message})}", status_code=303)
+
+
+def _edited_arguments(text: str) -> Any:
+    """The decision page's text area as JSON; text that is not JSON is refused like any unusable edit."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EditRefused(f"the arguments are not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise EditRefused("the arguments are nested too deeply to read") from None
 
 
 @router.get("/events")

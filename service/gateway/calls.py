@@ -39,6 +39,15 @@ class HoldOutcome:
     decision_id: str
     ending: str  # approved | denied | expired | cancelled | pending | already_released | withdrawn | restarting
     # | replayed | ran | may_have_run | running (a retry of a call already released: `ApprovalGate._earlier_run`)
+    # | policy_denied | policy_changed | rate_limited (the release check: `service.approvals.recheck`)
     message: str = ""
     result: dict[str, Any] | None = None
     """`replayed`: the stored result of the run this call's approval already had."""
+    arguments: dict[str, Any] | None = None
+    """`approved` with an approver's edit: the arguments to run instead of the call's own."""
+    redact: tuple[str, ...] = ()
+    """`approved` with an edit: the argument paths the policy redacts for the edited call (besides the call's)."""
+    edit_note: str | None = None
+    """`approved` with an edit: what the agent and the audit are told of it (who, and the changes)."""
+    rule: str | None = None
+    """`policy_denied` / `policy_changed` / `rate_limited` at release: the rule of the current policy that said so."""

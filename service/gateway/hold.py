@@ -28,6 +28,10 @@ A retry of a call whose approved release was already claimed never runs it again
 `claim_within`), or is told that the run may have happened, and a new decision asks the approvers again,
 saying so. An approval that lapsed never ran: the same call again simply asks anew.
 
+An approved call is checked again before it runs (`_release`, `CallHolding.check_release`): the policy now in
+force must still allow it or ask the same rule's approval, and an approver's edit (`service.approvals.edits`) is
+applied; otherwise the call is answered with why it did not run.
+
 Every word the agent reads about its held call is written here (`*_message`).
 """
 
@@ -39,7 +43,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from service import logcontext, tracing
-from service.approvals import FINISHED, RESULT_LIMIT_BYTES, CallHolding, approvers_of, iso
+from service.approvals import FINISHED, RESULT_LIMIT_BYTES, CallHolding, approvers_of, describe_changes, iso
 from service.gateway.calls import HoldOutcome, ToolCall
 from service.gateway.downstream_http import stream_watch
 from service.models import Decision, StandingApproval
@@ -123,11 +127,28 @@ class ApprovalGate:
             except asyncio.CancelledError:
                 holding.withdraw(decision.id)
                 raise
+        if ended.claimed and ended.decision.status == "approved":
+            return await self._release(call, verdict, ended.decision)
         return self._ending(ended.decision, ended.claimed)
 
     async def covering(self, call: ToolCall, verdict: Verdict) -> StandingApproval | None:
         """The standing approval that lets this call run without asking (`CallHolding.covering`), or None."""
         return await self.holding.covering(call, verdict)
+
+    async def _release(self, call: ToolCall, verdict: Verdict, decision: Decision) -> HoldOutcome:
+        """The claimed approval runs this call if the policy as it is now still lets it (`check_release`), with the
+        approver's edit applied; else the call is answered with why not."""
+        check = await self.holding.check_release(call, verdict, decision)
+        if check.refusal is None:
+            if not check.edited:
+                return _outcome(decision, "approved")
+            note = edited_message(decision, check.changes or [])
+            return HoldOutcome(
+                decision.id, "approved", arguments=check.arguments, redact=check.verdict.redact, edit_note=note
+            )
+        assert check.outcome is not None
+        message = release_refused_message(decision, check.outcome, check.refusal, check.verdict, check.retry_after)
+        return HoldOutcome(decision.id, check.outcome, message=message, rule=check.verdict.rule)
 
     async def sending(self, decision_id: str) -> bool:
         return await self.holding.sending(decision_id)
@@ -239,6 +260,35 @@ def ending_message(decision: Decision) -> str:
     return (
         f"holdgate: decision {decision.id} for {call} was cancelled: the agent stopped waiting and did not call "
         "again in time; the call was not run."
+    )
+
+
+def edited_message(decision: Decision, changes: list[dict[str, Any]]) -> str:
+    return (
+        f"holdgate: approved with edits by {decision.decided_by} (decision {decision.id}); {decision.tool} ran with "
+        f"changed arguments: {describe_changes(changes)}"
+    )
+
+
+def release_refused_message(
+    decision: Decision, outcome: str, refusal: str, verdict: Verdict, retry_after: float | None
+) -> str:
+    call = f"{decision.server}/{decision.tool}"
+    if outcome == "policy_denied":
+        reason = verdict.reason or "not allowed by policy"
+        return (
+            f"holdgate denied '{decision.tool}' on '{decision.server}': {reason} (rule {verdict.rule}). It was "
+            f"approved by {decision.decided_by} (decision {decision.id}), but {refusal}; the call was not run."
+        )
+    if outcome == "policy_changed":
+        return (
+            f"holdgate: {call} was approved by {decision.decided_by} (decision {decision.id}), but {refusal}; the call "
+            f"was not run on that approval. Call {decision.tool} again with the same arguments to ask for it."
+        )
+    return (
+        f"holdgate rate limit: {call} was approved with edits (decision {decision.id}), but {refusal} "
+        f"(rule {verdict.rule}); the call was not run. retry_after={retry_after or 0:g} seconds: call "
+        f"{decision.tool} again with the same arguments then, and the approval runs it."
     )
 
 

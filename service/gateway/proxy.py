@@ -46,6 +46,7 @@ from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnava
 from service.models import AuditEvent, Decision
 from service.policy import Verdict, with_tool_change
 from service.policy import limits as rate_limits
+from service.policy.conditions import ConditionFailed
 from service.policy.holder import PolicySource
 from service.policy.shadow import ShadowPolicy, ShadowVerdict, disagreement
 from service.tooldefs import ToolDefinitions
@@ -138,6 +139,10 @@ def claim_lost_message(decision_id: str, tool: str) -> str:
         f"(it could not renew its claim); the call was not run. Call {tool} again with the same arguments: the "
         "approval stays and runs it once."
     )
+
+
+RELEASE_REFUSALS = ("policy_denied", "policy_changed", "rate_limited")
+"""Endings of an approved call that the release check did not let run (`service.approvals.recheck`)."""
 
 
 def tool_error(text: str) -> types.CallToolResult:
@@ -415,9 +420,18 @@ class ServerProxy:
             return tool_error(f"holdgate denied '{call.tool}' on '{call.server}': {reason} (rule {verdict.rule})")
 
         if verdict.limits:
+            amounts = rate_limits.charges(
+                verdict.limits, call.arguments, grant=call.grant, server=call.server, tool=call.tool, now=now
+            )
+            if isinstance(amounts, ConditionFailed):  # an amount that cannot be counted: fail closed
+                record = _with_shadow(record, shadowed, "deny")
+                self.core.audit.record(record.finish("denied", reason=amounts.reason, started=started))
+                return tool_error(
+                    f"holdgate denied '{call.tool}' on '{call.server}': {amounts.reason} (rule {verdict.rule})"
+                )
             with tracing.span("holdgate rate_limit"):
                 limited = await rate_limits.consume(
-                    self.core.sessions, verdict.limits, grant=call.grant, now=self.core.clock()
+                    self.core.sessions, verdict.limits, grant=call.grant, now=self.core.clock(), amounts=amounts
                 )
                 tracing.annotate(allowed=limited.allowed, counter=limited.counter)
             if not limited.allowed:
@@ -480,14 +494,37 @@ class ServerProxy:
                 record.finish("approved", outcome="replayed", decision_id=held.decision_id, started=started)
             )
             return held.result
+        if held.ending in RELEASE_REFUSALS:
+            # The release check: the policy now in force does not let the approved call run (or, for an edit, its
+            # limits have no room). Audited under that policy's rule, with the reason the agent is given.
+            verdict_label = "rate_limited" if held.ending == "rate_limited" else "denied"
+            refused = replace(record, rule=held.rule or record.rule)
+            self.core.audit.record(
+                refused.finish(
+                    verdict_label,
+                    reason=held.message,
+                    outcome=held.ending,
+                    decision_id=held.decision_id,
+                    started=started,
+                )
+            )
+            return tool_error(held.message)
         if held.ending != "approved":
             self.core.audit.record(
                 record.finish(held.ending, reason=held.message, decision_id=held.decision_id, started=started)
             )
             return tool_error(held.message)
         approved = replace(record, decision_id=held.decision_id)
-        result = await self._forward_call(ctx, call, approved, started, verdict_label="approved")
-        return result
+        if held.arguments is not None:
+            # Approved with edits: the audit keeps the call as the agent sent it (outcome `edited`, the changes in its
+            # detail), then the call as it runs; both redacted by the rule's paths.
+            self.core.audit.record(
+                approved.finish("approved", outcome="edited", detail=held.edit_note, started=started)
+            )
+            call = replace(call, arguments=held.arguments, arguments_absent=False)
+            redact = tuple(dict.fromkeys((*approved.redact, *held.redact)))
+            approved = replace(approved, arguments=held.arguments, redact=redact, detail=held.edit_note)
+        return await self._forward_call(ctx, call, approved, started, verdict_label="approved", note=held.edit_note)
 
     async def _forward_call(
         self,
@@ -496,7 +533,10 @@ class ServerProxy:
         record: AuditRecord,
         started: float,
         verdict_label: str = "allowed",
+        note: str | None = None,
     ) -> dict[str, Any]:
+        """Send the call upstream and answer with its result; `note` (an approval's edit) is said first in it."""
+
         async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
             if ctx is not None:
                 await ctx.session.report_progress(progress, total, message)
@@ -525,6 +565,8 @@ class ServerProxy:
             await self._finish(record, verdict_label, "cancelled", None, started, sent=sent)
             raise
         outcome = "tool_error" if result.get("isError") is True else "ok"
+        if note is not None:
+            result = {**result, "content": [{"type": "text", "text": note}, *(result.get("content") or [])]}
         await self._finish(record, verdict_label, outcome, None, started, result=result)
         return result  # JSON: the runner validates it for the client's protocol version as it writes it
 
@@ -543,6 +585,8 @@ class ServerProxy:
         when its call never left, gets its claim back for the next identical call."""
         if not sent:
             detail = f"{detail or outcome}; not sent: the approval stays for the same call again"
+        if record.detail:  # said of the call before it was sent (an approval's edit)
+            detail = f"{record.detail}; {detail}" if detail else record.detail
         finished = record.finish(verdict, outcome=outcome, detail=detail, started=started)
         tracing.annotate(outcome=outcome)
         self.core.audit.record(finished)

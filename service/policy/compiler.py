@@ -33,7 +33,7 @@ from service.configfile import (
     read_config_bytes,
     validation_error_to_config_error,
 )
-from service.policy.conditions import ConditionSyntaxError, compile_condition
+from service.policy.conditions import ConditionSyntaxError, compile_amount, compile_condition
 from service.policy.contacts import check_contact, contact_channels, same_contact
 from service.policy.engine import DEFAULT_CACHE_SIZE, CompiledCase, CompiledRule, GrantLayer, Policy, RuleSet
 from service.policy.patterns import KeyPattern, PatternError, overlap, parse_key
@@ -76,7 +76,7 @@ class _Compiler:
     def __init__(self, path: Path, file_in: PolicyFileIn) -> None:
         self.path = path
         self.file = file_in
-        self.counters: dict[str, tuple[int, str, str]] = {}  # name -> window, scope, location
+        self.counters: dict[str, tuple[int, str, bool, str]] = {}  # name -> window, scope, adds amounts, location
         self.people = self._people()
         self.groups_checked: dict[str, tuple[Approver, ...]] = {}
         self.all_tools_limits = tuple(
@@ -212,8 +212,20 @@ class _Compiler:
             limits.extend(self.all_tools_limits)
         self._check_counter_names(limits, where)
         approval = None
+        if rule_in.editable and action != "require_approval":
+            raise self.error(
+                (*where, "editable"),
+                f"editable only applies to action 'require_approval' (an approver edits a held call), "
+                f"but this {'case' if 'cases' in where else 'rule'}'s action is '{action}'",
+            )
         if action == "require_approval":
-            approval = self._approval(rule_in.approval, (*where, "approval"))
+            approval = self._approval(rule_in.approval, (*where, "approval"), editable=rule_in.editable)
+            if approval.editable and approval.quorum > 1:
+                raise self.error(
+                    (*where, "editable"),
+                    f"an editable approval needs quorum 1 (this one has quorum {approval.quorum}): with several "
+                    "approvers, each would have to approve the same edited call",
+                )
         return Verdict(
             action=action,
             rule=label,
@@ -244,6 +256,7 @@ class _Compiler:
                 "reason": case_in.reason,
                 "approval": case_in.approval,
                 "limits": case_in.limits,
+                "editable": case_in.editable,
                 "rate_limit": None,
                 "hide": False,
                 "cases": [],
@@ -312,16 +325,30 @@ class _Compiler:
     # -- limits -------------------------------------------------------------------------------------
 
     def _limit(self, limit_in: LimitIn, where: Loc) -> Limit:
-        limit = Limit(limit_in.counter, limit_in.window, limit_in.max, limit_in.scope)
+        amount = None
+        if limit_in.amount is not None:
+            try:
+                amount = compile_amount(limit_in.amount)
+            except ConditionSyntaxError as exc:
+                raise self.error((*where, "amount"), f"invalid CEL expression: {exc}") from None
+        limit = Limit(limit_in.counter, limit_in.window, limit_in.max, limit_in.scope, amount)
+        adds = amount is not None
         seen = self.counters.get(limit.counter)
         location = format_location(where)
         if seen is None:
-            self.counters[limit.counter] = (limit.window_seconds, limit.scope, location)
+            self.counters[limit.counter] = (limit.window_seconds, limit.scope, adds, location)
         elif seen[:2] != (limit.window_seconds, limit.scope):
             raise self.error(
                 where,
                 f"counter {limit.counter!r} is used with window {limit.window_seconds}s, scope {limit.scope} here "
-                f"but with window {seen[0]}s, scope {seen[1]} at {seen[2]}; a counter must mean one thing "
+                f"but with window {seen[0]}s, scope {seen[1]} at {seen[3]}; a counter must mean one thing "
+                "(give this limit its own counter name)",
+            )
+        elif seen[2] != adds:
+            counts, sums = ("adds up an amount", "counts calls") if adds else ("counts calls", "adds up an amount")
+            raise self.error(
+                where,
+                f"counter {limit.counter!r} {counts} here but {sums} at {seen[3]}; a counter must mean one thing "
                 "(give this limit its own counter name)",
             )
         return limit
@@ -394,10 +421,16 @@ class _Compiler:
             f"unknown approver kind {kind!r} in {entry!r}; use a person's name, {', '.join(kinds[:-1])} or {kinds[-1]}",
         )
 
-    def _approval(self, approval_in: ApprovalIn | None, where: Loc) -> ApprovalSpec:
+    def _approval(self, approval_in: ApprovalIn | None, where: Loc, *, editable: bool = False) -> ApprovalSpec:
         if approval_in is None:
-            return ApprovalSpec(approvers=tuple(self.people.values()))
+            return ApprovalSpec(approvers=tuple(self.people.values()), editable=editable)
         groups: tuple[str, ...] = ()
+        if editable and approval_in.scopes:
+            raise self.error(
+                (*where, "scopes"),
+                "an editable rule gives one-off approvals only: `editable` and standing `scopes` do not combine "
+                "(an edit is for one call)",
+            )
         if approval_in.approvers is None:
             approvers = tuple(self.people.values())
         else:
@@ -430,6 +463,7 @@ class _Compiler:
             four_eyes=approval_in.four_eyes,
             groups=groups,
             scopes={scope: float(seconds) for scope, seconds in (approval_in.scopes or {}).items()},
+            editable=editable,
         )
 
     def _groups_named(self, entries: Sequence[str]) -> tuple[str, ...]:

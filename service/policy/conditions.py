@@ -61,6 +61,7 @@ _ENV = cel.NewEnv(
 )
 _BOOL = cel.Type.BOOL
 _DYN = cel.Type.DYN
+_NUMBERS = (cel.Type.INT, cel.Type.UINT, cel.Type.DOUBLE)
 _ERROR = cel.Type.ERROR
 _STATUS = re.compile(r"^[A-Z_]+: ")
 _STATUS_SUFFIX = re.compile(r"\s*\[[A-Z_]+\]\s*$")
@@ -150,6 +151,55 @@ class Condition:
             return ConditionFailed(f"condition `{self.source}` failed: {type(exc).__name__}")
 
 
+class Amount:
+    """A compiled CEL expression giving how much one call adds to a limit (`limits[].amount`).
+
+    `evaluate` never raises: a number that is finite and not negative, or why this call's amount cannot be known
+    (then the call is denied: fail closed)."""
+
+    __slots__ = ("_program", "source")
+
+    def __init__(self, source: str, program: cel.Expression) -> None:
+        self.source = source
+        self._program = program
+
+    def __repr__(self) -> str:
+        return f"Amount({self.source!r})"
+
+    def evaluate(self, variables: CallVariables) -> float | ConditionFailed:
+        """The call's amount (int, uint and double alike, as a float), or why it cannot be counted."""
+        try:
+            value = self._program.eval(variables._activation)
+            kind = value.type()
+            if kind == _ERROR:
+                message = _scrub(_clean(str(value.value())), variables._args, self.source)
+                return ConditionFailed(f"amount `{self.source}` failed: {message}")
+            if kind not in _NUMBERS:
+                return ConditionFailed(f"amount `{self.source}` gave a {_type_name(kind)}, not a number")
+            number = float(value.value())
+        except Exception as exc:  # the runtime raised instead of returning an error value
+            return ConditionFailed(f"amount `{self.source}` failed: {type(exc).__name__}")
+        if not math.isfinite(number):
+            return ConditionFailed(f"amount `{self.source}` is not a finite number")
+        if number < 0:
+            return ConditionFailed(f"amount `{self.source}` is negative ({number:g}); an amount must be 0 or more")
+        return number
+
+
+def compile_amount(source: str) -> Amount:
+    """Parse and type-check a limit's amount once; `ConditionSyntaxError` unless it can be a number."""
+    if not isinstance(source, str) or not source.strip():
+        raise ConditionSyntaxError('an amount must be a non-empty CEL expression, e.g. "args.amount"')
+    try:
+        program = _ENV.compile(source)
+    except Exception as exc:
+        raise ConditionSyntaxError(_clean(str(exc))) from None
+    kind = program.return_type()
+    if kind not in _NUMBERS and kind != _DYN:
+        raise ConditionSyntaxError(f"an amount must be a number, but this expression is always a {_type_name(kind)}")
+    return Amount(source, program)
+
+
 def compile_condition(source: str) -> Condition:
     """Parse and type-check once; `ConditionSyntaxError` with the parser's message if it is wrong."""
     if not isinstance(source, str) or not source.strip():
@@ -164,6 +214,15 @@ def compile_condition(source: str) -> Condition:
             f"a condition must be true or false, but this expression is always a {_type_name(kind)}"
         )
     return Condition(source, program)
+
+
+def arguments_problem(args: Any) -> str | None:
+    """Why `args` cannot be a call's arguments that every part of holdgate holds faithfully, or None: not an object,
+    a NUL or lone surrogate in a string, an integer outside 64 bits, NaN or infinity, nesting deeper than
+    `MAX_DEPTH`, a key that is not a string (the checks a condition makes; an approver's edit must pass them)."""
+    if type(args) is not dict:
+        return "args is not a JSON object"
+    return None if _fits(args, 1) else (_check_value(args, "args", 0) or "args cannot be converted")
 
 
 def _fits(container: Any, depth: int) -> bool:

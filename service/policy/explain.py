@@ -14,6 +14,7 @@ from typing import Any
 
 from service.policy.conditions import ConditionFailed
 from service.policy.engine import Candidate, CompiledRule, Policy
+from service.policy.limits import charges
 from service.policy.patterns import KeyPattern
 from service.policy.redaction import redact_arguments
 from service.policy.verdict import Verdict
@@ -49,6 +50,15 @@ def explain(policy: Policy, grant: str | None, server: str, tool: str, args: dic
         f"if the tool's definition is not as a person accepted it (changed, or new): {change.action} "
         f"({change.label}), or the rule's verdict if that is stricter"
     )
+    if args is not None and verdict.action != "deny" and any(limit.amount is not None for limit in verdict.limits):
+        added = charges(verdict.limits, args, grant=grant_name, server=server, tool=tool, now=now)
+        if isinstance(added, ConditionFailed):
+            lines.append(f"amounts: cannot be counted, so the call is denied (fails closed): {added.reason}")
+        else:
+            lines.append(
+                "amounts this call adds: "
+                + ", ".join(f"{limit.counter} +{amount:g}" for limit, amount in zip(verdict.limits, added, strict=True))
+            )
     if args is not None:
         redacted = redact_arguments(args, verdict.redact)
         lines.append(f"arguments as the audit records them: {json.dumps(redacted, ensure_ascii=False, sort_keys=True)}")

@@ -18,8 +18,17 @@ Two statements per call, each covering all of the call's limits, in one transact
   2. a multi-row conditional upsert of those slots: `... DO UPDATE SET at = :now WHERE at <= :now -
      window`. A key with no row back has its oldest call still inside the window: that limit is full.
 
+A limit with an `amount` (`limits[].amount`, a CEL expression over the call) adds that amount instead
+of 1: its key keeps one row per counted call still inside the window (`rate_amounts`: time and amount;
+older rows are deleted as calls come), and a call is allowed iff the sum of those amounts plus its own
+is at most `max`. Its key's `rate_counters` row is locked by an upsert first, like the others, so
+callers of one key still go one at a time on any replica. `charges` evaluates each limit's amount for a
+call beforehand (pure): an amount that errors, is not a number, is negative, NaN or infinite denies the
+call (fail closed). An amount of 0 counts nothing.
+
 If any limit is full the transaction is rolled back, so no key moves (all or nothing). Limits are
-applied in (counter, scope key) order so that concurrent transactions lock rows in the same order
+applied in (counter, scope key) order, those that count calls before those that add amounts (a counter
+is one or the other in a policy), so that concurrent transactions lock rows in the same order
 and cannot deadlock. A key whose `max` changed (a policy reload) has its ring rebuilt from the
 newest calls it holds, so the new `max` holds at once. `now` is passed in (unix seconds), so tests
 own the clock.
@@ -32,15 +41,16 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, delete, insert, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, select, tuple_, update
 from sqlalchemy import inspect as inspect_model
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from service.models import RateCounter, RateCounterCall
+from service.models import RateAmount, RateCounter, RateCounterCall
+from service.policy.conditions import ConditionFailed, call_variables
 from service.policy.verdict import Limit
 
 GLOBAL_SCOPE_KEY = "*"
@@ -55,6 +65,9 @@ def _table_of(model: type) -> Table:
 
 _KEYS = _table_of(RateCounter)
 _CALLS = _table_of(RateCounterCall)
+_AMOUNTS = _table_of(RateAmount)
+SUM_TOLERANCE = 1e-9
+"""Slack for float sums (0.1 + 0.2 is not 0.3): a total over `max` by less than this part of `max` still fits."""
 _UPSERTS: dict[str, Callable[[Table], postgresql.Insert | sqlite.Insert]] = {
     "postgresql": postgresql.insert,
     "sqlite": sqlite.insert,
@@ -77,19 +90,69 @@ def scope_key(limit: Limit, grant: str) -> str:
     return grant if limit.scope == "grant" else GLOBAL_SCOPE_KEY
 
 
+def charges(
+    limits: Sequence[Limit], arguments: Any, *, grant: str, server: str, tool: str, now: float
+) -> tuple[float, ...] | ConditionFailed:
+    """What one call adds to each of `limits`: 1, or the limit's `amount` for this call.
+
+    `ConditionFailed` (deny the call) when an amount cannot be known: it errors (a missing key, a wrong type),
+    is not a number, is negative, NaN or infinite, or the arguments cannot be given to CEL."""
+    if all(limit.amount is None for limit in limits):
+        return (1.0,) * len(limits)
+    variables = call_variables(arguments, tool=tool, server=server, grant=grant, now=now)
+    if isinstance(variables, ConditionFailed):
+        return ConditionFailed(f"{variables.reason}, so the call is denied")
+    found: list[float] = []
+    for limit in limits:
+        if limit.amount is None:
+            found.append(1.0)
+            continue
+        value = limit.amount.evaluate(variables)
+        if isinstance(value, ConditionFailed):
+            return ConditionFailed(f"limit {limit.counter!r}: {value.reason}, so the call is denied")
+        found.append(value)
+    return tuple(found)
+
+
 async def consume(
-    factory: async_sessionmaker[AsyncSession], limits: Sequence[Limit], *, grant: str, now: float
+    factory: async_sessionmaker[AsyncSession],
+    limits: Sequence[Limit],
+    *,
+    grant: str,
+    now: float,
+    amounts: Sequence[float] | None = None,
 ) -> LimitOutcome:
-    """Count one call against every limit, or against none if any is full."""
+    """Count one call against every limit, or against none if any is full.
+
+    `amounts` (from `charges`, one per limit) is what the call adds to each limit with an `amount`; a limit
+    that counts calls always adds 1."""
     if not limits:
         return ALLOWED
-    for limit in limits:
-        if limit.max <= 0:  # static config: refuse without touching the database
+    added = list(amounts) if amounts is not None else [1.0] * len(limits)
+    if len(added) != len(limits):
+        raise ValueError("one amount per limit")
+    for limit, amount in zip(limits, added, strict=True):
+        if limit.max <= 0 or (limit.amount is not None and amount > limit.max * (1 + SUM_TOLERANCE)):
+            # static config, or more than the limit ever holds: refuse without touching the database
             return LimitOutcome(allowed=False, counter=limit.counter, retry_after=None)
-    keyed = sorted(((limit, scope_key(limit, grant)) for limit in limits), key=lambda pair: (pair[0].counter, pair[1]))
+    counted = sorted(
+        ((limit, scope_key(limit, grant)) for limit in limits if limit.amount is None),
+        key=lambda pair: (pair[0].counter, pair[1]),
+    )
+    summed = sorted(
+        (
+            (limit, scope_key(limit, grant), amount)
+            for limit, amount in zip(limits, added, strict=True)
+            if limit.amount is not None
+        ),
+        key=lambda item: (item[0].counter, item[1]),
+    )
     try:
         async with factory() as session, session.begin():
-            await _take_slots(session, keyed, now)
+            if counted:
+                await _take_slots(session, counted, now)
+            if summed:
+                await _add_amounts(session, summed, now)
     except _Full as full:  # leaving the block rolled every slot taken back
         return LimitOutcome(
             allowed=False,
@@ -114,11 +177,11 @@ async def prune(factory: async_sessionmaker[AsyncSession], now: float) -> int:
             )
         )
         if gone:
+            keys = [tuple(row) for row in gone]
             await session.execute(
-                delete(RateCounterCall).where(
-                    tuple_(RateCounterCall.counter, RateCounterCall.scope_key).in_([tuple(row) for row in gone])
-                )
+                delete(RateCounterCall).where(tuple_(RateCounterCall.counter, RateCounterCall.scope_key).in_(keys))
             )
+            await session.execute(delete(_AMOUNTS).where(tuple_(_AMOUNTS.c.counter, _AMOUNTS.c.scope_key).in_(keys)))
     return len(gone)
 
 
@@ -137,7 +200,11 @@ class MemoryWindows:
         self._windows: dict[tuple[str, str], int] = {}
 
     def consume(self, limits: Sequence[Limit], *, grant: str, now: float) -> LimitOutcome:
-        """Count one call against every limit, or against none if any is full."""
+        """Count one call against every limit, or against none if any is full.
+
+        Limits that add up an `amount` are not counted here yet (their sums live in the database's
+        `rate_amounts`): a replay or a shadow policy leaves them out, as docs/decisions.md says."""
+        limits = [limit for limit in limits if limit.amount is None]
         if not limits:
             return ALLOWED
         for limit in limits:
@@ -148,7 +215,7 @@ class MemoryWindows:
         )
         rings = []
         for limit, key in keyed:
-            ring = self._ring((limit.counter, key), limit.max)
+            ring = self._ring((limit.counter, key), int(limit.max))
             if len(ring) >= limit.max and ring[0] > now - limit.window_seconds:
                 return LimitOutcome(
                     allowed=False,
@@ -244,12 +311,74 @@ async def _take_slots(session: AsyncSession, keyed: Sequence[tuple[Limit, str]],
             raise _Full(limit, float(oldest if oldest is not None else now))
 
 
+async def _add_amounts(session: AsyncSession, summed: Sequence[tuple[Limit, str, float]], now: float) -> None:
+    """The limits that add up an amount: lock their keys, drop the calls that left each window, and add this
+    call's amounts if every sum stays within its `max`; raises _Full (the oldest call whose leaving makes room)."""
+    statements = _statements(session)
+    await session.execute(
+        statements.lock,
+        [
+            {
+                "counter": limit.counter,
+                "scope_key": key,
+                "window_seconds": limit.window_seconds,
+                "size": 0,
+                "next_slot": 0,
+                "last_at": now,
+            }
+            for limit, key, _ in summed
+        ],
+    )
+    await session.execute(
+        statements.forget,
+        [{"c": limit.counter, "k": key, "cutoff": now - limit.window_seconds} for limit, key, _ in summed],
+    )
+    totals = {
+        (row.counter, row.scope_key): float(row.total)
+        for row in await session.execute(
+            select(_AMOUNTS.c.counter, _AMOUNTS.c.scope_key, func.sum(_AMOUNTS.c.amount).label("total"))
+            .where(
+                tuple_(_AMOUNTS.c.counter, _AMOUNTS.c.scope_key).in_([(limit.counter, key) for limit, key, _ in summed])
+            )
+            .group_by(_AMOUNTS.c.counter, _AMOUNTS.c.scope_key)
+        )
+    }
+    for limit, key, amount in summed:
+        over = totals.get((limit.counter, key), 0.0) + amount - limit.max
+        if amount > 0 and over > limit.max * SUM_TOLERANCE:
+            raise _Full(limit, await _room_at(session, limit, key, over, now))
+    added = [
+        {"counter": limit.counter, "scope_key": key, "at": now, "amount": amount}
+        for limit, key, amount in summed
+        if amount > 0
+    ]
+    if added:
+        await session.execute(insert(_AMOUNTS), added)
+
+
+async def _room_at(session: AsyncSession, limit: Limit, key: str, over: float, now: float) -> float:
+    """The time of the oldest call whose leaving the window frees `over` (for `retry_after`)."""
+    freed = 0.0
+    rows = await session.execute(
+        select(_AMOUNTS.c.at, _AMOUNTS.c.amount)
+        .where(_AMOUNTS.c.counter == limit.counter, _AMOUNTS.c.scope_key == key)
+        .order_by(_AMOUNTS.c.at)
+    )
+    for at, amount in rows:
+        freed += float(cast(float, amount))
+        if freed >= over - limit.max * SUM_TOLERANCE:
+            return float(cast(float, at))
+    return now  # nothing to wait for (cannot happen: `consume` refuses an amount over `max` beforehand)
+
+
 @dataclass(frozen=True, slots=True)
 class _Statements:
-    """The two statements of a call, built once per dialect."""
+    """The statements of a call, built once per dialect."""
 
     advance: Any
     take: Any
+    lock: Any
+    forget: Any
 
 
 @functools.cache
@@ -275,7 +404,23 @@ def _statements_for(dialect: str) -> _Statements:
         set_={"at": new.at, "window_seconds": new.window_seconds},
         where=_CALLS.c.at <= new.at - new.window_seconds,
     ).returning(_CALLS.c.counter, _CALLS.c.scope_key)
-    return _Statements(advance, take)
+    # limits that add up an amount: create or touch each key's row, which locks it (PostgreSQL) to the end of the
+    # transaction; then forget the amounts that left the window
+    keys = upsert(_KEYS)
+    new = keys.excluded
+    lock = keys.on_conflict_do_update(
+        index_elements=[_KEYS.c.counter, _KEYS.c.scope_key],
+        set_={
+            "window_seconds": new.window_seconds,
+            "last_at": case((_KEYS.c.last_at < new.last_at, new.last_at), else_=_KEYS.c.last_at),
+        },
+    )
+    forget = delete(_AMOUNTS).where(
+        _AMOUNTS.c.counter == bindparam("c"),
+        _AMOUNTS.c.scope_key == bindparam("k"),
+        _AMOUNTS.c.at <= bindparam("cutoff"),
+    )
+    return _Statements(advance, take, lock, forget)
 
 
 def _statements(session: AsyncSession) -> _Statements:
@@ -292,7 +437,8 @@ async def _resize(session: AsyncSession, limit: Limit, key: str) -> int:
     0, the oldest of them; with fewer, the first empty slot."""
     of_key = and_(_CALLS.c.counter == limit.counter, _CALLS.c.scope_key == key)
     stored: list[float] = list((await session.scalars(select(_CALLS.c.at).where(of_key))).all())
-    times = sorted(stored, reverse=True)[: limit.max]
+    size = int(limit.max)  # a limit that counts calls has a whole max (`LimitIn`)
+    times = sorted(stored, reverse=True)[:size]
     times.reverse()
     await session.execute(delete(_CALLS).where(of_key))
     if times:
@@ -309,11 +455,11 @@ async def _resize(session: AsyncSession, limit: Limit, key: str) -> int:
                 for i, at in enumerate(times)
             ],
         )
-    slot = len(times) % limit.max
+    slot = len(times) % size
     await session.execute(
         update(_KEYS)
         .where(_KEYS.c.counter == limit.counter, _KEYS.c.scope_key == key)
-        .values(size=limit.max, next_slot=(slot + 1) % limit.max)
+        .values(size=size, next_slot=(slot + 1) % size)
     )
     return slot
 

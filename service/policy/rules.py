@@ -18,7 +18,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from service.policy import channel_names
 
@@ -44,6 +44,9 @@ held call (or start-up) later."""
 MAX_LIMIT_MAX = 100_000
 """Largest `max` of a rate limit: a sliding limit keeps one row per call in its window, so `max`
 bounds the rows one counter key holds."""
+MAX_AMOUNT_MAX = 10**15
+"""Largest `max` of a limit that adds up an `amount` (a sum, not a count of rows): far beyond any budget, and
+inside the integers a double holds exactly (2**53), so sums compare without rounding surprises."""
 
 
 def parse_duration(value: Any) -> float:
@@ -109,13 +112,41 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
 
+def _number(value: Any) -> Any:
+    """A JSON number, whole or not (a limit's `max`): one error at the field, not one per member of a union."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("Input should be a valid integer (or a number, for a limit with an amount)")
+    return value
+
+
 class LimitIn(_Model):
-    """One sliding-window counter: at most `max` calls in any span of `window`, per grant or across all grants."""
+    """One sliding-window counter: at most `max` calls in any span of `window`, per grant or across all grants.
+
+    With `amount` (a CEL expression over the call, e.g. `args.amount` or `size(args.recipients)`), each call
+    adds that number instead of 1: at most `max` in total in any span of `window`."""
 
     counter: str = Field(min_length=1, max_length=200)
     window: Window
-    max: int = Field(ge=0, le=MAX_LIMIT_MAX)
+    amount: str | None = Field(default=None, min_length=1)
+    max: Annotated[int | float, BeforeValidator(_number)]
     scope: Scope = "grant"
+
+    @field_validator("max")
+    @classmethod
+    def _max_bound(cls, value: int | float, info: ValidationInfo) -> int | float:
+        if value < 0:
+            raise ValueError("Input should be greater than or equal to 0")
+        if info.data.get("amount") is None:
+            if not isinstance(value, int):
+                raise ValueError("a limit that counts calls needs a whole number for max")
+            if value > MAX_LIMIT_MAX:
+                raise ValueError(
+                    f"Input should be less than or equal to {MAX_LIMIT_MAX} (a limit that counts calls keeps one "
+                    "row per call in its window)"
+                )
+        elif not math.isfinite(value) or value > MAX_AMOUNT_MAX:
+            raise ValueError(f"the max of a limit with an amount must be a finite number of at most {MAX_AMOUNT_MAX}")
+        return value
 
 
 class RateLimitIn(_Model):
@@ -193,6 +224,7 @@ class CaseIn(_Model):
     approval: ApprovalIn | None = None
     limits: list[LimitIn] = Field(default_factory=list)
     hide: bool = False
+    editable: bool = False
     description: str | None = None
 
 
@@ -206,6 +238,9 @@ class RuleIn(_Model):
     rate_limit: Annotated[RateLimitIn | None, BeforeValidator(_rate_limit_string)] = None
     redact: list[RedactPath] = Field(default_factory=list)
     approval: ApprovalIn | None = None
+    editable: bool = Field(
+        default=False, description="an approver may approve the call with changed arguments (require_approval)"
+    )
     cases: list[CaseIn] = Field(default_factory=list)
     description: str | None = None
     require: list[Any] = Field(default_factory=list)

@@ -7,23 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from service.policy.conditions import Amount
 
 ActionName = Literal["allow", "deny", "require_approval"]
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """At most `max` calls in any span of `window_seconds` (sliding), counted per grant or globally."""
+    """At most `max` calls in any span of `window_seconds` (sliding), counted per grant or globally.
+
+    With `amount` (compiled CEL, `limits[].amount`), a call adds that amount instead of 1: at most `max` in total."""
 
     counter: str
     window_seconds: int
-    max: int
+    max: int | float
     scope: Literal["grant", "global"] = "grant"
+    amount: Amount | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         per = "per grant" if self.scope == "grant" else "across all grants"
-        return f"{self.counter}: at most {self.max} in any {format_seconds(self.window_seconds)}, {per}"
+        what = f"{self.max:g} of `{self.amount.source}`" if self.amount is not None else f"{self.max}"
+        return f"{self.counter}: at most {what} in any {format_seconds(self.window_seconds)}, {per}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,8 @@ class ApprovalSpec:
     scopes: Mapping[str, float] = field(default_factory=dict, hash=False)
     """The standing approvals an approver may give instead of a one-off one: scope (`same_args`, `tool`) ->
     longest duration in seconds (`approval.scopes`); empty: one-off approvals only."""
+    editable: bool = False
+    """An approver may approve the call with changed arguments (the rule's or case's `editable`)."""
 
     def describe(self) -> str:
         who = ", ".join(a.describe() for a in self.approvers) or "the local operator only (no people declared)"
@@ -92,6 +101,8 @@ class ApprovalSpec:
         if self.scopes:
             standing = ", ".join(f"{scope} up to {format_seconds(s)}" for scope, s in self.scopes.items())
             text += f"; standing approvals: {standing}"
+        if self.editable:
+            text += "; editable (an approver may change the arguments before release)"
         return text
 
 

@@ -391,6 +391,43 @@ def test_bad_standing_scopes(tmp_path, value, location, message):
     assert message in error.message
 
 
+@pytest.mark.parametrize(
+    ("limit", "location", "message"),
+    [
+        (
+            {"counter": "spend", "window": "day", "max": 1000, "amount": "args.amount +"},
+            "tools.x.limits[0].amount",
+            "invalid CEL expression: at 1:14: Syntax error",
+        ),
+        (
+            {"counter": "spend", "window": "day", "max": 1000, "amount": "arg.amount"},
+            "tools.x.limits[0].amount",
+            "undeclared reference to 'arg.amount'",
+        ),
+        (
+            {"counter": "spend", "window": "day", "max": 1000, "amount": "args.kind == 'x'"},
+            "tools.x.limits[0].amount",
+            "an amount must be a number, but this expression is always a bool",
+        ),
+        (
+            {"counter": "spend", "window": "day", "max": 1000, "amount": ""},
+            "tools.x.limits[0].amount",
+            "at least 1 character",
+        ),
+        (
+            {"counter": "spend", "window": "day", "max": 1e16, "amount": "args.amount"},
+            "tools.x.limits[0].max",
+            "finite number of at most 1000000000000000",
+        ),
+        ({"counter": "c", "window": "day", "max": 2.5}, "tools.x.limits[0].max", "needs a whole number for max"),
+    ],
+)
+def test_bad_amount_limits_are_reported_at_their_place(tmp_path, limit, location, message):
+    error = error_for(tmp_path, rule(limits=[limit]))
+    assert error.location == location
+    assert message in error.message
+
+
 def test_scopes_load_and_are_explained(tmp_path):
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(scopes({"same_args": "1h", "tool": 1800})))
@@ -399,3 +436,24 @@ def test_scopes_load_and_are_explained(tmp_path):
     assert "standing approvals: same_args up to 1h, tool up to 30m" in verdict.approval.describe()
     path.write_text(json.dumps(rule(action="require_approval", approval={})))
     assert load_policy(path).evaluate("agent", "jobs", "x", {}).approval.scopes == {}
+
+
+def test_a_counter_cannot_both_count_calls_and_add_amounts(tmp_path):
+    policy = {
+        "tools": {
+            "pay": {"limits": [{"counter": "c", "window": "day", "max": 100, "amount": "args.amount"}]},
+            "refund": {"limits": [{"counter": "c", "window": "day", "max": 100}]},
+        }
+    }
+    error = error_for(tmp_path, policy)
+    assert error.location == "tools.refund.limits[0]"
+    assert "counter 'c' counts calls here but adds up an amount at tools.pay.limits[0]" in error.message
+
+
+def test_an_amount_limit_loads_with_a_large_or_fractional_max_and_says_what_it_adds(tmp_path):
+    path = tmp_path / "policy.json"
+    limits = [{"counter": "spend", "window": "day", "max": 2_500_000.5, "amount": "args.amount"}]
+    path.write_text(json.dumps(rule(limits=limits)))
+    [limit] = load_policy(path).evaluate("g", "s", "x").limits
+    assert limit.max == 2_500_000.5
+    assert limit.describe() == "spend: at most 2.5e+06 of `args.amount` in any 1d, per grant"
