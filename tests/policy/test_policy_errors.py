@@ -462,9 +462,7 @@ def test_an_amount_limit_loads_with_a_large_or_fractional_max_and_says_what_it_a
 def test_an_editable_rule_offers_no_standing_approvals(tmp_path):
     """An edit is for one call; a standing approval covers later calls with their own arguments. A rule
     (or a case) that asks for both is refused at load, naming the place, rather than one silently winning."""
-    error = error_for(
-        tmp_path, rule(action="require_approval", editable=True, approval={"scopes": {"tool": "30m"}})
-    )
+    error = error_for(tmp_path, rule(action="require_approval", editable=True, approval={"scopes": {"tool": "30m"}}))
     assert error.location == "tools.x.approval.scopes"
     assert "`editable` and standing `scopes` do not combine" in error.message
     case = {"when": "true", "action": "require_approval", "editable": True, "approval": {"scopes": {"same_args": "1h"}}}
