@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -44,8 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PERSON_TOKEN = "bench-person-token"
 
 
-def holdgate(root: Path, env: dict[str, str], *args: str) -> float:
-    """Run `holdgate ARGS` with `root`'s code; its wall time in seconds (it must succeed)."""
+def holdgate(root: Path, env: dict[str, str], *args: str) -> tuple[float, float]:
+    """Run `holdgate ARGS` with `root`'s code; its wall time and its CPU time (user + system) in seconds.
+
+    The CPU time is the command's own (not the service's, for --url): on a shared machine it moves far less
+    with the load than the wall time does.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "service", *args],
@@ -55,9 +61,11 @@ def holdgate(root: Path, env: dict[str, str], *args: str) -> float:
         text=True,
     )
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"holdgate {' '.join(args)} failed ({done.returncode}): {done.stderr}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def seed_pending(root: Path, env: dict[str, str], count: int) -> list[str]:
@@ -130,9 +138,13 @@ def serving(root: Path, env: dict[str, str]) -> Iterator[str]:
         log.close()
 
 
-def report(name: str, times: list[float]) -> None:
-    ms = sorted(t * 1000 for t in times)
-    print(f"  {name:<40} p50 {statistics.median(ms):7.0f} ms   max {ms[-1]:7.0f} ms   (n={len(ms)})")
+def report(name: str, runs: list[tuple[float, float]]) -> None:
+    wall = sorted(w * 1000 for w, _ in runs)
+    cpu = sorted(c * 1000 for _, c in runs)
+    print(
+        f"  {name:<40} wall p50 {statistics.median(wall):6.0f} ms  max {wall[-1]:6.0f} ms   "
+        f"CPU p50 {statistics.median(cpu):5.0f} ms  max {cpu[-1]:5.0f} ms   (n={len(wall)})"
+    )
 
 
 def main() -> None:

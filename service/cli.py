@@ -7,13 +7,13 @@ operator. Every command builds its settings from the environment (`HOLDGATE_*`).
 
 Lazy imports, the rule for this module and every command module it mounts (`service/commands/*`,
 `service/audit/cli.py`): at module level, import only the standard library, typer and other command modules.
-(A channel's own commands are loaded with its plug-in, only when their name is asked for.)
-Everything else (settings, the database, approvals, rich, fastapi, sqlalchemy, mcp,
-the app) is imported inside the command function that uses it, so a command pays only for what it needs:
-`holdgate approve`, `deny` and `decisions list` never import the web stack. `tests/test_cli_imports.py`
-checks the import graph; `bench/bench_cli.py` measures the start-up (`python -X importtime -m service ...`
-shows where time goes). A command group is one module with a `typer.Typer()` named `app`, mounted with one
-`app.add_typer(...)` line below.
+Everything else (settings, the database, approvals, rich, fastapi, sqlalchemy, mcp, the app) is imported
+inside the command function that uses it, so a command pays only for what it needs: `holdgate approve`, `deny`
+and `decisions list` never import the web stack, and with `--url` no database code either. A channel's own
+commands are loaded with its plug-in, only when their name is asked for. `tests/test_cli_imports.py` checks the
+import graph; `bench/bench_cli.py` measures the start-up (`python -X importtime -m service ...` shows where time
+goes). A command group is one module with a `typer.Typer()` named `app`, mounted with one `app.add_typer(...)`
+line below.
 """
 
 from __future__ import annotations
