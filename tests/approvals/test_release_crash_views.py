@@ -40,6 +40,8 @@ async def claimed_by_a_process_that_dies(gw, clock: Clock, *, sending: bool) -> 
         args_sha256=await gw.state.audit.args_digest.digest(ARGS),  # the gateway's keyed digest
         verdict=policy.evaluate("agent", "jobs", "cancel-async-job"),
         policy_version=policy.version,
+        # Bound as the gateway binds it: "agent" is also a declared person, so its agent acts for that person.
+        acting_for=gw.state.approvals.holding.acting_for("agent", None),
     )
     await dead.transition(decision.id, "approved", by="alice", via="api")
     assert await dead.claim(decision.id) is not None
