@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.api.deps import PersonDep, get_approvals, require_person
 from service.api.params import refuse_nul
+from service.api.problems import responses
 from service.approvals import (
     ApprovalError,
     ApprovalService,
@@ -28,7 +29,7 @@ router = APIRouter(
 ServiceDep = Depends(get_approvals)
 
 
-@router.get("", response_model=StandingPage)
+@router.get("", response_model=StandingPage, responses=responses(401, 422))
 async def list_standing(
     service: ApprovalService = ServiceDep,
     all: bool = Query(False, description="revoked and expired ones too"),
@@ -41,7 +42,7 @@ async def list_standing(
     return StandingPage(items=[StandingView.of(row, now) for row in rows])
 
 
-@router.get("/{standing_id}", response_model=StandingView)
+@router.get("/{standing_id}", response_model=StandingView, responses=responses(401, 404, 422))
 async def get_standing(standing_id: str, service: ApprovalService = ServiceDep) -> StandingView:
     try:
         standing = await service.get_standing(standing_id)
@@ -50,7 +51,7 @@ async def get_standing(standing_id: str, service: ApprovalService = ServiceDep) 
     return StandingView.of(standing, service.clock())
 
 
-@router.post("/{standing_id}/revoke", response_model=StandingView)
+@router.post("/{standing_id}/revoke", response_model=StandingView, responses=responses(401, 404, 409, 422))
 async def revoke_standing(
     standing_id: str, person: PersonDep, body: RevokeRequest | None = None, service: ApprovalService = ServiceDep
 ) -> StandingView:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 
 from service.api.deps import PersonDep, SessionDep, StateDep, require_person
 from service.api.params import refuse_nul
+from service.api.problems import responses
 from service.tooldefs import (
     AcceptedView,
     AcceptIn,
@@ -27,7 +28,7 @@ from service.tooldefs import (
 router = APIRouter(prefix="/api/tools", tags=["tools"], dependencies=[Depends(refuse_nul), Depends(require_person)])
 
 
-@router.get("", response_model=list[ToolDefinitionView])
+@router.get("", response_model=list[ToolDefinitionView], responses=responses(401, 422))
 async def list_tools(
     session: SessionDep,
     server: str | None = None,
@@ -41,7 +42,7 @@ async def list_tools(
     return views
 
 
-@router.get("/{server}/{tool:path}", response_model=ToolDefinitionView)
+@router.get("/{server}/{tool:path}", response_model=ToolDefinitionView, responses=responses(401, 404, 422))
 async def read_tool(server: str, tool: str, session: SessionDep) -> ToolDefinitionView:
     """One tool with both definitions and the whole diff (accepted to current)."""
     try:
@@ -51,7 +52,7 @@ async def read_tool(server: str, tool: str, session: SessionDep) -> ToolDefiniti
     return ToolDefinitionView.of(row, details=True)
 
 
-@router.post("/{server}/{tool:path}/accept", response_model=AcceptedView)
+@router.post("/{server}/{tool:path}/accept", response_model=AcceptedView, responses=responses(401, 404, 409, 422))
 async def accept_tool(
     server: str, tool: str, state: StateDep, person: PersonDep, body: AcceptIn | None = Body(None)
 ) -> AcceptedView:

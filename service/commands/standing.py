@@ -8,19 +8,34 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="standing",
     help="Standing approvals: approvals that cover later calls of a grant for a while.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+@cache
+def console() -> Console:
+    """rich is imported when a command prints, not when the CLI starts (the lazy-import rule, service/cli.py)."""
+    from rich.console import Console
+
+    return Console()
+
+
+@cache
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _run(work: Any) -> Any:
@@ -54,6 +69,8 @@ def list_standing(
     if as_json:
         print(json.dumps({"items": [v.model_dump() for v in views]}, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"{len(views)} standing approval(s)" + ("" if all_ else ", active"))
     table.add_column("id", no_wrap=True)  # copied into `holdgate standing revoke ID`: never wrapped
     for header in ("scope", "grant", "covers", "by", "state"):
@@ -63,7 +80,7 @@ def list_standing(
         if v.scope == "same_args":
             covers += " " + json.dumps(v.arguments, ensure_ascii=False)
         table.add_row(v.id, v.scope, v.grant, covers[:80], v.approved_by, v.state)
-    console.print(table)
+    console().print(table)
 
 
 @app.command("revoke")
@@ -79,9 +96,9 @@ def revoke(
             lambda service: service.revoke_standing(standing_id, by=LOCAL_OPERATOR, via="cli", reason=reason)
         )
     except ApprovalError as exc:
-        err_console.print(f"[red]{exc.message}[/red]")
+        err_console().print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
-    console.print(
+    console().print(
         f"standing approval {standing.id} revoked ({standing.scope} on {standing.server}/{standing.tool} "
         f"for grant {standing.grant})"
     )
