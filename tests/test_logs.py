@@ -228,6 +228,12 @@ def test_apscheduler_routine_lines_are_debug_and_its_warnings_keep_their_level(r
     handler, stream = _handler("json", "info")
     root_level.setLevel(logging.INFO)
     executor = logging.getLogger("apscheduler.executors.default")
+    # A gateway started by an earlier test (without `serve`'s logging) sets the apscheduler loggers to WARNING;
+    # this test is about the handler's rewrite, so the logger's own level is the default here.
+    scheduler_logger = logging.getLogger("apscheduler")
+    levels = (executor.level, scheduler_logger.level)
+    executor.setLevel(logging.NOTSET)
+    scheduler_logger.setLevel(logging.NOTSET)
     executor.addHandler(handler)
     try:
         executor.info('Running job "sweep" (scheduled at 2026-12-02 05:00:00+00:00)')
@@ -236,6 +242,8 @@ def test_apscheduler_routine_lines_are_debug_and_its_warnings_keep_their_level(r
         executor.info('Job "sweep" executed successfully')
     finally:
         executor.removeHandler(handler)
+        executor.setLevel(levels[0])
+        scheduler_logger.setLevel(levels[1])
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["level"], line["message"][:12]) for line in lines] == [
         ("WARNING", "Run time of "),
