@@ -50,6 +50,9 @@ async def test_paste_or_upload_a_candidate_and_see_what_would_change(tmp_path: P
 
     for page in (pasted, uploaded):
         assert page.status_code == 200, page.text
+        # The page's title is its name; the replay section is rendered once, in the page's content.
+        assert re.search(r"<title>Rules · holdgate</title>", page.text), page.text[:300]
+        assert page.text.count('id="replay"') == 1
         table = page.text[page.text.index('id="replay-changes"') :]
         rows = re.findall(r'<tr class="(changed|unchanged)">(.*?)</tr>', table, re.S)
         cells = [(kind, re.findall(r"action-([a-z_]+)", row), re.findall(r"<td>(\d+)</td>", row)) for kind, row in rows]
