@@ -28,8 +28,11 @@ $(PEERS): tests/peers/package.json tests/peers/package-lock.json
 run: $(INSTALLED)
 	HOLDGATE_ANONYMOUS_DEV_GRANT=$${HOLDGATE_ANONYMOUS_DEV_GRANT:-true} $(BIN)/holdgate serve
 
+# Most tests wait on peers, browsers and databases rather than the CPU, so four workers beat two cores;
+# `--dist loadfile` keeps a module's tests (and its module-scoped peers) in one worker. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 4
 test: $(INSTALLED) $(PEERS)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # tests/support/tiers.py marks the tests that start something `integration`; the rest are the unit tier.
 test-fast: $(INSTALLED)

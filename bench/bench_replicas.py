@@ -21,10 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
-from bench_gateway import EVERYTHING, HOLDGATE, free_port, pct, session, throughput, wait_http
+from bench_gateway import EVERYTHING, free_port, pct, session, throughput, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,28 +37,70 @@ from tests.support.postgres import fresh_database  # noqa: E402 - needs the repo
 APPROVER_TOKEN = "bench-approver-token"
 
 
-def write_config(config: Path, upstream_url: str) -> None:
+APPROVAL = {"action": "require_approval", "approval": {"approvers": ["alice"], "channels": ["console"]}}
+
+
+def write_config(config: Path, upstream_url: str, tools: dict[str, Any]) -> None:
     config.mkdir()
     policy = {
         "version": "1",
         "default": "deny",
         "people": {"alice": {"token_sha256": hashlib.sha256(APPROVER_TOKEN.encode()).hexdigest()}},
-        "tools": {
-            "echo": {"action": "allow"},
-            "get-sum": {"action": "require_approval", "approval": {"approvers": ["alice"], "channels": ["console"]}},
-        },
+        "tools": tools,
     }
     (config / "policy.json").write_text(json.dumps(policy))
     (config / "servers.json").write_text(json.dumps({"mcpServers": {"everything": {"url": upstream_url}}}))
 
 
-def start_replica(env: dict[str, str], port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(HOLDGATE), "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
+def holdgate(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen:
+    """This checkout's holdgate (`python -m service`), not whatever `holdgate` the virtualenv installed."""
+    return subprocess.Popen([sys.executable, "-m", "service", *args], cwd=ROOT, env=env, **kwargs)
+
+
+@asynccontextmanager
+async def two_replicas(tools: dict[str, Any], **settings: str) -> AsyncIterator[tuple[str, str, str]]:
+    """server-everything over Streamable HTTP, a fresh PostgreSQL database and two `holdgate serve` processes on
+    it under a policy of `tools` (alice approves); yields a grant's token and the two replicas' base URLs."""
+    up_port, a_port, b_port = free_port(), free_port(), free_port()
+    upstream = subprocess.Popen(
+        ["node", str(EVERYTHING), "streamableHttp"],
+        env={**os.environ, "PORT": str(up_port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    replicas: list[subprocess.Popen] = []
+    async with fresh_database() as database_url:
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = Path(scratch)
+            write_config(tmp / "config", f"http://127.0.0.1:{up_port}/mcp", tools)
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "HOLDGATE_CONFIG_DIR": str(tmp / "config"),
+                "HOLDGATE_DATA_DIR": str(tmp / "data"),
+                "HOLDGATE_DATABASE_URL": database_url,
+                **settings,
+            }
+            created = holdgate(
+                env, "grant", "create", "bench", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+            token = created.communicate()[0].strip().splitlines()[-1]
+            try:
+                quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+                replicas = [
+                    holdgate(env, "serve", "--port", str(port), "--log-level", "warning", **quiet)
+                    for port in (a_port, b_port)
+                ]
+                a_url, b_url = (f"http://127.0.0.1:{port}" for port in (a_port, b_port))
+                await wait_http(f"http://127.0.0.1:{up_port}/")
+                for url in (a_url, b_url):
+                    await wait_http(f"{url}/healthz")
+                yield token, a_url, b_url
+            finally:
+                for process in [*replicas, upstream]:
+                    process.terminate()
+                for process in [*replicas, upstream]:
+                    process.wait(10)
 
 
 async def release_latencies(a_url: str, approve_url: str, token: str, decisions: int) -> list[float]:
@@ -87,44 +132,12 @@ async def spread_throughput(urls: list[str], token: str, sessions: int, seconds:
 
 
 async def main(args: argparse.Namespace) -> None:
-    up_port, a_port, b_port = free_port(), free_port(), free_port()
-    upstream = subprocess.Popen(
-        ["node", str(EVERYTHING), "streamableHttp"],
-        env={**os.environ, "PORT": str(up_port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    replicas: list[subprocess.Popen] = []
-    async with fresh_database() as database_url:
-        with tempfile.TemporaryDirectory() as scratch:
-            tmp = Path(scratch)
-            write_config(tmp / "config", f"http://127.0.0.1:{up_port}/mcp")
-            env = {
-                **os.environ,
-                "HOLDGATE_CONFIG_DIR": str(tmp / "config"),
-                "HOLDGATE_DATA_DIR": str(tmp / "data"),
-                "HOLDGATE_DATABASE_URL": database_url,
-                "HOLDGATE_APPROVAL_HOLD_S": "60",
-            }
-            created = subprocess.run(
-                [str(HOLDGATE), "grant", "create", "bench"], env=env, capture_output=True, text=True, check=True
-            )
-            token = created.stdout.strip().splitlines()[-1]
-            try:
-                replicas = [start_replica(env, a_port), start_replica(env, b_port)]
-                a_url, b_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{b_port}"
-                await wait_http(f"http://127.0.0.1:{up_port}/")
-                for url in (a_url, b_url):
-                    await wait_http(f"{url}/healthz")
-                same = await release_latencies(a_url, a_url, token, args.decisions)
-                cross = await release_latencies(a_url, b_url, token, args.decisions)
-                one = await spread_throughput([a_url], token, args.sessions, args.seconds)
-                two = await spread_throughput([a_url, b_url], token, args.sessions, args.seconds)
-            finally:
-                for process in [*replicas, upstream]:
-                    process.terminate()
-                for process in [*replicas, upstream]:
-                    process.wait(10)
+    tools = {"echo": {"action": "allow"}, "get-sum": APPROVAL}
+    async with two_replicas(tools, HOLDGATE_APPROVAL_HOLD_S="60") as (token, a_url, b_url):
+        same = await release_latencies(a_url, a_url, token, args.decisions)
+        cross = await release_latencies(a_url, b_url, token, args.decisions)
+        one = await spread_throughput([a_url], token, args.sessions, args.seconds)
+        two = await spread_throughput([a_url, b_url], token, args.sessions, args.seconds)
     print(f"PostgreSQL, 2 replicas, {os.cpu_count()} CPUs")
     print(f"decision to release, {args.decisions} decisions (approve POST sent -> client on A has the result), ms:")
     print(f"  approved on A (same replica)   p50 {pct(same, 50):7.2f}  p99 {pct(same, 99):7.2f}")

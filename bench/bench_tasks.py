@@ -15,25 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import itertools
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx2
-from bench_gateway import EVERYTHING, free_port, pct, wait_http
+from bench_gateway import pct
+from bench_replicas import APPROVAL, APPROVER_TOKEN, two_replicas
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.postgres import fresh_database  # noqa: E402 - needs the repository on sys.path
-
-APPROVER_TOKEN = "bench-approver-token"
 MODERN = "2026-07-28"
 EXTENSION = "io.modelcontextprotocol/tasks"
 META = {
@@ -41,24 +31,6 @@ META = {
     "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXTENSION: {}}},
     "io.modelcontextprotocol/clientInfo": {"name": "bench-tasks", "version": "0"},
 }
-
-
-def write_config(config: Path, upstream_url: str) -> None:
-    config.mkdir()
-    policy = {
-        "version": "1",
-        "default": "deny",
-        "people": {"alice": {"token_sha256": hashlib.sha256(APPROVER_TOKEN.encode()).hexdigest()}},
-        "tools": {
-            "get-sum": {"action": "require_approval", "approval": {"approvers": ["alice"], "channels": ["console"]}}
-        },
-    }
-    (config / "policy.json").write_text(json.dumps(policy))
-    (config / "servers.json").write_text(json.dumps({"mcpServers": {"everything": {"url": upstream_url}}}))
-
-
-def holdgate(env: dict[str, str], *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "service", *args], cwd=ROOT, env=env, **kwargs)
 
 
 class Client:
@@ -92,69 +64,31 @@ async def poll(client: Client, urls: list[str], task_id: str, count: int) -> lis
 
 
 async def main(args: argparse.Namespace) -> None:
-    up_port, a_port, b_port = free_port(), free_port(), free_port()
-    upstream = subprocess.Popen(
-        ["node", str(EVERYTHING), "streamableHttp"],
-        env={**os.environ, "PORT": str(up_port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    replicas: list[subprocess.Popen] = []
-    async with fresh_database() as database_url:
-        with tempfile.TemporaryDirectory() as scratch:
-            tmp = Path(scratch)
-            write_config(tmp / "config", f"http://127.0.0.1:{up_port}/mcp")
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "HOLDGATE_CONFIG_DIR": str(tmp / "config"),
-                "HOLDGATE_DATA_DIR": str(tmp / "data"),
-                "HOLDGATE_DATABASE_URL": database_url,
-            }
-            created = holdgate(env, "grant", "create", "bench", stdout=subprocess.PIPE, text=True)
-            token = created.communicate()[0].strip().splitlines()[-1]
-            try:
-                quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-                replicas = [
-                    holdgate(env, "serve", "--port", str(port), "--log-level", "warning", **quiet)
-                    for port in (a_port, b_port)
-                ]
-                a_url, b_url = (f"http://127.0.0.1:{port}" for port in (a_port, b_port))
-                await wait_http(f"http://127.0.0.1:{up_port}/")
-                for url in (a_url, b_url):
-                    await wait_http(f"{url}/healthz")
-                a_mcp, b_mcp = f"{a_url}/mcp/everything", f"{b_url}/mcp/everything"
-                async with httpx2.AsyncClient(timeout=30) as http:
-                    client = Client(http, token)
-                    made = await client.request(
-                        a_mcp, "tools/call", {"name": "get-sum", "arguments": {"a": 1, "b": 2}}, "get-sum"
-                    )
-                    task_id = made["result"]["taskId"]
-                    await poll(client, [a_mcp, b_mcp], task_id, 20)  # warm both replicas
-                    working_one = await poll(client, [a_mcp], task_id, args.requests)
-                    working_two = await poll(client, [a_mcp, b_mcp], task_id, args.requests)
-                    listed = await http.get(
-                        f"{b_url}/api/decisions?status=pending", headers={"Authorization": f"Bearer {APPROVER_TOKEN}"}
-                    )
-                    decision_id = listed.json()["items"][0]["id"]
-                    await http.post(
-                        f"{b_url}/api/decisions/{decision_id}/approve",
-                        headers={"Authorization": f"Bearer {APPROVER_TOKEN}"},
-                        json={},
-                    )
-                    for _ in range(200):
-                        got = await client.request(b_mcp, "tasks/get", {"taskId": task_id}, task_id)
-                        if got["result"]["status"] != "working":
-                            break
-                        await asyncio.sleep(0.05)
-                    assert got["result"]["status"] == "completed", got
-                    done_one = await poll(client, [a_mcp], task_id, args.requests)
-                    done_two = await poll(client, [a_mcp, b_mcp], task_id, args.requests)
-            finally:
-                for process in [*replicas, upstream]:
-                    process.terminate()
-                for process in [*replicas, upstream]:
-                    process.wait(10)
+    async with two_replicas({"get-sum": APPROVAL}) as (token, a_url, b_url), httpx2.AsyncClient(timeout=30) as http:
+        a_mcp, b_mcp = f"{a_url}/mcp/everything", f"{b_url}/mcp/everything"
+        client = Client(http, token)
+        made = await client.request(a_mcp, "tools/call", {"name": "get-sum", "arguments": {"a": 1, "b": 2}}, "get-sum")
+        task_id = made["result"]["taskId"]
+        await poll(client, [a_mcp, b_mcp], task_id, 20)  # warm both replicas
+        working_one = await poll(client, [a_mcp], task_id, args.requests)
+        working_two = await poll(client, [a_mcp, b_mcp], task_id, args.requests)
+        listed = await http.get(
+            f"{b_url}/api/decisions?status=pending", headers={"Authorization": f"Bearer {APPROVER_TOKEN}"}
+        )
+        decision_id = listed.json()["items"][0]["id"]
+        await http.post(
+            f"{b_url}/api/decisions/{decision_id}/approve",
+            headers={"Authorization": f"Bearer {APPROVER_TOKEN}"},
+            json={},
+        )
+        for _ in range(200):
+            got = await client.request(b_mcp, "tasks/get", {"taskId": task_id}, task_id)
+            if got["result"]["status"] != "working":
+                break
+            await asyncio.sleep(0.05)
+        assert got["result"]["status"] == "completed", got
+        done_one = await poll(client, [a_mcp], task_id, args.requests)
+        done_two = await poll(client, [a_mcp, b_mcp], task_id, args.requests)
     print(f"PostgreSQL, 2 replicas, {os.cpu_count()} CPUs, {args.requests} sequential tasks/get each, ms (client side)")
     for label, values in (
         ("working task, one replica (A)      ", working_one),

@@ -25,7 +25,16 @@ from tests.approvals.support import PERSON_TOKENS, api, approval_policy
 from tests.email.support import SmtpSink
 from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
 from tests.slack.support import ALICE, SIGNING_SECRET, form_body, sign
-from tests.support.harness import ROOT, Gateway, free_port, seed_grants, servers, text_of, write_config
+from tests.support.harness import (
+    ROOT,
+    Gateway,
+    free_port,
+    seed_grants,
+    servers,
+    text_of,
+    wait_until_serving,
+    write_config,
+)
 from tests.webhook.receiver import Receiver
 
 SMTP_PASSWORD = "smtp-pass-LEAKCANARY-7d1e"
@@ -57,15 +66,7 @@ async def serving(tmp_path: Path, log: Path, *args: str, **env: str) -> AsyncIte
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            async with httpx2.AsyncClient() as client:
-                for _ in range(600):
-                    assert process.returncode is None, log.read_text()[-3000:]
-                    try:
-                        if (await client.get(f"{url}/healthz")).status_code == 200:
-                            break
-                    except httpx2.TransportError:
-                        pass
-                    await asyncio.sleep(0.05)
+            await wait_until_serving(url, process, log)
             yield Gateway(url=url, state=None, tokens=tokens)  # type: ignore[arg-type]
         finally:
             process.terminate()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 from sqlalchemy import func, select
 
+from service.approvals.schemas import DecisionView
 from service.models import OutboxMessage
 from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
 from tests.dashboard.support import browser, sign_in
@@ -63,6 +65,18 @@ async def stopped_waiting(gw: Gateway, decision_id: str) -> None:
         return (await view(gw, decision_id))["agent_stopped_waiting_at"] is not None
 
     await wait_until(check, f"{decision_id} to show that the agent stopped waiting")
+
+
+async def held_then_abandoned(gw: Gateway, call: Callable[[], Awaitable[Any]]) -> DecisionView:
+    """Make `call`, wait until its decision is open, then give up on it as a client does (the SDK cancels its
+    request: `notifications/cancelled` on 2025-11-25, a closed response stream on 2026-07-28). Giving up on a
+    fixed delay instead raced the gateway on a loaded machine: the call left before its decision was opened,
+    or a short rejoin window closed before the test saw the decision pending."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        [decision] = await wait_for_decisions(gw)
+        group.cancel_scope.cancel()
+    return decision
 
 
 async def test_an_approval_nobody_collects_within_claim_within_lapses_and_the_same_call_asks_again(tmp_path, database):
@@ -175,9 +189,7 @@ async def test_a_client_that_cancels_and_calls_again_within_rejoin_within_joins_
         ) as gw,
         gw.session("jobs") as session,
     ):
-        with anyio.move_on_after(1):  # the client gives up: the SDK sends notifications/cancelled
-            await session.call_tool("cancel-async-job", {"jobId": "rejoin"})
-        [decision] = await wait_for_decisions(gw)
+        decision = await held_then_abandoned(gw, lambda: session.call_tool("cancel-async-job", {"jobId": "rejoin"}))
         await stopped_waiting(gw, decision.id)
         withdrawn = await view(gw, decision.id)
         clock.now += 2 * 60 - 5  # within the default rejoin_within (2 minutes)
@@ -212,9 +224,7 @@ async def test_a_cancelled_wait_nobody_takes_back_within_rejoin_within_ends_canc
         ) as gw,
         gw.session("jobs") as session,
     ):
-        with anyio.move_on_after(1):
-            await session.call_tool("cancel-async-job", {"jobId": "left"})
-        [decision] = await wait_for_decisions(gw)
+        decision = await held_then_abandoned(gw, lambda: session.call_tool("cancel-async-job", {"jobId": "left"}))
         await stopped_waiting(gw, decision.id)
         async with browser(gw) as client:
             await sign_in(client, "alice")
@@ -241,9 +251,7 @@ async def test_an_approval_given_while_no_call_waits_is_collected_by_the_retry(t
         ) as gw,
         gw.session("jobs") as session,
     ):
-        with anyio.move_on_after(1):
-            await session.call_tool("cancel-async-job", {"jobId": "later"})
-        [decision] = await wait_for_decisions(gw)
+        decision = await held_then_abandoned(gw, lambda: session.call_tool("cancel-async-job", {"jobId": "later"}))
         await stopped_waiting(gw, decision.id)
         await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
         waiting = await view(gw, decision.id)
@@ -330,9 +338,7 @@ async def test_a_2026_client_closing_its_stream_withdraws_its_wait_and_its_retry
         ) as gw,
         gw.modern("jobs") as client,
     ):
-        with anyio.move_on_after(1):  # on 2026-07-28, closing the response stream is the cancellation
-            await client.call_tool("cancel-async-job", {"jobId": "modern"})
-        [decision] = await wait_for_decisions(gw)
+        decision = await held_then_abandoned(gw, lambda: client.call_tool("cancel-async-job", {"jobId": "modern"}))
         await stopped_waiting(gw, decision.id)
         withdrawn = await view(gw, decision.id)
         await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
@@ -408,9 +414,7 @@ def _timed_gateway(tmp_path, database, **approval: Any):
 
 async def test_the_rejoin_timer_ends_a_wait_nobody_took_back_without_the_sweep(tmp_path, database):
     async with _timed_gateway(tmp_path, database, rejoin_within="1s") as gw, gw.session("jobs") as session:
-        with anyio.move_on_after(0.5):
-            await session.call_tool("cancel-async-job", {"jobId": "timer-cancel"})
-        [left] = await wait_for_decisions(gw)
+        left = await held_then_abandoned(gw, lambda: session.call_tool("cancel-async-job", {"jobId": "timer-cancel"}))
 
         async def cancelled() -> bool:
             return (await view(gw, left.id))["status"] == "cancelled"
@@ -422,9 +426,9 @@ async def test_the_rejoin_timer_ends_a_wait_nobody_took_back_without_the_sweep(t
 
 async def test_the_lapse_timer_lapses_an_uncollected_approval_without_the_sweep(tmp_path, database):
     async with _timed_gateway(tmp_path, database, claim_within="1s") as gw, gw.session("jobs") as session:
-        with anyio.move_on_after(0.5):
-            await session.call_tool("cancel-async-job", {"jobId": "timer-lapse"})
-        [decision] = await wait_for_decisions(gw)
+        decision = await held_then_abandoned(
+            gw, lambda: session.call_tool("cancel-async-job", {"jobId": "timer-lapse"})
+        )
         await stopped_waiting(gw, decision.id)
         await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
 

@@ -12,11 +12,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
-
 from service.settings import Settings
 from tests.approvals.support import api, approval_policy
-from tests.support.harness import ROOT, Gateway, executed_calls, free_port, seed_grants, servers, text_of, write_config
+from tests.support.harness import (
+    ROOT,
+    Gateway,
+    executed_calls,
+    free_port,
+    seed_grants,
+    servers,
+    text_of,
+    wait_until_serving,
+    write_config,
+)
 
 
 @dataclass
@@ -45,15 +53,7 @@ async def serve(tmp_path: Path, database_url: str, tokens: dict[str, str], log_n
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            async with httpx2.AsyncClient() as client:
-                for _ in range(600):
-                    assert process.returncode is None, log.read_text()[-3000:]
-                    try:
-                        if (await client.get(f"{url}/healthz")).status_code == 200:
-                            break
-                    except httpx2.TransportError:
-                        pass
-                    await asyncio.sleep(0.05)
+            await wait_until_serving(url, process, log)
             yield Served(url=url, state=None, tokens=tokens, process=process, log=log)
         finally:
             if process.returncode is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,23 @@ def cancelled(tmp_path: Path) -> list[str]:
     return [c["arguments"]["jobId"] for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job"]
 
 
+@asynccontextmanager
+async def held_cancel(
+    tmp_path: Path, database: dict[str, Any], job_id: str
+) -> AsyncIterator[tuple[Any, Any, asyncio.Task[Any], Any]]:
+    """A gateway under the approval policy, a session to it, and `cancel-async-job` on `job_id` held there:
+    yields the gateway, the session, the held call's task and its pending decision."""
+    async with (
+        run_gateway(
+            tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=30, **database
+        ) as gw,
+        gw.session("jobs") as session,
+    ):
+        held = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": job_id}))
+        [decision] = await wait_for_decisions(gw)
+        yield gw, session, held, decision
+
+
 def change_policy(gw, tmp_path: Path, policy: dict[str, Any]) -> None:
     (tmp_path / "config" / "policy.json").write_text(json.dumps(policy))
     assert gw.state.policy.reload(), gw.state.policy.last_error
@@ -26,14 +45,7 @@ def change_policy(gw, tmp_path: Path, policy: dict[str, Any]) -> None:
 async def test_a_policy_tightened_while_a_call_is_held_denies_it_at_release(
     tmp_path: Path, database: dict[str, Any]
 ) -> None:
-    async with (
-        run_gateway(
-            tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=30, **database
-        ) as gw,
-        gw.session("jobs") as session,
-    ):
-        held = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-7"}))
-        [decision] = await wait_for_decisions(gw)
+    async with held_cancel(tmp_path, database, "job-7") as (gw, session, held, decision):
         frozen = approval_policy()
         frozen["tools"]["cancel-async-job"] = {"action": "deny", "reason": "jobs are frozen for the audit"}
         change_policy(gw, tmp_path, frozen)
@@ -71,14 +83,7 @@ async def test_a_policy_tightened_while_a_call_is_held_denies_it_at_release(
 
 
 async def test_a_policy_that_now_allows_the_call_runs_it(tmp_path: Path, database: dict[str, Any]) -> None:
-    async with (
-        run_gateway(
-            tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=30, **database
-        ) as gw,
-        gw.session("jobs") as session,
-    ):
-        held = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-8"}))
-        [decision] = await wait_for_decisions(gw)
+    async with held_cancel(tmp_path, database, "job-8") as (gw, _session, held, decision):
         relaxed = approval_policy()
         relaxed["tools"]["cancel-async-job"] = {"action": "allow"}
         change_policy(gw, tmp_path, relaxed)
@@ -92,14 +97,7 @@ async def test_a_policy_that_now_allows_the_call_runs_it(tmp_path: Path, databas
 async def test_a_policy_that_now_asks_another_rule_does_not_run_it_on_this_approval(
     tmp_path: Path, database: dict[str, Any]
 ) -> None:
-    async with (
-        run_gateway(
-            tmp_path, policy=approval_policy(), servers=servers(tmp_path), approval_hold_s=30, **database
-        ) as gw,
-        gw.session("jobs") as session,
-    ):
-        held = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-9"}))
-        [decision] = await wait_for_decisions(gw)
+    async with held_cancel(tmp_path, database, "job-9") as (gw, session, held, decision):
         stricter = approval_policy()
         stricter["tools"]["jobs/cancel-*"] = {"approval": {"approvers": ["carol"]}}
         del stricter["tools"]["cancel-async-job"]

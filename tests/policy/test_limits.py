@@ -17,7 +17,6 @@ import random
 import shutil
 import socket
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -407,24 +406,26 @@ async def test_prune_deletes_keys_idle_longer_than_their_window(database):
 
 
 _CALLER = """
-import asyncio, json, sys, time
+import asyncio, json, sys
 from service import db
 from service.policy import Limit, consume
 
-async def main(url, start, process):
+async def main(url, process):
     engine = db.create_engine(url)
     sessions = db.session_factory(engine)
     limit = Limit("two-processes", 60, 25, "global")
+    await consume(sessions, [Limit("warm-up", 60, 1, "grant")], grant=f"p{process}", now=0)  # connected
     allowed = []
-    for burst, moment in enumerate(float(m) for m in sys.argv[4].split(",")):
-        await asyncio.sleep(max(start + 1.5 * burst - time.time(), 0))
+    for moment in (float(m) for m in sys.argv[3].split(",")):
+        print("ready", flush=True)
+        sys.stdin.readline()  # the test says go to both processes at once, burst by burst
         calls = [consume(sessions, [limit], grant=f"p{process}", now=moment) for _ in range(20)]
         outcomes = await asyncio.gather(*calls)
         allowed += [moment for o in outcomes if o.allowed]
     await engine.dispose()
-    print(json.dumps(allowed))
+    print(json.dumps(allowed), flush=True)
 
-asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3]))
+asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
@@ -435,16 +436,26 @@ async def test_two_processes_on_postgresql_never_exceed_max_in_any_window(postgr
     engine = db.create_engine(postgres_url)
     await db.upgrade(engine)
     await engine.dispose()
-    moments = ",".join(str(m) for m in (T0 + 59.9, T0 + 60.1, T0 + 120))
-    start = time.time() + 2  # both processes started and connected: they call at the same moment
+    bursts = (T0 + 59.9, T0 + 60.1, T0 + 120)
     root = Path(__file__).resolve().parents[2]
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CALLER, postgres_url, str(start), str(i), moments,
-            stdout=asyncio.subprocess.PIPE, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+            sys.executable, "-c", _CALLER, postgres_url, str(i), ",".join(str(m) for m in bursts),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
         )
         for i in range(2)
     ]  # fmt: skip
+    # Each burst starts when both processes are connected and the burst before has ended in both, so the
+    # calls at one moment race each other across processes, and the moments come in their real order.
+    for _ in bursts:
+        for process in processes:
+            assert process.stdout and process.stdin
+            assert await asyncio.wait_for(process.stdout.readline(), 60) == b"ready\n"
+        for process in processes:
+            assert process.stdin
+            process.stdin.write(b"go\n")
+            await process.stdin.drain()
     allowed: list[float] = []
     for process in processes:
         out, _ = await asyncio.wait_for(process.communicate(), 60)

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx2
-
 from bots.slack import blocks
 from service.settings import Settings
 from tests.approvals.support import api, approval_policy
@@ -31,6 +29,7 @@ from tests.support.harness import (
     seed_grants,
     servers,
     text_of,
+    wait_until_serving,
     write_config,
 )
 
@@ -60,7 +59,7 @@ async def replica(tmp_path: Path, name: str, database_url: str, tokens: dict[str
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_healthy(url, process, tmp_path / f"{name}.log")
+        await wait_until_serving(url, process, tmp_path / f"{name}.log")
         yield Replica(url=url, state=None, tokens=tokens, pid=process.pid)
     finally:
         if process.returncode is None:
@@ -71,25 +70,6 @@ async def replica(tmp_path: Path, name: str, database_url: str, tokens: dict[str
                 process.kill()
                 await process.wait()
         log.close()
-
-
-REPLICA_START_S = 180.0
-"""How long a replica may take to answer /healthz (migrations, probing its upstream): minutes on a loaded host."""
-
-
-async def _wait_healthy(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
-    deadline = asyncio.get_running_loop().time() + REPLICA_START_S
-    async with httpx2.AsyncClient() as client:
-        while asyncio.get_running_loop().time() < deadline:
-            if process.returncode is not None:
-                raise RuntimeError(f"replica exited during start-up:\n{log.read_text()[-3000:]}")
-            try:
-                if (await client.get(f"{url}/healthz")).status_code == 200:
-                    return
-            except httpx2.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"replica did not start:\n{log.read_text()[-3000:]}")
 
 
 @asynccontextmanager

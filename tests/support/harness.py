@@ -216,6 +216,29 @@ async def run_gateway(
         await asyncio.wait_for(task, 30)
 
 
+SERVE_START_S = 180.0
+"""How long a `holdgate serve` process may take to answer /healthz (imports, migrations, probing its upstreams):
+seconds when idle, minutes on a loaded 2-core host running the suite in four workers."""
+
+
+async def wait_until_serving(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    """Return once `url`/healthz answers 200; fail with the process's log if it exits or never answers (a test
+    that went on regardless would fail later on a refused connection, saying nothing of why)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SERVE_START_S
+    async with httpx2.AsyncClient() as client:
+        while loop.time() < deadline:
+            if process.returncode is not None:
+                raise RuntimeError(f"holdgate exited during start-up:\n{log.read_text()[-3000:]}")
+            try:
+                if (await client.get(f"{url}/healthz")).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"holdgate did not answer /healthz in {SERVE_START_S:g} s:\n{log.read_text()[-3000:]}")
+
+
 class Clock:
     """A settable wall clock for the gateway (unix seconds)."""
 
