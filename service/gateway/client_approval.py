@@ -325,6 +325,51 @@ class ClientApproval:
         return True
 
 
+class TaskQuestions:
+    """The client channel for a held task of the 2026-07-28 tasks extension: while its decision is pending, `tasks/get`
+    shows the task `input_required` with holdgate's question in `inputRequests`, and `tasks/update` brings the answer,
+    applied once per task (its key is then answered: the task shows `working` again, as the extension says keys are
+    unique over a task's lifetime). "Once" holds across replicas: the answer spends `task:<task id>` in
+    `spent_request_states`, as a round's state is spent."""
+
+    def __init__(self, client: ClientApproval) -> None:
+        self.client = client
+
+    async def asking(self, task_id: str, decision: Decision, ctx: ServerRequestContext) -> dict[str, Any] | None:
+        """The `inputRequests` a `tasks/get` shows for this task now, or None (nothing to ask, or already answered)."""
+        mode = self.client.mode_for(decision, ctx)
+        if mode is None or await self.client.spent.spent(_task_key(task_id)):
+            return None
+        params = self.client.request_params(decision, mode)
+        return {
+            INPUT_KEY: {
+                "method": "elicitation/create",
+                "params": params.model_dump(by_alias=True, mode="json", exclude_none=True),
+            }
+        }
+
+    async def answer(
+        self, task_id: str, grant: str, decision: Decision, ctx: ServerRequestContext, responses: object
+    ) -> None:
+        """A `tasks/update`'s `inputResponses`: holdgate's key answered once, in the mode `tasks/get` showed; other
+        keys, a repeated answer, or an answer for a decision that has ended are ignored (the extension's SHOULD)."""
+        answer = responses.get(INPUT_KEY) if isinstance(responses, Mapping) else None
+        if answer is None:
+            return
+        try:
+            result = types.ElicitResult.model_validate(answer)
+        except ValidationError:
+            raise invalid_answer() from None
+        mode = self.client.mode_for(decision, ctx)
+        if mode is None or not await self.client.spent.spend(_task_key(task_id)):
+            return
+        await self.client.apply(decision, grant, mode, result)
+
+
+def _task_key(task_id: str) -> str:
+    return f"task:{task_id}"[:64]
+
+
 def invalid_answer() -> MCPError:
     """-32602: the retry's answer to holdgate's question is no elicitation result."""
     return MCPError(code=INVALID_PARAMS, message=f"inputResponses.{INPUT_KEY} is not an elicitation result")

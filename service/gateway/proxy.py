@@ -38,6 +38,7 @@ from sqlmodel import SQLModel
 from service import logcontext, tracing
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.calls import ToolCall
+from service.gateway.client_approval import TaskQuestions
 from service.gateway.hold import ApprovalGate, progress_token_of
 from service.gateway.mcp_compat import session_connection
 from service.gateway.sealed_state import state_boundary
@@ -312,7 +313,9 @@ class ServerProxy:
             server.middleware.insert(0, state_boundary(self.core.request_state, f"holdgate/{self.name}"))
         if self.core.tasks is not None:
             server.middleware.append(TaskAugmentation(self.call_tool_as_task))
-            TaskMethods(self.core.tasks, grant_of).register(server)
+            client = self.core.approvals.client if self.core.approvals is not None else None
+            questions = TaskQuestions(client) if client is not None else None
+            TaskMethods(self.core.tasks, grant_of, questions).register(server)
         return server
 
     # -- handlers -----------------------------------------------------------------------------

@@ -114,6 +114,12 @@ class SpentStates:
         self.sessions = sessions
         self.clock = clock
 
+    async def spent(self, state_id: str) -> bool:
+        """Whether `state_id` was spent already (and has not expired)."""
+        async with self.sessions() as session:
+            row = await session.get(SpentRequestState, state_id)
+        return row is not None and row.expires_at >= self.clock()
+
     async def spend(self, state_id: str) -> bool:
         """Record `state_id` as spent; False if it already was (a replay). Expired ids are dropped on the way."""
         now = self.clock()
