@@ -131,3 +131,21 @@ async def test_a_rule_without_the_channel_asks_nothing_and_without_the_approver_
     assert person.asked == []
     assert "does not list the approver 'client'" in refusal
     assert still.status == "pending"
+
+
+async def test_without_the_approver_client_no_form_is_shown_even_to_a_client_that_would_approve(tmp_path):
+    person = Person(approve("let me"))  # would approve anything it is shown
+    async with (
+        # The channel is listed, the approver is not, and there is no public URL for URL mode: nothing to ask.
+        run_gateway(tmp_path, policy=client_policy(approver=False), servers=servers(tmp_path)) as gw,
+        gw.session("jobs", elicitation_callback=person) as session,
+    ):
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-1"}))
+        [decision] = await wait_for_decisions(gw)
+        await asyncio.sleep(0.5)
+        still = await gw.state.approvals.holding.load(decision.id)
+        await api(gw, "POST", f"/api/decisions/{decision.id}/deny", "bob", json={"reason": "no"})
+        result = await call
+    assert person.asked == []
+    assert still.status == "pending"
+    assert "denied by bob" in text_of(result)
