@@ -50,6 +50,7 @@ from service.approvals import AlreadyDecided, ApprovalError, CallHolding, Unknow
 from service.gateway.mcp_compat import session_connection
 from service.gateway.sealed_state import ClientState, SpentStates, invalid_state
 from service.policy.channel_names import CLIENT
+from service.policy.redaction import storable_text
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -136,7 +137,7 @@ def read_answer(mode: Mode, result: types.ElicitResult) -> Answer:
         return Answer("opened")
     content = result.content or {}
     choice, reason = content.get("decision"), content.get("reason")
-    reason = reason.strip()[:REASON_CHARS] if isinstance(reason, str) and reason.strip() else None
+    reason = storable_text(reason.strip()[:REASON_CHARS]) if isinstance(reason, str) and reason.strip() else None
     if choice == "approve":
         return Answer("approve", reason)
     if choice == "deny":

@@ -149,3 +149,16 @@ async def test_without_the_approver_client_no_form_is_shown_even_to_a_client_tha
     assert person.asked == []
     assert still.status == "pending"
     assert "denied by bob" in text_of(result)
+
+
+async def test_an_odd_reason_is_kept_bounded_and_storable(tmp_path, database):
+    person = Person(approve("\x00" + "x" * 100_000))
+    async with (
+        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path), **database) as gw,
+        gw.session("jobs", elicitation_callback=person) as session,
+    ):
+        await session.call_tool("cancel-async-job", {"jobId": "job-1"})
+        [decision] = await wait_for_decisions(gw, status="approved")
+        _, [vote] = await gw.state.approvals.service.get(decision.id)
+    assert vote.reason is not None and "\x00" not in vote.reason and len(vote.reason) <= 510
+    assert vote.reason.startswith("\\u0000xxx")
