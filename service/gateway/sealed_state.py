@@ -12,7 +12,7 @@ expiry, and single use enforced by the server. This module owns that, and nothin
   (`ServerProxy._build_server` puts it first). The key is derived from `HOLDGATE_SECRET_KEY` (so every replica
   opens every other's state); without one, a key of this process (a retry to another replica, or after a restart,
   is refused and the call simply asks again);
-- the principal is the grant and the person its credentials say it acts for (`ServerProxy.state_principal`);
+- the principal is the grant and the person its credentials say it acts for (`service.gateway.proxy.state_principal`);
 - the audience is the proxy's server name: state minted for one upstream's tools opens for no other;
 - `ClientState` is the plaintext inside (decision id, grant, how the person was asked, a random id);
 - `SpentStates` makes each state single use across replicas: the retry that spends it inserts its id into
