@@ -162,3 +162,28 @@ async def test_an_odd_reason_is_kept_bounded_and_storable(tmp_path, database):
         _, [vote] = await gw.state.approvals.service.get(decision.id)
     assert vote.reason is not None and "\x00" not in vote.reason and len(vote.reason) <= 510
     assert vote.reason.startswith("\\u0000xxx")
+
+
+async def test_another_channel_deciding_first_wins_and_the_late_client_answer_counts_nothing(tmp_path, database):
+    denied = asyncio.Event()
+
+    async def late_person(context, params):
+        await denied.wait()  # the person at the client answers only after bob denied on the REST API
+        return approve("too late")
+
+    async with (
+        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path), **database) as gw,
+        gw.session("jobs", elicitation_callback=late_person) as session,
+    ):
+        call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-1"}))
+        [decision] = await wait_for_decisions(gw)
+        await api(gw, "POST", f"/api/decisions/{decision.id}/deny", "bob", json={"reason": "first"})
+        denied.set()
+        result = await call
+        await asyncio.sleep(0.3)
+        _, votes = await gw.state.approvals.service.get(decision.id)
+        final = await gw.state.approvals.holding.load(decision.id)
+    assert "denied by bob" in text_of(result)
+    assert final.status == "denied" and final.decided_by == "bob"
+    assert [(v.approver, v.value) for v in votes] == [("bob", "deny")]
+    assert runs(tmp_path) == []
