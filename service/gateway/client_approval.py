@@ -90,6 +90,11 @@ def is_modern(ctx: ServerRequestContext) -> bool:
     return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
+def carries_state(ctx: ServerRequestContext) -> bool:
+    """Whether this request echoes a `requestState` (a 2026-07-28 retry; the boundary has opened it already)."""
+    return isinstance(ctx.params, Mapping) and ctx.params.get("requestState") is not None
+
+
 def elicitation_modes(ctx: ServerRequestContext) -> tuple[bool, bool]:
     """(form, url): the elicitation modes this request's client declared, in its revision's place (the request's
     own `_meta` on 2026-07-28, `initialize` on 2025-11-25). `elicitation: {}` is form only."""
@@ -292,9 +297,9 @@ class ClientApproval:
         """A 2026-07-28 retry's `requestState` (opened by the boundary) and answer: checked, spent once, applied.
         False: the request carries no state (a first round). Raises -32602, changing nothing, for a state that is
         not this grant's, not this call's decision, already spent, or an answer that is no elicitation result."""
-        params = ctx.params if isinstance(ctx.params, Mapping) else {}
-        if params.get("requestState") is None:
+        if not carries_state(ctx):
             return False
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
         state = ClientState.parse(params["requestState"])
         if state.grant != grant:
             raise invalid_state()

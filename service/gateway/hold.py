@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from service import logcontext, tracing
 from service.approvals import FINISHED, RESULT_LIMIT_BYTES, CallHolding, approvers_of, describe_changes, iso
 from service.gateway.calls import HoldOutcome, ToolCall
-from service.gateway.client_approval import ClientApproval, is_modern
+from service.gateway.client_approval import ClientApproval, carries_state, is_modern
 from service.gateway.downstream_http import stream_watch
 from service.models import Decision, StandingApproval
 from service.policy import ApprovalSpec
@@ -101,7 +101,7 @@ class ApprovalGate:
         client = self.client
         modern = client is not None and is_modern(ctx)
         redeemed = False
-        if client is not None and modern:
+        if client is not None and modern and carries_state(ctx):
             # A 2026-07-28 retry answering the client channel's question: its sealed state is checked and spent, and
             # the answer applied, before anything else (a forged or replayed state is refused with no change).
             redeemed = await client.redeem(ctx, call.grant, await self.holding.binding(call))
