@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import mcp_types as types
+from sqlalchemy import select
 
 from service.approvals import NotAllowed
+from service.models import OutboxMessage
 from tests.approvals.support import api, approval_policy, wait_for_decisions
 from tests.client_channel.support import PUBLIC_URL, Person, approve, client_policy, deny
 from tests.support.harness import audit_events, executed_calls, run_gateway, servers, text_of
@@ -26,6 +28,9 @@ async def test_form_mode_approve_at_the_client_runs_the_call_once_as_one_vote_na
         result = await session.call_tool("cancel-async-job", {"jobId": "job-1"})
         [decision] = await wait_for_decisions(gw, status="approved")
         _, votes = await gw.state.approvals.service.get(decision.id)
+        async with gw.state.sessions() as db_session:
+            outbox = set((await db_session.execute(select(OutboxMessage.channel))).scalars())
+    assert outbox == {"console"}  # the client is asked inside the request: nothing for it in the outbox
     assert "Job job-1 not found" in text_of(result)  # the upstream's own answer: the call ran
     assert len(runs(tmp_path)) == 1
     [form] = person.forms
