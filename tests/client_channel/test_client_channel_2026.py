@@ -5,10 +5,15 @@ client (`Client(..., mode="2026-07-28")`, which drives the rounds) and spoken by
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import mcp_types as types
 import pytest
+from mcp.server.request_state import _principal_claim, _request_identity, compact_json
+from pydantic import SecretStr
 
+from service.gateway.sealed_state import ClientState, state_security
 from tests.approvals.support import api, wait_for_decisions
 from tests.client_channel.support import PUBLIC_URL, Person, approve, client_policy, modern_call
 from tests.support.harness import audit_events, executed_calls, run_gateway, servers, text_of
@@ -188,3 +193,34 @@ async def test_an_answer_that_is_no_elicitation_result_is_refused_and_the_state_
     assert bad["error"]["code"] == -32602  # the SDK checks inputResponses first; holdgate again (`invalid_answer`)
     assert decision.status == "pending"
     assert "Job job-1 not found" in good["result"]["content"][0]["text"]
+
+
+async def test_a_stale_state_sealed_with_the_right_key_is_refused(tmp_path):
+    """A state that is right in every way but its expiry (sealed here with the service's key, as the boundary seals,
+    through the SDK's own claim helpers) is refused, and the decision it names is untouched."""
+    key = "the-test-service-secret-key-0123456789abcdef"
+    async with run_gateway(
+        tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path), secret_key=key
+    ) as gw:
+        await first_round(gw)
+        [decision] = await wait_for_decisions(gw)
+        call = {"name": "cancel-async-job", "arguments": {"jobId": "job-1"}}
+        target, digest = _request_identity("tools/call", call)
+        inner = ClientState.new(decision.id, "agent", "form").plaintext()
+
+        def sealed(age: float) -> str:
+            now = time.time() - age
+            claims = {"v": 1, "iat": now, "exp": now + 600, "m": "tools/call", "t": target, "a": digest, "s": inner}
+            claims |= {"aud": "holdgate/jobs", "p": _principal_claim(json.dumps(["agent", None]))}
+            codec = state_security(SecretStr(key), lambda ctx: None).codec
+            return codec.seal(compact_json(claims).encode())
+
+        yes = {"holdgate_approval": {"action": "accept", "content": {"decision": "approve"}}}
+        url, token = gw.mcp_url("jobs"), gw.tokens["agent"]
+        stale = await modern_call(url, token, *call.values(), requestState=sealed(601), inputResponses=yes)
+        untouched = await gw.state.approvals.holding.load(decision.id)
+        fresh = await modern_call(url, token, *call.values(), requestState=sealed(0), inputResponses=yes)
+    assert stale["error"]["code"] == -32602 and stale["error"]["message"] == "Invalid or expired requestState"
+    assert untouched.status == "pending"
+    # The same construction, fresh, is accepted: the refusal above was the expiry, not the construction.
+    assert "Job job-1 not found" in fresh["result"]["content"][0]["text"]
