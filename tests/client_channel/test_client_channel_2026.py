@@ -224,3 +224,20 @@ async def test_a_stale_state_sealed_with_the_right_key_is_refused(tmp_path):
     assert untouched.status == "pending"
     # The same construction, fresh, is accepted: the refusal above was the expiry, not the construction.
     assert "Job job-1 not found" in fresh["result"]["content"][0]["text"]
+
+
+async def test_no_answer_from_the_sdk_client_leaves_the_decision_pending_for_the_other_channels(tmp_path):
+    person = Person(error=RuntimeError("nobody at the client"))
+    async with (
+        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path)) as gw,
+        gw.modern("jobs", elicitation_callback=person) as client,
+    ):
+        try:
+            outcome: object = await client.call_tool("cancel-async-job", {"jobId": "job-1"})
+        except Exception as exc:  # the SDK client gives up on the round; holdgate is told nothing
+            outcome = exc
+        [decision] = await wait_for_decisions(gw)
+        await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
+        [approved] = await wait_for_decisions(gw, status="approved")
+    assert person.forms, outcome
+    assert decision.status == "pending" and approved.decided_by == "alice"
