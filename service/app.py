@@ -42,8 +42,10 @@ from service.catalog import Catalogs
 from service.configfile import ConfigError
 from service.dashboard import router as dashboard_router
 from service.dashboard.state import DashboardState
+from service.gateway.client_approval import ClientApproval
 from service.gateway.hold import ApprovalGate
-from service.gateway.proxy import GatewayCore, ServerProxy
+from service.gateway.proxy import GatewayCore, ServerProxy, state_principal
+from service.gateway.sealed_state import SpentStates, state_security
 from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
 from service.gateway.spares import SpareUpstream
 from service.gateway.task_store import TaskStore
@@ -152,10 +154,12 @@ def build_state(
         clock=clock,
         listen_url=settings.effective_database_url if engine.dialect.name == "postgresql" else None,
     )
+    core.request_state = state_security(settings.secret_key, state_principal)
     core.approvals = ApprovalGate(
         approvals.holding,
         progress_interval=settings.approvals.progress_interval_s,
         hold_bound=settings.approvals.hold_s,
+        client=ClientApproval(approvals.holding, public_url=settings.public_url, spent=SpentStates(sessions, clock)),
     )
     if settings.tasks.enabled:
         core.tasks = HeldTasks(

@@ -419,3 +419,17 @@ class HeldTask(SQLModel, table=True):
     updated_at: float
     ttl_ms: int | None = None
     poll_interval_ms: int = 5000
+
+
+class SpentRequestState(SQLModel, table=True):
+    """A sealed `requestState` (2026-07-28 multi round-trip) that came back once: its id, kept until it expires.
+
+    The `client` approval channel's state is single use (the specification's MUST): the retry that spends it inserts
+    its id here, and a second retry with the same state finds it taken (`service.gateway.sealed_state`). Rows past
+    `expires_at` are useless (the seal refuses the state by then) and are deleted as new ones come.
+    """
+
+    __tablename__ = "spent_request_states"
+
+    id: str = Field(primary_key=True, max_length=64)
+    expires_at: float = Field(index=True)

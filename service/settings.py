@@ -332,8 +332,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, description="The port `holdgate serve` listens on.")
     public_url: str | None = Field(
         default=None,
-        description="The URL people reach the service at (links in approval requests, email links), "
-        "e.g. https://holdgate.example.com.",
+        description="The URL people reach the service at (links in approval requests, email links, the client "
+        "channel's URL mode), e.g. https://holdgate.example.com.",
     )
     secret_key: SecretStr | None = Field(
         default=None,

@@ -18,7 +18,9 @@ from typing import Any, TypedDict
 
 from service.models import Decision
 from service.policy import Approver
+from service.policy.channel_names import CLIENT
 from service.policy.contacts import same_contact
+from service.policy.redaction import bounded_text
 
 LEGACY_CONTACT_KEYS = {"slack_ids": "slack", "emails": "email"}
 """Where the old stored form kept each channel's ids: its key → the channel's name."""
@@ -56,6 +58,12 @@ def approvers_of(decision: Decision) -> list[ApproverRecord]:
 def reaches(approver: ApproverRecord, channel: str, contact_id: str) -> bool:
     """Whether `contact_id` on `channel` is this approver."""
     return any(same_contact(channel, known, contact_id) for known in approver["contacts"].get(channel, ()))
+
+
+def client_approver_name(grant: str) -> str:
+    """The approver the person at a grant's MCP client votes (or denies) as: `client:<grant>`, bounded like the
+    columns that keep who decided (200 characters)."""
+    return bounded_text(f"{CLIENT}:{grant}", 200)
 
 
 def approver_groups_of(decision: Decision) -> list[str]:

@@ -29,13 +29,16 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from service.approvals.approvers import client_approver_name
 from service.approvals.bus import DecisionBus
 from service.approvals.errors import AlreadyDecided
 from service.approvals.recheck import RATE_LIMITED, ReleaseCheck, edit_charges, judge_release, refused_by_amount
 from service.approvals.service import ApprovalService
+from service.approvals.votes import VoteOutcome, Voter
 from service.audit.service import AuditedCall
 from service.models import Decision, StandingApproval
 from service.policy import limits
+from service.policy.channel_names import CLIENT
 from service.policy.conditions import ConditionFailed
 from service.policy.redaction import bounded_text, storable_text
 
@@ -290,6 +293,25 @@ class CallHolding:
             return await self.service.transition(decision_id, "cancelled", by=by, via="mcp", reason=reason)
         except AlreadyDecided:
             return None
+
+    async def deny_by_client(self, decision_id: str, *, grant: str, reason: str) -> Decision | None:
+        """The person at the calling client refused the approval request (declined or dismissed the elicitation, or
+        chose Deny in its form): a pending decision ends `denied` with that reason, through the one compare-and-set
+        (`via="mcp"`, decided by `client:<grant>`). Not a vote: whoever the rule's approvers are, the person whose
+        agent asks may withdraw the ask. None when the decision had already ended (another channel won)."""
+        try:
+            return await self.service.transition(
+                decision_id, "denied", by=client_approver_name(grant), via="mcp", reason=storable_text(reason)
+            )
+        except AlreadyDecided:
+            return None
+
+    async def approve_by_client(self, decision_id: str, *, grant: str, reason: str | None) -> VoteOutcome:
+        """The person at the calling client chose Approve in the elicitation's form: one approving vote, named
+        `client:<grant>`, counted only where the decision's rule lists the approver `client` (`Votes.vote` refuses it
+        otherwise, raising NotAllowed, and on a four-eyes decision); AlreadyDecided when another channel won."""
+        voter = Voter(kind=CLIENT, value=grant)
+        return await self.service.vote(decision_id, voter, "approve", via="mcp", reason=reason)
 
     async def load(self, decision_id: str) -> Decision:
         """The decision as it stands."""

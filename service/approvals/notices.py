@@ -17,6 +17,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import Decision, OutboxMessage
+from service.policy import channel_names
 
 DECISIONS_CHANNEL = "holdgate_decisions"
 """PostgreSQL NOTIFY channel; the payload is a decision id (see service.approvals.pg_listen)."""
@@ -32,6 +33,7 @@ async def enqueue_notifications(session: AsyncSession, decisions: Iterable[Decis
         {"decision_id": d.id, "channel": channel, "kind": kind, "created_at": now, "next_attempt_at": now}
         for d in decisions
         for channel in filter(None, d.channels.split(","))
+        if channel not in channel_names.IN_BAND  # asked inside the held request (`client`): nothing to deliver
     ]
     if rows:
         await session.execute(insert(OutboxMessage), rows)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import logcontext
-from service.approvals.approvers import ApproverRecord, approver_groups_of, approvers_of, reaches
+from service.approvals.approvers import ApproverRecord, approver_groups_of, approvers_of, client_approver_name, reaches
 from service.approvals.core import RETURNING_ROWS
 from service.approvals.errors import (
     AlreadyDecided,
@@ -39,6 +39,7 @@ from service.approvals.states import PENDING, Status, Transitions
 from service.approvals.timestamps import iso
 from service.db import session_scope
 from service.models import Decision, StandingApproval, Vote
+from service.policy.channel_names import CLIENT
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class Voter:
     """Who is voting, as the entry point verified them.
 
     `kind` is `person` (a declared person: API or dashboard token; `value` is their name), `operator` (the CLI),
-    or the name of the channel that recognised them (`slack`, `email`, …; `value` is their id there, matched
-    against the decision's approvers' contacts on that channel).
+    `client` (the person at the calling MCP client, answering the elicitation's form; `value` is the grant), or the
+    name of the channel that recognised them (`slack`, `email`, …; `value` is their id there, matched against the
+    decision's approvers' contacts on that channel).
     """
 
     kind: str
@@ -124,6 +126,8 @@ def approver_name(decision: Decision, voter: Voter) -> str:
     """
     if voter.kind == "operator":
         return LOCAL_OPERATOR
+    if voter.kind == CLIENT:
+        return _client_approver(decision, voter)
     if voter.kind == "person" and voter.value == decision.grant:
         raise NotAllowed(f"{voter.value} is the grant that made this call and cannot approve it")
     name = _approver_for(decision, voter)
@@ -137,10 +141,32 @@ def approver_name(decision: Decision, voter: Voter) -> str:
     return name
 
 
+def _client_approver(decision: Decision, voter: Voter) -> str:
+    """The person at the calling MCP client (`voter.value`: the grant whose call it is), voting through the
+    elicitation's form: `client:<grant>`, only where the decision's rule lists the approver `client`.
+
+    An explicit exception to "the grant never approves its own call": listing `client` is the rule saying the
+    person at the client may approve their own agent's call. Never on a four-eyes decision (refused at load for a
+    rule that says both; a decision can still be four-eyes without its rule saying so), and never for another grant.
+    """
+    if not any(approver["name"] == CLIENT for approver in approvers_of(decision)):
+        raise NotAllowed(
+            f"the rule of {decision.id} does not list the approver 'client': the person at the client cannot "
+            "approve this call there"
+        )
+    if voter.value != decision.grant:
+        raise NotAllowed(f"the client of grant {voter.value} is not the client of {decision.id}'s call")
+    if decision.four_eyes:
+        raise NotAllowed(f"{decision.id} needs somebody else's approval (four eyes): the client's vote cannot count")
+    return client_approver_name(decision.grant)
+
+
 def _approver_for(decision: Decision, voter: Voter) -> str:
     """The decision's approver `voter` is: a declared one, or (a person in a named group at the identity provider)
     the person themself; else NotAllowed."""
     for approver in approvers_of(decision):
+        if approver["name"] == CLIENT:  # only the client's own vote is this approver (`_client_approver`)
+            continue
         if _is(approver, voter):
             return approver["name"]
     if voter.kind == "person" and voter.groups and voter.groups.intersection(approver_groups_of(decision)):

@@ -40,9 +40,11 @@ class HoldOutcome:
     ending: str  # approved | denied | expired | cancelled | pending | already_released | withdrawn | restarting
     # | replayed | ran | may_have_run | running (a retry of a call already released: `ApprovalGate._earlier_run`)
     # | policy_denied | policy_changed | rate_limited (the release check: `service.approvals.recheck`)
+    # | input_required (2026-07-28: the client channel asks the person; `result` is the InputRequiredResult)
     message: str = ""
     result: dict[str, Any] | None = None
-    """`replayed`: the stored result of the run this call's approval already had."""
+    """`replayed`: the stored result of the run this call's approval already had; `input_required`: the answer that
+    asks the person at the client (`service.gateway.client_approval`)."""
     arguments: dict[str, Any] | None = None
     """`approved` with an approver's edit: the arguments to run instead of the call's own."""
     redact: tuple[str, ...] = ()

@@ -32,6 +32,11 @@ An approved call is checked again before it runs (`_release`, `CallHolding.check
 force must still allow it or ask the same rule's approval, and an approver's edit (`service.approvals.edits`) is
 applied; otherwise the call is answered with why it did not run.
 
+A decision whose rule lists the channel `client` also asks the person at the calling client while the call is held
+(`service.gateway.client_approval`): on a 2025-11-25 session an elicitation rides the held request's stream beside
+the wait; a 2026-07-28 request is answered with an `InputRequiredResult` (ending `input_required`), and its retry,
+bringing the person's answer, waits like any held call.
+
 Every word the agent reads about its held call is written here (`*_message`).
 """
 
@@ -45,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from service import logcontext, tracing
 from service.approvals import FINISHED, RESULT_LIMIT_BYTES, CallHolding, approvers_of, describe_changes, iso
 from service.gateway.calls import HoldOutcome, ToolCall
+from service.gateway.client_approval import ClientApproval, carries_state, is_modern
 from service.gateway.downstream_http import stream_watch
 from service.models import Decision, StandingApproval
 from service.policy import ApprovalSpec
@@ -77,19 +83,56 @@ class ApprovalGate:
     gets that run's `result` again.
     """
 
-    def __init__(self, holding: CallHolding, *, progress_interval: float, hold_bound: float) -> None:
+    def __init__(
+        self,
+        holding: CallHolding,
+        *,
+        progress_interval: float,
+        hold_bound: float,
+        client: ClientApproval | None = None,
+    ) -> None:
         self.holding = holding
         self.progress_interval = progress_interval
         self.hold_bound = hold_bound
+        self.client = client
+        """The `client` approval channel (`service.gateway.client_approval`); None: it is not served here."""
 
     async def hold(self, call: ToolCall, verdict: Verdict, ctx: ServerRequestContext) -> HoldOutcome:
+        client = self.client
+        modern = client is not None and is_modern(ctx)
+        redeemed = False
+        if client is not None and modern and carries_state(ctx):
+            # A 2026-07-28 retry answering the client channel's question: its sealed state is checked and spent, and
+            # the answer applied, before anything else (a forged or replayed state is refused with no change).
+            redeemed = await client.redeem(ctx, call.grant, await self.holding.binding(call))
         earlier = await self._earlier_run(call, verdict, ctx)
         if earlier is not None:
             return earlier
-        holding = self.holding
-        decision = await holding.open(call, verdict)
+        decision = await self.holding.open(call, verdict)
         logcontext.bind(decision_id=decision.id)  # every line about this call from here on names its decision
         tracing.annotate(decision_id=decision.id)
+        if client is None:
+            return await self._wait(call, verdict, decision, ctx)
+        if modern and not redeemed:
+            asking = client.input_required(decision, call.grant, ctx)
+            if asking is not None:  # no back channel: the question goes back as the answer, the retry brings the reply
+                return HoldOutcome(decision.id, "input_required", message=asking_message(decision), result=asking)
+        ask = client.start(decision, call.grant, ctx)
+        if ask is None:
+            return await self._wait(call, verdict, decision, ctx)
+        ended = False
+        try:
+            outcome = await self._wait(call, verdict, decision, ctx)
+            ended = outcome.ending not in STILL_PENDING
+            return outcome
+        finally:
+            await ask.finish(decision.id, ended=ended)
+
+    async def _wait(
+        self, call: ToolCall, verdict: Verdict, decision: Decision, ctx: ServerRequestContext
+    ) -> HoldOutcome:
+        """Wait for `decision` to end (or the bound, or the client to go), then say how the call ends."""
+        holding = self.holding
         token = progress_token_of(ctx)
         stream = stream_watch(ctx.request)
         loop = asyncio.get_running_loop()
@@ -226,6 +269,18 @@ class ApprovalGate:
             return _outcome(decision, "restarting", restarting_message(decision))
         await self.holding.leave(decision)
         return _outcome(decision, "withdrawn", withdrawn_message(decision))
+
+
+STILL_PENDING = frozenset({"pending", "withdrawn", "restarting"})
+"""Endings of a hold whose decision had not ended yet."""
+
+
+def asking_message(decision: Decision) -> str:
+    """The audit's reason for a 2026-07-28 round that asked the person at the client and waits for the retry."""
+    return (
+        f"holdgate: asked the person at the client about decision {decision.id} (the client channel); "
+        "waiting for the client's retry with the answer"
+    )
 
 
 def approver_names(decision: Decision) -> str:

@@ -13,6 +13,7 @@ then the upstream; each ending is audited off the call's path.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import unicodedata
@@ -27,6 +28,7 @@ from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.models import InitializationOptions
+from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -36,8 +38,10 @@ from sqlmodel import SQLModel
 from service import logcontext, tracing
 from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.calls import ToolCall
+from service.gateway.client_approval import TaskQuestions
 from service.gateway.hold import ApprovalGate, progress_token_of
 from service.gateway.mcp_compat import session_connection
+from service.gateway.sealed_state import state_boundary
 from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
 from service.gateway.task_wire import TaskAugmentation, TaskMethods, created, server_capabilities, task_request_2026
@@ -115,6 +119,9 @@ class GatewayCore:
     """The pinned tool definitions (`service.tooldefs`); None: definitions are not checked (tests of other parts)."""
     tasks: HeldTasks | None = None
     """Held calls as MCP tasks (`service.gateway.tasks`); None: tasks are neither declared nor served."""
+    request_state: RequestStateSecurity | None = None
+    """How the `client` channel's 2026-07-28 `requestState` is sealed and opened (`service.gateway.sealed_state`);
+    None: the channel's 2026-07-28 rounds are not served here (tests of other parts)."""
 
 
 def acting_for_of(ctx: ServerRequestContext) -> str | None:
@@ -122,6 +129,16 @@ def acting_for_of(ctx: ServerRequestContext) -> str | None:
     request = ctx.request
     value = request.scope.get(ACTING_FOR_SCOPE_KEY) if request is not None else None
     return value if isinstance(value, str) and value else None
+
+
+def state_principal(ctx: ServerRequestContext) -> str | None:
+    """Whom a sealed `requestState` is bound to: the grant the edge authenticated, and the person its credentials say
+    it acts for (`service.gateway.sealed_state`)."""
+    request = ctx.request
+    grant = request.scope.get(GRANT_SCOPE_KEY) if request is not None else None
+    if not grant:
+        return None
+    return json.dumps([grant, acting_for_of(ctx)])
 
 
 def grant_of(ctx: ServerRequestContext) -> str:
@@ -291,9 +308,14 @@ class ServerProxy:
         )
         if caps is None or caps.logging is not None:
             server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self.set_logging_level)
+        if self.core.request_state is not None:
+            # First: a client-channel retry's `requestState` is opened (or refused, -32602) before anything reads it.
+            server.middleware.insert(0, state_boundary(self.core.request_state, f"holdgate/{self.name}"))
         if self.core.tasks is not None:
             server.middleware.append(TaskAugmentation(self.call_tool_as_task))
-            TaskMethods(self.core.tasks, grant_of).register(server)
+            client = self.core.approvals.client if self.core.approvals is not None else None
+            questions = TaskQuestions(client) if client is not None else None
+            TaskMethods(self.core.tasks, grant_of, questions).register(server)
         return server
 
     # -- handlers -----------------------------------------------------------------------------
@@ -489,6 +511,12 @@ class ServerProxy:
             raise
         tracing.annotate(decision_id=held.decision_id, ending=held.ending)
         logcontext.bind(decision_id=held.decision_id)
+        if held.ending == "input_required" and held.result is not None:
+            # 2026-07-28: the client channel's question goes back as the answer; the retry brings the person's reply.
+            self.core.audit.record(
+                record.finish("pending", reason=held.message, decision_id=held.decision_id, started=started)
+            )
+            return held.result
         if held.ending == "replayed" and held.result is not None:
             self.core.audit.record(
                 record.finish("approved", outcome="replayed", decision_id=held.decision_id, started=started)

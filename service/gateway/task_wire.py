@@ -12,7 +12,8 @@ pages the grant's tasks, `tasks/cancel` returns the Task, `cancelled`.
 2026-07-28 (the `io.modelcontextprotocol/tasks` extension): advertised under `capabilities.extensions` in
 `server/discover`; a `tools/call` from a request that declared the extension and is held gets the flat
 `{"resultType": "task", …}`; `tasks/get` adds `result` (completed) or `error` (failed); `tasks/update`
-acknowledges (holdgate asks nothing of the client through a task); `tasks/cancel` acknowledges;
+acknowledges, and brings the answer when the `client` approval channel asks through the task (`input_required`
+with `inputRequests` in `tasks/get`, `client_approval.TaskQuestions`); `tasks/cancel` acknowledges;
 `tasks/result` and `tasks/list` do not exist there (-32601). Every `tasks/*` request must declare the
 extension (-32021 otherwise).
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp import MCPError
@@ -42,6 +43,9 @@ from service.gateway.mcp_compat import session_initialized
 from service.gateway.task_store import LIST_PAGE, RUNNING, task_result
 from service.gateway.tasks import ERA_2025, ERA_2026, HeldTasks, TaskEnded, TaskRequest
 from service.models import Decision, HeldTask
+
+if TYPE_CHECKING:
+    from service.gateway.client_approval import TaskQuestions
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
@@ -228,9 +232,11 @@ class TaskAugmentation:
 class TaskMethods:
     """The `tasks/*` handlers of one server (`register`), for both revisions."""
 
-    def __init__(self, tasks: HeldTasks, grant_of: GrantOf) -> None:
+    def __init__(self, tasks: HeldTasks, grant_of: GrantOf, questions: TaskQuestions | None = None) -> None:
         self.tasks = tasks
         self.grant_of = grant_of
+        self.questions = questions
+        """The client approval channel's question for a 2026-07-28 task (`client_approval.TaskQuestions`), or None."""
 
     def register(self, server: Server[Any]) -> None:
         server.add_request_handler("tasks/get", TaskIdParams, self.get)
@@ -256,7 +262,12 @@ class TaskMethods:
         task, decision = await self.tasks.view(await self._task(ctx, params))
         if task.era == ERA_2025:
             return task_2025(task, decision)
-        return {"resultType": "complete", **task_2026(task, decision, with_outcome=True)}
+        shaped = {"resultType": "complete", **task_2026(task, decision, with_outcome=True)}
+        if self.questions is not None and shaped["status"] == "working" and decision is not None:
+            asking = await self.questions.asking(task.id, decision, ctx)
+            if asking is not None:  # the person at the client is asked (the `client` channel): answered by tasks/update
+                shaped |= {"status": "input_required", "inputRequests": asking}
+        return shaped
 
     async def result(self, ctx: ServerRequestContext, params: TaskIdParams) -> dict[str, Any]:
         if is_modern(ctx):
@@ -318,8 +329,13 @@ class TaskMethods:
     async def update(self, ctx: ServerRequestContext, params: TaskIdParams) -> dict[str, Any]:
         if not is_modern(ctx):
             raise MCPError(code=METHOD_NOT_FOUND, message="tasks/update is part of the 2026-07-28 tasks extension")
-        await self._task(ctx, params)
-        return {"resultType": "complete"}  # holdgate's tasks never ask for input: nothing to take; keys are ignored
+        task = await self._task(ctx, params)
+        if self.questions is not None:
+            task, decision = await self.tasks.view(task)
+            if task.status == "working" and decision is not None:
+                responses = (params.model_extra or {}).get("inputResponses")
+                await self.questions.answer(task.id, self.grant_of(ctx), decision, ctx, responses)
+        return {"resultType": "complete"}  # other keys, and answers to nothing asked, are ignored
 
 
 __all__ = [

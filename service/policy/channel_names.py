@@ -4,11 +4,19 @@ The policy never imports a channel: the built-in names are known from the start 
 knows them without loading any channel), and loading the channel plug-ins (`service.approvals.channels.
 load_plugins`) adds each plug-in's name here, so a rule may name a channel added as a plug-in (`webhook`).
 `dashboard` is no plug-in: it marks a decision as shown on the dashboard, which lists every pending one.
+`client` is no plug-in either: it asks the person at the calling MCP client, inside the held request itself
+(`service.gateway.client_approval`), so it has no address outside that request and nothing goes to the outbox.
 """
 
 from __future__ import annotations
 
-_NAMES: list[str] = ["console", "slack", "email", "dashboard"]
+CLIENT = "client"
+"""The channel (and the approver) that is the person at the calling MCP client (elicitation)."""
+
+IN_BAND = frozenset({CLIENT})
+"""Channels reached inside the held request, not through the outbox: no notification rows are queued for them."""
+
+_NAMES: list[str] = ["console", "slack", "email", "dashboard", CLIENT]
 
 
 def register(name: str) -> None:

@@ -33,6 +33,7 @@ from service.configfile import (
     read_config_bytes,
     validation_error_to_config_error,
 )
+from service.policy import channel_names
 from service.policy.conditions import ConditionSyntaxError, compile_amount, compile_condition
 from service.policy.contacts import check_contact, contact_channels, same_contact
 from service.policy.engine import DEFAULT_CACHE_SIZE, CompiledCase, CompiledRule, GrantLayer, Policy, RuleSet
@@ -370,6 +371,12 @@ class _Compiler:
         for name, person in self.file.people.items():
             if not is_valid_name(name):
                 raise self.error(("people", name), "a person's name may use only letters, digits, '_', '.', '-'")
+            if name == channel_names.CLIENT:
+                raise self.error(
+                    ("people", name),
+                    "'client' is reserved: as an approver it names the person at the calling MCP client; "
+                    "give this person another name",
+                )
             for channel, value in person.contacts.items():
                 problem = check_contact(channel, value)
                 if problem is not None:
@@ -393,6 +400,12 @@ class _Compiler:
         return result
 
     def _approver(self, entry: str, where: Loc, stack: tuple[str, ...] = ()) -> tuple[Approver, ...]:
+        if entry == channel_names.CLIENT:
+            raise self.error(
+                where,
+                "the approver 'client' (the person at the calling MCP client) may be listed only in a rule's own "
+                "approval.approvers, not in a group",
+            )
         kind, sep, value = entry.partition(":")
         if not sep:
             if entry in self.people:
@@ -436,6 +449,10 @@ class _Compiler:
         else:
             found: list[Approver] = []
             for i, entry in enumerate(approval_in.approvers):
+                if entry == channel_names.CLIENT:
+                    self._check_client_approver(approval_in, (*where, "approvers", i), (*where, "four_eyes"))
+                    found.append(Approver(name=channel_names.CLIENT))
+                    continue
                 found.extend(self._approver(entry, (*where, "approvers", i)))
             approvers = _distinct(found)
             groups = self._groups_named(approval_in.approvers)
@@ -465,6 +482,23 @@ class _Compiler:
             scopes={scope: float(seconds) for scope, seconds in (approval_in.scopes or {}).items()},
             editable=editable,
         )
+
+    def _check_client_approver(self, approval_in: ApprovalIn, where: Loc, four_eyes_at: Loc) -> None:
+        """The approver `client`: the person at the calling MCP client may approve their own agent's call (the
+        elicitation's form mode, `service.gateway.client_approval`). It needs the `client` channel (it is asked
+        nowhere else), and it contradicts `four_eyes` (that person is, as far as holdgate can tell, the one the agent
+        acts for): both are refused here rather than leaving a vote that can never count."""
+        if channel_names.CLIENT not in approval_in.channels:
+            raise self.error(
+                where,
+                "the approver 'client' is asked only through the channel 'client': add 'client' to approval.channels",
+            )
+        if approval_in.four_eyes:
+            raise self.error(
+                four_eyes_at,
+                "four_eyes and the approver 'client' contradict each other: the person at the client is the one the "
+                "agent acts for; drop one of them",
+            )
 
     def _groups_named(self, entries: Sequence[str]) -> tuple[str, ...]:
         """The groups these approver entries name, with the groups those include (checked by `_approver`)."""
