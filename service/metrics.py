@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -72,10 +73,20 @@ TOOLS_NOT_ACCEPTED = Gauge(
 )
 
 
+_CALL_SERIES: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+"""`count_call`'s counter and histogram children by (server, verdict, outcome): `labels()` checks and locks on
+every use, a third of this function's cost on each tools/call. The metrics keep their children for the life of
+the process (nothing here removes one), so holding them adds no series and no memory the metrics don't hold."""
+
+
 def count_call(server: str, verdict: str, outcome: str | None, duration_ms: float | None) -> None:
-    TOOL_CALLS.labels(server, verdict, outcome or "none").inc()
+    key = (server, verdict, outcome or "none")
+    series = _CALL_SERIES.get(key)
+    if series is None:
+        series = _CALL_SERIES[key] = (TOOL_CALLS.labels(*key), TOOL_CALL_SECONDS.labels(server, verdict))
+    series[0].inc()
     if duration_ms is not None:
-        TOOL_CALL_SECONDS.labels(server, verdict).observe(duration_ms / 1000)
+        series[1].observe(duration_ms / 1000)
 
 
 def count_decision(status: str) -> None:

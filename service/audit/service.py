@@ -264,6 +264,22 @@ class AuditWriter:
                 batch, self._queue = self._queue[: self._batch_size], self._queue[self._batch_size :]
                 await self._write(batch)
 
+    async def _write_queued(self) -> None:
+        """Write the records queued when it starts (the background task's turn); later ones wait for the next.
+
+        Not `flush`, which writes until the queue is empty: under a steady stream of calls records kept arriving
+        while a batch was written, so the writer went on committing batches of one or two records back to back,
+        each three statements and a commit (1.5-5 ms of CPU) instead of one batch per `flush_interval`. A
+        record still waits at most one interval plus the write before it, as documented, in the same order.
+        """
+        async with self._flush_lock:
+            pending = len(self._queue)
+            while pending > 0 and self._queue:
+                size = min(pending, self._batch_size)
+                batch, self._queue = self._queue[:size], self._queue[size:]
+                pending -= size
+                await self._write(batch)
+
     async def aclose(self) -> None:
         self._closed = True
         if self._task is not None:
@@ -291,7 +307,7 @@ class AuditWriter:
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval)
             self._wake.clear()
             try:
-                await self.flush()
+                await self._write_queued()
                 self._last_write_failed = False
                 if self.retention_days is not None and time.monotonic() >= self._next_prune:
                     self._next_prune = time.monotonic() + self._prune_interval

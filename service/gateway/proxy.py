@@ -40,7 +40,7 @@ from service.audit.service import AuditRecord, AuditWriter
 from service.gateway.calls import ToolCall
 from service.gateway.client_approval import TaskQuestions
 from service.gateway.hold import ApprovalGate, progress_token_of
-from service.gateway.mcp_compat import session_connection
+from service.gateway.mcp_compat import only_seen_sdk_spans, session_connection
 from service.gateway.sealed_state import state_boundary
 from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
@@ -85,6 +85,8 @@ def tool_name_problem(name: str) -> str | None:
         return "the tool name is empty"
     if len(name) > TOOL_NAME_MAX:
         return f"the tool name is {len(name)} characters long (at most {TOOL_NAME_MAX})"
+    if name.isascii() and name.isprintable():  # the common case, without a lookup per character (ASCII's
+        return None  # unprintable characters are exactly its control characters; it has no surrogates)
     bad = next((c for c in name if unicodedata.category(c) in _UNSTORABLE), None)
     if bad is not None:
         kind = "a control character" if unicodedata.category(bad) == "Cc" else "an unpaired surrogate"
@@ -301,6 +303,7 @@ class ServerProxy:
             instructions=self.info.instructions if self.info else None,
             **handlers,
         )
+        only_seen_sdk_spans(server)  # the SDK's span per request, when anything can see it
         server.notification_options = NotificationOptions(
             prompts_changed=bool(caps and caps.prompts and caps.prompts.list_changed),
             resources_changed=bool(caps and caps.resources and caps.resources.list_changed),

@@ -26,18 +26,21 @@ from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.message import SessionMessage
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from service.gateway import mcp_compat
 from service.gateway.mcp_compat import (
     ReadStream,
+    SdkSpansWhenSeen,
     SessionManager,
     SessionTransport,
     TransportStreams,
     WriteStream,
     create_context_streams,
     dispatcher_closed,
+    only_seen_sdk_spans,
     resync_tracer,
     session_connection,
     session_initialized,
@@ -93,6 +96,39 @@ def test_the_compat_names_shadow_nothing_of_the_sdk() -> None:
     for compat, sdk in ((SessionTransport, transport), (SessionManager, manager)):
         ours = {name for name in vars(compat) if not name.startswith("_")}
         assert ours and not {name for name in ours if hasattr(sdk, name)}
+
+
+async def test_the_sdks_span_middleware_is_wrapped_and_still_runs_for_a_request_with_meta() -> None:
+    """Every SDK `Server` carries `OpenTelemetryMiddleware` (mcp 2.3.0); the gateway wraps it, and a request whose
+    `_meta` carries anything (a client's `traceparent`) still goes through it."""
+    from mcp.server._otel import OpenTelemetryMiddleware
+
+    server = Server("compat")
+    assert any(isinstance(item, OpenTelemetryMiddleware) for item in server.middleware)
+    only_seen_sdk_spans(server)
+    assert len([item for item in server.middleware if isinstance(item, SdkSpansWhenSeen)]) == 1
+    assert not any(isinstance(item, OpenTelemetryMiddleware) for item in server.middleware)
+
+    seen: list[str] = []
+
+    class Spans(OpenTelemetryMiddleware):
+        async def __call__(self, ctx: Any, call_next: Any) -> Any:
+            seen.append(ctx.method)
+            return await call_next(ctx)
+
+    class Ctx:
+        method = "tools/call"
+        meta: dict[str, Any] | None = None
+
+    async def answer(ctx: Any) -> str:
+        return "answer"
+
+    spans = SdkSpansWhenSeen(Spans())
+    bare, carrying = Ctx(), Ctx()
+    carrying.meta = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "no global provider in this process"
+    assert await spans(bare, answer) == "answer" and seen == [], "no global provider, no _meta: skipped"
+    assert await spans(carrying, answer) == "answer" and seen == ["tools/call"], "_meta present: the SDK's span runs"
 
 
 def test_the_private_stream_types_are_what_transports_yield() -> None:
