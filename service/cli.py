@@ -404,14 +404,27 @@ def decisions_list(
 
 
 def _print_decisions(items: list[dict[str, Any]], total: int) -> None:
-    """The decisions table, from DecisionView's JSON form (the REST API's and the local database's alike)."""
-    from rich.table import Table
+    """The decisions table, from DecisionView's JSON form (the REST API's and the local database's alike).
 
-    table = Table(title=f"{total} decision(s)")
-    table.add_column("id", no_wrap=True)  # copied into `holdgate approve ID`: never wrapped
-    for header in ("status", "grant", "call", "created", "expires", "decided by"):
-        table.add_column(header)
-    table.add_column("outcome", no_wrap=True)
+    A plain-text table (`service.commands.table`), not rich's: this command's start-up matters, and rich's
+    console and styles were a sixth of it. The id and the outcome are never shortened (an id is copied into
+    `holdgate approve`; "UNKNOWN" must stay readable); the call is shortened first to fit the terminal.
+    """
+    import shutil
+
+    from service.commands.table import Column, render
+
+    columns = [
+        Column("id"),
+        Column("status"),  # "approved, lapsed": never shortened
+        Column("grant", shrink=1, floor=12),
+        Column("call", shrink=0, floor=24),
+        Column("created"),
+        Column("expires"),
+        Column("decided by", shrink=2, floor=12),
+        Column("outcome"),
+    ]
+    rows, caption = [], None
     for v in items:
         call = f"{v['server']}/{v['tool']} {json.dumps(v['arguments'], ensure_ascii=False)}"
         shown = v["status"] + (
@@ -421,14 +434,13 @@ def _print_decisions(items: list[dict[str, Any]], total: int) -> None:
         outcome = execution.get("outcome") or ""  # "lapsed" too: never cut, like the id
         if outcome == "unknown":
             outcome = "UNKNOWN"
-            table.caption = (
-                "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
-            )
-        table.add_row(
-            v["id"], shown, v["grant"], call[:80], str(v["created_at"]), str(v["expires_at"]),
-            v.get("decided_by") or "", outcome,
+            caption = "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
+        rows.append(
+            [v["id"], shown, v["grant"], call[:80], str(v["created_at"]), str(v["expires_at"]),
+             v.get("decided_by") or "", outcome]
         )  # fmt: skip
-    console().print(table)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(render(columns, rows, title=f"{total} decision(s)", caption=caption, width=width))
 
 
 @decisions_app.command("show")
