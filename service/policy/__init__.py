@@ -9,10 +9,11 @@ I/O; a rule's `cases` read the arguments through CEL conditions, `service.policy
 patterns and their specificity order in `patterns.py`.
 """
 
-from service.policy.compiler import load_policy
-from service.policy.engine import Policy
-from service.policy.explain import explain
-from service.policy.limits import LimitOutcome, consume, prune
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from service.policy.redaction import args_digest, canonical_json, redact_arguments
 from service.policy.verdict import (
     ApprovalSpec,
@@ -23,6 +24,35 @@ from service.policy.verdict import (
     Verdict,
     with_tool_change,
 )
+
+if TYPE_CHECKING:
+    from service.policy.compiler import load_policy
+    from service.policy.engine import Policy
+    from service.policy.explain import explain
+    from service.policy.limits import LimitOutcome, consume, prune
+
+_LAZY = {
+    "load_policy": "service.policy.compiler",
+    "Policy": "service.policy.engine",
+    "explain": "service.policy.explain",
+    "LimitOutcome": "service.policy.limits",
+    "consume": "service.policy.limits",
+    "prune": "service.policy.limits",
+}
+"""Names whose modules are imported on first use (PEP 562): the compiler, the engine and the limits bring CEL
+(protobuf) and the rule models, which the approvals domain does not need to record a vote, and `holdgate approve`
+on the local database imports the approvals domain (tests/test_cli_imports.py pins it). The verdict and the
+redaction helpers are plain Python and load at once."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ApprovalSpec",
