@@ -322,17 +322,39 @@ def db_upgrade() -> None:
 
 
 def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work(approval_service)` against the configured database, as the local operator."""
+    """Run `work(approval_service)` against the configured database, as the local operator.
+
+    With the `OTEL_*` variables set, as for `holdgate serve`, the decisions this command changes are traced (each
+    change joins the trace of the call that opened the decision) and exported before the command exits.
+    """
     import time
 
     from service import db
     from service.approvals import ApprovalService
 
-    return db.run_offline(
-        settings.effective_database_url,
-        lambda sessions: work(ApprovalService(sessions, clock=time.time)),
-        migrate=settings.run_migrations,
-    )
+    provider = _traced()
+    try:
+        return db.run_offline(
+            settings.effective_database_url,
+            lambda sessions: work(ApprovalService(sessions, clock=time.time)),
+            migrate=settings.run_migrations,
+        )
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports what the command traced (bounded by the exporter's own timeout)
+
+
+def _traced() -> Any:
+    """Tracing on for this command when the environment asks for it (None otherwise, at the cost of reading a few
+    variables). Unlike `serve`, a tracing set-up holdgate cannot follow is a warning: the vote matters more than
+    its trace."""
+    from service import tracing
+
+    try:
+        return tracing.configure_from_environment()
+    except ValueError as exc:
+        typer.secho(f"warning: not tracing: {exc}", fg="yellow", err=True)
+        return None
 
 
 UrlOption = Annotated[
