@@ -102,8 +102,12 @@ async def main():
 
 asyncio.run(main())
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], env={**env, "PYTHONPATH": str(root)}, capture_output=True, text=True
+    done = subprocess.run(  # in the data directory: `-c` puts the working directory first on sys.path
+        [sys.executable, "-c", script],
+        env={**env, "PYTHONPATH": str(root)},
+        cwd=env["HOLDGATE_DATA_DIR"],
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise SystemExit(f"could not open decisions: {done.stderr}")
