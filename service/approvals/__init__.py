@@ -5,10 +5,8 @@ Outside code (the gateway, the REST API, the dashboard, the CLI, the channels) i
 not from the modules inside; `service.approvals.service` explains how `ApprovalService` is put together.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from service.approvals.approvers import ApproverRecord, approver_json, approvers_of
 from service.approvals.edits import MAX_EDIT_BYTES, describe_changes
@@ -38,7 +36,7 @@ from service.approvals.states import ENDINGS, LAPSED, PENDING, STATUSES, UNKNOWN
 from service.approvals.timestamps import iso
 from service.approvals.votes import LOCAL_OPERATOR, VoteOutcome, Voter, VoteResult, VoteValue
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from service.approvals.holding import CallHolding
     from service.approvals.outbox import was_sent
 
@@ -47,13 +45,17 @@ _LAZY = {"CallHolding": "service.approvals.holding", "was_sent": "service.approv
 the CLI's votes and lists need neither (tests/test_cli_imports.py pins it)."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -9,10 +9,8 @@ I/O; a rule's `cases` read the arguments through CEL conditions, `service.policy
 patterns and their specificity order in `patterns.py`.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from service.policy.redaction import args_digest, canonical_json, redact_arguments
 from service.policy.verdict import (
@@ -25,7 +23,7 @@ from service.policy.verdict import (
     with_tool_change,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from service.policy.compiler import load_policy
     from service.policy.engine import Policy
     from service.policy.explain import explain
@@ -45,13 +43,17 @@ on the local database imports the approvals domain (tests/test_cli_imports.py pi
 redaction helpers are plain Python and load at once."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [
