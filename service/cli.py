@@ -321,18 +321,19 @@ def db_upgrade() -> None:
     console().print("database schema is up to date")
 
 
-def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]], *, changes: bool = True) -> T:
     """Run `work(approval_service)` against the configured database, as the local operator.
 
-    With the `OTEL_*` variables set, as for `holdgate serve`, the decisions this command changes are traced (each
-    change joins the trace of the call that opened the decision) and exported before the command exits.
+    With the `OTEL_*` variables set, as for `holdgate serve`, the decisions a command that `changes` them changes
+    are traced (each change joins the trace of the call that opened the decision) and exported before the command
+    exits; a read (`changes=False`) does not load the tracing SDK.
     """
     import time
 
     from service import db
     from service.approvals import ApprovalService
 
-    provider = _traced()
+    provider = _traced() if changes else None
     try:
         return db.run_offline(
             settings.effective_database_url,
@@ -417,7 +418,7 @@ def decisions_list(
         from service.approvals import DecisionQuery, DecisionView
 
         query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
-        rows, total = _with_approvals(_settings(), lambda service: service.list(query))
+        rows, total = _with_approvals(_settings(), lambda service: service.list(query), changes=False)
         items = [DecisionView.of(row).model_dump() for row in rows]
     if as_json:
         _json_dump({"items": items, "total": total})
@@ -474,7 +475,7 @@ def decisions_show(
     from service.approvals import ApprovalError, DecisionView
 
     try:
-        decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id))
+        decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id), changes=False)
     except ApprovalError as exc:
         err_console().print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
