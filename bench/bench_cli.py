@@ -18,7 +18,13 @@ interpreter), to compare before and after a change:
     python bench/bench_cli.py                         # this checkout
     python bench/bench_cli.py --root /path/to/other   # another checkout, e.g. before lazy imports (no --url there)
 
-The machine's load average is printed with the figures: on a shared machine they move with it.
+The machine's load average is printed with the figures: on a shared machine they move with it, the wall time far
+more than the CPU time (user + system of the command's own process), which is printed beside it. Read figures
+taken at a quiet moment (load average well under the CPU count), and compare two checkouts in the same run.
+
+The commands run with bytecode caching on, in a cache directory of the bench's own (`PYTHONPYCACHEPREFIX`), as an
+installed package runs (pip compiles it); a checkout run with `PYTHONDONTWRITEBYTECODE=1` recompiles every
+holdgate module on each start, which added ~0.1-0.3 s to the figures before they were taken this way.
 
 Usage: python bench/bench_cli.py [--runs 10] [--root DIR]
 """
@@ -96,8 +102,12 @@ async def main():
 
 asyncio.run(main())
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], env={**env, "PYTHONPATH": str(root)}, capture_output=True, text=True
+    done = subprocess.run(  # in the data directory: `-c` puts the working directory first on sys.path
+        [sys.executable, "-c", script],
+        env={**env, "PYTHONPATH": str(root)},
+        cwd=env["HOLDGATE_DATA_DIR"],
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise SystemExit(f"could not open decisions: {done.stderr}")
@@ -155,7 +165,8 @@ def main() -> None:
     root = options.root.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as scratch:
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("HOLDGATE_")},
+            **{k: v for k, v in os.environ.items() if not k.startswith("HOLDGATE_") and k != "PYTHONDONTWRITEBYTECODE"},
+            "PYTHONPYCACHEPREFIX": str(Path(scratch) / "pycache"),
             "HOLDGATE_DATA_DIR": scratch,
             "HOLDGATE_CONFIG_DIR": str(Path(scratch) / "config"),
         }

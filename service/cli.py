@@ -321,18 +321,41 @@ def db_upgrade() -> None:
     console().print("database schema is up to date")
 
 
-def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work(approval_service)` against the configured database, as the local operator."""
+def _with_approvals(settings: Settings, work: Callable[[Any], Awaitable[T]], *, changes: bool = True) -> T:
+    """Run `work(approval_service)` against the configured database, as the local operator.
+
+    With the `OTEL_*` variables set, as for `holdgate serve`, the decisions a command that `changes` them changes
+    are traced (each change joins the trace of the call that opened the decision) and exported before the command
+    exits; a read (`changes=False`) does not load the tracing SDK.
+    """
     import time
 
     from service import db
     from service.approvals import ApprovalService
 
-    return db.run_offline(
-        settings.effective_database_url,
-        lambda sessions: work(ApprovalService(sessions, clock=time.time)),
-        migrate=settings.run_migrations,
-    )
+    provider = _traced() if changes else None
+    try:
+        return db.run_offline(
+            settings.effective_database_url,
+            lambda sessions: work(ApprovalService(sessions, clock=time.time)),
+            migrate=settings.run_migrations,
+        )
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports what the command traced (bounded by the exporter's own timeout)
+
+
+def _traced() -> Any:
+    """Tracing on for this command when the environment asks for it (None otherwise, at the cost of reading a few
+    variables). Unlike `serve`, a tracing set-up holdgate cannot follow is a warning: the vote matters more than
+    its trace."""
+    from service import tracing
+
+    try:
+        return tracing.configure_from_environment()
+    except ValueError as exc:
+        typer.secho(f"warning: not tracing: {exc}", fg="yellow", err=True)
+        return None
 
 
 UrlOption = Annotated[
@@ -395,7 +418,7 @@ def decisions_list(
         from service.approvals import DecisionQuery, DecisionView
 
         query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
-        rows, total = _with_approvals(_settings(), lambda service: service.list(query))
+        rows, total = _with_approvals(_settings(), lambda service: service.list(query), changes=False)
         items = [DecisionView.of(row).model_dump() for row in rows]
     if as_json:
         _json_dump({"items": items, "total": total})
@@ -404,14 +427,27 @@ def decisions_list(
 
 
 def _print_decisions(items: list[dict[str, Any]], total: int) -> None:
-    """The decisions table, from DecisionView's JSON form (the REST API's and the local database's alike)."""
-    from rich.table import Table
+    """The decisions table, from DecisionView's JSON form (the REST API's and the local database's alike).
 
-    table = Table(title=f"{total} decision(s)")
-    table.add_column("id", no_wrap=True)  # copied into `holdgate approve ID`: never wrapped
-    for header in ("status", "grant", "call", "created", "expires", "decided by"):
-        table.add_column(header)
-    table.add_column("outcome", no_wrap=True)
+    A plain-text table (`service.commands.table`), not rich's: this command's start-up matters, and rich's
+    console and styles were a sixth of it. The id and the outcome are never shortened (an id is copied into
+    `holdgate approve`; "UNKNOWN" must stay readable); the call is shortened first to fit the terminal.
+    """
+    import shutil
+
+    from service.commands.table import Column, render
+
+    columns = [
+        Column("id"),
+        Column("status"),  # "approved, lapsed": never shortened
+        Column("grant", shrink=1, floor=12),
+        Column("call", shrink=0, floor=24),
+        Column("created"),
+        Column("expires"),
+        Column("decided by", shrink=2, floor=12),
+        Column("outcome"),
+    ]
+    rows, caption = [], None
     for v in items:
         call = f"{v['server']}/{v['tool']} {json.dumps(v['arguments'], ensure_ascii=False)}"
         shown = v["status"] + (
@@ -421,14 +457,13 @@ def _print_decisions(items: list[dict[str, Any]], total: int) -> None:
         outcome = execution.get("outcome") or ""  # "lapsed" too: never cut, like the id
         if outcome == "unknown":
             outcome = "UNKNOWN"
-            table.caption = (
-                "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
-            )
-        table.add_row(
-            v["id"], shown, v["grant"], call[:80], str(v["created_at"]), str(v["expires_at"]),
-            v.get("decided_by") or "", outcome,
+            caption = "UNKNOWN: sent upstream by a gateway process that stopped before the answer; it may have run"
+        rows.append(
+            [v["id"], shown, v["grant"], call[:80], str(v["created_at"]), str(v["expires_at"]),
+             v.get("decided_by") or "", outcome]
         )  # fmt: skip
-    console().print(table)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(render(columns, rows, title=f"{total} decision(s)", caption=caption, width=width))
 
 
 @decisions_app.command("show")
@@ -440,7 +475,7 @@ def decisions_show(
     from service.approvals import ApprovalError, DecisionView
 
     try:
-        decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id))
+        decision, votes = _with_approvals(_settings(), lambda service: service.get(decision_id), changes=False)
     except ApprovalError as exc:
         err_console().print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None

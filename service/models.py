@@ -234,6 +234,11 @@ class Decision(SQLModel, table=True):
         description='JSON: the standing approvals the rule lets an approver give ({"tool": 1800.0}: scope -> seconds)',
     )
     standing_id: str | None = Field(default=None, max_length=64, description="the standing approval its quorum gave")
+    traceparent: str | None = Field(
+        default=None,
+        max_length=55,
+        description="W3C traceparent of the span that opened it (tracing on only): its changes join that trace",
+    )
     # Edit before release (service.approvals.edits): whether the rule lets an approver change the arguments, and the
     # approval's edit: the arguments to run (whole, for the releasing process; erased once the run is recorded), the
     # same redacted for display, and the changes (redacted), written in the compare-and-set that approves.

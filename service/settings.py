@@ -178,6 +178,12 @@ class OidcSettings(BaseModel):
         default=True,
         description="Keep the token sign-in form beside OIDC (for small setups and break-glass access).",
     )
+    provider_logout: bool = Field(
+        default=True,
+        description="Signing out of the dashboard also ends the session at the provider (RP-initiated logout, when "
+        "its metadata has an `end_session_endpoint`; register `<HOLDGATE_PUBLIC_URL>/login` as a post-logout "
+        "redirect URI). Turn off for a provider that insists on `id_token_hint` (Okta).",
+    )
 
     @property
     def enabled(self) -> bool:

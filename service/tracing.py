@@ -12,6 +12,11 @@ the hold and the upstream; a span per change of a decision's status (`holdgate d
 spans (a server span per request, a client span per request it sends) join the same traces, and the trace
 context goes on to HTTP upstreams (a `traceparent` header and, as the SDK does, `_meta`).
 
+A decision outlives the request that opened it and is changed elsewhere (an approver's request, a timer, the
+CLI, another replica), so the opening call's context travels with the decision: `traceparent()` is stored on it
+when it opens, and `record(..., joins=...)` makes the change a child of that span, in the call's trace, with a
+link to the span that made the change (the approver's request, when it is traced).
+
 The guard: while tracing is off, `span()` returns one shared null context and `inject()` returns at once,
 so a call pays a function call and a global read per span, nothing more (bench/bench_gateway.py measures it).
 """
@@ -60,11 +65,50 @@ def annotate(**attributes: Any) -> None:
                 current.set_attribute(f"holdgate.{key}", value)
 
 
-def record(name: str, *, start_ns: int, attributes: Mapping[str, Any]) -> None:
-    """A span that began at `start_ns` (`now_ns()`) and ends now: one event of a batch (a decision's change)."""
+def record(name: str, *, start_ns: int, attributes: Mapping[str, Any], joins: str | None = None) -> None:
+    """A span that began at `start_ns` (`now_ns()`) and ends now: one event of a batch (a decision's change).
+
+    `joins`: a W3C traceparent (`traceparent()`, kept with a decision) whose span becomes this one's parent, so
+    the span lands in that trace even when it is recorded in another request or process; the span current
+    here, if any, is linked instead. A missing or malformed value leaves the current span as the parent.
+    """
     tracer = _tracer
-    if tracer is not None:
+    if tracer is None:
+        return
+    parent = None if joins is None else _span_context_of(joins)
+    if parent is None:
         tracer.start_span(name, start_time=start_ns, attributes=_clean(attributes)).end()
+        return
+    here = trace.get_current_span().get_span_context()
+    links = [trace.Link(here, {"holdgate.link": "changed_in"})] if here.is_valid else None
+    tracer.start_span(
+        name,
+        context=trace.set_span_in_context(trace.NonRecordingSpan(parent)),
+        links=links,
+        start_time=start_ns,
+        attributes=_clean(attributes),
+    ).end()
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C `traceparent` value, to store with work that outlives it; None while tracing is
+    off or outside any span."""
+    if _tracer is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def _span_context_of(value: str) -> trace.SpanContext | None:
+    """The remote span a stored `traceparent` names, or None if it is not a valid one (read by the W3C
+    propagator, which refuses bad versions, lengths, all-zero ids and non-hex)."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = trace.get_current_span(TraceContextTextMapPropagator().extract({"traceparent": value}))
+    span_context = context.get_span_context()
+    return span_context if span_context.is_valid else None
 
 
 def now_ns() -> int:

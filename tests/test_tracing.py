@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
+import os
+import sys
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,8 +25,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 
 from service import tracing
+from service.approvals import Voter
 from tests.approvals.support import PERSON_TOKENS, api, approval_policy, sha256, wait_for_decisions
-from tests.support.harness import free_port, run_gateway, servers, text_of, write_config
+from tests.support.harness import ROOT, free_port, run_gateway, servers, text_of, write_config
 from tests.support.sdk_upstream import http_peer, sdk_upstream_command
 from tests.test_logs import serving
 
@@ -124,8 +129,85 @@ async def test_a_held_call_has_a_hold_span_and_its_decision_change_a_span_of_its
         "holdgate.tool": "trace-context",
         "holdgate.grant": "agent",
     }
-    assert change.context.trace_id != tool_call.context.trace_id, "the approval is the approver's request, not the call"
+    assert change.context.trace_id == tool_call.context.trace_id, "the change joins the held call's trace"
+    assert change.parent.span_id == hold.context.span_id, "as a child of the hold that opened the decision"
+    assert not change.links, "the REST request that approved it is not traced here: nothing to link"
     assert json.loads(text_of(result))["header"] == traceparent(upstream)
+
+
+async def test_a_change_made_under_another_span_joins_the_calls_trace_and_links_to_that_span(tmp_path, traced):
+    """An approver's traced request (here a span of the test's own around the service's vote, as an instrumented
+    web framework would open one): the change lands in the held call's trace, and links back to that request."""
+    exporter, agent = traced
+    async with (
+        sdk_upstream() as url,
+        run_gateway(tmp_path, policy=HELD, servers={"sdk": {"url": url}}, approval_hold_s=30) as gw,
+        gw.session("sdk") as session,
+    ):
+        with agent.start_as_current_span("agent"):
+            call = asyncio.create_task(session.call_tool("trace-context", {}))
+            [decision] = await wait_for_decisions(gw)
+        with agent.start_as_current_span("approver request") as request:
+            await gw.state.approvals.service.vote(decision.id, Voter("person", "alice"), "approve", via="api")
+        await asyncio.wait_for(call, 10)
+    spans = exporter.get_finished_spans()
+    [hold] = by_name(spans, "holdgate hold")
+    [change] = by_name(spans, "holdgate decision")
+    [link] = change.links
+
+    assert change.parent.span_id == hold.context.span_id and change.context.trace_id == hold.context.trace_id
+    assert link.context.span_id == request.get_span_context().span_id
+    assert link.context.trace_id != change.context.trace_id and link.attributes["holdgate.link"] == "changed_in"
+
+
+async def test_the_cli_approving_in_another_process_puts_its_change_in_the_calls_trace(tmp_path, traced):
+    """`holdgate approve` as its own process, with the standard variables pointing at an OTLP receiver: the
+    decision's change reaches the receiver as a child of the hold span this gateway recorded."""
+    exporter, agent = traced
+    async with (
+        otlp_receiver() as (endpoint, received),
+        sdk_upstream() as url,
+        run_gateway(tmp_path, policy=HELD, servers={"sdk": {"url": url}}, approval_hold_s=30) as gw,
+        gw.session("sdk") as session,
+    ):
+        with agent.start_as_current_span("agent"):
+            call = asyncio.create_task(session.call_tool("trace-context", {}))
+            [decision] = await wait_for_decisions(gw)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "HOLDGATE_DATA_DIR": str(tmp_path / "data"),
+            "HOLDGATE_CONFIG_DIR": str(tmp_path / "config"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        }
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "approve", decision.id, env=env, stdout=PIPE, stderr=PIPE
+        )
+        out, err = await asyncio.wait_for(cli.communicate(), 120)
+        await asyncio.wait_for(call, 10)
+    assert cli.returncode == 0, err.decode()
+    assert b"approved by local-operator" in out and err == b""
+    [hold] = by_name(exporter.get_finished_spans(), "holdgate hold")
+    [change] = [span for span in otlp_spans(received) if span.name == "holdgate decision"]
+
+    assert change.trace_id == hold.context.trace_id.to_bytes(16, "big")
+    assert change.parent_span_id == hold.context.span_id.to_bytes(8, "big")
+    assert {a.key: a.value.string_value for a in change.attributes}["holdgate.via"] == "cli"
+
+
+async def test_a_decision_opened_while_tracing_is_off_keeps_no_trace_context(tmp_path):
+    assert not tracing.enabled()
+    async with (
+        sdk_upstream() as url,
+        run_gateway(tmp_path, policy=HELD, servers={"sdk": {"url": url}}, approval_hold_s=30) as gw,
+        gw.session("sdk") as session,
+    ):
+        call = asyncio.create_task(session.call_tool("trace-context", {}))
+        [decision] = await wait_for_decisions(gw)
+        row, _ = await gw.state.approvals.service.get(decision.id)
+        await gw.state.approvals.service.vote(decision.id, Voter("person", "alice"), "approve", via="api")
+        await asyncio.wait_for(call, 10)
+    assert row.traceparent is None
 
 
 async def test_with_tracing_off_nothing_is_recorded_and_the_upstream_gets_no_trace_context(tmp_path):
@@ -159,6 +241,41 @@ def test_off_is_one_shared_null_context_and_inject_writes_nothing():
     tracing.annotate(outcome="ok")
     tracing.record("x", start_ns=tracing.now_ns(), attributes={})
     assert carrier == {} and tracing.now_ns() == 0
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "garbage",
+        "00-00000000000000000000000000000000-0000000000000000-01",  # all-zero ids are invalid
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",  # no flags
+        "00-0AF7651916CD43DD8448EB211C80319Z-b7ad6b7169203331-01",  # not hex
+        "00-" + "a" * 10_000,
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\x00",
+    ],
+)
+def test_a_stored_traceparent_that_is_not_one_leaves_the_change_where_it_happens(stored):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with tracing.installed(provider), provider.get_tracer("test").start_as_current_span("here") as here:
+        tracing.record("holdgate decision", start_ns=tracing.now_ns(), attributes={}, joins=stored)
+    [change, _] = exporter.get_finished_spans()
+    assert change.parent.span_id == here.get_span_context().span_id and not change.links
+
+
+@pytest.mark.unit
+def test_the_stored_traceparent_is_the_current_spans_and_none_outside_a_span():
+    assert tracing.traceparent() is None  # off
+    provider = TracerProvider()
+    with tracing.installed(provider):
+        assert tracing.traceparent() is None  # on, but no span
+        with provider.get_tracer("test").start_as_current_span("opening") as opening:
+            value = tracing.traceparent()
+    context = opening.get_span_context()
+    assert value == f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 @pytest.mark.unit
@@ -198,9 +315,9 @@ def test_a_setting_holdgate_cannot_follow_refuses_to_start_naming_the_variable(e
     assert not tracing.enabled()
 
 
-async def test_holdgate_serve_exports_its_spans_over_otlp_when_the_standard_variables_say_so(tmp_path):
-    """The real command with `OTEL_EXPORTER_OTLP_ENDPOINT` set: its spans reach an OTLP/HTTP receiver (a local
-    one that keeps what it is sent), with the mcp SDK's server span as the call's parent."""
+@contextlib.asynccontextmanager
+async def otlp_receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A local OTLP/HTTP receiver that keeps the bodies it is sent: (its endpoint, the bodies)."""
     received: list[bytes] = []
 
     async def collect(request: web.Request) -> web.Response:
@@ -213,9 +330,27 @@ async def test_holdgate_serve_exports_its_spans_over_otlp_when_the_standard_vari
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    write_config(tmp_path / "config", policy=approval_policy(), servers=servers(tmp_path))
     try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", received
+    finally:
+        await runner.cleanup()
+
+
+def otlp_spans(received: list[bytes]) -> list[Any]:
+    return [
+        span
+        for body in received
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource_spans.scope_spans
+        for span in scope.spans
+    ]
+
+
+async def test_holdgate_serve_exports_its_spans_over_otlp_when_the_standard_variables_say_so(tmp_path):
+    """The real command with `OTEL_EXPORTER_OTLP_ENDPOINT` set: its spans reach an OTLP/HTTP receiver (a local
+    one that keeps what it is sent), with the mcp SDK's server span as the call's parent."""
+    write_config(tmp_path / "config", policy=approval_policy(), servers=servers(tmp_path))
+    async with otlp_receiver() as (endpoint, received):
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
         async with serving(tmp_path, tmp_path / "holdgate.log", **env) as gw, gw.session("jobs") as session:
             result = await session.call_tool("list-async-jobs", {})
@@ -223,8 +358,6 @@ async def test_holdgate_serve_exports_its_spans_over_otlp_when_the_standard_vari
                 if any(b"holdgate tools/call" in body for body in received):
                     break
                 await asyncio.sleep(0.05)
-    finally:
-        await runner.cleanup()
 
     assert not result.is_error
     spans, services = [], set()

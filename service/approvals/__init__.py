@@ -5,6 +5,9 @@ Outside code (the gateway, the REST API, the dashboard, the CLI, the channels) i
 not from the modules inside; `service.approvals.service` explains how `ApprovalService` is put together.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from service.approvals.approvers import ApproverRecord, approver_json, approvers_of
 from service.approvals.edits import MAX_EDIT_BYTES, describe_changes
 from service.approvals.errors import (
@@ -16,8 +19,6 @@ from service.approvals.errors import (
     ReasonRequired,
     UnknownDecision,
 )
-from service.approvals.holding import CallHolding
-from service.approvals.outbox import was_sent
 from service.approvals.queries import DecisionQuery, decision_conditions, decision_page
 from service.approvals.release import FINISHED, RESULT_LIMIT_BYTES, Reconciled
 from service.approvals.schemas import DecisionView, RevokeRequest, StandingPage, StandingView
@@ -34,6 +35,28 @@ from service.approvals.standing import (
 from service.approvals.states import ENDINGS, LAPSED, PENDING, STATUSES, UNKNOWN, Status
 from service.approvals.timestamps import iso
 from service.approvals.votes import LOCAL_OPERATOR, VoteOutcome, Voter, VoteResult, VoteValue
+
+if _typing.TYPE_CHECKING:
+    from service.approvals.holding import CallHolding
+    from service.approvals.outbox import was_sent
+
+_LAZY = {"CallHolding": "service.approvals.holding", "was_sent": "service.approvals.outbox"}
+"""Imported on first use (PEP 562): holding a call brings the policy's limits and CEL, the outbox the channels;
+the CLI's votes and lists need neither (tests/test_cli_imports.py pins it)."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ENDINGS",

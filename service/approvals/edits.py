@@ -23,13 +23,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.approvals.errors import EditRefused
 from service.approvals.votes import VoteOutcome, Voter, Votes
-from service.policy import Policy, Verdict, redact_arguments
-from service.policy.conditions import arguments_problem
+from service.policy import Verdict, redact_arguments
 from service.policy.redaction import REDACTED, canonical_json
+
+if TYPE_CHECKING:
+    from service.policy import Policy
 
 MAX_EDIT_BYTES = 256 * 1024
 """The largest edited argument object, as JSON (UTF-8)."""
@@ -57,6 +59,8 @@ def read_edit(arguments: Any, shown_original: Mapping[str, Any]) -> dict[str, An
     """The approver's arguments, checked (`EditRefused` says why not); None when they are the shown arguments."""
     if not isinstance(arguments, dict):
         raise EditRefused(f"arguments must be a JSON object (the tool's whole argument object), not {_kind(arguments)}")
+    from service.policy.conditions import arguments_problem  # CEL: imported when an edit is checked, not to vote
+
     problem = arguments_problem(arguments)
     if problem is not None:
         raise EditRefused(f"the edited arguments cannot be used: {'arguments' + problem.removeprefix('args')}")

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import metrics
+from service import metrics, tracing
 from service.approvals.approvers import approver_json
 from service.approvals.core import RETURNING_ROWS, DecisionCore
 from service.approvals.notices import announce_opened, enqueue_notifications
@@ -93,6 +93,7 @@ class Opening(DecisionCore):
                 editable=spec.editable,
                 rejoin_within_s=spec.rejoin_within_seconds,
                 scopes=json.dumps(dict(spec.scopes)),
+                traceparent=tracing.traceparent(),  # the opening call's span: the decision's changes join its trace
                 created_at=now,
                 expires_at=now + spec.timeout_seconds,
                 remind_at=(

@@ -171,6 +171,7 @@ class Transitions(DecisionCore):
                     "holdgate.tool": decision.tool,
                     "holdgate.grant": decision.grant,
                 },
+                joins=decision.traceparent,  # in the held call's trace, wherever the change happens
             )
             logger.info("decision %s %s by %s via %s", decision.id, status, by, via, extra={"decision_id": decision.id})
         return {decision.id: decision for decision in won}

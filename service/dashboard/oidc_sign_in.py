@@ -123,6 +123,21 @@ async def callback(request: Request) -> Response:
     return response
 
 
+async def provider_sign_out_url(request: Request) -> str | None:
+    """After a dashboard sign-out of an OIDC session: the provider's end-session URL, which ends the person's
+    session there too and comes back to the login page (`<public URL>/login`, registered at the provider as a
+    post-logout redirect URI); None to stay here (no OIDC, turned off, or the provider has no such endpoint).
+
+    Without it, "Sign out" then "Sign in with …" signs the same person straight back in from the provider's
+    session, which is not what someone at a shared machine expects."""
+    state = get_state(request)
+    client = state.dashboard.oidc
+    if client is None or not state.settings.oidc.provider_logout:
+        return None
+    base = state.settings.public_url or str(request.base_url)
+    return await client.end_session_url(base.rstrip("/") + "/login")
+
+
 def _begun(request: Request) -> dict[str, Any] | None:
     raw = request.cookies.get(COOKIE)
     if not raw:

@@ -184,9 +184,15 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, viewer: CsrfViewerDep) -> RedirectResponse:
-    """Sign out: this session's cookie stops working everywhere, copies of it included."""
+    """Sign out: this session's cookie stops working everywhere, copies of it included; a person who signed in
+    through the identity provider is then sent there to end that session too (RP-initiated logout)."""
     await sign_out(get_state(request), viewer)
-    response = RedirectResponse("/login", status_code=303)
+    target = "/login"
+    if viewer.via == "oidc":
+        from service.dashboard.oidc_sign_in import provider_sign_out_url  # it imports this module (render_login)
+
+        target = await provider_sign_out_url(request) or target
+    response = RedirectResponse(target, status_code=303)
     write_session(request, response, Viewer(None, secrets.token_urlsafe(24)))
     return response
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 import jwt
@@ -140,6 +141,25 @@ class OidcClient:
             claims = await self._verify_id_token(id_token, nonce)
             claims = await self._with_userinfo(client, metadata, token, claims)
         return self._identity(claims)
+
+    async def end_session_url(self, post_logout_redirect_uri: str) -> str | None:
+        """Where to send the browser to end its session at the provider (OpenID Connect RP-Initiated Logout 1.0),
+        coming back to `post_logout_redirect_uri`; None when the provider has no `end_session_endpoint` or cannot be
+        reached (the sign-out here has happened either way).
+
+        The client is named by `client_id`, not `id_token_hint`: the ID token is not kept after sign-in (it would
+        double the session cookie, and the groups in it could take it past a browser's 4 KB limit). Providers
+        that require the hint (Okta) refuse; `HOLDGATE_OIDC_PROVIDER_LOGOUT=false` turns this off for them.
+        """
+        try:
+            metadata = await self._metadata()
+        except OidcError:
+            return None
+        endpoint = metadata.get("end_session_endpoint")
+        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+            return None
+        query = urlencode({"client_id": self.client_id, "post_logout_redirect_uri": post_logout_redirect_uri})
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
     async def _metadata(self) -> dict[str, Any]:
         try:

@@ -9,10 +9,9 @@ I/O; a rule's `cases` read the arguments through CEL conditions, `service.policy
 patterns and their specificity order in `patterns.py`.
 """
 
-from service.policy.compiler import load_policy
-from service.policy.engine import Policy
-from service.policy.explain import explain
-from service.policy.limits import LimitOutcome, consume, prune
+import importlib as _importlib
+import typing as _typing
+
 from service.policy.redaction import args_digest, canonical_json, redact_arguments
 from service.policy.verdict import (
     ApprovalSpec,
@@ -23,6 +22,39 @@ from service.policy.verdict import (
     Verdict,
     with_tool_change,
 )
+
+if _typing.TYPE_CHECKING:
+    from service.policy.compiler import load_policy
+    from service.policy.engine import Policy
+    from service.policy.explain import explain
+    from service.policy.limits import LimitOutcome, consume, prune
+
+_LAZY = {
+    "load_policy": "service.policy.compiler",
+    "Policy": "service.policy.engine",
+    "explain": "service.policy.explain",
+    "LimitOutcome": "service.policy.limits",
+    "consume": "service.policy.limits",
+    "prune": "service.policy.limits",
+}
+"""Names whose modules are imported on first use (PEP 562): the compiler, the engine and the limits bring CEL
+(protobuf) and the rule models, which the approvals domain does not need to record a vote, and `holdgate approve`
+on the local database imports the approvals domain (tests/test_cli_imports.py pins it). The verdict and the
+redaction helpers are plain Python and load at once."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ApprovalSpec",

@@ -38,20 +38,24 @@ class FakeProvider:
         self.id_alg = "RS256"
         self.userinfo: dict[str, Any] | None = None
         self.token_requests: list[dict[str, list[str]]] = []
+        self.end_session: Any = None
+        self.down = False
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
+        if self.down:
+            raise httpx2.ConnectError("provider down", request=request)
         if path == "/.well-known/openid-configuration":
-            return httpx2.Response(
-                200,
-                json={
-                    "issuer": ISSUER,
-                    "authorization_endpoint": f"{ISSUER}/auth",
-                    "token_endpoint": f"{ISSUER}/token",
-                    "userinfo_endpoint": f"{ISSUER}/me",
-                    "jwks_uri": f"{ISSUER}/jwks",
-                },
-            )
+            metadata = {
+                "issuer": ISSUER,
+                "authorization_endpoint": f"{ISSUER}/auth",
+                "token_endpoint": f"{ISSUER}/token",
+                "userinfo_endpoint": f"{ISSUER}/me",
+                "jwks_uri": f"{ISSUER}/jwks",
+            }
+            if self.end_session is not None:
+                metadata["end_session_endpoint"] = self.end_session
+            return httpx2.Response(200, json=metadata)
         if path == "/jwks":
             return httpx2.Response(
                 200, json={"keys": [{**json.loads(RSAAlgorithm.to_jwk(KEY.public_key())), "kid": "k"}]}
@@ -159,3 +163,29 @@ async def test_missing_claims_come_from_userinfo_only_for_the_same_subject():
     assert (await sign_in(check, provider, {})).groups == frozenset()
     provider.userinfo = None  # userinfo refuses: the ID token's claims stand
     assert (await sign_in(check, provider, {"groups": "ops"})).groups == frozenset({"ops"})
+
+
+@pytest.mark.parametrize(
+    ("advertised", "expected"),
+    [
+        (f"{ISSUER}/logout", f"{ISSUER}/logout?client_id=holdgate&post_logout_redirect_uri="),
+        (f"{ISSUER}/logout?tenant=x", f"{ISSUER}/logout?tenant=x&client_id=holdgate&post_logout_redirect_uri="),
+        (None, None),  # no RP-initiated logout at this provider: sign-out stays at holdgate
+        ("javascript:alert(1)", None),  # not a URL the browser may be sent to
+        (["not", "a", "string"], None),
+    ],
+)
+async def test_the_end_session_url_names_the_client_and_where_to_come_back(advertised, expected):
+    provider = FakeProvider()
+    provider.end_session = advertised
+    url = await client(provider).end_session_url("https://holdgate.example.com/login")
+    if expected is None:
+        assert url is None
+    else:
+        assert url == expected + "https%3A%2F%2Fholdgate.example.com%2Flogin"
+
+
+async def test_a_provider_that_cannot_be_reached_at_sign_out_leaves_the_browser_here():
+    provider = FakeProvider()
+    provider.down = True
+    assert await client(provider).end_session_url("https://holdgate.example.com/login") is None

@@ -37,7 +37,7 @@ def sso_policy(**approval: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def sso_gateway(
-    tmp_path, *, token_sign_in: bool = True, **approval: Any
+    tmp_path, *, token_sign_in: bool = True, oidc_provider_logout: bool = True, **approval: Any
 ) -> AsyncIterator[tuple[Gateway, Provider]]:
     port = free_port()
     async with (
@@ -54,6 +54,7 @@ async def sso_gateway(
             oidc_scopes="openid email profile groups",
             oidc_groups_claim="groups",
             token_sign_in=token_sign_in,
+            oidc_provider_logout=oidc_provider_logout,
             approval_hold_s=30,
         ) as gw,
     ):
@@ -111,12 +112,33 @@ async def test_a_decision_link_asks_for_sign_in_at_the_provider_then_shows_the_d
         result = await asyncio.wait_for(held, 20)
         assert "Job job-7 not found" in text_of(result)  # the upstream's own answer: the call ran
 
-        # Sign out: the session cookie stops working (a copy of it too).
+        # Sign out: the session cookie stops working (a copy of it too), and the provider's session ends as well
+        # (RP-initiated logout: its confirmation page, then back to holdgate's login page).
         cookies = await page.context.cookies()
         await page.get_by_role("button", name="Sign out").click()
-        await page.wait_for_url(re.compile(r"/login"))
+        await page.wait_for_url(re.compile(re.escape(provider.issuer) + "/session/end"))
+        await page.click("button[value=yes]")
+        await page.wait_for_url(f"{gw.url}/login")
         async with httpx2.AsyncClient(base_url=gw.url, cookies={c["name"]: c["value"] for c in cookies}) as copy:
             assert (await copy.get("/")).status_code == 303
+        await page.get_by_test_id("oidc-sign-in").click()
+        await expect(page.locator('input[name="login"]')).to_be_visible()  # asked again: not signed back in
+
+
+async def test_signing_out_stays_at_holdgate_when_provider_logout_is_off(tmp_path, chromium):
+    """`HOLDGATE_OIDC_PROVIDER_LOGOUT=false` (a provider that insists on `id_token_hint`): holdgate's session
+    ends, the provider's does not, so signing in again goes straight through the provider."""
+    from playwright.async_api import expect
+
+    async with sso_gateway(tmp_path, oidc_provider_logout=False) as (gw, _provider), browser_page(chromium) as page:
+        await page.goto(f"{gw.url}/login")
+        await page.get_by_test_id("oidc-sign-in").click()
+        await sign_in_at_provider(page, "alice")
+        await expect(page.get_by_test_id("person")).to_have_text("alice")
+        await page.get_by_role("button", name="Sign out").click()
+        await page.wait_for_url(f"{gw.url}/login")
+        await page.get_by_test_id("oidc-sign-in").click()
+        await expect(page.get_by_test_id("person")).to_have_text("alice")  # the provider's session signed her in
 
 
 async def test_a_member_of_a_policy_group_at_the_provider_votes_as_themself(tmp_path, chromium):

@@ -2,8 +2,9 @@
 // static clients and a few accounts. Usage: node oidc_provider.mjs PORT [REDIRECT_URI ...]
 //
 // - `holdgate-dashboard` (confidential, authorization code + PKCE): the dashboard's sign-in. Its
-//   redirect URIs are the ones given on the command line. The built-in development login form takes
-//   any password for the accounts below.
+//   redirect URIs are the ones given on the command line, and each one's `/login` page is a post-logout
+//   redirect URI (RP-initiated logout). The built-in development login form takes any password for the
+//   accounts below.
 // - `agent-ci`, `agent-alice`, `agent-unmapped` (client credentials): agents. A token asked for with
 //   `resource=<URL>` is a JWT (RFC 9068) whose audience is that URL. `agent-alice`'s tokens carry
 //   `act_email: alice@example.com` (whom the agent acts for).
@@ -28,6 +29,8 @@ const provider = new Provider(issuer, {
       client_id: 'holdgate-dashboard',
       client_secret: 'dashboard-secret-for-tests-only',
       redirect_uris: redirectUris.length ? redirectUris : ['http://127.0.0.1/unused'],
+      // RP-initiated logout comes back to the dashboard's login page (`…/login/oidc/callback` -> `…/login`).
+      post_logout_redirect_uris: redirectUris.map((uri) => uri.replace(/\/login\/oidc\/callback$/, '/login')),
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
