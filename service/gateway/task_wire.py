@@ -31,7 +31,8 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult
-from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
+from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
+from mcp_types import HEADER_MISMATCH, INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -86,6 +87,22 @@ def server_capabilities(
         ),
     )
     return capabilities.model_copy(update={"tasks": tasks})
+
+
+def check_mcp_name(ctx: ServerRequestContext, task_id: str) -> None:
+    """Over HTTP, the extension's `tasks/get|update|cancel` MUST carry `Mcp-Name: <taskId>` (the SDK checks the
+    header only for `tools/call`, `prompts/get` and `resources/read`): a missing or different one is refused with
+    the header-mismatch error (-32020, HTTP 400), before anything is looked up or changed."""
+    request = ctx.request
+    if request is None:
+        return  # stdio: no headers
+    raw = request.headers.getlist(MCP_NAME_HEADER)
+    named = decode_header_value(raw[0]) if len(raw) == 1 else None  # a malformed encoding decodes to None
+    if named != task_id:
+        raise MCPError(
+            code=HEADER_MISMATCH,
+            message=f"{ctx.method}: the {MCP_NAME_HEADER} header must name the task the body names ('taskId')",
+        )
 
 
 # -- shapes -----------------------------------------------------------------------------------------
@@ -269,6 +286,8 @@ class TaskMethods:
 
     async def _task(self, ctx: ServerRequestContext, params: TaskIdParams) -> HeldTask:
         era = ERA_2026 if is_modern(ctx) else ERA_2025
+        if era == ERA_2026:
+            check_mcp_name(ctx, params.task_id)
         if era == ERA_2026 and not declares_tasks_extension(ctx):
             raise MCPError(
                 code=MISSING_REQUIRED_CLIENT_CAPABILITY,
