@@ -40,6 +40,7 @@ from service.gateway.hold import ApprovalGate, progress_token_of
 from service.gateway.mcp_compat import session_connection
 from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
+from service.gateway.task_notify import TaskWatchers
 from service.gateway.task_passthrough import UpstreamTasks, live_2025, live_2026
 from service.gateway.task_wire import (
     TaskAugmentation,
@@ -125,6 +126,8 @@ class GatewayCore:
     """The pinned tool definitions (`service.tooldefs`); None: definitions are not checked (tests of other parts)."""
     tasks: HeldTasks | None = None
     """Held calls as MCP tasks (`service.gateway.tasks`); None: tasks are neither declared nor served."""
+    task_watchers: TaskWatchers | None = None
+    """Who hears of a 2025-11-25 task's status changes (`service.gateway.task_notify`); None: nobody."""
 
 
 def acting_for_of(ctx: ServerRequestContext) -> str | None:
@@ -520,14 +523,14 @@ class ServerProxy:
         record = _with_shadow(record, shadowed, verdict.action)
         if verdict.action == "require_approval":
             if as_task is not None and self.core.tasks is not None and self.core.approvals is not None:
-                return await self._held_task(call, verdict, as_task)
+                return await self._held_task(ctx, call, verdict, as_task)
             return await self._held_call(ctx, call, verdict, record, started)
         if as_task is not None and self.upstream_tasks is not None and await self.upstream_task_support(call.tool):
-            return await self._forward_task(call, record, started, as_task)
+            return await self._forward_task(ctx, call, record, started, as_task)
         return await self._forward_call(ctx, call, record, started)
 
     async def _forward_task(
-        self, call: ToolCall, record: AuditRecord, started: float, as_task: TaskRequest
+        self, ctx: ServerRequestContext, call: ToolCall, record: AuditRecord, started: float, as_task: TaskRequest
     ) -> dict[str, Any]:
         """An allowed call to a tool the upstream runs as a task, asked for as a task: sent upstream with `task`
         through the shared upstream session, and the upstream's task answered under a holdgate id (its row)."""
@@ -548,17 +551,26 @@ class ServerProxy:
             await self._finish(record, "allowed", outcome, None, started)
             return {**answer, "resultType": "complete"}
         await self._finish(record, "allowed", "task", f"the upstream's task, passed through as {row.id}", started)
+        self._watch(ctx, row.id, as_task)
         if as_task.era == ERA_2025:
             return {"task": live_2025(row, answer)}
         return {"resultType": "task", **live_2026(row, answer)}
 
-    async def _held_task(self, call: ToolCall, verdict: Verdict, as_task: TaskRequest) -> dict[str, Any]:
+    async def _held_task(
+        self, ctx: ServerRequestContext, call: ToolCall, verdict: Verdict, as_task: TaskRequest
+    ) -> dict[str, Any]:
         """A held call asked for as a task: its decision (opened or joined), and a task backed by it, at once."""
         approvals, tasks = self.core.approvals, self.core.tasks
         assert approvals is not None and tasks is not None
         decision = await approvals.holding.open(call, verdict)
         task = await tasks.start(call, decision, as_task)
+        self._watch(ctx, task.id, as_task)
         return created(task, decision)
+
+    def _watch(self, ctx: ServerRequestContext, task_id: str, as_task: TaskRequest) -> None:
+        """A 2025-11-25 session that made a task hears of its status changes while connected (best-effort)."""
+        if as_task.era == ERA_2025 and self.core.task_watchers is not None:
+            self.core.task_watchers.watch(task_id, session_connection(ctx.session))
 
     async def _held_call(
         self, ctx: ServerRequestContext, call: ToolCall, verdict: Verdict, record: AuditRecord, started: float

@@ -61,6 +61,8 @@ class TaskStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], float]) -> None:
         self.sessions = sessions
         self.clock = clock
+        self.on_moved: Callable[[HeldTask], None] | None = None
+        """Told of each status change this store made, once committed (`service.gateway.task_notify`)."""
 
     async def create(self, task_in: NewTask) -> HeldTask:
         now = self.clock()
@@ -193,7 +195,7 @@ class TaskStore:
                 values["result"] = json.dumps(result, ensure_ascii=False)
                 values["result_is_error"] = result_is_error
         async with session_scope(self.sessions) as session:
-            return (
+            moved = (
                 await session.scalars(
                     update(HeldTask)
                     .where(col(HeldTask.id) == task_id, col(HeldTask.status).in_(expected))
@@ -202,6 +204,9 @@ class TaskStore:
                     execution_options={"populate_existing": True, "synchronize_session": False},
                 )
             ).one_or_none()
+        if moved is not None and self.on_moved is not None:
+            self.on_moved(moved)
+        return moved
 
     async def purge(self) -> int:
         """Delete ended tasks, and passed-through ones, past their ttl (the specification lets the receiver delete

@@ -40,8 +40,9 @@ from service.approvals import iso
 from service.gateway.downstream_http import stream_watch
 from service.gateway.hold import waiting_message
 from service.gateway.mcp_compat import session_initialized
+from service.gateway.task_notify import TaskWatchers
 from service.gateway.task_passthrough import UpstreamTasks, live_2025, live_2026
-from service.gateway.task_store import LIST_PAGE, RUNNING, task_result
+from service.gateway.task_store import LIST_PAGE, RUNNING, TaskStore, task_result
 from service.gateway.tasks import ERA_2025, ERA_2026, HeldTasks, TaskEnded, TaskRequest
 from service.models import Decision, HeldTask
 
@@ -203,6 +204,13 @@ def result_answer(ended: HeldTask) -> dict[str, Any]:
         )
     outcome.pop("resultType", None)  # a 2026-era field of the shared upstream session's answer
     return {**outcome, "_meta": {**(outcome.get("_meta") or {}), **related}}
+
+
+def watch_tasks(store: TaskStore) -> TaskWatchers:
+    """`notifications/tasks/status` for the 2025-11-25 tasks made here, told of every change `store` makes."""
+    watchers = TaskWatchers(lambda task: task_2025(task, None))
+    store.on_moved = watchers.moved
+    return watchers
 
 
 # -- cursors ------------------------------------------------------------------------------------
