@@ -263,3 +263,25 @@ async def test_server_everythings_required_task_tool_passes_through(tmp_path):
     assert support["simulate-research-query"] == "required"
     assert ended["status"] == "completed"
     assert "rivers" in result["content"][0]["text"]
+
+
+async def test_2026_another_grant_and_forged_ids_reach_nothing_and_change_nothing(tmp_path):
+    async with run_gateway(
+        tmp_path, policy=peer_policy(), servers={"peer": peer(tmp_path)}, grants=["agent", "other"]
+    ) as gw:
+        wire = Wire2026([gw.mcp_url("peer")], gw.tokens["agent"])
+        other = Wire2026([gw.mcp_url("peer")], gw.tokens["other"])
+        task = (await wire.call("gate", {"name": "g7"}))["result"]
+        foreign = [await other.task(method, task["taskId"]) for method in ("tasks/get", "tasks/cancel")]
+        foreign.append(
+            await other.request(
+                "tasks/update", {"taskId": task["taskId"], "inputResponses": {"x": {}}}, name=task["taskId"]
+            )
+        )
+        forged = await wire.task("tasks/cancel", "t_" + "B" * 32)
+        mismatched = await wire.request("tasks/cancel", {"taskId": task["taskId"]}, name="t_" + "B" * 32)
+        still = (await wire.task("tasks/get", task["taskId"]))["result"]
+    for answer in (*foreign, forged):
+        assert answer["error"]["code"] == -32602 and "no task" in answer["error"]["message"], answer
+    assert mismatched["error"]["code"] == -32020
+    assert still["status"] == "working", "nothing reached the upstream's task"
