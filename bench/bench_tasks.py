@@ -7,7 +7,11 @@ task; then it sends `tasks/get` for that task N times to A only, and N times alt
 replica answers: the task and its decision are rows). The same again once the task has completed (its
 `tasks/get` carries the result). Prints p50/p95 of each, in ms, client side (one persistent HTTP client).
 
-Usage: python bench/bench_tasks.py [--requests 400]
+`--passthrough`: the upstream's own task instead (server-everything's `simulate-research-query`, allowed, which
+the upstream runs as a task for about 4 s): `tasks/get` on A while it works (each one a `tasks/get` upstream),
+then, once it has completed (its outcome kept in the row), on A only and alternating A and B.
+
+Usage: python bench/bench_tasks.py [--requests 400] [--passthrough]
 The PostgreSQL server: HOLDGATE_TEST_POSTGRES_URL or postgresql+asyncpg://postgres@127.0.0.1:5432/test.
 """
 
@@ -64,9 +68,15 @@ async def poll(client: Client, urls: list[str], task_id: str, count: int) -> lis
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with two_replicas({"get-sum": APPROVAL}) as (token, a_url, b_url), httpx2.AsyncClient(timeout=30) as http:
+    async with (
+        two_replicas({"get-sum": APPROVAL, "simulate-research-query": {"action": "allow"}}) as (token, a_url, b_url),
+        httpx2.AsyncClient(timeout=30) as http,
+    ):
         a_mcp, b_mcp = f"{a_url}/mcp/everything", f"{b_url}/mcp/everything"
         client = Client(http, token)
+        if args.passthrough:
+            await passthrough(client, a_mcp, b_mcp, args.requests)
+            return
         made = await client.request(a_mcp, "tools/call", {"name": "get-sum", "arguments": {"a": 1, "b": 2}}, "get-sum")
         task_id = made["result"]["taskId"]
         await poll(client, [a_mcp, b_mcp], task_id, 20)  # warm both replicas
@@ -99,7 +109,37 @@ async def main(args: argparse.Namespace) -> None:
         print(f"  {label}  p50 {pct(values, 50):6.2f}  p95 {pct(values, 95):6.2f}")
 
 
+async def passthrough(client: Client, a_mcp: str, b_mcp: str, count: int) -> None:
+    """The upstream's own task, passed through: `tasks/get` while it works (upstream each time), then done."""
+    arguments = {"name": "simulate-research-query", "arguments": {"topic": "bench"}}
+    made = await client.request(a_mcp, "tools/call", arguments, "simulate-research-query")
+    task_id = made["result"]["taskId"]
+    working: list[float] = []
+    while len(working) < count:
+        started = time.perf_counter()
+        got = await client.request(a_mcp, "tasks/get", {"taskId": task_id}, task_id)
+        if got["result"]["status"] != "working":
+            break
+        working.append((time.perf_counter() - started) * 1000)
+    for _ in range(400):
+        got = await client.request(a_mcp, "tasks/get", {"taskId": task_id}, task_id)
+        if got["result"]["status"] == "completed":
+            break
+        await asyncio.sleep(0.05)
+    assert got["result"]["status"] == "completed", got
+    done_one = await poll(client, [a_mcp], task_id, count)
+    done_two = await poll(client, [a_mcp, b_mcp], task_id, count)
+    print(f"PostgreSQL, 2 replicas, {os.cpu_count()} CPUs, passed-through task, sequential tasks/get, ms (client side)")
+    for label, values in (
+        (f"working upstream task, A ({len(working)} gets)", working),
+        (f"completed (row), A ({count})              ", done_one),
+        (f"completed (row), alternating A and B ({count})", done_two),
+    ):
+        print(f"  {label}  p50 {pct(values, 50):6.2f}  p95 {pct(values, 95):6.2f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--passthrough", action="store_true")
     asyncio.run(main(parser.parse_args()))

@@ -49,6 +49,7 @@ from service.gateway.sealed_state import SpentStates, state_security
 from service.gateway.servers import ServerSpec, StdioServerSpec, load_servers
 from service.gateway.spares import SpareUpstream
 from service.gateway.task_store import TaskStore
+from service.gateway.task_wire import watch_tasks
 from service.gateway.tasks import HeldTasks
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
@@ -171,6 +172,7 @@ def build_state(
             max_ttl_s=settings.tasks.max_ttl_s,
             poll_interval_ms=settings.tasks.poll_interval_ms,
         )
+        core.task_watchers = watch_tasks(core.tasks.store)
     return AppState(
         settings=settings,
         engine=engine,

@@ -424,6 +424,17 @@ class HeldTask(SQLModel, table=True):
     updated_at: float
     ttl_ms: int | None = None
     poll_interval_ms: int = 5000
+    upstream_task_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="a task the upstream itself made (passed through, `service.gateway.task_passthrough`): its id "
+        "there; None for a held call's task",
+    )
+    origin: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the upstream connection a passed-through task was made on (its tasks live there)",
+    )
 
 
 class SpentRequestState(SQLModel, table=True):

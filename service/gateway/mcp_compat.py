@@ -45,6 +45,7 @@ __all__ = [
     "dispatcher_closed",
     "only_seen_sdk_spans",
     "resync_tracer",
+    "send_unchecked",
     "session_connection",
     "session_initialized",
 ]
@@ -76,6 +77,25 @@ def dispatcher_closed(session: object) -> bool:
     """Whether a client session's dispatcher saw its transport end (the SDK has no public "closed" flag)."""
     dispatcher = getattr(session, "_dispatcher", None)
     return bool(getattr(dispatcher, "_closed", False))
+
+
+async def send_unchecked(
+    session: object, method: str, params: dict[str, Any] | None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One request on a client session (`ClientSession`), its result as the peer sent it: not checked against the
+    SDK's result type for `method`, which for a 2025-11-25 task-augmented `tools/call` (`{"task": …}`) or the
+    `tasks/*` methods the SDK has no runtime for would refuse or mangle the answer. Stamped as the session stamps
+    its own requests (the protocol-version header; on a 2026-era connection the `_meta` envelope and routing
+    headers), plus `headers`. A JSON-RPC error raises `MCPError`, as `send_request` does.
+
+    The SDK keeps both parts private (`ClientSession._stamp`, `ClientSession._dispatcher.send_raw_request`)."""
+    data: dict[str, Any] = {"method": method, "params": dict(params or {})}
+    opts: dict[str, Any] = {}
+    session._stamp(data, opts)  # type: ignore[attr-defined]
+    if headers:
+        opts.setdefault("headers", {}).update(headers)
+    raw = await session._dispatcher.send_raw_request(method, data.get("params"), opts)  # type: ignore[attr-defined]
+    return dict(raw or {})
 
 
 # -- the session transport ------------------------------------------------------------------------

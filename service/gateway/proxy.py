@@ -44,8 +44,17 @@ from service.gateway.mcp_compat import only_seen_sdk_spans, session_connection
 from service.gateway.sealed_state import state_boundary
 from service.gateway.servers import ServerSpec
 from service.gateway.spares import SpareUpstream
-from service.gateway.task_wire import TaskAugmentation, TaskMethods, created, server_capabilities, task_request_2026
-from service.gateway.tasks import HeldTasks, TaskRequest
+from service.gateway.task_notify import TaskWatchers
+from service.gateway.task_passthrough import UpstreamTasks, live_2025, live_2026
+from service.gateway.task_wire import (
+    TaskAugmentation,
+    TaskMethods,
+    created,
+    is_modern,
+    server_capabilities,
+    task_request_2026,
+)
+from service.gateway.tasks import ERA_2025, HeldTasks, TaskRequest
 from service.gateway.upstream import UpstreamClient, UpstreamInfo, UpstreamUnavailable, call_upstream
 from service.models import AuditEvent, Decision
 from service.policy import Verdict, with_tool_change
@@ -65,6 +74,8 @@ ACTING_FOR_SCOPE_KEY = "holdgate.acting_for"
 MAX_TOOL_PAGES = 100
 """Pages of tools/list the start-up probe follows (a server paging forever is cut off, and logged)."""
 _LINK_STATE_KEY = "holdgate.link"
+TASKED = ("optional", "required")
+"""The `taskSupport` values of a tool that may be called as a task."""
 
 
 def _max_length(model: type[SQLModel], field: str) -> int:
@@ -124,6 +135,8 @@ class GatewayCore:
     request_state: RequestStateSecurity | None = None
     """How the `client` channel's 2026-07-28 `requestState` is sealed and opened (`service.gateway.sealed_state`);
     None: the channel's 2026-07-28 rounds are not served here (tests of other parts)."""
+    task_watchers: TaskWatchers | None = None
+    """Who hears of a 2025-11-25 task's status changes (`service.gateway.task_notify`); None: nobody."""
 
 
 def acting_for_of(ctx: ServerRequestContext) -> str | None:
@@ -180,6 +193,23 @@ class ServerProxy:
         self._shared_lock = asyncio.Lock()
         self.spare: SpareUpstream | None = None
         """A started upstream for the next new session (stdio servers; set by the app, `spares.py`)."""
+        self.origins: set[str] = set()
+        """Every shared upstream connection this process opened (`UpstreamClient.connection_id`): where the tasks
+        the upstream makes live (`task_passthrough`)."""
+        self._task_support: dict[str, str] = {}
+        """The upstream's `taskSupport` by tool, as it last listed them (its tools that do tasks)."""
+        self._task_support_listed = False
+        self.upstream_tasks: UpstreamTasks | None = (
+            UpstreamTasks(
+                core.tasks.store,
+                upstream=self.shared_upstream,
+                origins=self.origins,
+                max_ttl_s=core.tasks.max_ttl_s,
+                poll_interval_ms=core.tasks.poll_interval_ms,
+            )
+            if core.tasks is not None
+            else None
+        )
         self.server: Server[Any] = self._build_server()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -260,6 +290,7 @@ class ServerProxy:
                 )
                 self.info = await client.start()
                 self._shared = client
+                self.origins.add(client.connection_id)
             return self._shared
 
     async def upstream_for(self, ctx: ServerRequestContext | None) -> tuple[UpstreamClient, DownstreamLink | None]:
@@ -318,7 +349,9 @@ class ServerProxy:
             server.middleware.append(TaskAugmentation(self.call_tool_as_task))
             client = self.core.approvals.client if self.core.approvals is not None else None
             questions = TaskQuestions(client) if client is not None else None
-            TaskMethods(self.core.tasks, grant_of, questions).register(server)
+            TaskMethods(
+                self.core.tasks, grant_of, questions, server=self.name, upstream_tasks=self.upstream_tasks
+            ).register(server)
         return server
 
     # -- handlers -----------------------------------------------------------------------------
@@ -333,18 +366,59 @@ class ServerProxy:
             result.tools, complete=(params is None or params.cursor is None) and not result.next_cursor
         )
         policy = self.core.policy.current
+        upstream_tasks = self.core.tasks is not None and self.upstream_does_tasks
+        if upstream_tasks:
+            self._note_task_support(result.tools)
         tools = []
         for tool in result.tools:
             if self.core.filter_tools and not policy.visible(grant, self.name, tool.name):
                 continue
-            if tool.execution is not None and tool.execution.task_support is not None:
-                # holdgate does not pass an upstream's own tasks through, so it must not promise them.
-                tool = tool.model_copy(update={"execution": None})
+            support = tool.execution.task_support if upstream_tasks and tool.execution is not None else None
+            execution: types.ToolExecution | None = None
             if self.core.tasks is not None and policy.may_hold(grant, self.name, tool.name):
-                # A call that waits for a person may be a task (2025-11-25; 2026-07-28 drops `execution`).
-                tool = tool.model_copy(update={"execution": types.ToolExecution(task_support="optional")})
+                # A call that waits for a person may be a task (2025-11-25; 2026-07-28 drops `execution`). Optional
+                # even where the upstream requires a task: holdgate calls such a tool as a task itself once approved.
+                execution = types.ToolExecution(task_support="optional")
+            elif support in TASKED:
+                execution = types.ToolExecution(task_support=support)  # the upstream's own tasks, passed through
+            if tool.execution != execution:
+                tool = tool.model_copy(update={"execution": execution})
             tools.append(tool)
         return types.ListToolsResult(tools=tools, next_cursor=result.next_cursor)
+
+    # -- the upstream's own tasks -------------------------------------------------------------------
+
+    @property
+    def upstream_does_tasks(self) -> bool:
+        """Whether the upstream declared task support for `tools/call` (2025-11-25; see `UpstreamClient.does_tasks`)."""
+        return self._shared is not None and self.info is not None and self._shared.does_tasks
+
+    def _note_task_support(self, tools: list[types.Tool]) -> None:
+        for tool in tools:
+            support = tool.execution.task_support if tool.execution is not None else None
+            if support in TASKED:
+                self._task_support[tool.name] = support
+            else:
+                self._task_support.pop(tool.name, None)
+
+    async def upstream_task_support(self, tool: str) -> str | None:
+        """The upstream's `taskSupport` for `tool` when it does tasks (`optional`, `required`), else None. Known from
+        its `tools/list`; a tool not seen yet has the upstream's tools listed once."""
+        if self.core.tasks is None or not self.upstream_does_tasks:
+            return None
+        if tool not in self._task_support and not self._task_support_listed:
+            upstream = await self.shared_upstream()
+            cursor: str | None = None
+            for _ in range(MAX_TOOL_PAGES):
+                page = await _list_tools_page(upstream, cursor)
+                self._note_task_support(page.tools)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            self._task_support_listed = True
+        return self._task_support.get(tool)
+
+    # -- tools/call ---------------------------------------------------------------------------------
 
     async def call_tool(
         self, ctx: ServerRequestContext, params: types.CallToolRequestParams
@@ -357,7 +431,8 @@ class ServerProxy:
     ) -> dict[str, Any]:
         """A 2025-11-25 task-augmented `tools/call` (`TaskAugmentation`): answered with a task, always."""
         grant = grant_of(ctx)
-        if not self.core.policy.current.may_hold(grant, self.name, params.name):
+        holds = self.core.policy.current.may_hold(grant, self.name, params.name)
+        if not holds and await self.upstream_task_support(params.name) is None:
             # Not listed with taskSupport for this grant: the specification's answer (-32601).
             raise MCPError(
                 code=METHOD_NOT_FOUND,
@@ -473,17 +548,54 @@ class ServerProxy:
         record = _with_shadow(record, shadowed, verdict.action)
         if verdict.action == "require_approval":
             if as_task is not None and self.core.tasks is not None and self.core.approvals is not None:
-                return await self._held_task(call, verdict, as_task)
+                return await self._held_task(ctx, call, verdict, as_task)
             return await self._held_call(ctx, call, verdict, record, started)
+        if as_task is not None and self.upstream_tasks is not None and await self.upstream_task_support(call.tool):
+            return await self._forward_task(ctx, call, record, started, as_task)
         return await self._forward_call(ctx, call, record, started)
 
-    async def _held_task(self, call: ToolCall, verdict: Verdict, as_task: TaskRequest) -> dict[str, Any]:
+    async def _forward_task(
+        self, ctx: ServerRequestContext, call: ToolCall, record: AuditRecord, started: float, as_task: TaskRequest
+    ) -> dict[str, Any]:
+        """An allowed call to a tool the upstream runs as a task, asked for as a task: sent upstream with `task`
+        through the shared upstream session, and the upstream's task answered under a holdgate id (its row)."""
+        passed = self.upstream_tasks
+        assert passed is not None
+        try:
+            upstream = await self.shared_upstream()
+            with tracing.span("holdgate upstream"):
+                row, answer = await passed.create(upstream, call, as_task)
+        except UpstreamUnavailable as exc:
+            await self._finish(record, "allowed", "upstream_failure", str(exc), started)
+            raise
+        except MCPError as exc:
+            await self._finish(record, "allowed", "protocol_error", str(exc), started)
+            raise
+        if row is None:  # the upstream answered the call at once
+            outcome = "tool_error" if answer.get("isError") is True else "ok"
+            await self._finish(record, "allowed", outcome, None, started)
+            return {**answer, "resultType": "complete"}
+        await self._finish(record, "allowed", "task", f"the upstream's task, passed through as {row.id}", started)
+        self._watch(ctx, row.id, as_task)
+        if as_task.era == ERA_2025:
+            return {"task": live_2025(row, answer)}
+        return {"resultType": "task", **live_2026(row, answer)}
+
+    async def _held_task(
+        self, ctx: ServerRequestContext, call: ToolCall, verdict: Verdict, as_task: TaskRequest
+    ) -> dict[str, Any]:
         """A held call asked for as a task: its decision (opened or joined), and a task backed by it, at once."""
         approvals, tasks = self.core.approvals, self.core.tasks
         assert approvals is not None and tasks is not None
         decision = await approvals.holding.open(call, verdict)
         task = await tasks.start(call, decision, as_task)
+        self._watch(ctx, task.id, as_task)
         return created(task, decision)
+
+    def _watch(self, ctx: ServerRequestContext, task_id: str, as_task: TaskRequest) -> None:
+        """A 2025-11-25 session that made a task hears of its status changes while connected (best-effort)."""
+        if as_task.era == ERA_2025 and self.core.task_watchers is not None:
+            self.core.task_watchers.watch(task_id, session_connection(ctx.session))
 
     async def _held_call(
         self, ctx: ServerRequestContext, call: ToolCall, verdict: Verdict, record: AuditRecord, started: float
@@ -585,7 +697,10 @@ class ServerProxy:
                     )
                 sent = True
             with _active(link, ctx), tracing.span("holdgate upstream"):
-                result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
+                if await self._follows_task(ctx, call):
+                    result = await upstream.call_tool_following_task(call.tool, call.forwarded_arguments)
+                else:
+                    result = await upstream.call_tool(call.tool, call.forwarded_arguments, progress)
         except UpstreamUnavailable as exc:
             await self._finish(record, verdict_label, "upstream_failure", str(exc), started, sent=sent)
             raise
@@ -600,6 +715,15 @@ class ServerProxy:
             result = {**result, "content": [{"type": "text", "text": note}, *(result.get("content") or [])]}
         await self._finish(record, verdict_label, outcome, None, started, result=result)
         return result  # JSON: the runner validates it for the client's protocol version as it writes it
+
+    async def _follows_task(self, ctx: ServerRequestContext | None, call: ToolCall) -> bool:
+        """Whether holdgate makes this call upstream as a task and waits for its result: the upstream runs the tool
+        only as a task (`required`), and its caller was not told so (an approved call, a 2026-era request, a tool
+        holdgate lists as `optional` because it may hold it). A 2025-era client told `required` that calls it
+        without a task gets the upstream's answer (-32601), as the page says."""
+        if await self.upstream_task_support(call.tool) != "required":
+            return False
+        return ctx is None or is_modern(ctx) or self.core.policy.current.may_hold(call.grant, self.name, call.tool)
 
     async def _finish(
         self,

@@ -61,6 +61,8 @@ class TaskStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], float]) -> None:
         self.sessions = sessions
         self.clock = clock
+        self.on_moved: Callable[[HeldTask], None] | None = None
+        """Told of each status change this store made, once committed (`service.gateway.task_notify`)."""
 
     async def create(self, task_in: NewTask) -> HeldTask:
         now = self.clock()
@@ -106,6 +108,32 @@ class TaskStore:
             session.add(task)
         return task
 
+    async def create_upstream(self, task_in: NewTask, *, upstream_task_id: str, origin: str) -> HeldTask:
+        """A task the upstream made (passed through): holdgate's own id for it, bound to the grant and the server,
+        naming the upstream's id and the upstream connection it lives on. It starts `working` whatever the upstream
+        said; the first read brings it up to date (`service.gateway.task_passthrough`)."""
+        now = self.clock()
+        task = HeldTask(
+            id=new_task_id(),
+            decision_id="",
+            era=task_in.era,
+            grant=task_in.grant,
+            server=task_in.server,
+            tool=task_in.tool,
+            arguments=None,
+            status=WORKING,
+            status_message=task_in.status_message,
+            created_at=now,
+            updated_at=now,
+            ttl_ms=task_in.ttl_ms,
+            poll_interval_ms=task_in.poll_interval_ms,
+            upstream_task_id=upstream_task_id,
+            origin=origin,
+        )
+        async with session_scope(self.sessions) as session:
+            session.add(task)
+        return task
+
     async def get(self, task_id: str, *, grant: str) -> HeldTask | None:
         """The task, if it exists, belongs to `grant` and has not outlived its ttl (else None: one answer for
         all three, so a grant cannot learn that another grant's task exists)."""
@@ -140,9 +168,10 @@ class TaskStore:
         return [task for task in rows if not self.outlived(task)] if rows else rows
 
     async def live(self) -> list[HeldTask]:
-        """Tasks not ended yet (their drivers, at start-up)."""
+        """Held calls' tasks not ended yet (their drivers, at start-up)."""
         async with self.sessions() as session:
-            return list(await session.scalars(select(HeldTask).where(col(HeldTask.status).in_(LIVE))))
+            query = select(HeldTask).where(col(HeldTask.status).in_(LIVE), col(HeldTask.upstream_task_id).is_(None))
+            return list(await session.scalars(query))
 
     async def move(
         self,
@@ -166,7 +195,7 @@ class TaskStore:
                 values["result"] = json.dumps(result, ensure_ascii=False)
                 values["result_is_error"] = result_is_error
         async with session_scope(self.sessions) as session:
-            return (
+            moved = (
                 await session.scalars(
                     update(HeldTask)
                     .where(col(HeldTask.id) == task_id, col(HeldTask.status).in_(expected))
@@ -175,15 +204,20 @@ class TaskStore:
                     execution_options={"populate_existing": True, "synchronize_session": False},
                 )
             ).one_or_none()
+        if moved is not None and self.on_moved is not None:
+            self.on_moved(moved)
+        return moved
 
     async def purge(self) -> int:
-        """Delete ended tasks past their ttl (the specification lets the receiver delete them then)."""
+        """Delete ended tasks, and passed-through ones, past their ttl (the specification lets the receiver delete
+        them then)."""
         now = self.clock()
         async with session_scope(self.sessions) as session:
             deleted = await session.scalars(
                 delete(HeldTask)
                 .where(
-                    col(HeldTask.status).in_(TERMINAL),
+                    # a passed-through task past its ttl goes whatever it last said: the upstream may delete it then
+                    or_(col(HeldTask.status).in_(TERMINAL), col(HeldTask.upstream_task_id).is_not(None)),
                     col(HeldTask.ttl_ms).is_not(None),
                     col(HeldTask.created_at) + col(HeldTask.ttl_ms) / 1000.0 < now,
                 )

@@ -32,7 +32,8 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.server import Server, ServerRequestContext
 from mcp.server.context import CallNext, HandlerResult
-from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
+from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
+from mcp_types import HEADER_MISMATCH, INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_CAPABILITY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -40,7 +41,9 @@ from service.approvals import iso
 from service.gateway.downstream_http import stream_watch
 from service.gateway.hold import waiting_message
 from service.gateway.mcp_compat import session_initialized
-from service.gateway.task_store import LIST_PAGE, RUNNING, task_result
+from service.gateway.task_notify import TaskWatchers
+from service.gateway.task_passthrough import UpstreamTasks, live_2025, live_2026
+from service.gateway.task_store import LIST_PAGE, RUNNING, TaskStore, task_result
 from service.gateway.tasks import ERA_2025, ERA_2026, HeldTasks, TaskEnded, TaskRequest
 from service.models import Decision, HeldTask
 
@@ -89,6 +92,22 @@ def server_capabilities(
         ),
     )
     return capabilities.model_copy(update={"tasks": tasks})
+
+
+def check_mcp_name(ctx: ServerRequestContext, task_id: str) -> None:
+    """Over HTTP, the extension's `tasks/get|update|cancel` MUST carry `Mcp-Name: <taskId>` (the SDK checks the
+    header only for `tools/call`, `prompts/get` and `resources/read`): a missing or different one is refused with
+    the header-mismatch error (-32020, HTTP 400), before anything is looked up or changed."""
+    request = ctx.request
+    if request is None:
+        return  # stdio: no headers
+    raw = request.headers.getlist(MCP_NAME_HEADER)
+    named = decode_header_value(raw[0]) if len(raw) == 1 else None  # a malformed encoding decodes to None
+    if named != task_id:
+        raise MCPError(
+            code=HEADER_MISMATCH,
+            message=f"{ctx.method}: the {MCP_NAME_HEADER} header must name the task the body names ('taskId')",
+        )
 
 
 # -- shapes -----------------------------------------------------------------------------------------
@@ -170,6 +189,34 @@ def created(task: HeldTask, decision: Decision | None) -> dict[str, Any]:
     return created_2025(task, decision) if task.era == ERA_2025 else created_2026(task, decision)
 
 
+def result_answer(ended: HeldTask) -> dict[str, Any]:
+    """`tasks/result` of an ended task: what the call would have returned (its result, or its JSON-RPC error),
+    with the related-task `_meta` the page requires."""
+    outcome = task_result(ended) or {}
+    related = {RELATED_TASK_META_KEY: {"taskId": ended.id}}
+    if ended.status == "cancelled":
+        raise MCPError(
+            code=types.INTERNAL_ERROR,
+            message=ended.status_message or "the task was cancelled",
+            data={"_meta": related},
+        )
+    if ended.result_is_error:
+        raise MCPError(
+            code=int(outcome.get("code", types.INTERNAL_ERROR)),
+            message=str(outcome.get("message", "the call failed")),
+            data={"_meta": related},
+        )
+    outcome.pop("resultType", None)  # a 2026-era field of the shared upstream session's answer
+    return {**outcome, "_meta": {**(outcome.get("_meta") or {}), **related}}
+
+
+def watch_tasks(store: TaskStore) -> TaskWatchers:
+    """`notifications/tasks/status` for the 2025-11-25 tasks made here, told of every change `store` makes."""
+    watchers = TaskWatchers(lambda task: task_2025(task, None))
+    store.on_moved = watchers.moved
+    return watchers
+
+
 # -- cursors ------------------------------------------------------------------------------------
 
 
@@ -232,11 +279,23 @@ class TaskAugmentation:
 class TaskMethods:
     """The `tasks/*` handlers of one server (`register`), for both revisions."""
 
-    def __init__(self, tasks: HeldTasks, grant_of: GrantOf, questions: TaskQuestions | None = None) -> None:
+    def __init__(
+        self,
+        tasks: HeldTasks,
+        grant_of: GrantOf,
+        questions: TaskQuestions | None = None,
+        *,
+        server: str,
+        upstream_tasks: UpstreamTasks | None = None,
+    ) -> None:
         self.tasks = tasks
         self.grant_of = grant_of
         self.questions = questions
         """The client approval channel's question for a 2026-07-28 task (`client_approval.TaskQuestions`), or None."""
+        self.server = server
+        """The server these methods answer for: a task made through another server's endpoint is not one here."""
+        self.upstream_tasks = upstream_tasks
+        """The server's passed-through tasks (`service.gateway.task_passthrough`); None: it has none."""
 
     def register(self, server: Server[Any]) -> None:
         server.add_request_handler("tasks/get", TaskIdParams, self.get)
@@ -247,6 +306,8 @@ class TaskMethods:
 
     async def _task(self, ctx: ServerRequestContext, params: TaskIdParams) -> HeldTask:
         era = ERA_2026 if is_modern(ctx) else ERA_2025
+        if era == ERA_2026:
+            check_mcp_name(ctx, params.task_id)
         if era == ERA_2026 and not declares_tasks_extension(ctx):
             raise MCPError(
                 code=MISSING_REQUIRED_CLIENT_CAPABILITY,
@@ -254,12 +315,24 @@ class TaskMethods:
                 data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
         task = await self.tasks.store.get(params.task_id, grant=self.grant_of(ctx))
-        if task is None or task.era != era:
+        if (
+            task is None
+            or task.era != era
+            or task.server != self.server
+            or (task.upstream_task_id is not None and self.upstream_tasks is None)
+        ):
             raise MCPError(code=INVALID_PARAMS, message=f"{ctx.method}: no task {params.task_id!r} for this grant")
         return task
 
+    def _passed(self) -> UpstreamTasks:
+        assert self.upstream_tasks is not None  # `_task` lets no passed-through task by without it
+        return self.upstream_tasks
+
     async def get(self, ctx: ServerRequestContext, params: TaskIdParams) -> dict[str, Any]:
-        task, decision = await self.tasks.view(await self._task(ctx, params))
+        task = await self._task(ctx, params)
+        if task.upstream_task_id is not None:
+            return await self._get_passed(task)
+        task, decision = await self.tasks.view(task)
         if task.era == ERA_2025:
             return task_2025(task, decision)
         shaped = {"resultType": "complete", **task_2026(task, decision, with_outcome=True)}
@@ -275,6 +348,8 @@ class TaskMethods:
                 code=METHOD_NOT_FOUND, message="tasks/result is not part of the tasks extension; use tasks/get"
             )
         task = await self._task(ctx, params)
+        if task.upstream_task_id is not None:
+            return result_answer(await self._passed().result(task))
         stream = stream_watch(ctx.request)
         ended = await self.tasks.until_ended(task, gone=lambda: stream is not None and stream.closed)
         if ended is None:
@@ -283,22 +358,21 @@ class TaskMethods:
                 message=f"holdgate stopped waiting for task {task.id} (restarting, or the stream closed); it goes on: "
                 "call tasks/result again",
             )
-        outcome = task_result(ended) or {}
-        related = {RELATED_TASK_META_KEY: {"taskId": ended.id}}
-        if ended.status == "cancelled":
-            raise MCPError(
-                code=types.INTERNAL_ERROR,
-                message=ended.status_message or "the task was cancelled",
-                data={"_meta": related},
-            )
-        if ended.result_is_error:
-            raise MCPError(
-                code=int(outcome.get("code", types.INTERNAL_ERROR)),
-                message=str(outcome.get("message", "the call failed")),
-                data={"_meta": related},
-            )
-        outcome.pop("resultType", None)  # a 2026-era field of the shared upstream session's answer
-        return {**outcome, "_meta": {**(outcome.get("_meta") or {}), **related}}
+        return result_answer(ended)
+
+    async def _get_passed(self, row: HeldTask) -> dict[str, Any]:
+        row, live = await self._passed().current(row)
+        if row.era == ERA_2025:
+            return live_2025(row, live) if live is not None else task_2025(row, None)
+        shaped = live_2026(row, live) if live is not None else task_2026(row, None, with_outcome=True)
+        return {"resultType": "complete", **shaped}
+
+    async def _listed_passed(self, row: HeldTask) -> dict[str, Any]:
+        """A passed-through task in `tasks/list`: as the upstream says now, or as last seen when it cannot say."""
+        try:
+            return await self._get_passed(row)
+        except MCPError:
+            return task_2025(row, None)
 
     async def list(self, ctx: ServerRequestContext, params: ListParams) -> dict[str, Any]:
         if is_modern(ctx):
@@ -308,6 +382,9 @@ class TaskMethods:
         shown = page[:LIST_PAGE]
         answer: dict[str, Any] = {"tasks": []}
         for task in shown:
+            if task.upstream_task_id is not None:
+                answer["tasks"].append(await self._listed_passed(task))
+                continue
             settled, decision = await self.tasks.view(task)
             answer["tasks"].append(task_2025(settled, decision))
         if len(page) > LIST_PAGE:
@@ -316,6 +393,9 @@ class TaskMethods:
 
     async def cancel(self, ctx: ServerRequestContext, params: TaskIdParams) -> dict[str, Any]:
         task = await self._task(ctx, params)
+        if task.upstream_task_id is not None:
+            cancelled, _task = await self._passed().cancel(task)
+            return task_2025(cancelled, None) if cancelled.era == ERA_2025 else {"resultType": "complete"}
         try:
             cancelled = await self.tasks.cancel(task)
         except TaskEnded as exc:

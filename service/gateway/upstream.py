@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,7 @@ from mcp_types import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from service import __version__, logcontext
-from service.gateway.mcp_compat import TransportStreams, dispatcher_closed
+from service.gateway.mcp_compat import TransportStreams, dispatcher_closed, send_unchecked
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
 from service.gateway.upstream_direct import (
     DirectToolCalls,
@@ -65,6 +66,8 @@ ENVELOPE_META_KEYS = frozenset(
 and a handshake-era (2025) upstream session refuses any request that carries it."""
 
 P = TypeVar("P", bound=types.RequestParams)
+
+RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
 
 
 class UpstreamUnavailable(MCPError):
@@ -143,6 +146,8 @@ class UpstreamClient:
         send stateless requests. Learned on the first connection; a refused handshake locks that connection
         into the handshake era, so the second connection is a new one."""
         self._handshake_refused = False
+        self.connection_id = secrets.token_urlsafe(12)
+        """Names this connection among all of holdgate's (the tasks the upstream makes live on it)."""
 
     @property
     def name(self) -> str:
@@ -349,6 +354,49 @@ class UpstreamClient:
             self, lambda session: session.send_request(request, types.CallToolResult, progress_callback=progress)
         )
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    @property
+    def does_tasks(self) -> bool:
+        """Whether the upstream declared 2025-11-25 task support for `tools/call` (the only tasks holdgate passes
+        through: a 2026-era upstream's tasks extension is not spoken on this side)."""
+        info = self.info
+        if info is None or info.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return False
+        tasks = info.capabilities.tasks
+        return (
+            tasks is not None
+            and tasks.requests is not None
+            and tasks.requests.tools is not None
+            and (tasks.requests.tools.call is not None)
+        )
+
+    async def request_unchecked(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        """A request whose answer the SDK does not check (`tasks/*`, a task-augmented `tools/call`): as sent."""
+        return await call_upstream(self, lambda session: send_unchecked(session, method, params))
+
+    async def call_tool_as_task(
+        self, name: str, arguments: dict[str, Any] | None, ttl_ms: int | None
+    ) -> dict[str, Any]:
+        """A task-augmented `tools/call` (2025-11-25): the upstream's `CreateTaskResult` (`{"task": …}`), or its
+        `CallToolResult` when it answered the call at once."""
+        params: dict[str, Any] = {"name": name, "task": {} if ttl_ms is None else {"ttl": ttl_ms}}
+        if arguments is not None:
+            params["arguments"] = arguments
+        return await self.request_unchecked("tools/call", params)
+
+    async def call_tool_following_task(self, name: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
+        """A call to a tool the upstream runs only as a task (`taskSupport: "required"`) made for a caller that did
+        not ask for one (an approved held call, a 2026-era request without the tasks extension): the call is made as
+        a task and `tasks/result` (which blocks until the task ends) gives what the call returns. A JSON-RPC error
+        of the task raises `MCPError`, as the call would have."""
+        created = await self.call_tool_as_task(name, arguments, None)
+        task = created.get("task")
+        if not isinstance(task, dict) or not isinstance(task.get("taskId"), str):
+            return {**created, "resultType": "complete"}  # answered at once
+        result = await self.request_unchecked("tasks/result", {"taskId": task["taskId"]})
+        meta = {k: v for k, v in (result.get("_meta") or {}).items() if k != RELATED_TASK_META_KEY}
+        result = {k: v for k, v in result.items() if k != "_meta"}
+        return {**result, **({"_meta": meta} if meta else {}), "resultType": "complete"}
 
     def _lose(self, exc: SessionLost) -> None:
         """The session stopped answering: mark it dead (the next call starts a new one) and close it."""

@@ -90,6 +90,19 @@ def test_the_private_attributes_relied_on_exist() -> None:
     assert isinstance(manager.creation_lock, anyio.Lock)
 
 
+async def test_the_client_session_privates_send_unchecked_uses_exist() -> None:
+    """`send_unchecked` stamps as the session does (`_stamp(data, opts)`) and sends through its dispatcher's
+    `send_raw_request(method, params, opts)` (the passed-through tasks; end to end in tests/tasks/test_passthrough)."""
+    to_server, from_client = anyio.create_memory_object_stream[Any](1)
+    to_client, from_server = anyio.create_memory_object_stream[Any](1)
+    async with to_server, from_client, to_client, from_server:
+        session = ClientSession(from_server, to_server)
+        assert list(inspect.signature(session._stamp).parameters) == ["data", "opts"]
+        send = session._dispatcher.send_raw_request
+        assert list(inspect.signature(send).parameters)[:3] == ["method", "params", "opts"]
+        assert inspect.iscoroutinefunction(send)
+
+
 def test_the_compat_names_shadow_nothing_of_the_sdk() -> None:
     transport = StreamableHTTPServerTransport(mcp_session_id="s1")
     manager = StreamableHTTPSessionManager(app=Server("compat"))

@@ -73,8 +73,10 @@ async def replica(tmp_path: Path, name: str, database_url: str, tokens: dict[str
 
 
 @asynccontextmanager
-async def two_replicas(tmp_path: Path, database_url: str, policy: dict, **env: str) -> AsyncIterator[tuple]:
-    write_config(tmp_path / "config", policy=policy, servers=servers(tmp_path))
+async def two_replicas(
+    tmp_path: Path, database_url: str, policy: dict, upstreams: dict | None = None, **env: str
+) -> AsyncIterator[tuple]:
+    write_config(tmp_path / "config", policy=policy, servers=upstreams or servers(tmp_path))
     tokens = await seed_grants(Settings(_env_file=None, database_url=database_url), ["agent"])
     async with AsyncExitStack() as stack:
         a, b = await asyncio.gather(

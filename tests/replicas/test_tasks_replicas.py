@@ -10,6 +10,7 @@ import signal
 from tests.approvals.support import api, approval_policy
 from tests.replicas.test_replicas import cancelled_jobs, pending_on, two_replicas
 from tests.tasks.support import Wire2026, wire_2025
+from tests.tasks.test_passthrough import open_gate, peer, peer_policy, poll_2026
 
 
 async def until_ended(wire: Wire2026, task_id: str, url: str) -> dict:
@@ -64,3 +65,20 @@ async def test_a_2025_task_made_on_one_replica_is_read_and_cancelled_on_the_othe
     assert cancelled["status"] == "cancelled"
     assert "cancelled task" in seen_on_a["error"]["message"]
     assert cancelled_jobs(tmp_path) == []
+
+
+async def test_a_passed_through_task_is_reached_on_its_replica_and_another_says_where_it_lives(tmp_path, postgres_url):
+    """The upstream's own task lives on the upstream connection of the replica that made it: that replica reaches
+    it; the other one (its own upstream child knows no such task) says so (-32603) and changes nothing."""
+    async with two_replicas(tmp_path, postgres_url, peer_policy(), upstreams={"peer": peer(tmp_path)}) as (a, b):
+        wire = Wire2026([a.mcp_url("peer")], a.tokens["agent"])
+        task = (await wire.call("gate", {"name": "r1"}))["result"]
+        elsewhere = await wire.task("tasks/get", task["taskId"], url=b.mcp_url("peer"))
+        cancel_elsewhere = await wire.task("tasks/cancel", task["taskId"], url=b.mcp_url("peer"))
+        still = (await wire.task("tasks/get", task["taskId"], url=a.mcp_url("peer")))["result"]
+        open_gate(tmp_path, "r1")
+        ended = await poll_2026(wire, task["taskId"])
+    assert elsewhere["error"]["code"] == cancel_elsewhere["error"]["code"] == -32603
+    assert "another holdgate replica" in elsewhere["error"]["message"]
+    assert still["status"] == "working", "the cancel on the other replica changed nothing"
+    assert ended["status"] == "completed" and ended["result"]["content"][0]["text"] == "opened r1"

@@ -3,7 +3,7 @@
 Existing rows: none (opened without tracing, or before it was kept); their changes are traced as before.
 
 Revision ID: f3a8d61c7b90
-Revises: e16a7c3d5b21
+Revises: c7e2a9d41b60
 Create Date: 2026-12-02 08:30:00
 """
 
@@ -12,7 +12,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "f3a8d61c7b90"
-down_revision = "e16a7c3d5b21"
+down_revision = "c7e2a9d41b60"
 branch_labels = None
 depends_on = None
 
