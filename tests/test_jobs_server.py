@@ -117,10 +117,12 @@ async def test_processing_job_can_be_cancelled(tmp_path: Path) -> None:
 
 
 async def test_job_moves_through_pending_and_processing_to_a_canned_answer(tmp_path: Path) -> None:
-    async with jobs_server(tmp_path, pending="0.2", processing="0.2") as session:
+    # Each phase lasts 2 s of the server's real clock (a separate process): long enough that a status call on a
+    # loaded machine (the suite runs in four workers) still lands inside it; 0.2 s phases were missed there.
+    async with jobs_server(tmp_path, pending="2", processing="2") as session:
         job_id = await submit(session, prompt="What is holdgate?")
         seen = [await status_of(session, job_id)]
-        with anyio.fail_after(10):
+        with anyio.fail_after(30):
             while seen[-1] != "completed":
                 await anyio.sleep(0.05)
                 status = await status_of(session, job_id)
