@@ -5,7 +5,6 @@ Outside code (the gateway, the REST API, the dashboard, the CLI, the channels) i
 not from the modules inside; `service.approvals.service` explains how `ApprovalService` is put together.
 """
 
-import importlib as _importlib
 import typing as _typing
 
 from service.approvals.approvers import ApproverRecord, approver_json, approvers_of
@@ -35,6 +34,7 @@ from service.approvals.standing import (
 from service.approvals.states import ENDINGS, LAPSED, PENDING, STATUSES, UNKNOWN, Status
 from service.approvals.timestamps import iso
 from service.approvals.votes import LOCAL_OPERATOR, VoteOutcome, Voter, VoteResult, VoteValue
+from service.lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from service.approvals.holding import CallHolding
@@ -45,17 +45,7 @@ _LAZY = {"CallHolding": "service.approvals.holding", "was_sent": "service.approv
 the CLI's votes and lists need neither (tests/test_cli_imports.py pins it)."""
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

@@ -9,9 +9,9 @@ I/O; a rule's `cases` read the arguments through CEL conditions, `service.policy
 patterns and their specificity order in `patterns.py`.
 """
 
-import importlib as _importlib
 import typing as _typing
 
+from service.lazy import lazy_exports as _lazy_exports
 from service.policy.redaction import args_digest, canonical_json, redact_arguments
 from service.policy.verdict import (
     ApprovalSpec,
@@ -43,17 +43,7 @@ on the local database imports the approvals domain (tests/test_cli_imports.py pi
 redaction helpers are plain Python and load at once."""
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
