@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import socket
 import sys
 import time
@@ -49,9 +51,20 @@ JOBS_SERVER = ROOT / "examples/jobs_server.py"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, from this xdist worker's own slice of 10000-31999 (below the kernel's ephemeral range):
+    a port the kernel hands out for `bind(0)` could be handed to another worker before this one binds it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slot = int(worker) % 4 if worker.isdigit() else 0
+    base = 10000 + slot * 5500
+    for _ in range(200):
+        port = random.randrange(base, base + 5500)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's slice")
 
 
 def everything_server() -> dict[str, Any]:
