@@ -17,6 +17,7 @@ from service.models import AuditEvent
 from tests.approvals.support import api, approval_policy, decisions, wait_for_decisions
 from tests.support.harness import ROOT, everything_server, run_gateway
 from tests.tasks.support import Wire2026, wire_2025
+from tests.tasks.test_tasks_2026 import poll_until_ended
 
 TASK_PEER = ROOT / "tests/peers/task_server.py"
 
@@ -53,15 +54,6 @@ def peer_policy() -> dict:
 async def poll_2025(wire, task_id: str) -> dict:
     for _ in range(600):
         got = (await wire.request("tasks/get", {"taskId": task_id}))["result"]
-        if got["status"] not in ("working", "input_required"):
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not end: {got}")
-
-
-async def poll_2026(wire: Wire2026, task_id: str) -> dict:
-    for _ in range(600):
-        got = (await wire.task("tasks/get", task_id))["result"]
         if got["status"] not in ("working", "input_required"):
             return got
         await asyncio.sleep(0.05)
@@ -196,11 +188,11 @@ async def test_2026_the_extension_passes_an_upstream_task_through_in_its_own_sha
             )
         )["result"]
         open_gate(tmp_path, "g4")
-        done = await poll_2026(wire, created["taskId"])
+        done = await poll_until_ended(wire, created["taskId"])
         refused = (await wire.call("refuse", {}))["result"]
-        refused_end = await poll_2026(wire, refused["taskId"])
+        refused_end = await poll_until_ended(wire, refused["taskId"])
         crashed = (await wire.call("crash", {}))["result"]
-        crashed_end = await poll_2026(wire, crashed["taskId"])
+        crashed_end = await poll_until_ended(wire, crashed["taskId"])
         cancel_me = (await wire.call("gate", {"name": "g5"}))["result"]
         cancel_ack = (await wire.task("tasks/cancel", cancel_me["taskId"]))["result"]
         cancelled = (await wire.task("tasks/get", cancel_me["taskId"]))["result"]
