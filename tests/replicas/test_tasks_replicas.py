@@ -10,7 +10,8 @@ import signal
 from tests.approvals.support import api, approval_policy
 from tests.replicas.test_replicas import cancelled_jobs, pending_on, two_replicas
 from tests.tasks.support import Wire2026, wire_2025
-from tests.tasks.test_passthrough import open_gate, peer, peer_policy, poll_2026
+from tests.tasks.test_passthrough import open_gate, peer, peer_policy
+from tests.tasks.test_tasks_2026 import poll_until_ended
 
 
 async def until_ended(wire: Wire2026, task_id: str, url: str) -> dict:
@@ -77,7 +78,7 @@ async def test_a_passed_through_task_is_reached_on_its_replica_and_another_says_
         cancel_elsewhere = await wire.task("tasks/cancel", task["taskId"], url=b.mcp_url("peer"))
         still = (await wire.task("tasks/get", task["taskId"], url=a.mcp_url("peer")))["result"]
         open_gate(tmp_path, "r1")
-        ended = await poll_2026(wire, task["taskId"])
+        ended = await poll_until_ended(wire, task["taskId"])
     assert elsewhere["error"]["code"] == cancel_elsewhere["error"]["code"] == -32603
     assert "another holdgate replica" in elsewhere["error"]["message"]
     assert still["status"] == "working", "the cancel on the other replica changed nothing"
