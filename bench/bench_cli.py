@@ -1,11 +1,13 @@
 """Wall time of `holdgate approve`, `deny` and `decisions list`, from exec to exit, over several runs.
 
-Each command is a fresh `python -m service ...` process, as an operator's shell runs it, in two ways:
+Each command is a fresh `python -m service ...` process, as an operator's shell runs it, in three ways:
 
 - on the local database, as the operator: a SQLite database the bench creates (`holdgate db upgrade` in a
   temporary data directory, then pending decisions opened through the approvals service). The command does
   all its work: start the interpreter, import, read the settings, open the database (and check its schema),
   vote or list, print, exit;
+- on the local database with the service running on it: the command asks the service on its operator socket
+  (service/operator/), as an operator's shell on the service's host does, and imports no database code;
 - with `--url`, through a running holdgate (`holdgate serve` on that database and a free port, started by the
   bench), as a person whose token the policy declares: start, import, one HTTP request, print, exit.
 
@@ -176,7 +178,7 @@ def main() -> None:
         (config / "policy.json").write_text(json.dumps({"version": "1", "default": "deny", "people": people}))
         (config / "servers.json").write_text(json.dumps({"mcpServers": {}}))
         holdgate(root, env, "db", "upgrade")
-        pending = seed_pending(root, env, 4 * options.runs + 20)
+        pending = seed_pending(root, env, 6 * options.runs + 20)
         holdgate(root, env, "decisions", "list")  # warm the file cache and the bytecode once
         commands: dict[str, list[list[str]]] = {
             "approve --help (start-up only)": [["approve", "--help"]] * options.runs,
@@ -204,6 +206,17 @@ def main() -> None:
                 holdgate(root, remote, "decisions", "list")  # the service's first answer warms it
                 for name, runs in remote_commands.items():
                     report(name, [holdgate(root, remote, *args) for args in runs])
+                if (root / "service" / "operator" / "socket_client.py").exists():
+                    local_commands = {
+                        "approve ID (service running)": [["approve", pending.pop()] for _ in range(options.runs)],
+                        "deny ID --reason (service running)": [
+                            ["deny", pending.pop(), "--reason", "b"] for _ in range(options.runs)
+                        ],
+                        "decisions list (service running)": [["decisions", "list"]] * options.runs,
+                        "decisions list --json (service running)": [["decisions", "list", "--json"]] * options.runs,
+                    }
+                    for name, runs in local_commands.items():
+                        report(name, [holdgate(root, env, *args) for args in runs])
         load = os.getloadavg()
         print(f"load average after:  {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

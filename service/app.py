@@ -10,6 +10,7 @@ meets a part that is not there yet.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -54,7 +55,10 @@ from service.gateway.tasks import HeldTasks
 from service.gateway.transports import McpEndpoint, build_manager
 from service.grants.service import GrantResolver
 from service.identity import AccessTokenVerifier
+from service.locations import OPERATOR_SOCKET_FILE, database_fingerprint
 from service.metrics import PendingDecisions
+from service.operator.requests import perform as perform_operator_request
+from service.operator.socket_server import OperatorSocket
 from service.policy.holder import PolicyHolder
 from service.policy.shadow import ShadowPolicy
 from service.settings import Settings
@@ -214,6 +218,8 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> EdgeRout
             _watch_policy(state, stack)
             _watch_servers(state, stack)
             _warn_about_replica_settings(settings)
+            if settings.operator_socket:
+                await _serve_operator_socket(state, stack)
             state.serving = True
             stack.callback(setattr, state, "serving", False)  # runs first on the way out: not ready any more
             logger.info(
@@ -316,6 +322,18 @@ async def _start_gateway(state: AppState, stack: AsyncExitStack) -> None:
         if resumed:
             logger.info("tasks: %d live task(s) resumed from the database", resumed)
         tasks.start_purging(state.settings.tasks.purge_interval_s)
+
+
+async def _serve_operator_socket(state: AppState, stack: AsyncExitStack) -> None:
+    """The local operator's commands, carried out here for the CLI on this host (service/operator/)."""
+    settings = state.settings
+    operator = OperatorSocket(
+        (settings.data_dir / OPERATOR_SOCKET_FILE).resolve(),
+        database=database_fingerprint(settings.effective_database_url),
+        perform=functools.partial(perform_operator_request, state.approvals.service),
+    )
+    if await operator.start():
+        stack.push_async_callback(operator.aclose)
 
 
 def prepare_serving_process() -> None:

@@ -415,11 +415,10 @@ def decisions_list(
             _refused(exc)
         items, total = page.get("items", []), page.get("total", 0)
     else:
-        from service.approvals import DecisionQuery, DecisionView
-
-        query = DecisionQuery(status=status, server=server, tool=tool, grant=grant, limit=limit)
-        rows, total = _with_approvals(_settings(), lambda service: service.list(query), changes=False)
-        items = [DecisionView.of(row).model_dump() for row in rows]
+        answer = _operate(
+            {"op": "list", "status": status, "server": server, "tool": tool, "grant": grant, "limit": limit}
+        )
+        items, total = answer["items"], answer["total"]
     if as_json:
         _json_dump({"items": items, "total": total})
         return
@@ -562,18 +561,18 @@ def approve(
             err_console=err_console(),
         )
         return
-    standing = _standing_terms(scope, for_)
-    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, url, token, standing=standing)
+    if for_ is not None and scope is None:
+        err_console().print("[red]--for goes with --scope (same_args or tool)[/red]")
+        raise typer.Exit(2)
+    _decide_cli(decision_ids or [], "approve", reason, all_pending, server, tool, grant, url, token, scope, for_)
 
 
 def _standing_terms(scope: str | None, duration: str | None) -> Any:
-    """`--scope` and `--for` as the standing approval asked for (None: approve once); a usage error (exit 2)
-    when malformed. Whether the rule allows it is judged per decision, when the vote is cast."""
-    if scope is None and duration is None:
-        return None
+    """`--scope` and `--for` as the standing approval asked for (None: approve once), for `--url`; a usage error
+    (exit 2) when malformed. Whether the rule allows it is judged per decision, when the vote is cast. (Locally,
+    service.operator.requests parses them, where the vote is carried out.)"""
     if scope is None:
-        err_console().print("[red]--for goes with --scope (same_args or tool)[/red]")
-        raise typer.Exit(2)
+        return None
     from service.approvals import ApprovalError, StandingTerms
 
     try:
@@ -608,8 +607,8 @@ def _decide_cli(
     grant: str | None,
     url: str | None,
     token: str | None,
-    *,
-    standing: Any = None,
+    scope: str | None = None,
+    for_: str | None = None,
 ) -> None:
     """One ID keeps the single-decision command's answers; several IDs or --all-pending vote in bulk."""
     filtered = any((server, tool, grant))
@@ -619,56 +618,38 @@ def _decide_cli(
         )
         raise typer.Exit(2)
     if url is not None:
+        standing = _standing_terms(scope, for_)
         _decide_remote(_rest(url, token), ids, value, reason, server=server, tool=tool, grant=grant, standing=standing)
-    elif len(ids) == 1:
-        _decide(ids[0], value, reason, standing=standing)
-    else:
-        _decide_many(ids, value, reason, server=server, tool=tool, grant=grant, standing=standing)
+        return
+    vote = {"op": "vote", "value": value, "ids": ids, "reason": reason, "scope": scope, "for": for_}
+    answer = _operate(vote | {"server": server, "tool": tool, "grant": grant})
+    if "usage" in answer:
+        err_console().print(f"[red]{answer['usage']}[/red]")
+        raise typer.Exit(2)
+    if "refusal" in answer:
+        _refused(Exception(answer["refusal"]))
+    if "message" in answer:
+        typer.echo(answer["message"])
+        return
+    _print_bulk_answer(value, answer)
 
 
-def _decide(decision_id: str, value: str, reason: str | None, *, standing: Any = None) -> None:
-    from service.approvals import ApprovalError, Voter
-
-    async def vote(service):
-        return await service.vote(
-            decision_id, Voter("operator", "local-operator"), value, via="cli", reason=reason, standing=standing
-        )
-
-    try:
-        outcome = _with_approvals(_settings(), vote)
-    except ApprovalError as exc:
-        _refused(exc)
-    typer.echo(outcome.message)
-
-
-def _decide_many(
-    ids: list[str],
-    value: str,
-    reason: str | None,
-    *,
-    server: str | None,
-    tool: str | None,
-    grant: str | None,
-    standing: Any = None,
-) -> None:
-    """Vote on `ids`, or (none given) on the pending decisions matching the filters; exit 1 if any was refused."""
-    from service.approvals import LOCAL_OPERATOR, ApprovalError, DecisionQuery, Voter
-
-    async def vote(service):
-        targets = ids or await service.pending_ids(
-            DecisionQuery(server=server, tool=tool, grant=grant, limit=sys.maxsize)
-        )
-        return await service.vote_many(
-            targets, Voter("operator", LOCAL_OPERATOR), value, via="cli", reason=reason, standing=standing
-        )
+def _operate(request: dict[str, Any]) -> dict[str, Any]:
+    """Carry out a local operator's request (service/operator/requests.py) and return its answer: by the holdgate
+    running on this host when one answers on its operator socket for this database (then this command imports no
+    database code and is done in a fraction of the time), else on the database here, as the local operator."""
+    from service.operator.socket_client import SocketRefused, ask
 
     try:
-        results = _with_approvals(_settings(), vote)
-    except ApprovalError as exc:
+        answer = ask(request)
+    except SocketRefused as exc:
         _refused(exc)
-    refused = [(r.decision_id, r.message) for r in results if r.refusal is not None]
-    counts = {kind: sum(r.result == kind for r in results) for kind in ("decided", "recorded")}
-    _print_bulk(value, len(results), counts["decided"], counts["recorded"], refused)
+    if answer is not None:
+        return answer
+    from service.operator.requests import REQUEST, perform
+
+    parsed = REQUEST.validate_python(request)
+    return _with_approvals(_settings(), lambda service: perform(service, parsed), changes=parsed.op == "vote")
 
 
 def _decide_remote(
@@ -699,14 +680,16 @@ def _decide_remote(
         answer = client.vote_many(value, {k: v for k, v in body.items() if v is not None} | {"reason": reason})
     except RestError as exc:
         _refused(exc)
-    refused = [(r["id"], r["message"]) for r in answer.get("results", []) if r.get("result") == "refused"]
-    _print_bulk(value, answer.get("matched", 0), answer.get("decided", 0), answer.get("recorded", 0), refused)
+    _print_bulk_answer(value, answer)
+
+
+def _print_bulk_answer(value: str, answer: dict[str, Any]) -> None:
+    """A bulk vote's summary (a `BulkVoteResponse`, from the REST API or service.operator), and the refused ids
+    (exit 1 if any)."""
     if answer.get("more_pending"):
         err_console().print("more decisions are pending than one request takes (10,000): run the command again")
-
-
-def _print_bulk(value: str, matched: int, decided: int, recorded: int, refused: list[tuple[str, str]]) -> None:
-    """A bulk vote's summary, and the refused ids (exit 1 if any)."""
+    refused = [(r["id"], r["message"]) for r in answer.get("results", []) if r.get("result") == "refused"]
+    matched, decided, recorded = (answer.get(key, 0) for key in ("matched", "decided", "recorded"))
     verb = "approved" if value == "approve" else "denied"
     typer.echo(
         f"{matched} decision(s): {decided} {verb}, {recorded} vote(s) recorded awaiting quorum, {len(refused)} refused"

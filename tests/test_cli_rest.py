@@ -12,37 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-from service.approvals import DecisionView
-from service.policy.redaction import args_digest
-from tests.approvals.support import PERSON_TOKENS, approval_policy
+from tests.approvals.support import PERSON_TOKENS, approval_policy, open_decisions, status_of
 from tests.support.harness import ROOT, Gateway, run_gateway
-
-
-async def open_decisions(gw: Gateway, count: int, grant: str = "agent") -> list[str]:
-    """`count` pending decisions for cancel-async-job (approvers: group ops, alice and bob)."""
-    policy = gw.state.policy.current
-    ids = []
-    for n in range(count):
-        arguments = {"jobId": f"job-{n}"}
-        verdict = policy.evaluate(grant, "jobs", "cancel-async-job", arguments, now=time.time())
-        decision, _ = await gw.state.approvals.service.open_or_join(
-            grant=grant,
-            server="jobs",
-            tool="cancel-async-job",
-            arguments=arguments,
-            args_sha256=args_digest(b"test", arguments),
-            verdict=verdict,
-            policy_version=policy.version,
-        )
-        ids.append(decision.id)
-    return ids
-
-
-async def status_of(gw: Gateway, decision_id: str) -> DecisionView:
-    decision, votes = await gw.state.approvals.service.get(decision_id)
-    return DecisionView.of(decision, votes)
 
 
 async def holdgate(gw: Gateway, *args: str, person: str | None = "alice", code: int = 0) -> subprocess.CompletedProcess:

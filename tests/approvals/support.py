@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from typing import Any
 
 import httpx2
 
 from service.approvals import DecisionQuery
 from service.approvals.schemas import DecisionView
+from service.policy.redaction import args_digest
 from tests.support.harness import Gateway
 
 PERSON_TOKENS = {"alice": "alice-token-1", "bob": "bob-token-2", "carol": "carol-token-3", "agent": "agent-person-4"}
@@ -63,3 +65,28 @@ async def wait_for_decisions(gw: Gateway, count: int = 1, status: str = "pending
             return found
         await asyncio.sleep(0.02)
     raise AssertionError(f"expected {count} {status} decision(s), found {len(found)}")
+
+
+async def open_decisions(gw: Gateway, count: int, grant: str = "agent") -> list[str]:
+    """`count` pending decisions for cancel-async-job (approvers: group ops, alice and bob)."""
+    policy = gw.state.policy.current
+    ids = []
+    for n in range(count):
+        arguments = {"jobId": f"job-{n}"}
+        verdict = policy.evaluate(grant, "jobs", "cancel-async-job", arguments, now=time.time())
+        decision, _ = await gw.state.approvals.service.open_or_join(
+            grant=grant,
+            server="jobs",
+            tool="cancel-async-job",
+            arguments=arguments,
+            args_sha256=args_digest(b"test", arguments),
+            verdict=verdict,
+            policy_version=policy.version,
+        )
+        ids.append(decision.id)
+    return ids
+
+
+async def status_of(gw: Gateway, decision_id: str) -> DecisionView:
+    decision, votes = await gw.state.approvals.service.get(decision_id)
+    return DecisionView.of(decision, votes)
