@@ -21,7 +21,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
 from service.gateway.calls import ToolCall
 from service.models import HeldTask
 
@@ -183,7 +183,7 @@ class TaskStore:
                     .where(col(HeldTask.id) == task_id, col(HeldTask.status).in_(expected))
                     .values(**values)
                     .returning(HeldTask),
-                    execution_options={"populate_existing": True, "synchronize_session": False},
+                    execution_options=RETURNING_ROWS,
                 )
             ).one_or_none()
         if moved is not None and self.on_moved is not None:
