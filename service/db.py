@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
@@ -110,6 +110,11 @@ def _private_sqlite_file(path: Path) -> None:
                 oct(mode),
                 path,
             )
+
+
+RETURNING_ROWS: dict[str, Any] = {"populate_existing": True, "synchronize_session": False}
+"""For `UPDATE … RETURNING` of whole rows (the compare-and-sets of decisions and tasks): the rows come back fresh,
+so the session's other objects need no re-evaluation (which costs O(objects in the session) per statement)."""
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

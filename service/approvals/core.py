@@ -17,7 +17,6 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,10 +34,6 @@ def new_holder_id() -> str:
 
 
 logger = logging.getLogger(__name__)
-
-RETURNING_ROWS: dict[str, Any] = {"populate_existing": True, "synchronize_session": False}
-"""For `UPDATE … RETURNING` of whole rows: the rows come back fresh, so the session's other objects need no
-re-evaluation (which costs O(objects in the session) per statement)."""
 
 
 @dataclass

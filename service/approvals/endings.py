@@ -19,12 +19,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 from sqlmodel import col
 
-from service.approvals.core import RETURNING_ROWS
 from service.approvals.errors import ApprovalError
 from service.approvals.notices import announce, announce_opened, enqueue_notifications
 from service.approvals.states import LAPSED, PENDING, Transitions
 from service.approvals.timestamps import iso
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
 from service.models import Decision
 
 logger = logging.getLogger(__name__)

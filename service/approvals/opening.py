@@ -22,12 +22,12 @@ from sqlmodel import col
 
 from service import metrics, tracing
 from service.approvals.approvers import approver_json
-from service.approvals.core import RETURNING_ROWS, DecisionCore
+from service.approvals.core import DecisionCore
 from service.approvals.notices import announce_opened, enqueue_notifications
 from service.approvals.queries import same_call
 from service.approvals.states import PENDING
 from service.approvals.timestamps import iso
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
 from service.models import Decision
 from service.policy import ApprovalSpec, Verdict, redact_arguments
 

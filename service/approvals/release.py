@@ -32,11 +32,11 @@ from sqlalchemy import CursorResult, case, or_, select, update
 from sqlmodel import col
 
 from service.approvals.batching import GroupCommit
-from service.approvals.core import RETURNING_ROWS, DecisionCore
+from service.approvals.core import DecisionCore
 from service.approvals.notices import announce, enqueue_notifications
 from service.approvals.queries import same_call
 from service.approvals.states import NOT_RUN, PENDING, UNKNOWN
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
 from service.models import Decision
 
 logger = logging.getLogger(__name__)

@@ -38,12 +38,12 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service.approvals.core import RETURNING_ROWS, DecisionCore
+from service.approvals.core import DecisionCore
 from service.approvals.errors import ApprovalError
 from service.approvals.timestamps import iso
 from service.audit import chain
 from service.audit.service import AuditRecord
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
 from service.models import Decision, StandingApproval
 from service.policy.rules import STANDING_SCOPES, parse_standing_duration
 from service.policy.verdict import format_seconds

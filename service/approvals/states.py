@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from service import metrics, tracing
-from service.approvals.core import RETURNING_ROWS, DecisionCore
+from service.approvals.core import DecisionCore
 from service.approvals.errors import AlreadyDecided, ApprovalError
 from service.approvals.notices import announce, enqueue_notifications
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
 from service.models import Decision
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ from sqlmodel import col
 
 from service import logcontext
 from service.approvals.approvers import ApproverRecord, approver_groups_of, approvers_of, client_approver_name, reaches
-from service.approvals.core import RETURNING_ROWS
 from service.approvals.errors import (
     AlreadyDecided,
     AlreadyVoted,
@@ -37,7 +36,7 @@ from service.approvals.errors import (
 from service.approvals.standing import Standing, StandingNotAllowed, StandingTerms, agreed_terms, check_terms
 from service.approvals.states import PENDING, Status, Transitions
 from service.approvals.timestamps import iso
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
 from service.models import Decision, StandingApproval, Vote
 from service.policy.channel_names import CLIENT
 

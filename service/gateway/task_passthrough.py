@@ -80,12 +80,8 @@ class UpstreamTasks:
         cap = int(self.max_ttl_s * 1000)
         row = await self.store.create_upstream(
             NewTask(
-                decision_id="",
+                call=call,
                 era=request.era,
-                grant=call.grant,
-                server=call.server,
-                tool=call.tool,
-                arguments=None,
                 ttl_ms=min(ttl, cap) if isinstance(ttl, int) else cap,
                 poll_interval_ms=task.get("pollInterval") or self.poll_interval_ms,
                 status_message=task.get("statusMessage") or "",
@@ -124,14 +120,7 @@ class UpstreamTasks:
         if settled(row):
             return row
         upstream = await self.upstream()
-        outcome: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
-        try:
-            outcome = await upstream.request_unchecked("tasks/result", {"taskId": row.upstream_task_id})
-        except UpstreamUnavailable:
-            raise
-        except MCPError as exc:
-            error = exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)
+        outcome, error = await self._outcome(row, upstream)
         task = await self._ask(row, upstream, "tasks/get")  # which status the outcome goes with (or: lost)
         if task["status"] not in TERMINAL:
             raise MCPError(
@@ -161,7 +150,7 @@ class UpstreamTasks:
             row.id, expected=UPSTREAM_LIVE, to="cancelled", status_message=task.get("statusMessage") or "cancelled"
         )
         if moved is None:
-            raise _ended_already(await self.store.load(row.id) or row)
+            raise _ended_already(await self.store.reload(row))
         return moved, task
 
     # -- the upstream ---------------------------------------------------------------------------
@@ -193,16 +182,20 @@ class UpstreamTasks:
 
     async def _ended(self, row: HeldTask, upstream: UpstreamClient, task: dict[str, Any]) -> HeldTask:
         """The upstream says the task ended: fetch its outcome once (a cancelled task has none) and keep it."""
-        outcome: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
-        if task["status"] != "cancelled":
-            try:
-                outcome = await upstream.request_unchecked("tasks/result", {"taskId": row.upstream_task_id})
-            except UpstreamUnavailable:
-                raise
-            except MCPError as exc:
-                error = exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)
+        outcome, error = (None, None) if task["status"] == "cancelled" else await self._outcome(row, upstream)
         return await self._end(row, task, outcome=outcome, error=error)
+
+    async def _outcome(
+        self, row: HeldTask, upstream: UpstreamClient
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The upstream's `tasks/result` for the task: (the result, None), or (None, the JSON-RPC error it answered
+        with, which is the task's outcome too). The upstream unreachable raises."""
+        try:
+            return await upstream.request_unchecked("tasks/result", {"taskId": row.upstream_task_id}), None
+        except UpstreamUnavailable:
+            raise
+        except MCPError as exc:
+            return None, exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def _end(
         self, row: HeldTask, task: dict[str, Any], *, outcome: dict[str, Any] | None, error: dict[str, Any] | None
@@ -220,7 +213,7 @@ class UpstreamTasks:
             result=error if error is not None else outcome,
             result_is_error=error is not None,
         )
-        return moved or (await self.store.load(row.id)) or row
+        return moved or await self.store.reload(row)
 
 
 def settled(row: HeldTask) -> bool:

@@ -21,7 +21,8 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from service.db import session_scope
+from service.db import RETURNING_ROWS, session_scope
+from service.gateway.calls import ToolCall
 from service.models import HeldTask
 
 WORKING = "working"
@@ -42,14 +43,10 @@ def new_task_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class NewTask:
-    """What a task is made of when a held call becomes one."""
+    """What a task is made of: the call it is for, the revision it was asked in, and what its client is told."""
 
-    decision_id: str
+    call: ToolCall
     era: str
-    grant: str
-    server: str
-    tool: str
-    arguments: dict[str, Any] | None
     ttl_ms: int | None
     poll_interval_ms: int
     status_message: str
@@ -64,65 +61,45 @@ class TaskStore:
         self.on_moved: Callable[[HeldTask], None] | None = None
         """Told of each status change this store made, once committed (`service.gateway.task_notify`)."""
 
-    async def create(self, task_in: NewTask) -> HeldTask:
-        now = self.clock()
-        task = HeldTask(
-            id=new_task_id(),
-            decision_id=task_in.decision_id,
-            era=task_in.era,
-            grant=task_in.grant,
-            server=task_in.server,
-            tool=task_in.tool,
-            arguments=json.dumps(task_in.arguments, ensure_ascii=False),
-            status=WORKING,
-            status_message=task_in.status_message,
-            created_at=now,
-            updated_at=now,
-            ttl_ms=task_in.ttl_ms,
-            poll_interval_ms=task_in.poll_interval_ms,
-        )
-        async with session_scope(self.sessions) as session:
-            session.add(task)
-        return task
+    async def create(self, task_in: NewTask, *, decision_id: str) -> HeldTask:
+        """A held call's task, waiting on its decision, with the call's arguments kept to run it once approved."""
+        arguments = json.dumps(task_in.call.forwarded_arguments, ensure_ascii=False)
+        return await self._add(task_in, status=WORKING, decision_id=decision_id, arguments=arguments)
 
     async def create_finished(self, task_in: NewTask, *, status: str, result: dict[str, Any]) -> HeldTask:
         """A task that ended as it was made (a call the policy answered at once: allowed, denied, rate-limited)."""
-        now = self.clock()
-        task = HeldTask(
-            id=new_task_id(),
-            decision_id=task_in.decision_id,
-            era=task_in.era,
-            grant=task_in.grant,
-            server=task_in.server,
-            tool=task_in.tool,
-            arguments=None,
-            status=status,
-            status_message=task_in.status_message,
-            result=json.dumps(result, ensure_ascii=False),
-            created_at=now,
-            updated_at=now,
-            ttl_ms=task_in.ttl_ms,
-            poll_interval_ms=task_in.poll_interval_ms,
-        )
-        async with session_scope(self.sessions) as session:
-            session.add(task)
-        return task
+        return await self._add(task_in, status=status, result=json.dumps(result, ensure_ascii=False))
 
     async def create_upstream(self, task_in: NewTask, *, upstream_task_id: str, origin: str) -> HeldTask:
         """A task the upstream made (passed through): holdgate's own id for it, bound to the grant and the server,
         naming the upstream's id and the upstream connection it lives on. It starts `working` whatever the upstream
         said; the first read brings it up to date (`service.gateway.task_passthrough`)."""
+        return await self._add(task_in, status=WORKING, upstream_task_id=upstream_task_id, origin=origin)
+
+    async def _add(
+        self,
+        task_in: NewTask,
+        *,
+        status: str,
+        decision_id: str = "",
+        arguments: str | None = None,
+        result: str | None = None,
+        upstream_task_id: str | None = None,
+        origin: str | None = None,
+    ) -> HeldTask:
+        """The one way a task row is made (the `create…` above say which kind): a new id, made and updated now."""
         now = self.clock()
         task = HeldTask(
             id=new_task_id(),
-            decision_id="",
+            decision_id=decision_id,
             era=task_in.era,
-            grant=task_in.grant,
-            server=task_in.server,
-            tool=task_in.tool,
-            arguments=None,
-            status=WORKING,
+            grant=task_in.call.grant,
+            server=task_in.call.server,
+            tool=task_in.call.tool,
+            arguments=arguments,
+            status=status,
             status_message=task_in.status_message,
+            result=result,
             created_at=now,
             updated_at=now,
             ttl_ms=task_in.ttl_ms,
@@ -147,6 +124,11 @@ class TaskStore:
         """The task whoever it belongs to (for its driver)."""
         async with self.sessions() as session:
             return await session.get(HeldTask, task_id, populate_existing=True)
+
+    async def reload(self, task: HeldTask) -> HeldTask:
+        """The task as its row stands now (`task` itself if the row is gone): what a caller whose `move` found the
+        task moved first answers with."""
+        return await self.load(task.id) or task
 
     def outlived(self, task: HeldTask) -> bool:
         return task.ttl_ms is not None and self.clock() > task.created_at + task.ttl_ms / 1000
@@ -201,7 +183,7 @@ class TaskStore:
                     .where(col(HeldTask.id) == task_id, col(HeldTask.status).in_(expected))
                     .values(**values)
                     .returning(HeldTask),
-                    execution_options={"populate_existing": True, "synchronize_session": False},
+                    execution_options=RETURNING_ROWS,
                 )
             ).one_or_none()
         if moved is not None and self.on_moved is not None:

@@ -116,16 +116,13 @@ class HeldTasks:
         """A task for this held call, waiting on `decision`; its driver starts here."""
         task = await self.store.create(
             NewTask(
-                decision_id=decision.id,
+                call=call,
                 era=request.era,
-                grant=call.grant,
-                server=call.server,
-                tool=call.tool,
-                arguments=call.forwarded_arguments,
                 ttl_ms=self.ttl_ms(decision, request.ttl_ms),
                 poll_interval_ms=self.poll_interval_ms,
                 status_message=waiting_message(decision),
-            )
+            ),
+            decision_id=decision.id,
         )
         logger.info(
             "task %s: %s/%s for grant %s waits on decision %s", task.id, call.server, call.tool, call.grant, decision.id
@@ -140,15 +137,7 @@ class HeldTasks:
         ttl = int(min(max(self.keep_s * 1000, float(request.ttl_ms or 0)), self.max_ttl_s * 1000))
         return await self.store.create_finished(
             NewTask(
-                decision_id="",
-                era=request.era,
-                grant=call.grant,
-                server=call.server,
-                tool=call.tool,
-                arguments=None,
-                ttl_ms=ttl,
-                poll_interval_ms=self.poll_interval_ms,
-                status_message=message,
+                call=call, era=request.era, ttl_ms=ttl, poll_interval_ms=self.poll_interval_ms, status_message=message
             ),
             status=status,
             result=result,
@@ -311,7 +300,7 @@ class HeldTasks:
         moved = await self.store.move(task.id, expected=(WORKING,), to=failed, status_message=message, result=result)
         self._wake(task.id)
         if moved is None:
-            return await self.store.load(task.id) or task
+            return await self.store.reload(task)
         self.audit.record(
             self._record(moved, decision).finish(
                 decision.status if decision.status != "approved" else "approved",
@@ -391,7 +380,7 @@ class HeldTasks:
                 result_is_error=True,
             )
             self._wake(task.id)
-        return moved or (await self.store.load(task.id)) or task
+        return moved or await self.store.reload(task)
 
     async def view(self, task: HeldTask) -> tuple[HeldTask, Decision | None]:
         """The task settled, and its decision (None for a task that ended as it was made): two reads."""
@@ -434,8 +423,7 @@ class HeldTasks:
         moved = await self.store.move(task.id, expected=LIVE, to="cancelled", status_message=f"holdgate: {reason}")
         self._wake(task.id)
         if moved is None:
-            current = await self.store.load(task.id)
-            raise TaskEnded(current or task)
+            raise TaskEnded(await self.store.reload(task))
         if moved.decision_id:
             decision = await self.holding.cancel(moved.decision_id, by=moved.grant, reason=reason)
             if decision is not None:

@@ -1,17 +1,24 @@
 """Shared set-up for the client approval channel's tests: policies that list the channel (and the approver) `client`,
-and elicitation callbacks that answer as a person at the client would, recording what they were asked."""
+elicitation callbacks that answer as a person at the client would, recording what they were asked, and a gateway with
+such a person at the client of either revision."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx2
+from mcp import Client, ClientSession
 from mcp.client import ClientRequestContext
 from mcp_types import ElicitRequestFormParams, ElicitRequestParams, ElicitRequestURLParams, ElicitResult
 
-from tests.approvals.support import approval_policy
-from tests.support.harness import wire_answer, wire_request
+from service.models import Decision
+from tests.approvals.support import approval_policy, wait_for_decisions
+from tests.support.harness import Gateway, executed_calls, run_gateway, servers, wire_answer, wire_request
 
 PUBLIC_URL = "https://holdgate.example.test"
 
@@ -54,6 +61,34 @@ def approve(reason: str | None = None) -> ElicitResult:
 
 def deny(reason: str) -> ElicitResult:
     return ElicitResult(action="accept", content={"decision": "deny", "reason": reason})
+
+
+@asynccontextmanager
+async def client_gateway(
+    tmp_path: Path, person: Person, *, approver: bool, modern: bool = False, **gateway: Any
+) -> AsyncIterator[tuple[Gateway, ClientSession | Client]]:
+    """holdgate with `client_policy(approver=…)` and the jobs upstream (`gateway`: more of `run_gateway`'s settings),
+    and grant agent's client with `person` at it: a 2025-11-25 session, or (`modern`) a 2026-07-28 SDK client."""
+    policy = client_policy(approver=approver)
+    async with run_gateway(tmp_path, policy=policy, servers=servers(tmp_path), **gateway) as gw:
+        connect = gw.modern if modern else gw.session
+        async with connect("jobs", elicitation_callback=person) as client:
+            yield gw, client
+
+
+async def still_pending(gw: Gateway, person: Person) -> Decision:
+    """The held call's decision once `person` was asked and had time (0.3 s) to answer, as it stands then: what the
+    answer did to it, before another channel decides."""
+    [decision] = await wait_for_decisions(gw)
+    while not person.asked:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    return await gw.state.approvals.holding.load(decision.id)
+
+
+def runs(tmp_path: Path) -> list[dict[str, Any]]:
+    """The upstream's runs of the held tool (cancel-async-job)."""
+    return [c for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job"]
 
 
 MODERN = "2026-07-28"

@@ -11,20 +11,22 @@ from sqlalchemy import select
 from service.approvals import NotAllowed
 from service.models import OutboxMessage
 from tests.approvals.support import api, approval_policy, wait_for_decisions
-from tests.client_channel.support import PUBLIC_URL, Person, approve, client_policy, deny
-from tests.support.harness import audit_events, executed_calls, run_gateway, servers, text_of
-
-
-def runs(tmp_path):
-    return [c for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job"]
+from tests.client_channel.support import (
+    PUBLIC_URL,
+    Person,
+    approve,
+    client_gateway,
+    client_policy,
+    deny,
+    runs,
+    still_pending,
+)
+from tests.support.harness import audit_events, run_gateway, servers, text_of
 
 
 async def test_form_mode_approve_at_the_client_runs_the_call_once_as_one_vote_named_after_the_grant(tmp_path, database):
     person = Person(approve("my own job"))
-    async with (
-        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path), **database) as gw,
-        gw.session("jobs", elicitation_callback=person) as session,
-    ):
+    async with client_gateway(tmp_path, person, approver=True, **database) as (gw, session):
         result = await session.call_tool("cancel-async-job", {"jobId": "job-1"})
         [decision] = await wait_for_decisions(gw, status="approved")
         _, votes = await gw.state.approvals.service.get(decision.id)
@@ -71,25 +73,17 @@ async def test_form_mode_deny_and_decline_and_cancel_are_denials_with_the_reason
 
 async def test_url_mode_points_at_the_signed_in_decision_page_and_accept_does_not_approve(tmp_path, database):
     person = Person(types.ElicitResult(action="accept"))  # consents to open the page: not a vote
-    policy = client_policy(approver=False)
-    async with (
-        run_gateway(tmp_path, policy=policy, servers=servers(tmp_path), public_url=PUBLIC_URL, **database) as gw,
-        gw.session("jobs", elicitation_callback=person) as session,
-    ):
+    async with client_gateway(tmp_path, person, approver=False, public_url=PUBLIC_URL, **database) as (gw, session):
         call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-1"}))
-        [decision] = await wait_for_decisions(gw)
-        while not person.urls:
-            await asyncio.sleep(0.02)
+        decision = await still_pending(gw, person)  # the accept came back; it must not have decided anything
         [asked] = person.urls
-        await asyncio.sleep(0.3)  # the accept came back; it must not have decided anything
-        still = await gw.state.approvals.holding.load(decision.id)
         page = await api(gw, "GET", asked.url.removeprefix(PUBLIC_URL), follow_redirects=False)
         await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
         result = await call
     assert len(person.urls) == 1
     assert asked.url == f"{PUBLIC_URL}/decisions/{decision.id}"
     assert "?" not in asked.url and "#" not in asked.url  # no token, nothing pre-authenticated
-    assert still.status == "pending"
+    assert decision.status == "pending"
     # Opening the link without signing in asks for sign-in first, then comes back to the decision.
     assert page.status_code == 303
     assert page.headers["location"] == f"/login?next=%2Fdecisions%2F{decision.id}"
@@ -99,19 +93,12 @@ async def test_url_mode_points_at_the_signed_in_decision_page_and_accept_does_no
 
 async def test_no_answer_leaves_the_decision_to_the_other_channels(tmp_path):
     person = Person(error=RuntimeError("the client's window was closed"))
-    async with (
-        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path)) as gw,
-        gw.session("jobs", elicitation_callback=person) as session,
-    ):
+    async with client_gateway(tmp_path, person, approver=True) as (gw, session):
         call = asyncio.create_task(session.call_tool("cancel-async-job", {"jobId": "job-1"}))
-        [decision] = await wait_for_decisions(gw)
-        while not person.forms:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)
-        still = await gw.state.approvals.holding.load(decision.id)
+        decision = await still_pending(gw, person)
         await api(gw, "POST", f"/api/decisions/{decision.id}/deny", "bob", json={"reason": "not today"})
         result = await call
-    assert still.status == "pending"
+    assert person.forms and decision.status == "pending"
     assert result.is_error is True and "denied by bob" in text_of(result)
     assert runs(tmp_path) == []
 

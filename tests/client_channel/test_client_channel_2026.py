@@ -15,20 +15,22 @@ from pydantic import SecretStr
 
 from service.gateway.sealed_state import ClientState, state_security
 from tests.approvals.support import api, wait_for_decisions
-from tests.client_channel.support import PUBLIC_URL, Person, approve, client_policy, modern_call
-from tests.support.harness import audit_events, executed_calls, run_gateway, servers, text_of
-
-
-def runs(tmp_path):
-    return [c for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job"]
+from tests.client_channel.support import (
+    PUBLIC_URL,
+    Person,
+    approve,
+    client_gateway,
+    client_policy,
+    modern_call,
+    runs,
+    still_pending,
+)
+from tests.support.harness import audit_events, run_gateway, servers, text_of
 
 
 async def test_form_mode_round_trip_approves_and_runs_the_call_once(tmp_path, database):
     person = Person(approve())
-    async with (
-        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path), **database) as gw,
-        gw.modern("jobs", elicitation_callback=person) as client,
-    ):
+    async with client_gateway(tmp_path, person, approver=True, modern=True, **database) as (gw, client):
         result = await client.call_tool("cancel-async-job", {"jobId": "job-1"})
         [decision] = await wait_for_decisions(gw, status="approved")
     assert "Job job-1 not found" in text_of(result) and len(runs(tmp_path)) == 1
@@ -39,10 +41,7 @@ async def test_form_mode_round_trip_approves_and_runs_the_call_once(tmp_path, da
 
 async def test_a_declined_round_is_a_denial_with_its_reason_audited(tmp_path):
     person = Person(types.ElicitResult(action="decline"))
-    async with (
-        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path)) as gw,
-        gw.modern("jobs", elicitation_callback=person) as client,
-    ):
+    async with client_gateway(tmp_path, person, approver=True, modern=True) as (gw, client):
         result = await client.call_tool("cancel-async-job", {"jobId": "job-1"})
         [decision] = await wait_for_decisions(gw, status="denied")
         await gw.state.audit.flush()
@@ -57,23 +56,14 @@ async def test_a_declined_round_is_a_denial_with_its_reason_audited(tmp_path):
 
 async def test_url_mode_round_accept_only_opens_the_page_and_the_dashboard_decides(tmp_path):
     person = Person(types.ElicitResult(action="accept"))
-    async with (
-        run_gateway(
-            tmp_path, policy=client_policy(approver=False), servers=servers(tmp_path), public_url=PUBLIC_URL
-        ) as gw,
-        gw.modern("jobs", elicitation_callback=person) as client,
-    ):
+    async with client_gateway(tmp_path, person, approver=False, modern=True, public_url=PUBLIC_URL) as (gw, client):
         call = asyncio.create_task(client.call_tool("cancel-async-job", {"jobId": "job-1"}))
-        [decision] = await wait_for_decisions(gw)
-        while not person.urls:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)
-        still = await gw.state.approvals.holding.load(decision.id)
+        decision = await still_pending(gw, person)
         await api(gw, "POST", f"/api/decisions/{decision.id}/approve", "alice")
         result = await call
     [asked] = person.urls
     assert asked.url == f"{PUBLIC_URL}/decisions/{decision.id}"
-    assert still.status == "pending"
+    assert decision.status == "pending"
     assert "Job job-1 not found" in text_of(result) and len(runs(tmp_path)) == 1
 
 
@@ -228,10 +218,7 @@ async def test_a_stale_state_sealed_with_the_right_key_is_refused(tmp_path):
 
 async def test_no_answer_from_the_sdk_client_leaves_the_decision_pending_for_the_other_channels(tmp_path):
     person = Person(error=RuntimeError("nobody at the client"))
-    async with (
-        run_gateway(tmp_path, policy=client_policy(approver=True), servers=servers(tmp_path)) as gw,
-        gw.modern("jobs", elicitation_callback=person) as client,
-    ):
+    async with client_gateway(tmp_path, person, approver=True, modern=True) as (gw, client):
         try:
             outcome: object = await client.call_tool("cancel-async-job", {"jobId": "job-1"})
         except Exception as exc:  # the SDK client gives up on the round; holdgate is told nothing

@@ -9,8 +9,8 @@ from typing import Any
 import httpx2
 
 from tests.approvals.support import api, wait_for_decisions
-from tests.client_channel.support import PUBLIC_URL, client_policy
-from tests.support.harness import executed_calls, run_gateway, servers, wire_answer, wire_request
+from tests.client_channel.support import PUBLIC_URL, client_policy, runs
+from tests.support.harness import run_gateway, servers, wire_answer, wire_request
 from tests.tasks.support import TASKS_EXTENSION, Wire2026
 
 ELICITATION = {"form": {}, "url": {}}
@@ -40,10 +40,6 @@ class ElicitingWire(Wire2026):
                 self.urls[0], json=wire_request(next(self.ids), method, {**params, "_meta": meta}), headers=headers
             )
         return wire_answer(response)
-
-
-def runs(tmp_path):
-    return [c for c in executed_calls(tmp_path) if c["tool"] == "cancel-async-job"]
 
 
 async def poll(wire: ElicitingWire, task_id: str, until: tuple[str, ...]) -> dict:
