@@ -29,7 +29,7 @@ from tests.approvals.support import approval_policy
 from tests.dashboard.test_dashboard_browser import TIMEOUT_MS
 from tests.identity.test_oauth_agents import challenge, post_initialize
 from tests.identity.test_oidc_sign_in import sign_in_at_provider
-from tests.support.harness import ROOT, Gateway, audit_events, free_port, jobs_server, run_gateway
+from tests.support.harness import ROOT, Gateway, audit_events, executed_calls, free_port, jobs_server, run_gateway
 from tests.support.oidc_provider import AGENT_SECRETS, DASHBOARD_CLIENT, Provider, oidc_provider
 
 pytestmark = pytest.mark.usefixtures("node_available")
@@ -86,10 +86,9 @@ class InteractiveClient:
 
 @asynccontextmanager
 async def interactive_client(
-    sdk: str, url: str, tool: str, arguments: dict[str, Any], scope: str | None
+    sdk: str, url: str, tool: str, arguments: dict[str, Any]
 ) -> AsyncIterator[tuple[InteractiveClient, str]]:
-    """The client script with TypeScript SDK `sdk` for `url` (`scope` configured in it), and the redirect URI it
-    listens on."""
+    """The client script with TypeScript SDK `sdk` for `url`, and the redirect URI it listens on."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         "node",
@@ -99,7 +98,7 @@ async def interactive_client(
         str(port),
         tool,
         json.dumps(arguments),
-        *([scope] if scope else []),
+        *([scope] if (scope := SDKS[sdk][1]) else []),
         cwd=ROOT / "tests/peers",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -136,41 +135,46 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
-@pytest.mark.parametrize("sdk", list(SDKS))
-async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_grant(tmp_path, chromium, sdk):
+async def sign_in(
+    client: InteractiveClient, page: Any, provider: Provider, url: str, redirect_uri: str, sdk: str, account: str
+) -> str:
+    """Follow the client from holdgate's 401 through registration and the browser's sign-in as `account` to the
+    redirect back to it, checking what it asked the provider for; the client id it registered."""
     from playwright.async_api import expect
 
-    version, configured_scope = SDKS[sdk]
+    assert (await client.next("sdk"))["version"] == SDKS[sdk][0]
+    # The client got holdgate's 401, found the provider, registered itself (it was given no client id)...
+    registered = (await client.next("registered"))["client"]
+    assert registered["client_id"] not in {DASHBOARD_CLIENT[0], *AGENT_SECRETS}
+    assert registered["redirect_uris"] == [redirect_uri] and registered["token_endpoint_auth_method"] == "none"
+    # ...and asks the browser to sign in there.
+    authorize = urlsplit((await client.next("authorize"))["url"])
+    asked = {name: values[0] for name, values in parse_qs(authorize.query).items()}
+    assert f"{authorize.scheme}://{authorize.netloc}" == provider.issuer
+    assert asked["response_type"] == "code" and asked["client_id"] == registered["client_id"]
+    assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) >= 43  # PKCE
+    assert asked["resource"] == url  # RFC 8707: the server's URL, from holdgate's resource metadata
+    assert asked["redirect_uri"] == redirect_uri
+    assert asked["scope"] == "mcp"
+
+    await page.goto(authorize.geturl())
+    await sign_in_at_provider(page, account)
+    await page.wait_for_url(re.compile("^" + re.escape(redirect_uri)))
+    await expect(page.locator("#signed-in")).to_be_visible()
+    assert (await client.next("callback"))["query"]["code"]
+    return registered["client_id"]
+
+
+@pytest.mark.parametrize("sdk", list(SDKS))
+async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_grant(tmp_path, chromium, sdk):
     async with (
         oidc_provider() as provider,
         interactive_gateway(tmp_path, provider) as gw,
-        interactive_client(sdk, gw.mcp_url("jobs"), "list-async-jobs", {}, configured_scope) as (client, redirect_uri),
+        interactive_client(sdk, gw.mcp_url("jobs"), "list-async-jobs", {}) as (client, redirect_uri),
         browser_page(chromium) as page,
     ):
         url = gw.mcp_url("jobs")
-        loaded = await client.next("sdk")
-        assert loaded["version"] == version
-
-        # The client got holdgate's 401, found the provider, registered itself (it was given no client id)...
-        registered = (await client.next("registered"))["client"]
-        assert registered["client_id"] not in {DASHBOARD_CLIENT[0], *AGENT_SECRETS}
-        assert registered["redirect_uris"] == [redirect_uri] and registered["token_endpoint_auth_method"] == "none"
-        # ...and asks the browser to sign in there.
-        authorize = urlsplit((await client.next("authorize"))["url"])
-        asked = {name: values[0] for name, values in parse_qs(authorize.query).items()}
-        assert f"{authorize.scheme}://{authorize.netloc}" == provider.issuer
-        assert asked["response_type"] == "code" and asked["client_id"] == registered["client_id"]
-        assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) >= 43  # PKCE
-        assert asked["resource"] == url  # RFC 8707: the server's URL, from holdgate's resource metadata
-        assert asked["redirect_uri"] == redirect_uri
-        assert asked["scope"] == "mcp"
-
-        await page.goto(authorize.geturl())
-        await sign_in_at_provider(page, "alice")
-        await page.wait_for_url(re.compile("^" + re.escape(redirect_uri)))
-        await expect(page.locator("#signed-in")).to_be_visible()
-        callback = await client.next("callback")
-        assert callback["query"]["code"]
+        client_id = await sign_in(client, page, provider, url, redirect_uri, sdk, "alice")
 
         done = await client.next("done")
         assert "list-async-jobs" in done["tools"]
@@ -179,12 +183,13 @@ async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_
         token = done["tokens"]["access_token"]
         claims = jwt_claims(token)
         assert claims["aud"] == url and claims["iss"] == provider.issuer
-        assert claims["sub"] == "alice" and claims["client_id"] == registered["client_id"]
+        assert claims["sub"] == "alice" and claims["client_id"] == client_id
         assert claims["scope"] == "mcp"
 
         await gw.state.audit.flush()
         calls = [e for e in await audit_events(gw) if e.tool == "list-async-jobs"]
         assert [e.grant for e in calls] == ["alice-agent"]  # the token's sub, mapped by HOLDGATE_OAUTH_GRANTS
+        assert [c["tool"] for c in executed_calls(tmp_path)] == ["list-async-jobs"]
 
         # The same token at another server of the same holdgate: not its audience, refused.
         other = gw.mcp_url("builds")
@@ -195,3 +200,28 @@ async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_
         assert f"not for this server ({other})" in said["error_description"]
         assert said["resource_metadata"] == f"{gw.url}/.well-known/oauth-protected-resource/mcp/builds"
         assert (await post_initialize(url, token)).status_code == 200  # and still good where it was meant for
+
+
+@pytest.mark.parametrize("sdk", list(SDKS))
+async def test_a_person_the_grants_do_not_map_signs_in_and_is_refused_without_another_sign_in(tmp_path, chromium, sdk):
+    """mallory's sign-in succeeds at the provider, but `HOLDGATE_OAUTH_GRANTS` maps only alice: the client stops with
+    the 403 and nothing reaches the upstream. 1.32 and v2 first re-authorize once, as the 403's `insufficient_scope`
+    asks them to: here by refreshing the token (the provider issued a refresh token), so the person is not sent back
+    to the browser (without a refresh token the SDKs' code would start a second sign-in: not exercised here)."""
+    async with (
+        oidc_provider() as provider,
+        interactive_gateway(tmp_path, provider) as gw,
+        interactive_client(sdk, gw.mcp_url("jobs"), "list-async-jobs", {}) as (client, redirect_uri),
+        browser_page(chromium) as page,
+    ):
+        url = gw.mcp_url("jobs")
+        await sign_in(client, page, provider, url, redirect_uri, sdk, "mallory")
+        failed = await client.next("error")  # not a second "authorize"
+        assert "403" in failed["message"]
+
+        token = failed["tokens"]["access_token"]
+        assert jwt_claims(token)["sub"] == "mallory"
+        refused = await post_initialize(url, token)
+        assert refused.status_code == 403
+        assert "sub 'mallory' is not mapped to a grant" in refused.json()["error"]["message"]
+        assert executed_calls(tmp_path) == []

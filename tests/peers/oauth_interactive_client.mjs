@@ -11,7 +11,7 @@
 // Prints one JSON line per step on stdout: {"event": "sdk", name, version},
 // {"event": "registered", client} (what registration gave it), {"event": "authorize", url} (open it),
 // {"event": "callback", query}, then {"event": "done", tokens, tools, result}; a failure is
-// {"event": "error", message} and exit code 1.
+// {"event": "error", message, tokens} and exit code 1.
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 
@@ -21,10 +21,9 @@ const say = (event) => process.stdout.write(JSON.stringify(event) + "\n");
 const packages = { "v1.15": "mcp-sdk-v1-15", v1: "@modelcontextprotocol/sdk", v2: "@modelcontextprotocol/client" };
 const pkg = packages[sdk];
 if (!pkg) throw new Error(`unknown SDK ${sdk}: one of ${Object.keys(packages).join(", ")}`);
-const modules =
-  sdk === "v2"
-    ? [await import(pkg)]
-    : [await import(`${pkg}/client/index.js`), await import(`${pkg}/client/streamableHttp.js`), await import(`${pkg}/client/auth.js`)];
+// v2 exports everything from its root; 1.x from one module per part.
+const parts = sdk === "v2" ? [""] : ["/client/index.js", "/client/streamableHttp.js", "/client/auth.js"];
+const modules = await Promise.all(parts.map((part) => import(pkg + part)));
 const { Client, StreamableHTTPClientTransport, UnauthorizedError } = Object.assign({}, ...modules);
 const { version } = JSON.parse(readFileSync(new URL(`./node_modules/${pkg}/package.json`, import.meta.url)));
 say({ event: "sdk", name: pkg, version });
@@ -118,6 +117,6 @@ try {
   say({ event: "done", tokens: provider.saved.tokens, tools: tools.tools.map((t) => t.name), result });
   await client.close();
 } catch (error) {
-  say({ event: "error", message: String(error?.stack ?? error) });
+  say({ event: "error", message: String(error?.message ?? error), tokens: provider.saved.tokens ?? null });
   process.exit(1);
 }
