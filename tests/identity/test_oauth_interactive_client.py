@@ -177,6 +177,7 @@ async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_
         client_id = await sign_in(client, page, provider, url, redirect_uri, sdk, "alice")
 
         done = await client.next("done")
+        assert done["tokenSaves"] == 1  # the code's exchange
         assert "list-async-jobs" in done["tools"]
         assert not done["result"].get("isError"), done["result"]
 
@@ -206,8 +207,8 @@ async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_
 async def test_a_person_the_grants_do_not_map_signs_in_and_is_refused_without_another_sign_in(tmp_path, chromium, sdk):
     """mallory's sign-in succeeds at the provider, but `HOLDGATE_OAUTH_GRANTS` maps only alice: the client stops with
     the 403 and nothing reaches the upstream. 1.32 and v2 first re-authorize once, as the 403's `insufficient_scope`
-    asks them to: here by refreshing the token (the provider issued a refresh token), so the person is not sent back
-    to the browser (without a refresh token the SDKs' code would start a second sign-in: not exercised here)."""
+    asks them to, by refreshing the token (the provider issued a refresh token), so the person is not sent back to
+    the browser (without a refresh token the SDKs' code would start a second sign-in: not exercised here)."""
     async with (
         oidc_provider() as provider,
         interactive_gateway(tmp_path, provider) as gw,
@@ -218,6 +219,7 @@ async def test_a_person_the_grants_do_not_map_signs_in_and_is_refused_without_an
         await sign_in(client, page, provider, url, redirect_uri, sdk, "mallory")
         failed = await client.next("error")  # not a second "authorize"
         assert "403" in failed["message"]
+        assert failed["tokenSaves"] == (1 if sdk == "v1.15" else 2)  # 1.32 and v2 refreshed once, then gave up
 
         token = failed["tokens"]["access_token"]
         assert jwt_claims(token)["sub"] == "mallory"

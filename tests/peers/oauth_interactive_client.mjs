@@ -10,8 +10,8 @@
 //   else tells it which (1.32 and v2 ask for the resource metadata's `scopes_supported` first; 1.15 only for this).
 // Prints one JSON line per step on stdout: {"event": "sdk", name, version},
 // {"event": "registered", client} (what registration gave it), {"event": "authorize", url} (open it),
-// {"event": "callback", query}, then {"event": "done", tokens, tools, result}; a failure is
-// {"event": "error", message, tokens} and exit code 1.
+// {"event": "callback", query}, then {"event": "done", tokens, tokenSaves, tools, result}; a failure is
+// {"event": "error", message, tokens, tokenSaves} and exit code 1 (tokenSaves: how often the SDK stored tokens).
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 
@@ -34,7 +34,7 @@ const redirectUrl = `http://localhost:${callbackPort}/callback`;
 // The provider as a desktop client keeps it (in memory here): what it registered, its tokens, its PKCE verifier.
 class InMemoryOAuthClientProvider {
   constructor() {
-    this.saved = {};
+    this.saved = { tokenSaves: 0 };
   }
   get redirectUrl() {
     return redirectUrl;
@@ -60,6 +60,7 @@ class InMemoryOAuthClientProvider {
     return this.saved.tokens;
   }
   saveTokens(tokens) {
+    this.saved.tokenSaves += 1; // the code's exchange, then each refresh
     this.saved.tokens = tokens;
   }
   redirectToAuthorization(authorizationUrl) {
@@ -114,9 +115,11 @@ try {
   await client.connect(new StreamableHTTPClientTransport(new URL(url), { authProvider: provider }));
   const tools = await client.listTools();
   const result = await client.callTool({ name: tool, arguments: JSON.parse(args) });
-  say({ event: "done", tokens: provider.saved.tokens, tools: tools.tools.map((t) => t.name), result });
+  const { tokens, tokenSaves } = provider.saved;
+  say({ event: "done", tokens, tokenSaves, tools: tools.tools.map((t) => t.name), result });
   await client.close();
 } catch (error) {
-  say({ event: "error", message: String(error?.message ?? error), tokens: provider.saved.tokens ?? null });
+  const { tokens = null, tokenSaves } = provider.saved;
+  say({ event: "error", message: String(error?.message ?? error), tokens, tokenSaves });
   process.exit(1);
 }
