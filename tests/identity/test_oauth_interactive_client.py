@@ -1,11 +1,12 @@
 """The interactive sign-in Claude Code and Cursor do, with the MCP TypeScript SDK's own OAuth client.
 
-A real client (tests/peers/oauth_interactive_client.mjs: the SDK's `authProvider`, nothing of ours) connects to
-holdgate with no token; from the 401 the SDK finds holdgate's resource metadata and the provider's metadata,
-registers itself (dynamic client registration) and builds an authorization URL; a real browser (Playwright,
-Chromium) follows it, signs in and consents at a real provider (npm `oidc-provider`), and is redirected to the
-client's loopback callback; the SDK exchanges the code (PKCE verifier, `resource`) and its `tools/list` and
-`tools/call` go through holdgate as the grant the token maps to.
+A real client (tests/peers/oauth_interactive_client.mjs: the SDK's own OAuth flow, given only storage and the
+hand-off to the browser, as every client built on it gives it) connects to holdgate with no token; from the 401
+the SDK finds holdgate's resource metadata and the provider's metadata, registers itself (dynamic client
+registration) and builds an authorization URL; a real browser (Playwright, Chromium) follows it, signs in and
+consents at a real provider (npm `oidc-provider`), and is redirected to the client's loopback callback; the SDK
+exchanges the code (PKCE verifier, `resource`) and its `tools/list` and `tools/call` go through holdgate as the
+grant the token maps to.
 
 A dynamically registered client's id is new each time, so the grant is mapped from the person (`sub`), as
 docs/oauth-clients.md tells teams that let their agents register themselves.
@@ -26,9 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.approvals.support import approval_policy
-from tests.dashboard.test_dashboard_browser import TIMEOUT_MS
 from tests.identity.test_oauth_agents import challenge, post_initialize
-from tests.identity.test_oidc_sign_in import sign_in_at_provider
+from tests.identity.test_oidc_sign_in import browser_page, sign_in_at_provider
 from tests.support.harness import ROOT, Gateway, audit_events, executed_calls, free_port, jobs_server, run_gateway
 from tests.support.oidc_provider import AGENT_SECRETS, DASHBOARD_CLIENT, Provider, oidc_provider
 
@@ -109,24 +109,6 @@ async def interactive_client(
         if process.returncode is None:
             process.terminate()
         await asyncio.wait_for(process.communicate(), 30)
-
-
-@asynccontextmanager
-async def browser_page(executable) -> AsyncIterator[Any]:
-    """A fresh page that reaches only this machine (127.0.0.1, and `localhost`, the client's redirect host)."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(executable), headless=True)
-        try:
-            context = await browser.new_context()
-            await context.route(re.compile(r"^https?://(?!(127\.0\.0\.1|localhost)[:/])"), lambda route: route.abort())
-            page = await context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            yield page
-            await context.close()
-        finally:
-            await browser.close()
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
