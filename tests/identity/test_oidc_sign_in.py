@@ -63,13 +63,15 @@ async def sso_gateway(
 
 @asynccontextmanager
 async def browser_page(executable) -> AsyncIterator[Any]:
+    """A fresh page that reaches only this machine: 127.0.0.1, and `localhost` (an MCP client's loopback redirect)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(executable), headless=True)
         try:
             context = await browser.new_context()
-            await context.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda route: route.abort())  # offline
+            offline = re.compile(r"^https?://(?!(127\.0\.0\.1|localhost)[:/])")  # this machine only
+            await context.route(offline, lambda route: route.abort())
             page = await context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             yield page

@@ -8,6 +8,9 @@
 // - `agent-ci`, `agent-alice`, `agent-unmapped` (client credentials): agents. A token asked for with
 //   `resource=<URL>` is a JWT (RFC 9068) whose audience is that URL. `agent-alice`'s tokens carry
 //   `act_email: alice@example.com` (whom the agent acts for).
+// - Dynamic client registration (RFC 7591) is open, as the MCP authorization specification lets clients expect:
+//   an interactive agent (authorization code + PKCE, public, loopback redirect) registers itself at `/reg`, then
+//   its users sign in; their tokens asked for with `resource=<URL>` are JWTs for that URL too.
 // Prints "ready <issuer>" on stdout once it listens.
 import Provider from 'oidc-provider';
 
@@ -60,6 +63,7 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
+    registration: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: (_ctx, _client, oneOf) => oneOf,
@@ -72,6 +76,10 @@ const provider = new Provider(issuer, {
         jwt: { sign: { alg: 'RS256' } },
       }),
     },
+  },
+  // Agents' clients register for refresh tokens without asking for `offline_access` (Claude Code and Cursor do).
+  async issueRefreshToken(_ctx, client) {
+    return client.grantTypeAllowed('refresh_token');
   },
   async extraTokenClaims(_ctx, token) {
     const email = actingFor[token.clientId];
