@@ -147,14 +147,22 @@ async def sign_in(
     return registered["client_id"]
 
 
-@pytest.mark.parametrize("sdk", list(SDKS))
-async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_grant(tmp_path, chromium, sdk):
+@asynccontextmanager
+async def signing_in(tmp_path, chromium, sdk: str) -> AsyncIterator[tuple[Provider, Gateway, Any, str, Any]]:
+    """The provider, holdgate in front of the jobs server, `sdk`'s client about to call list-async-jobs there (and
+    its redirect URI), and a browser page for the person."""
     async with (
         oidc_provider() as provider,
         interactive_gateway(tmp_path, provider) as gw,
         interactive_client(sdk, gw.mcp_url("jobs"), "list-async-jobs", {}) as (client, redirect_uri),
         browser_page(chromium) as page,
     ):
+        yield provider, gw, client, redirect_uri, page
+
+
+@pytest.mark.parametrize("sdk", list(SDKS))
+async def test_an_agent_signs_in_in_the_browser_and_calls_through_as_its_mapped_grant(tmp_path, chromium, sdk):
+    async with signing_in(tmp_path, chromium, sdk) as (provider, gw, client, redirect_uri, page):
         url = gw.mcp_url("jobs")
         client_id = await sign_in(client, page, provider, url, redirect_uri, sdk, "alice")
 
@@ -191,12 +199,7 @@ async def test_a_person_the_grants_do_not_map_signs_in_and_is_refused_without_an
     the 403 and nothing reaches the upstream. 1.32 and v2 first re-authorize once, as the 403's `insufficient_scope`
     asks them to, by refreshing the token (the provider issued a refresh token), so the person is not sent back to
     the browser (without a refresh token the SDKs' code would start a second sign-in: not exercised here)."""
-    async with (
-        oidc_provider() as provider,
-        interactive_gateway(tmp_path, provider) as gw,
-        interactive_client(sdk, gw.mcp_url("jobs"), "list-async-jobs", {}) as (client, redirect_uri),
-        browser_page(chromium) as page,
-    ):
+    async with signing_in(tmp_path, chromium, sdk) as (provider, gw, client, redirect_uri, page):
         url = gw.mcp_url("jobs")
         await sign_in(client, page, provider, url, redirect_uri, sdk, "mallory")
         failed = await client.next("error")  # not a second "authorize"
