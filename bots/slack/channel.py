@@ -169,6 +169,8 @@ class SlackChannel:
             _, pending = await asyncio.wait(set(self._tasks), timeout=5)
             for task in pending:
                 task.cancel()
+            if pending:  # and see them end: a vote cut off mid-transaction still closes its connection
+                await asyncio.wait(pending)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run an interaction's work after the ack; failures are logged, never raised to Slack."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from apscheduler.jobstores.base import JobLookupError
@@ -44,13 +44,17 @@ class DecisionTimers:
         self.clock = clock
         self.sweep_interval = sweep_interval
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._running: set[asyncio.Task[None]] = set()
+        """The jobs running now (each in a task of APScheduler's), so `aclose` can wait for them."""
 
     async def start(self) -> None:
         """Start the scheduler, schedule every pending decision, sweep once now."""
         self.scheduler.start()
         self.scheduler.add_job(
-            self.sweep,
+            self._job,
             "interval",
+            args=[self.sweep],
+            name="sweep",
             seconds=self.sweep_interval,
             id="sweep",
             next_run_time=datetime.now(UTC),
@@ -100,9 +104,31 @@ class DecisionTimers:
         except Exception:  # decided elsewhere meanwhile, or the database refused: the sweep stays the safety net
             logger.exception("timeouts: could not expire unschedulable decision %s", decision.id)
 
-    def shutdown(self) -> None:
+    async def aclose(self) -> None:
+        """Stop the timers, and wait until the jobs that were running have ended.
+
+        APScheduler's asyncio executor cannot wait for its jobs: its `shutdown` cancels the running ones and
+        forgets them. A job cancelled in the middle of a statement still has to close its connection (SQLAlchemy
+        closes an interrupted aiosqlite connection in a task of its own, which waits for aiosqlite's thread to
+        finish the statement). Left alone, it outlived the lifespan and the engine disposed after it, and in the
+        tests it reached the event loop's teardown, whose second cancel made SQLAlchemy stop aiosqlite's thread
+        under that close, which then waited for ever (a worker of the suite hung in pytest-asyncio's loop close).
+        `asyncio.wait`, unlike `gather`, does not cancel the jobs again if this wait is itself cancelled.
+        """
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=False)  # cancels the running jobs
+        if self._running:
+            await asyncio.wait(set(self._running))
+
+    async def _job(self, work: Callable[..., Awaitable[None]], *args: str) -> None:
+        """Every job runs through here, so the timers know which are running (`aclose`)."""
+        task = asyncio.current_task()
+        assert task is not None  # APScheduler runs each coroutine job in a task of its own
+        self._running.add(task)
+        try:
+            await work(*args)
+        finally:
+            self._running.discard(task)
 
     def watch(self, decision: Decision) -> None:
         """Keep the timers in step with a decision: set while pending, dropped once it ended."""
@@ -189,11 +215,12 @@ class DecisionTimers:
         # inherit it (its log fields, its trace). `fire_*` give their lines the decision's id instead.
         logcontext.detached().run(
             self.scheduler.add_job,
-            func,
+            self._job,
             "date",
             run_date=run_date,
-            args=[decision_id],
+            args=[func, decision_id],
             id=job_id,
+            name=job_id,
             replace_existing=True,
             misfire_grace_time=None,
         )

@@ -55,7 +55,7 @@ class Approvals:
                 await channel.start(self.service)
                 stack.push_async_callback(channel.aclose)
         await self.timers.start()
-        stack.callback(self.timers.shutdown)
+        stack.push_async_callback(self.timers.aclose)
         background = [
             ("outbox", self.outbox.run()),
             ("decision-poll", self.bus.poll(self.service.status_of, self.poll_interval)),

@@ -320,23 +320,34 @@ class AuditWriter:
                 await asyncio.sleep(1)
 
     async def _write(self, batch: Sequence[AuditRecord]) -> None:
-        """Write `batch` in one transaction; if the database refuses it, record by record (`_isolate`)."""
+        """Write `batch` in one transaction; if the database refuses it, record by record (`_isolate`).
+
+        Whatever stops the write, each record ends up either committed or back in the queue, never both: a
+        cancel that lands while a transaction is in flight is taken after it ends (`_append`), so a committed
+        batch is never put back for the flush at shutdown to write a second time.
+        """
         try:
             key = await self.args_digest.key()
             rows = [self._row(entry, key) for entry in batch]
-            try:
-                await self._append([row for row, _ in rows])
-            except Exception as exc:
-                if len(batch) > 1:
-                    logger.warning(
-                        "audit batch of %d refused (%s); writing it record by record", len(batch), error_text(exc)
-                    )
-            else:
-                _count_unrecordable(sum(replaced for _, replaced in rows))
-                return
         except BaseException:
-            self._queue[:0] = batch  # keep them for the next attempt
+            self._queue[:0] = batch  # nothing written: keep them for the next attempt
             raise
+        try:
+            await self._append([row for row, _ in rows])
+        except CancelledAfterCommit:
+            _count_unrecordable(sum(replaced for _, replaced in rows))
+            raise
+        except Exception as exc:
+            if len(batch) > 1:
+                logger.warning(
+                    "audit batch of %d refused (%s); writing it record by record", len(batch), error_text(exc)
+                )
+        except BaseException:
+            self._queue[:0] = batch  # not committed: keep them for the next attempt
+            raise
+        else:
+            _count_unrecordable(sum(replaced for _, replaced in rows))
+            return
         await self._isolate(batch, rows)
 
     def _row(self, entry: AuditRecord, key: bytes) -> tuple[dict[str, Any], bool]:
@@ -352,20 +363,62 @@ class AuditWriter:
             try:
                 try:
                     await self._append([row])
+                except CancelledAfterCommit:
+                    raise
                 except Exception as exc:
                     if replaced:
                         raise
-                    await self._append([_unrecordable(entry, exc)])
                     replaced = True
+                    await self._append([_unrecordable(entry, exc)])
+            except CancelledAfterCommit:  # this record is in: the rest wait for the next attempt
+                _count_unrecordable(replaced)
+                self._queue[:0] = batch[index + 1 :]
+                raise
             except BaseException:  # even the minimal record failed: the database itself is the problem
                 self._queue[:0] = batch[index:]
                 raise
             _count_unrecordable(replaced)
 
     async def _append(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert `rows` into the chain in one transaction, whose outcome the caller always learns.
+
+        The transaction runs in a task of its own. A cancel of the caller (the shutdown stopping the writer) that
+        lands while it is in flight is held until the transaction has ended, then raised: as
+        `CancelledAfterCommit` if the rows were committed, as the plain cancel if they were not. Raised at once,
+        it could come after the database committed (during the commit's round trip, or while the session closes)
+        and the caller would put committed records back in the queue. The wait lasts as long as the transaction
+        (three statements and a commit; a locked SQLite database fails it after its busy timeout). Only the event
+        loop's own teardown, which cancels every task, cancels the transaction too; its outcome is then unknown
+        and the records go back in a queue that nothing will flush.
+        """
+        caller = asyncio.current_task()
+        name = caller.get_name() if caller is not None else None
+        transaction = asyncio.create_task(self._commit(rows), name=name)  # the INSERT's task reads as the writer's
+        cancelled: asyncio.CancelledError | None = None
+        while not transaction.done():
+            try:
+                await asyncio.shield(transaction)
+            except asyncio.CancelledError as exc:
+                if transaction.cancelled():  # the loop's teardown: the transaction's outcome is unknown
+                    raise
+                cancelled = cancelled or exc
+            except Exception:
+                break  # its failure is raised below (or, if we were cancelled meanwhile, the cancel)
+        if cancelled is None:
+            transaction.result()  # raises the transaction's failure
+            return
+        if transaction.exception() is not None:
+            raise cancelled from transaction.exception()
+        raise CancelledAfterCommit() from cancelled
+
+    async def _commit(self, rows: Sequence[dict[str, Any]]) -> None:
         async with self._sessions() as session:
             await chain.append(session, [dict(row) for row in rows])
             await session.commit()
+
+
+class CancelledAfterCommit(asyncio.CancelledError):
+    """The audit writer was cancelled while it wrote rows, and they were committed: they must not be written again."""
 
 
 def _unrecordable(entry: AuditRecord, error: BaseException) -> dict[str, Any]:

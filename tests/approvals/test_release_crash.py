@@ -253,5 +253,5 @@ async def test_a_withdrawn_wait_is_announced_as_still_pending_so_every_replica_k
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        timers.shutdown()
+        await timers.aclose()
         await engine.dispose()
