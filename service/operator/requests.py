@@ -66,8 +66,7 @@ class CastVotes(BaseModel):
 
 
 OperatorRequest = Annotated[ListDecisions | CastVotes, Field(discriminator="op")]
-# mypy cannot see through Annotated[Union, discriminator]; the annotation states what validation returns.
-REQUEST: TypeAdapter[ListDecisions | CastVotes] = TypeAdapter(OperatorRequest)  # type: ignore[arg-type]
+REQUEST: TypeAdapter[ListDecisions | CastVotes] = TypeAdapter(OperatorRequest)
 """Validates a request that crossed the socket (`REQUEST.validate_python(obj)`)."""
 
 
