@@ -160,14 +160,25 @@ async def test_a_change_made_under_another_span_joins_the_calls_trace_and_links_
     assert link.context.trace_id != change.context.trace_id and link.attributes["holdgate.link"] == "changed_in"
 
 
-async def test_the_cli_approving_in_another_process_puts_its_change_in_the_calls_trace(tmp_path, traced):
+@pytest.mark.parametrize("operator_socket", [False, True], ids=["cli-exports", "service-traces"])
+async def test_the_cli_approving_in_another_process_puts_its_change_in_the_calls_trace(
+    tmp_path, traced, operator_socket
+):
     """`holdgate approve` as its own process, with the standard variables pointing at an OTLP receiver: the
-    decision's change reaches the receiver as a child of the hold span this gateway recorded."""
+    decision's change is a child of the hold span this gateway recorded. Carried out by the command on the
+    database, the command exports it to the receiver; carried out by the service for the command (its operator
+    socket), the service records it with its own tracing, as any change it makes."""
     exporter, agent = traced
     async with (
         otlp_receiver() as (endpoint, received),
         sdk_upstream() as url,
-        run_gateway(tmp_path, policy=HELD, servers={"sdk": {"url": url}}, approval_hold_s=30) as gw,
+        run_gateway(
+            tmp_path,
+            policy=HELD,
+            servers={"sdk": {"url": url}},
+            approval_hold_s=30,
+            operator_socket=operator_socket,
+        ) as gw,
         gw.session("sdk") as session,
     ):
         with agent.start_as_current_span("agent"):
@@ -188,11 +199,18 @@ async def test_the_cli_approving_in_another_process_puts_its_change_in_the_calls
     assert cli.returncode == 0, err.decode()
     assert b"approved by local-operator" in out and err == b""
     [hold] = by_name(exporter.get_finished_spans(), "holdgate hold")
-    [change] = [span for span in otlp_spans(received) if span.name == "holdgate decision"]
-
-    assert change.trace_id == hold.context.trace_id.to_bytes(16, "big")
-    assert change.parent_span_id == hold.context.span_id.to_bytes(8, "big")
-    assert {a.key: a.value.string_value for a in change.attributes}["holdgate.via"] == "cli"
+    changes_exported = [span for span in otlp_spans(received) if span.name == "holdgate decision"]
+    changes_recorded = [s for s in by_name(exporter.get_finished_spans(), "holdgate decision") if s.parent]
+    if operator_socket:
+        assert changes_exported == []
+        [change] = changes_recorded
+        assert change.context.trace_id == hold.context.trace_id and change.parent.span_id == hold.context.span_id
+        assert change.attributes["holdgate.via"] == "cli"
+    else:
+        [change] = changes_exported
+        assert change.trace_id == hold.context.trace_id.to_bytes(16, "big")
+        assert change.parent_span_id == hold.context.span_id.to_bytes(8, "big")
+        assert {a.key: a.value.string_value for a in change.attributes}["holdgate.via"] == "cli"
 
 
 async def test_a_decision_opened_while_tracing_is_off_keeps_no_trace_context(tmp_path):
