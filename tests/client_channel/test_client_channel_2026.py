@@ -132,11 +132,11 @@ async def test_a_url_state_cannot_be_answered_as_a_form_and_the_client_only_asks
     async with run_gateway(
         tmp_path, policy=client_policy(approver=False), servers=servers(tmp_path), public_url=PUBLIC_URL
     ) as gw:
-        # A form-only client, and the rule does not list the approver client: nothing is asked (no form for it).
-        form_only = await modern_call(
-            gw.mcp_url("jobs"), gw.tokens["agent"], "cancel-async-job", {"jobId": "job-1"}, elicitation={}
+        # A form-only client, and the rule does not list the approver client: nothing is asked (no form for it);
+        # the call is held like any other (answered below, once its decision is denied).
+        form_only_call = asyncio.create_task(
+            modern_call(gw.mcp_url("jobs"), gw.tokens["agent"], "cancel-async-job", {"jobId": "job-1"}, elicitation={})
         )
-        assert form_only["result"].get("resultType") != "input_required"
         asked = await first_round(gw, arguments={"jobId": "job-2"})
         assert asked["inputRequests"]["holdgate_approval"]["params"]["mode"] == "url"
         [pending, _] = sorted(await wait_for_decisions(gw, count=2), key=lambda d: d.arguments["jobId"])
@@ -158,6 +158,10 @@ async def test_a_url_state_cannot_be_answered_as_a_form_and_the_client_only_asks
         _, votes = await gw.state.approvals.service.get(target.id)
         await api(gw, "POST", f"/api/decisions/{target.id}/deny", "bob", json={"reason": "no"})
         answered = await retry
+        await api(gw, "POST", f"/api/decisions/{pending.id}/deny", "bob", json={"reason": "not asked"})
+        form_only = await form_only_call
+    assert form_only["result"].get("resultType") != "input_required"
+    assert "denied by bob" in form_only["result"]["content"][0]["text"]
     assert pending.arguments == {"jobId": "job-1"}
     assert still.status == "pending" and votes == []  # a URL accept is consent to open, whatever content it carries
     assert "denied by bob" in answered["result"]["content"][0]["text"]
