@@ -36,7 +36,10 @@ def ask(request: dict[str, Any]) -> dict[str, Any] | None:
     """The running holdgate's answer to `request` (service/operator/requests.py), or None: do it yourself."""
     local = local_database()
     path = local.operator_socket
-    if len(os.fsencode(path)) > MAX_PATH_BYTES or not path.is_socket():
+    try:
+        if len(os.fsencode(path)) > MAX_PATH_BYTES or not path.is_socket():
+            return None
+    except OSError:  # a data directory this user may not enter: the database path says so clearly
         return None
     line = json.dumps({"database": database_fingerprint(local.url), "request": request}).encode() + b"\n"
     reply = _exchange(path, line)
