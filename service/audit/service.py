@@ -37,6 +37,7 @@ from sqlmodel import col
 from service import metrics
 from service.audit import chain
 from service.audit.keys import ArgsDigester
+from service.background import cancel_and_wait
 from service.models import AuditEvent
 from service.policy.redaction import args_digest, bounded_text, redact_arguments, storable_text
 
@@ -283,9 +284,7 @@ class AuditWriter:
     async def aclose(self) -> None:
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self.flush()
 
     async def prune(self) -> chain.PruneResult | None:

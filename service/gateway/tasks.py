@@ -35,6 +35,7 @@ from mcp import MCPError
 
 from service.approvals import FINISHED, LAPSED, UNKNOWN, CallHolding
 from service.audit.service import AuditRecord, AuditWriter
+from service.background import cancel_and_wait
 from service.gateway.calls import ToolCall
 from service.gateway.hold import ending_message, waiting_message
 from service.gateway.task_store import LIVE, RUNNING, TERMINAL, WORKING, NewTask, TaskStore, task_arguments
@@ -188,11 +189,8 @@ class HeldTasks:
         drivers = list(self._drivers.values())
         if self._purger is not None:
             drivers.append(self._purger)
-        for driver in drivers:
-            driver.cancel()
-        for driver in drivers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await driver
+        with contextlib.suppress(Exception):  # a driver logs its own failure, the purge its own
+            await cancel_and_wait(*drivers)
 
     async def _drive_logged(self, task_id: str) -> None:
         try:
