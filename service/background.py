@@ -6,8 +6,9 @@ meanwhile swallowed its own cancel and carried on as if nothing had happened (a 
 `await task` also hands the caller's cancel on to the task: a second cancel, which cuts short the clean-up the
 first one started (an interrupted database connection being closed: see `DecisionTimers.aclose`).
 
-`cancel_and_wait` is the one way the service and the channels stop a task they started. It owns nothing else:
-which tasks to stop, and whether a task's failure matters at shutdown, are the caller's.
+`cancel_and_wait` is the one way the service and the channels stop a task they started; which tasks to stop,
+and whether a task's failure matters at shutdown, are the caller's. `wait_until_set` is the nap of a loop such a
+task runs, written so that the stop's cancel is never lost.
 """
 
 from __future__ import annotations
@@ -46,3 +47,18 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
         raise failures[0]
     if failures:
         raise BaseExceptionGroup(f"{len(failures)} background tasks failed while they were stopped", failures)
+
+
+async def wait_until_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set (True) or `seconds` have passed (False): a background loop's nap.
+
+    Not `asyncio.wait_for(event.wait(), timeout)`: on Python 3.11, when the event is set in the same step as the
+    loop's task is cancelled (a record queued, then the shutdown's `cancel_and_wait`), wait_for returns normally
+    and the cancel is lost, so the loop went on for ever and its stop never ended. `asyncio.timeout` keeps it.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from service.background import cancel_and_wait
+from service.background import cancel_and_wait, wait_until_set
 
 
 class Slow:
@@ -215,3 +215,30 @@ async def test_a_failure_hidden_by_the_callers_cancel_is_logged(failing: Slow, c
         await stopping
     [line] = [r for r in caplog.records if r.name == "holdgate.background"]
     assert line.exc_info is not None and str(line.exc_info[1]) == "clean-up failed"
+
+
+async def test_a_loop_napping_in_wait_until_set_is_stopped_even_when_woken_in_the_same_step():
+    """Python 3.11's wait_for, woken and cancelled in one step, returned normally: the loop went on for ever."""
+    wake = asyncio.Event()
+    turns: list[bool] = []
+
+    async def loop() -> None:
+        while True:
+            turns.append(await wait_until_set(wake, 3600))
+            wake.clear()
+
+    task = await started(loop())  # napping
+    wake.set()
+    stopping = asyncio.create_task(cancel_and_wait(task))
+    await asyncio.wait({stopping}, timeout=30)  # a bound, not a measure: a lost cancel fails the test
+    stopped = stopping.done()
+    task.cancel()  # (only matters if the first cancel was lost) so the test ends
+    await stopping
+    assert stopped and task.cancelled() and turns == []
+
+
+async def test_wait_until_set_says_whether_the_event_was_set():
+    wake = asyncio.Event()
+    assert await wait_until_set(wake, 0) is False
+    wake.set()
+    assert await wait_until_set(wake, 3600) is True

@@ -32,7 +32,7 @@ import mcp_types as types
 from mcp_types import INTERNAL_ERROR
 
 from service import logcontext
-from service.background import cancel_and_wait
+from service.background import cancel_and_wait, wait_until_set
 from service.gateway.servers import StdioServerSpec
 from service.gateway.upstream import UpstreamClient, UpstreamListener, UpstreamUnavailable
 
@@ -182,8 +182,7 @@ class SpareUpstream:
                     continue  # a session took it as it started: start the next
                 self._spare = client
             self._taken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._taken.wait(), self._check_interval_s)
+            await wait_until_set(self._taken, self._check_interval_s)
 
     async def _start_one(self) -> UpstreamClient:
         client = UpstreamClient(
