@@ -228,8 +228,12 @@ async def test_a_loop_napping_in_wait_until_set_is_stopped_even_when_woken_in_th
             wake.clear()
 
     task = await started(loop())  # napping
-    wake.set()
-    stopping = asyncio.create_task(cancel_and_wait(task))
+
+    async def wake_and_stop() -> None:
+        wake.set()
+        await cancel_and_wait(task)  # cancels it in the same step
+
+    stopping = asyncio.create_task(wake_and_stop())
     await asyncio.wait({stopping}, timeout=30)  # a bound, not a measure: a lost cancel fails the test
     stopped = stopping.done()
     task.cancel()  # (only matters if the first cancel was lost) so the test ends

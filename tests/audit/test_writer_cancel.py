@@ -84,8 +84,12 @@ async def test_a_writer_woken_as_the_shutdown_stops_it_still_stops(engine):
     writer = AuditWriter(sessions, flush_interval=3600, batch_size=1, args_digest=ArgsDigester(sessions))
     writer.start()
     await asyncio.sleep(0)  # the writer's task runs to its nap
-    writer.record(record(0))  # wakes it
-    closing = asyncio.create_task(writer.aclose())  # cancels it in the same step
+
+    async def record_and_close() -> None:
+        writer.record(record(0))  # wakes it
+        await writer.aclose()  # cancels it in the same step
+
+    closing = asyncio.create_task(record_and_close())
     await asyncio.wait({closing}, timeout=30)  # a bound, not a measure: a lost cancel fails the test
     closed = closing.done()
     assert writer._task is not None
