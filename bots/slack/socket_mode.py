@@ -10,7 +10,6 @@ No signature here: the connection itself is authenticated by the app token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
@@ -20,6 +19,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 
 from bots.slack.channel import SlackChannel
 from bots.slack.dispatch import BadPayload, dispatch
+from service.background import cancel_and_wait
 
 logger = logging.getLogger("holdgate.slack")
 
@@ -58,8 +58,6 @@ class SocketModeListener:
 
     async def aclose(self) -> None:
         if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+            await cancel_and_wait(self._connecting)
         if self.client is not None:
             await self.client.close()

@@ -10,7 +10,6 @@ delays people; it never decides anything (a decision nobody saw simply times out
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from sqlmodel import col
 from service import logcontext, metrics
 from service.approvals.channels import Channel, MessageKind, is_message_kind
 from service.approvals.schemas import DecisionView
+from service.background import wait_until_set
 from service.db import session_scope
 from service.models import Decision, OutboxMessage, Vote
 
@@ -81,8 +81,7 @@ class OutboxWorker:
                     await until_quiet()
             except Exception:
                 logger.exception("outbox delivery failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            if await wait_until_set(self._wake, self.poll_interval):
                 await asyncio.sleep(SETTLE_S)
 
     async def deliver_due(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 
@@ -28,6 +28,7 @@ from service.approvals.pg_listen import PgDecisionListener
 from service.approvals.service import ApprovalService
 from service.approvals.timeouts import DecisionTimers
 from service.audit.service import AuditRecord, AuditWriter
+from service.background import cancel_and_wait
 from service.models import Decision
 from service.policy.holder import PolicySource
 from service.settings import Settings
@@ -65,7 +66,7 @@ class Approvals:
             background.append(("decision-listen", PgDecisionListener(self.listen_url, self.bus, self.timers).run()))
         for name, work in background:
             task = asyncio.create_task(work, name=name)
-            stack.push_async_callback(_stop, task)
+            stack.push_async_callback(cancel_and_wait, task)
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -134,9 +135,3 @@ def audit_decision_event(
             args_sha256=decision.args_sha256,
         )
     )
-
-
-async def _stop(task: asyncio.Task) -> None:
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task

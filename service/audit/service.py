@@ -19,7 +19,6 @@ and retried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import json
@@ -37,6 +36,7 @@ from sqlmodel import col
 from service import metrics
 from service.audit import chain
 from service.audit.keys import ArgsDigester
+from service.background import cancel_and_wait, wait_until_set
 from service.models import AuditEvent
 from service.policy.redaction import args_digest, bounded_text, redact_arguments, storable_text
 
@@ -283,9 +283,7 @@ class AuditWriter:
     async def aclose(self) -> None:
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self.flush()
 
     async def prune(self) -> chain.PruneResult | None:
@@ -303,8 +301,7 @@ class AuditWriter:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            await wait_until_set(self._wake, self._flush_interval)
             self._wake.clear()
             try:
                 await self._write_queued()

@@ -47,6 +47,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from service.approvals import AlreadyDecided, ApprovalError, CallHolding, UnknownDecision, approvers_of, iso
+from service.background import cancel_and_wait
 from service.gateway.mcp_compat import session_connection
 from service.gateway.sealed_state import ClientState, SpentStates, invalid_state
 from service.policy.channel_names import CLIENT
@@ -399,10 +400,8 @@ class LiveAsk:
     async def finish(self, decision_id: str, ended: bool) -> None:
         """The hold is over: an unanswered question is withdrawn (no answer: nothing changes); a URL one whose
         decision ended is completed (`notifications/elicitation/complete`), so the client stops showing it."""
-        if not self.task.done():
-            self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        with contextlib.suppress(Exception):  # `_ask` logs what the client answered, or did not
+            await cancel_and_wait(self.task)
         if ended and self.mode == "url" and self.elicitation_id is not None:
             try:
                 await self.ctx.session.send_elicit_complete(self.elicitation_id, related_request_id=self.ctx.request_id)

@@ -32,6 +32,7 @@ import mcp_types as types
 from mcp_types import INTERNAL_ERROR
 
 from service import logcontext
+from service.background import cancel_and_wait, wait_until_set
 from service.gateway.servers import StdioServerSpec
 from service.gateway.upstream import UpstreamClient, UpstreamListener, UpstreamUnavailable
 
@@ -148,8 +149,8 @@ class SpareUpstream:
         """Stop replacing spares and end the one waiting (its child process with it)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            with contextlib.suppress(Exception):  # however the keeper ended, its spare is closed next
+                await cancel_and_wait(task)
         client, self._spare = self._spare, None
         if client is not None:
             await client.aclose()
@@ -181,8 +182,7 @@ class SpareUpstream:
                     continue  # a session took it as it started: start the next
                 self._spare = client
             self._taken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._taken.wait(), self._check_interval_s)
+            await wait_until_set(self._taken, self._check_interval_s)
 
     async def _start_one(self) -> UpstreamClient:
         client = UpstreamClient(

@@ -35,6 +35,7 @@ from mcp import MCPError
 
 from service.approvals import FINISHED, LAPSED, UNKNOWN, CallHolding
 from service.audit.service import AuditRecord, AuditWriter
+from service.background import cancel_and_wait, wait_until_set
 from service.gateway.calls import ToolCall
 from service.gateway.hold import ending_message, waiting_message
 from service.gateway.task_store import LIVE, RUNNING, TERMINAL, WORKING, NewTask, TaskStore, task_arguments
@@ -188,11 +189,8 @@ class HeldTasks:
         drivers = list(self._drivers.values())
         if self._purger is not None:
             drivers.append(self._purger)
-        for driver in drivers:
-            driver.cancel()
-        for driver in drivers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await driver
+        with contextlib.suppress(Exception):  # a driver logs its own failure, the purge its own
+            await cancel_and_wait(*drivers)
 
     async def _drive_logged(self, task_id: str) -> None:
         try:
@@ -397,8 +395,7 @@ class HeldTasks:
             if self.holding.closing or gone():
                 return None
             event = self._changed.setdefault(task.id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(self.recheck_s, 1.0))
+            await wait_until_set(event, min(self.recheck_s, 1.0))
             current = await self.store.load(task.id)
             if current is None:
                 return None

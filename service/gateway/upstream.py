@@ -20,7 +20,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, overload
@@ -42,6 +42,7 @@ from mcp_types import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from service import __version__, logcontext
+from service.background import cancel_and_wait
 from service.gateway.mcp_compat import TransportStreams, dispatcher_closed, send_unchecked
 from service.gateway.servers import HttpServerSpec, ServerSpec, StdioServerSpec
 from service.gateway.upstream_direct import (
@@ -68,6 +69,10 @@ and a handshake-era (2025) upstream session refuses any request that carries it.
 P = TypeVar("P", bound=types.RequestParams)
 
 RELATED_TASK_META_KEY = "io.modelcontextprotocol/related-task"
+
+CLOSE_GRACE_S = 5.0
+"""How long `UpstreamClient.aclose` lets the session close on its own (the stdio child told to end) before it
+cancels it."""
 
 
 class UpstreamUnavailable(MCPError):
@@ -215,16 +220,18 @@ class UpstreamClient:
         return f"its command {spec.command!r}{where} {problem}: check servers.json, mcpServers.{self.name}.command"
 
     async def aclose(self) -> None:
-        """Close the session and, for stdio, end the child process."""
+        """Close the session and, for stdio, end the child process: it has `CLOSE_GRACE_S` to close, then it is
+        cancelled; either way it has ended when this returns, also when the caller is cancelled meanwhile (whose
+        cancel is raised then, not swallowed)."""
         self._closing.set()
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 5)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-            except Exception:  # the run task logs its own failure
-                pass
+        if task is None:
+            return
+        try:
+            await asyncio.wait({task}, timeout=CLOSE_GRACE_S)
+        finally:
+            with suppress(Exception):  # the run task logs its own failure
+                await cancel_and_wait(task)
 
     async def _run(self) -> None:
         try:

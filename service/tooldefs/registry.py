@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
 from service.audit.service import AuditWriter
+from service.background import cancel_and_wait
 from service.models import ToolDefinition
 from service.policy import ToolChangeNote
 from service.tooldefs import store
@@ -235,13 +236,7 @@ class ToolDefinitions:
         await self.refresh()
         metrics.watch_tools_not_accepted(lambda: self.not_accepted)
         task = asyncio.create_task(self._refresh_loop(), name="tool-definitions-refresh")
-
-        async def stop() -> None:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-
-        stack.push_async_callback(stop)
+        stack.push_async_callback(cancel_and_wait, task)
 
     async def _refresh_loop(self) -> None:
         while True:

@@ -75,3 +75,25 @@ async def test_a_writer_cancelled_as_its_batch_commits_writes_each_record_once(e
     rows = await events(engine)
     assert [json.loads(r.arguments)["jobId"] for r in rows] == ["job-0", "job-1", "job-2"]
     assert (await verified(engine)).ok
+
+
+async def test_a_writer_woken_as_the_shutdown_stops_it_still_stops(engine):
+    """A full batch queued in the very step the shutdown cancels the writer: with `asyncio.wait_for` as its nap,
+    Python 3.11 lost the cancel, the writer went on looping and `aclose` never returned."""
+    sessions = db.session_factory(engine)
+    writer = AuditWriter(sessions, flush_interval=3600, batch_size=1, args_digest=ArgsDigester(sessions))
+    writer.start()
+    await asyncio.sleep(0)  # the writer's task runs to its nap
+
+    async def record_and_close() -> None:
+        writer.record(record(0))  # wakes it
+        await writer.aclose()  # cancels it in the same step
+
+    closing = asyncio.create_task(record_and_close())
+    await asyncio.wait({closing}, timeout=30)  # a bound, not a measure: a lost cancel fails the test
+    closed = closing.done()
+    assert writer._task is not None
+    writer._task.cancel()  # (only matters if the first cancel was lost) so the test ends
+    await closing
+    assert closed and writer._task.cancelled()
+    assert [json.loads(r.arguments)["jobId"] for r in await events(engine)] == ["job-0"], "the flush wrote it"
