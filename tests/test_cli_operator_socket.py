@@ -148,6 +148,31 @@ async def test_a_stale_socket_of_a_killed_service_is_passed_by_and_replaced_by_t
         assert "denied" in denied and "sqlalchemy" not in imported
 
 
+async def test_a_service_that_closes_without_answering_leaves_the_command_to_the_database(tmp_path):
+    """Something accepts on the socket and closes without a reply (a service stopping mid-request): the command
+    does the work on the database itself, once."""
+    async with run_gateway(tmp_path, policy=approval_policy(), servers={}) as gw:
+        [first] = await open_decisions(gw, 1)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_of(tmp_path)))
+    listener.listen()
+    accepted: list[bytes] = []
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            accepted.append(conn.recv(65536))
+
+    closer = asyncio.create_task(asyncio.to_thread(hang_up))
+    try:
+        approved, _, imported = await holdgate(tmp_path, "approve", first)
+        await closer
+    finally:
+        listener.close()
+    assert accepted and b'"op": "vote"' in accepted[0], "the command asked the socket first"
+    assert "approved" in approved and "sqlalchemy" in imported
+
+
 async def test_a_service_on_another_database_is_not_asked(tmp_path):
     """The service keeps its database elsewhere (HOLDGATE_DATABASE_URL) but its socket in this data directory:
     the command names the data directory's database, so the service refuses, and the command opens that one (here
