@@ -24,6 +24,9 @@ DATABASE_FILE = "holdgate.db"
 """The default SQLite database, in the data directory."""
 OPERATOR_SOCKET_FILE = "holdgate.sock"
 """The running service's socket for the local operator's commands, in the data directory (0600)."""
+OPERATOR_SOCKET_MAX_PATH_BYTES = 107
+"""The longest operator socket path: sockaddr_un's sun_path holds 108 bytes with the terminating NUL (Linux; 104 on
+the BSDs). The service binds nothing longer, and the CLI does not look for one."""
 DEFAULT_DATA_DIR = Path("data")
 ENV_FILE = ".env"
 """The settings' `.env` file, relative to the working directory (Settings.model_config)."""

@@ -17,12 +17,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from service.locations import database_fingerprint, local_database
+from service.locations import OPERATOR_SOCKET_MAX_PATH_BYTES, database_fingerprint, local_database
 
 TIMEOUT_S = 60.0
 """A bulk vote on thousands of decisions takes seconds; nothing here waits for a person."""
-MAX_PATH_BYTES = 107
-"""As the server's (socket_server.MAX_PATH_BYTES), which this module may not import (it loads pydantic)."""
 
 
 class SocketRefused(Exception):
@@ -37,7 +35,7 @@ def ask(request: dict[str, Any]) -> dict[str, Any] | None:
     local = local_database()
     path = local.operator_socket
     try:
-        if len(os.fsencode(path)) > MAX_PATH_BYTES or not path.is_socket():
+        if len(os.fsencode(path)) > OPERATOR_SOCKET_MAX_PATH_BYTES or not path.is_socket():
             return None
     except OSError:  # a data directory this user may not enter: the database path says so clearly
         return None

@@ -33,14 +33,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.locations import OPERATOR_SOCKET_MAX_PATH_BYTES
 from service.operator.requests import REQUEST, CastVotes, ListDecisions
 
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1024 * 1024
 """A request line's limit: a bulk vote naming 10,000 ids is ~250 KB."""
-MAX_PATH_BYTES = 107
-"""sockaddr_un's sun_path holds 108 bytes with the terminating NUL (Linux; 104 on the BSDs)."""
 READ_TIMEOUT_S = 10.0
 """A client that connects and says nothing is dropped after this (the CLI writes its line at once)."""
 
@@ -66,12 +65,12 @@ class OperatorSocket:
         # Bound under a name of its own, made private, then renamed over the path: no moment in which another user
         # could connect, and a stale socket of a killed process is replaced in one step.
         staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        if len(os.fsencode(staging)) > MAX_PATH_BYTES:
+        if len(os.fsencode(staging)) > OPERATOR_SOCKET_MAX_PATH_BYTES:
             logger.warning(
                 "operator socket off: %s is longer than a Unix socket path may be (%d bytes); the CLI opens the "
                 "database itself (a shorter HOLDGATE_DATA_DIR brings it back)",
                 self.path,
-                MAX_PATH_BYTES,
+                OPERATOR_SOCKET_MAX_PATH_BYTES,
             )
             return False
         if await asyncio.to_thread(_answers, self.path):
